@@ -1,0 +1,69 @@
+# The two commands that matter: `make run` and `make test`. Everything else is a step of theirs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PROTOS := $(shell find protos/molbridge -name '*.proto')
+GEN_STAMP := gen/.stamp
+DESCRIPTOR := build/descriptor.pb
+
+.PHONY: run test unit integration e2e bench lint buf-lint buf-breaking gen venv clean
+
+run: $(GEN_STAMP)
+	$(PY) -m stack
+
+test: $(GEN_STAMP)
+	$(PY) -m pytest -q tests
+
+unit: $(GEN_STAMP)
+	$(PY) -m pytest -q tests/unit
+
+integration: $(GEN_STAMP)
+	$(PY) -m pytest -q tests/integration
+
+e2e: $(GEN_STAMP)
+	$(PY) -m pytest -q tests/e2e
+
+bench: $(GEN_STAMP)
+	$(PY) -m bench
+
+venv: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+gen: $(GEN_STAMP)
+
+# Python stubs (+ .pyi) for our protos into gen/ (package path = proto path), and the Envoy
+# descriptor set with error_details/status compiled in so transcoded errors keep their details.
+$(GEN_STAMP): $(INSTALLED) $(PROTOS)
+	rm -rf gen && mkdir -p gen build
+	$(PY) -m grpc_tools.protoc -I protos -I protos/vendor \
+	  --python_out=gen --grpc_python_out=gen \
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=gen \
+	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=gen \
+	  $(PROTOS)
+	$(PY) -m grpc_tools.protoc -I protos -I protos/vendor --include_imports --include_source_info \
+	  --descriptor_set_out=$(DESCRIPTOR) $(PROTOS) google/rpc/error_details.proto google/rpc/status.proto
+	echo "$(CURDIR)/gen" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/molbridge-gen.pth
+	touch $@
+
+buf-lint: $(INSTALLED)
+	cd protos && ../$(VENV)/bin/buf lint
+
+# Compares with the previous commit of main (offline: buf reads the local git history).
+buf-breaking: $(INSTALLED)
+	@if git rev-parse -q --verify HEAD~1 >/dev/null; then \
+	  cd protos && ../$(VENV)/bin/buf breaking --against "../.git#ref=HEAD~1,subdir=protos"; \
+	else echo "buf breaking: no previous commit to compare with"; fi
+
+lint: $(GEN_STAMP) buf-lint buf-breaking
+	$(VENV)/bin/ruff check services bus cli stack gateway tests bench
+	$(VENV)/bin/mypy services bus cli stack gateway
+
+clean:
+	rm -rf gen build .venv
