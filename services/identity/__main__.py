@@ -1,0 +1,116 @@
+"""Composition root of the identity service: builds everything, then serves.
+
+`python -m services.identity` serves; `python -m services.identity rotate-keys [--publish-ahead-s N]`
+publishes a new signing key (used for signing after N seconds, default 600 — longer than the
+gateway's JWKS cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from molbridge.health.v1 import health_service_pb2_grpc
+from molbridge.identity.v1 import identity_service_pb2_grpc
+
+from bus.connection import connect
+from bus.relay import OutboxRelay
+from bus.streams import ensure_streams
+from services.identity.keys import KeyRing
+from services.identity.server import PUBLIC_METHODS, IdentityServicer
+from services.identity.service import IdentityService
+from services.identity.store import SCHEMA
+from services.runtime import migrations, server, telemetry
+from services.runtime.auth import Authenticator, TokenVerifier
+from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.email import make_email_sender
+from services.runtime.logs import configure_logging
+from services.runtime.mesh_health import HealthServicer
+from services.runtime.settings import Settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def build(settings: Settings) -> tuple[IdentityService, server.ServiceApp]:
+    engine = make_engine(settings.database_url, SCHEMA)
+    telemetry.instrument_engine(engine)
+    service = IdentityService(
+        UnitOfWork(engine),
+        KeyRing(settings.get("MOLBRIDGE_KEY_PASSPHRASE")),
+        make_email_sender(settings.get("SMTP_URL"), settings.data_dir),
+        public_url=settings.get("MOLBRIDGE_PUBLIC_URL", f"http://127.0.0.1:{settings.get('GATEWAY_PORT', '8080')}"),
+    )
+    health = HealthServicer(settings)
+
+    async def publish_outbox() -> None:
+        nats = await connect(settings.nats_url, name="identity-outbox")
+        try:
+            await ensure_streams(nats.jetstream())
+            await OutboxRelay(engine, SCHEMA, nats.jetstream()).run()
+        finally:
+            await nats.close()
+
+    app = server.ServiceApp(
+        settings=settings,
+        servicers=[
+            (identity_service_pb2_grpc.add_IdentityServiceServicer_to_server, IdentityServicer(service)),
+            (health_service_pb2_grpc.add_HealthServiceServicer_to_server, health),
+        ],
+        authenticator=Authenticator(TokenVerifier(service.jwks), service),
+        public_methods=PUBLIC_METHODS,
+        background=[publish_outbox],
+        on_stop=[health.close, engine.dispose],
+    )
+    return service, app
+
+
+async def serve(settings: Settings) -> None:
+    service, app = build(settings)
+    await service.ensure_signing_key()
+    bootstrap = await service.bootstrap_admin(
+        settings.get("MOLBRIDGE_ADMIN_EMAIL"), settings.get("MOLBRIDGE_ADMIN_PASSWORD")
+    )
+    if bootstrap.generated_password:
+        # Printed once, on the terminal only (not the JSON log): nobody else can ever see it.
+        print(
+            f"\nFirst start: system admin {bootstrap.email} with password {bootstrap.generated_password}\n"
+            "Set MOLBRIDGE_ADMIN_EMAIL / MOLBRIDGE_ADMIN_PASSWORD to choose them.\n",
+            file=sys.stderr,
+            flush=True,
+        )
+    await server.run(app)
+
+
+async def rotate_keys(settings: Settings, publish_ahead: timedelta) -> None:
+    service, app = build(settings)
+    kid = await service.rotate_signing_key(publish_ahead)
+    print(f"new signing key {kid}, signing from now + {int(publish_ahead.total_seconds())} s")
+    for hook in app.on_stop:
+        await hook()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.identity")
+    sub = parser.add_subparsers(dest="command")
+    rotate = sub.add_parser("rotate-keys", help="publish a new signing key")
+    rotate.add_argument("--publish-ahead-s", type=int, default=600)
+    args = parser.parse_args()
+
+    settings = Settings.from_env("identity")
+    configure_logging("identity", settings.log_level)
+    telemetry.configure_tracing("identity", settings.data_dir, settings.otlp_endpoint)
+    migrations.upgrade(settings.database_url, SCHEMA, MIGRATIONS)
+    try:
+        if args.command == "rotate-keys":
+            asyncio.run(rotate_keys(settings, timedelta(seconds=args.publish_ahead_s)))
+        else:
+            asyncio.run(serve(settings))
+    finally:
+        telemetry.shutdown_tracing()
+
+
+if __name__ == "__main__":
+    main()

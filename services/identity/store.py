@@ -1,0 +1,107 @@
+"""Identity tables (schema `identity`) as SQLAlchemy Core; the migration creates the same shapes."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+SCHEMA = "identity"
+
+metadata = sa.MetaData()
+
+
+def _timestamp(name: str, *, nullable: bool = True, default: bool = False) -> sa.Column:
+    return sa.Column(
+        name, sa.DateTime(timezone=True), nullable=nullable, server_default=sa.func.now() if default else None
+    )
+
+
+organizations = sa.Table(
+    "organizations",
+    metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    _timestamp("created_at", nullable=False, default=True),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("email", sa.Text, nullable=False, unique=True),
+    sa.Column("full_name", sa.Text, nullable=False),
+    sa.Column("organization_id", UUID(as_uuid=False), sa.ForeignKey("organizations.id"), nullable=False, index=True),
+    sa.Column("roles", ARRAY(sa.Text), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
+    _timestamp("locked_until"),
+    sa.Column("mfa_secret", sa.Text),
+    sa.Column("mfa_enabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The last TOTP time step accepted: a code is good once.
+    sa.Column("mfa_last_step", sa.BigInteger, nullable=False, server_default="0"),
+    _timestamp("last_login_at"),
+    _timestamp("created_at", nullable=False, default=True),
+    _timestamp("updated_at", nullable=False, default=True),
+)
+
+password_history = sa.Table(
+    "password_history",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("user_id", UUID(as_uuid=False), sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    _timestamp("created_at", nullable=False, default=True),
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("family_id", UUID(as_uuid=False), nullable=False, index=True),
+    sa.Column("user_id", UUID(as_uuid=False), sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("token_hash", sa.LargeBinary, nullable=False, unique=True),
+    _timestamp("expires_at", nullable=False),
+    _timestamp("used_at"),
+    _timestamp("revoked_at"),
+    _timestamp("created_at", nullable=False, default=True),
+)
+
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("kid", sa.Text, primary_key=True),
+    sa.Column("private_pem", sa.LargeBinary, nullable=False),
+    sa.Column("public_jwk", JSONB, nullable=False),
+    # Published in the JWKS from creation; used for signing from activates_at, so every verifier
+    # (Envoy caches the JWKS) knows a key before the first token signed with it arrives.
+    _timestamp("activates_at", nullable=False),
+    _timestamp("retired_at"),
+    _timestamp("created_at", nullable=False, default=True),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("organization_id", UUID(as_uuid=False), sa.ForeignKey("organizations.id"), nullable=False, index=True),
+    sa.Column("roles", ARRAY(sa.Text), nullable=False),
+    sa.Column("prefix", sa.Text, nullable=False),
+    sa.Column("secret_hash", sa.LargeBinary, nullable=False, unique=True),
+    sa.Column("created_by", UUID(as_uuid=False), nullable=False),
+    _timestamp("created_at", nullable=False, default=True),
+    _timestamp("revoked_at"),
+    _timestamp("last_used_at"),
+)
+
+password_resets = sa.Table(
+    "password_resets",
+    metadata,
+    sa.Column("token_hash", sa.LargeBinary, primary_key=True),
+    sa.Column("user_id", UUID(as_uuid=False), sa.ForeignKey("users.id"), nullable=False),
+    _timestamp("expires_at", nullable=False),
+    _timestamp("used_at"),
+    _timestamp("created_at", nullable=False, default=True),
+)

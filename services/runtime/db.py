@@ -1,0 +1,39 @@
+"""Database access: one async engine per service, scoped to the service's own schema, and a unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+
+def sqlalchemy_url(url: str, *, async_driver: bool = True) -> str:
+    """DATABASE_URL is a plain postgresql:// URL; SQLAlchemy wants the psycopg 3 dialect named."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url.split(':', 1)[0]}://…")
+
+
+def make_engine(url: str, schema: str, *, pool_size: int = 10) -> AsyncEngine:
+    # search_path pins every unqualified name to the service's own schema.
+    return create_async_engine(
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"options": f"-c search_path={schema},public"},
+    )
+
+
+class UnitOfWork:
+    """A transaction: data and outbox rows commit together or not at all."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessions() as session, session.begin():
+            yield session
