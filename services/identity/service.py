@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -251,7 +252,7 @@ class IdentityService:
                     session, "auth.login_failed", actor_id=row.id, organization_id=row.organization_id,
                     target_type="user", target_id=row.id, success=False, details={"reason": "account locked"},
                 )
-                minutes = max(1, int((row.locked_until - now).total_seconds() // 60) + 1)
+                minutes = max(1, math.ceil((row.locked_until - now).total_seconds() / 60))
                 failure = AuthenticationError(
                     f"Account locked after {domain.MAX_FAILED_LOGINS} failed logins; try again in {minutes} "
                     "minutes or reset your password",
@@ -842,9 +843,13 @@ def _verify_jwt(token: str, jwks: Mapping[str, Any], audience: str, now: datetim
     try:
         kid = jwt.get_unverified_header(token).get("kid")
         jwk = next(k for k in jwks["keys"] if k["kid"] == kid)
+        # Time is checked against the service clock, not the library's, so tests can move it.
         claims = jwt.decode(
-            token, jwt.PyJWK(jwk).key, algorithms=["EdDSA"], audience=audience, issuer=ISSUER, leeway=5
+            token, jwt.PyJWK(jwk).key, algorithms=["EdDSA"], audience=audience, issuer=ISSUER,
+            options={"verify_exp": False, "verify_iat": False, "require": ["exp", "sub"]},
         )
+        if claims["exp"] < now.timestamp():
+            raise jwt.ExpiredSignatureError("expired")
     except (jwt.PyJWTError, StopIteration) as exc:
         raise AuthenticationError("MFA challenge invalid or expired: log in again", detail="MFA_TOKEN_INVALID") from exc
     return str(claims["sub"])

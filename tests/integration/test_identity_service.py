@@ -1,0 +1,366 @@
+"""Identity use cases against a real PostgreSQL (service layer + servicer in-process)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import grpc
+import jwt
+import pyotp
+import pytest
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from molbridge.events.v1.audit_pb2 import AuditRecorded
+from molbridge.events.v1.envelope_pb2 import EventEnvelope
+from molbridge.identity.v1 import identity_service_pb2 as pb
+from molbridge.identity.v1 import identity_service_pb2_grpc as pb_grpc
+
+from services.identity.__main__ import MIGRATIONS
+from services.identity.keys import KeyRing
+from services.identity.server import PUBLIC_METHODS, IdentityServicer
+from services.identity.service import IdentityService
+from services.identity.store import SCHEMA
+from services.runtime import migrations, server
+from services.runtime.auth import Authenticator, Principal, TokenVerifier
+from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.email import FolderSender
+from services.runtime.errors import (
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    PreconditionError,
+    ValidationError,
+)
+from services.runtime.pagination import PageRequest
+from services.runtime.settings import Settings
+from stack.ports import free_port
+
+ADMIN = ("root@platform.test", "Platform-Root-Pass1!")
+PASSWORD = "Scientist-Pass-123!"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+class World:
+    def __init__(self, service: IdentityService, clock: Clock, mail_dir: Path, engine) -> None:  # type: ignore[no-untyped-def]
+        self.service, self.clock, self.mail_dir, self.engine = service, clock, mail_dir, engine
+        self.admin: Principal
+        self.verifier = TokenVerifier(service.jwks)
+
+    async def principal(self, email: str, password: str) -> Principal:
+        session = await self.service.login(email, password)
+        return await self.verifier.verify(session.access_token)
+
+    async def organization_with_admin(self, name: str, kind: str = "PHARMA") -> tuple[str, Principal]:
+        organization = await self.service.create_organization(self.admin, name, kind, "")
+        email = f"admin@{name.lower().replace(' ', '-')}.test"
+        await self.service.create_user(
+            self.admin, email=email, full_name=f"{name} admin", password=PASSWORD,
+            roles=[f"{kind.lower()}_admin"], organization_id=organization.id, request_id="",
+        )
+        return organization.id, await self.principal(email, PASSWORD)
+
+    def last_mail(self):  # type: ignore[no-untyped-def]
+        newest = max(self.mail_dir.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)
+        return message_from_bytes(newest.read_bytes(), policy=policy.default)
+
+
+@pytest.fixture
+async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
+    migrations.upgrade(database_url, SCHEMA, MIGRATIONS)
+    engine = make_engine(database_url, SCHEMA)
+    clock = Clock()
+    # Cheap Argon2id parameters: the tests exercise our rules, not the hash's cost.
+    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    service = IdentityService(
+        UnitOfWork(engine), KeyRing(""), FolderSender(tmp_path / "mail"), public_url="http://gw.test",
+        clock=clock, hasher=hasher,
+    )
+    await service.ensure_signing_key()
+    await service.bootstrap_admin(*ADMIN)
+    w = World(service, clock, tmp_path / "mail" / "outbox" / "email", engine)
+    w.mail_dir = tmp_path / "mail"
+    w.admin = await w.principal(*ADMIN)
+    yield w
+    await engine.dispose()
+
+
+async def test_bootstrap_creates_one_system_admin_once(world: World) -> None:
+    assert world.admin.is_system_admin and world.admin.organization_kind == "PLATFORM"
+    again = await world.service.bootstrap_admin("other@x.test", "Another-Pass-123!")
+    assert not again.created
+
+
+async def test_login_issues_eddsa_tokens_the_jwks_verifies(world: World) -> None:
+    session = await world.service.login(*ADMIN)
+    header = jwt.get_unverified_header(session.access_token)
+    assert header["alg"] == "EdDSA" and header["kid"]
+    jwks = await world.service.jwks()
+    assert header["kid"] in {k["kid"] for k in jwks["keys"]}
+    assert all("d" not in k for k in jwks["keys"])  # never the private part
+    assert session.expires_in == 900 and session.refresh_token.startswith("rt_")
+    with pytest.raises(AuthenticationError) as error:
+        await world.service.login(ADMIN[0], "Wrong-Pass-123!")
+    assert error.value.detail == "INVALID_CREDENTIALS"
+    with pytest.raises(AuthenticationError):
+        await world.service.login("nobody@x.test", "Wrong-Pass-123!")
+
+
+async def test_five_failures_lock_the_account_for_thirty_minutes(world: World) -> None:
+    _, admin = await world.organization_with_admin("Lockout Pharma")
+    email = "admin@lockout-pharma.test"
+    for _ in range(5):
+        with pytest.raises(AuthenticationError):
+            await world.service.login(email, "Wrong-Pass-123!")
+    with pytest.raises(AuthenticationError) as error:
+        await world.service.login(email, PASSWORD)  # right password, still refused
+    assert error.value.detail == "ACCOUNT_LOCKED"
+    assert "30 minutes" in error.value.message
+    world.clock.advance(timedelta(minutes=31))
+    assert (await world.service.login(email, PASSWORD)).access_token
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_family(world: World) -> None:
+    first = await world.service.login(*ADMIN)
+    second = await world.service.refresh(first.refresh_token)
+    assert second.refresh_token != first.refresh_token
+    third = await world.service.refresh(second.refresh_token)
+    with pytest.raises(AuthenticationError) as error:
+        await world.service.refresh(first.refresh_token)  # spent: theft suspected
+    assert error.value.detail == "REFRESH_REUSED"
+    with pytest.raises(AuthenticationError):
+        await world.service.refresh(third.refresh_token)  # the whole family is gone
+    other = await world.service.login(*ADMIN)  # another login is another family
+    assert (await world.service.refresh(other.refresh_token)).access_token
+
+
+async def test_refresh_token_expires_after_seven_days(world: World) -> None:
+    session = await world.service.login(*ADMIN)
+    world.clock.advance(timedelta(days=7, seconds=1))
+    with pytest.raises(AuthenticationError):
+        await world.service.refresh(session.refresh_token)
+
+
+async def test_logout_revokes_the_session(world: World) -> None:
+    session = await world.service.login(*ADMIN)
+    assert await world.service.logout(world.admin, session.refresh_token) == 1
+    with pytest.raises(AuthenticationError):
+        await world.service.refresh(session.refresh_token)
+
+
+async def test_password_change_rejects_weak_and_recent_passwords(world: World) -> None:
+    with pytest.raises(ValidationError) as weak:
+        await world.service.change_password(world.admin, ADMIN[1], "weakpass")
+    assert weak.value.detail == "WEAK_PASSWORD"
+    with pytest.raises(ValidationError) as wrong:
+        await world.service.change_password(world.admin, "Not-The-Pass-1!", "Brand-New-Pass-1!")
+    assert wrong.value.detail == "WRONG_PASSWORD"
+    await world.service.change_password(world.admin, ADMIN[1], "Brand-New-Pass-1!")
+    with pytest.raises(ValidationError) as reused:
+        await world.service.change_password(world.admin, "Brand-New-Pass-1!", ADMIN[1])
+    assert reused.value.detail == "PASSWORD_REUSED"
+
+
+async def test_password_reset_by_email_is_single_use_and_ends_sessions(world: World) -> None:
+    old = await world.service.login(*ADMIN)
+    await world.service.request_password_reset(ADMIN[0])
+    mail = world.last_mail()
+    assert mail["To"] == ADMIN[0]
+    token = re.search(r"reset token: (\S+)", mail.get_content()).group(1)  # type: ignore[union-attr]
+    await world.service.confirm_password_reset(token, "Reset-New-Pass-9!")
+    with pytest.raises(ValidationError):
+        await world.service.confirm_password_reset(token, "Reset-Other-Pass-9!")
+    with pytest.raises(AuthenticationError):
+        await world.service.refresh(old.refresh_token)
+    assert (await world.service.login(ADMIN[0], "Reset-New-Pass-9!")).access_token
+    # Unknown emails get the same silent answer and no mail.
+    count = len(list(world.mail_dir.glob("*.eml")))
+    await world.service.request_password_reset("nobody@nowhere.test")
+    assert len(list(world.mail_dir.glob("*.eml"))) == count
+
+
+async def test_reset_token_expires(world: World) -> None:
+    await world.service.request_password_reset(ADMIN[0])
+    token = re.search(r"reset token: (\S+)", world.last_mail().get_content()).group(1)  # type: ignore[union-attr]
+    world.clock.advance(timedelta(minutes=31))
+    with pytest.raises(ValidationError):
+        await world.service.confirm_password_reset(token, "Reset-New-Pass-9!")
+
+
+async def test_totp_mfa_challenges_login_and_codes_are_single_use(world: World) -> None:
+    secret, uri = await world.service.enroll_mfa(world.admin)
+    assert uri.startswith("otpauth://totp/")
+    totp = pyotp.TOTP(secret)
+    with pytest.raises(ValidationError):
+        await world.service.confirm_mfa(world.admin, "000000" if totp.at(world.clock.now) != "000000" else "111111")
+    user = await world.service.confirm_mfa(world.admin, totp.at(world.clock.now))
+    assert user.mfa_enabled
+    world.clock.advance(timedelta(seconds=30))
+    challenge = await world.service.login(*ADMIN)
+    assert challenge.mfa_required and not challenge.access_token
+    code = totp.at(world.clock.now)
+    session = await world.service.verify_mfa(challenge.mfa_token, code)
+    assert session.access_token
+    again = await world.service.login(*ADMIN)
+    with pytest.raises(AuthenticationError):
+        await world.service.verify_mfa(again.mfa_token, code)  # same code twice
+    with pytest.raises(AuthenticationError):
+        await world.service.verify_mfa(session.access_token, code)  # an access token is no MFA challenge
+
+
+async def test_api_keys_act_for_their_organization_until_revoked(world: World) -> None:
+    org_id, pharma_admin = await world.organization_with_admin("Keyed Pharma")
+    created = await world.service.create_api_key(pharma_admin, "LIMS sync", ["pharma_scientist"])
+    assert created.secret.startswith("mbk_") and created.api_key.prefix == created.secret[:12]
+    principal = await world.service.resolve_api_key(created.secret)
+    assert (principal.organization_id, principal.roles, principal.via) == (
+        org_id, frozenset({"pharma_scientist"}), "api_key",
+    )
+    keys, total = await world.service.list_api_keys(pharma_admin, PageRequest.of(1, 10))
+    assert total == 1 and keys[0].id == created.api_key.id
+    await world.service.revoke_api_key(pharma_admin, created.api_key.id)
+    with pytest.raises(AuthenticationError):
+        await world.service.resolve_api_key(created.secret)
+    with pytest.raises(PreconditionError):
+        await world.service.get_me(principal)  # a key is not a user
+
+
+async def test_organizations_never_see_each_other(world: World) -> None:
+    org_a, admin_a = await world.organization_with_admin("Alpha Pharma")
+    org_b, admin_b = await world.organization_with_admin("Beta Labs", "CRO")
+    scientist = await world.service.create_user(
+        admin_a, email="sci@alpha.test", full_name="Sci", password=PASSWORD, roles=[], organization_id="",
+        request_id="",
+    )
+    assert scientist.roles == ("pharma_scientist",)
+    with pytest.raises(NotFoundError):
+        await world.service.get_user(admin_b, scientist.id)
+    with pytest.raises(NotFoundError):
+        await world.service.get_organization(admin_b, org_a)
+    with pytest.raises(NotFoundError):
+        await world.service.list_users(admin_b, PageRequest.of(1, 50), org_a, "")
+    with pytest.raises(NotFoundError):
+        await world.service.delete_user(admin_b, scientist.id)
+    users_b, total_b = await world.service.list_users(admin_b, PageRequest.of(1, 50), "", "")
+    assert total_b == 1 and {u.organization_id for u in users_b} == {org_b}
+    orgs, total = await world.service.list_organizations(admin_a, PageRequest.of(1, 50))
+    assert total == 1 and orgs[0].id == org_a
+    _, everything = await world.service.list_organizations(world.admin, PageRequest.of(1, 50))
+    assert everything == 3
+    sci = await world.principal("sci@alpha.test", PASSWORD)
+    with pytest.raises(Exception) as denied:
+        await world.service.create_user(
+            sci, email="x@alpha.test", full_name="X", password=PASSWORD, roles=[], organization_id="", request_id=""
+        )
+    assert type(denied.value).__name__ == "AuthorizationError"
+
+
+async def test_creates_are_idempotent_and_unique(world: World) -> None:
+    first = await world.service.create_organization(world.admin, "Gamma Bio", "PHARMA", "req-1")
+    again = await world.service.create_organization(world.admin, "Gamma Bio", "PHARMA", "req-1")
+    assert again.id == first.id
+    with pytest.raises(ConflictError):
+        await world.service.create_organization(world.admin, "Gamma Bio", "PHARMA", "req-2")
+    with pytest.raises(ValidationError) as invalid:
+        await world.service.create_organization(world.admin, "", "NOPE", "")
+    assert {f for f, _ in invalid.value.field_violations} == {"name", "kind"}
+
+
+async def test_deleted_user_can_no_longer_log_in_or_refresh(world: World) -> None:
+    _, admin = await world.organization_with_admin("Delta Pharma")
+    user = await world.service.create_user(
+        admin, email="leaver@delta.test", full_name="Leaver", password=PASSWORD, roles=[], organization_id="",
+        request_id="",
+    )
+    session = await world.service.login("leaver@delta.test", PASSWORD)
+    deleted = await world.service.delete_user(admin, user.id)
+    assert not deleted.active
+    with pytest.raises(AuthenticationError):
+        await world.service.login("leaver@delta.test", PASSWORD)
+    with pytest.raises(AuthenticationError):
+        await world.service.refresh(session.refresh_token)
+    with pytest.raises(PreconditionError):
+        await world.service.delete_user(admin, admin.subject)
+
+
+async def test_key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key(world: World) -> None:
+    before = await world.service.login(*ADMIN)
+    old_kid = jwt.get_unverified_header(before.access_token)["kid"]
+    new_kid = await world.service.rotate_signing_key(timedelta(minutes=5))
+    assert new_kid in {k["kid"] for k in (await world.service.jwks())["keys"]}  # published at once
+    still_old = await world.service.login(*ADMIN)
+    assert jwt.get_unverified_header(still_old.access_token)["kid"] == old_kid  # not used before its time
+    world.clock.advance(timedelta(minutes=6))
+    after = await world.service.login(*ADMIN)
+    assert jwt.get_unverified_header(after.access_token)["kid"] == new_kid
+    verifier = TokenVerifier(world.service.jwks)
+    assert (await verifier.verify(before.access_token)).subject == world.admin.subject
+    world.clock.advance(timedelta(minutes=20))
+    await world.service.rotate_signing_key(timedelta(0))
+    kids = {k["kid"] for k in (await world.service.jwks())["keys"]}
+    assert old_kid not in kids  # retired once every token it signed has expired
+
+
+async def test_every_action_writes_an_audit_event_to_the_outbox(world: World) -> None:
+    with pytest.raises(AuthenticationError):
+        await world.service.login(ADMIN[0], "Wrong-Pass-123!")
+    async with world.engine.connect() as connection:
+        payloads = (await connection.execute(sa.text("SELECT payload FROM identity.outbox ORDER BY created_at"))).scalars()
+        actions = []
+        for payload in payloads:
+            envelope = EventEnvelope.FromString(payload)
+            audit = AuditRecorded()
+            assert envelope.payload.Unpack(audit)
+            actions.append((audit.action, audit.outcome))
+    names = [a for a, _ in actions]
+    assert names[:2] == ["user.created", "auth.login_succeeded"]
+    assert names[-1] == "auth.login_failed" and actions[-1][1] == 2  # AUDIT_OUTCOME_FAILURE
+
+
+async def test_servicer_authenticates_every_rpc_and_maps_errors(world: World) -> None:
+    port = free_port()
+    settings = Settings.from_env("identity", {"MOLBRIDGE_IDENTITY_ADDR": f"127.0.0.1:{port}"})
+    app = server.ServiceApp(
+        settings=settings,
+        servicers=[(pb_grpc.add_IdentityServiceServicer_to_server, IdentityServicer(world.service))],
+        authenticator=Authenticator(TokenVerifier(world.service.jwks), world.service),
+        public_methods=PUBLIC_METHODS,
+    )
+    grpc_server, health, tasks = await server.start_server(app)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.IdentityServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
+                await stub.GetMe(pb.GetMeRequest())
+            assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.aio.AioRpcError) as forged:
+                await stub.GetMe(pb.GetMeRequest(), metadata=[("authorization", "Bearer not.a.jwt")])
+            assert forged.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            login = await stub.Login(pb.LoginRequest(email=ADMIN[0], password=ADMIN[1]))
+            auth = [("authorization", f"Bearer {login.data.access_token}")]
+            me = await stub.GetMe(pb.GetMeRequest(), metadata=auth)
+            assert me.data.email == ADMIN[0] and list(me.data.roles) == ["system_admin"]
+            with pytest.raises(grpc.aio.AioRpcError) as weak:
+                await stub.CreateUser(pb.CreateUserRequest(email="a@b.test", full_name="A", password="weak"),
+                                      metadata=auth)
+            assert weak.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            details = dict(weak.value.trailing_metadata() or ())
+            assert "grpc-status-details-bin" in details
+            with pytest.raises(grpc.aio.AioRpcError) as missing:
+                await stub.GetUser(pb.GetUserRequest(id="not-a-uuid"), metadata=auth)
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await server.stop_server(app, grpc_server, health, tasks)
