@@ -13,12 +13,17 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.health.v1 import health_service_pb2_grpc
 from molbridge.identity.v1 import identity_service_pb2_grpc
 
 from bus.connection import connect
 from bus.relay import OutboxRelay
-from bus.streams import ensure_streams
+from bus.consumer import Consumer
+from bus.streams import EVENTS_STREAM, ensure_streams
+from bus.subjects import EVENTS_PREFIX, event_type_name
+from services.identity.audit import CONSUMER_NAME as AUDIT_CONSUMER
+from services.identity.audit import AuditTrail
 from services.identity.keys import KeyRing
 from services.identity.server import PUBLIC_METHODS, IdentityServicer
 from services.identity.service import IdentityService
@@ -32,24 +37,33 @@ from services.runtime.mesh_health import HealthServicer
 from services.runtime.settings import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+AUDIT_SUBJECT = f"{EVENTS_PREFIX}.*.{event_type_name(AuditRecorded)}"  # from every service
 
 
 def build(settings: Settings) -> tuple[IdentityService, server.ServiceApp]:
     engine = make_engine(settings.database_url, SCHEMA)
     telemetry.instrument_engine(engine)
+    uow = UnitOfWork(engine)
     service = IdentityService(
-        UnitOfWork(engine),
+        uow,
         KeyRing(settings.get("MOLBRIDGE_KEY_PASSPHRASE")),
         make_email_sender(settings.get("SMTP_URL"), settings.data_dir),
         public_url=settings.get("MOLBRIDGE_PUBLIC_URL", f"http://127.0.0.1:{settings.get('GATEWAY_PORT', '8080')}"),
     )
     health = HealthServicer(settings)
 
-    async def publish_outbox() -> None:
-        nats = await connect(settings.nats_url, name="identity-outbox")
+    trail = AuditTrail(uow)
+
+    async def bus_work() -> None:
+        """Publish our outbox and keep the audit trail, over one NATS connection."""
+        nats = await connect(settings.nats_url, name="identity")
         try:
-            await ensure_streams(nats.jetstream())
-            await OutboxRelay(engine, SCHEMA, nats.jetstream()).run()
+            js = nats.jetstream()
+            await ensure_streams(js)
+            await asyncio.gather(
+                OutboxRelay(engine, SCHEMA, js).run(),
+                Consumer(js, EVENTS_STREAM, AUDIT_CONSUMER, AUDIT_SUBJECT, trail.handle).run(),
+            )
         finally:
             await nats.close()
 
@@ -61,7 +75,7 @@ def build(settings: Settings) -> tuple[IdentityService, server.ServiceApp]:
         ],
         authenticator=Authenticator(TokenVerifier(service.jwks), service),
         public_methods=PUBLIC_METHODS,
-        background=[publish_outbox],
+        background=[bus_work],
         on_stop=[health.close, engine.dispose],
     )
     return service, app

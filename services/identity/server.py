@@ -65,6 +65,15 @@ def api_key_pb(key: domain.ApiKey) -> pb.ApiKey:
     )
 
 
+def audit_event_pb(entry: domain.AuditEntry) -> pb.AuditEvent:
+    return pb.AuditEvent(
+        id=entry.id, sequence=entry.sequence, occurred_at=timestamp(entry.occurred_at), source=entry.source,
+        action=entry.action, outcome=entry.outcome, actor_id=entry.actor_id, organization_id=entry.organization_id,
+        target_type=entry.target_type, target_id=entry.target_id, client_address=entry.client_address,
+        request_id=entry.request_id, details=entry.details, hash=entry.hash.hex(),
+    )
+
+
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
     SERVICE_FULL_NAME = "molbridge.identity.v1.IdentityService"
 
@@ -181,6 +190,16 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         return pb.RevokeApiKeyResponse(
             data=api_key_pb(await self._service.revoke_api_key(current_principal(), request.id))
         )
+
+    async def ListAuditEvents(
+        self, request: pb.ListAuditEventsRequest, context: Context
+    ) -> pb.ListAuditEventsResponse:
+        page = PageRequest.of(request.page, request.page_size)
+        items, total = await self._service.list_audit_events(
+            current_principal(), page, action=request.action, target_id=request.target_id,
+            organization_id=request.organization_id,
+        )
+        return pb.ListAuditEventsResponse(data=[audit_event_pb(e) for e in items], meta=page.meta(total))
 
     async def AuthenticateApiKey(
         self, request: pb.AuthenticateApiKeyRequest, context: Context

@@ -27,11 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bus.outbox import add_event
 from services.identity import domain
-from services.identity.domain import ApiKey, CreatedApiKey, Organization, Session, User, Violations
+from services.identity.domain import ApiKey, AuditEntry, CreatedApiKey, Organization, Session, User, Violations
 from services.identity.keys import KeyRing, sign
+from services.identity.audit import entry_of
 from services.identity.store import (
     SCHEMA,
     api_keys,
+    audit_log,
     organizations,
     password_history,
     password_resets,
@@ -797,6 +799,35 @@ class IdentityService:
             subject=row.id, organization_id=row.organization_id, organization_kind=row.organization_kind,
             roles=frozenset(row.roles), via="api_key",
         )
+
+
+    # ---- audit trail -----------------------------------------------------------------------
+
+    async def list_audit_events(
+        self, principal: Principal, page: PageRequest, *, action: str, target_id: str, organization_id: str
+    ) -> tuple[list[AuditEntry], int]:
+        query = sa.select(audit_log)
+        if principal.has_any_role("auditor"):  # platform auditors and system admins read every organization
+            if organization_id:
+                query = query.where(audit_log.c.organization_id == organization_id)
+        else:
+            domain.require_user_admin(principal, principal.organization_id)
+            query = query.where(audit_log.c.organization_id == principal.organization_id)
+        if action:
+            query = query.where(audit_log.c.action.startswith(action, autoescape=True))
+        if target_id:
+            query = query.where(audit_log.c.target_id == target_id)
+        async with self._uow() as session:
+            total = await session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
+            rows = await session.execute(
+                query.order_by(audit_log.c.sequence.desc()).limit(page.page_size).offset(page.offset)
+            )
+            return [entry_of(r) for r in rows], total
+
+    async def audit_trail(self) -> list[AuditEntry]:
+        """The whole trail in order, for verification (operators; tests)."""
+        async with self._uow() as session:
+            return [entry_of(r) for r in await session.execute(sa.select(audit_log).order_by(audit_log.c.sequence))]
 
 
 # ---- helpers ---------------------------------------------------------------------------------

@@ -105,3 +105,23 @@ password_resets = sa.Table(
     _timestamp("used_at"),
     _timestamp("created_at", nullable=False, default=True),
 )
+
+# The audit trail, fed from the bus; append-only, hash-chained (see domain.audit_hash).
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("sequence", sa.BigInteger, nullable=False, unique=True),
+    _timestamp("occurred_at", nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False, index=True),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("actor_id", sa.Text, nullable=False),
+    sa.Column("organization_id", sa.Text, nullable=False, index=True),
+    sa.Column("target_type", sa.Text, nullable=False),
+    sa.Column("target_id", sa.Text, nullable=False, index=True),
+    sa.Column("client_address", sa.Text, nullable=False),
+    sa.Column("request_id", sa.Text, nullable=False),
+    sa.Column("details", JSONB, nullable=False),
+    sa.Column("hash", sa.LargeBinary, nullable=False),
+)

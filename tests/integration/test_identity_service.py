@@ -364,3 +364,50 @@ async def test_servicer_authenticates_every_rpc_and_maps_errors(world: World) ->
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         await server.stop_server(app, grpc_server, health, tasks)
+
+
+async def test_audit_trail_is_fed_from_the_bus_and_tamper_evident(world: World, nats_server) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import uuid
+
+    from bus.connection import connect
+    from bus.consumer import Consumer
+    from bus.relay import OutboxRelay
+    from bus.streams import EVENTS_STREAM, ensure_streams
+    from services.identity.__main__ import AUDIT_SUBJECT
+    from services.identity.audit import AuditTrail
+    from services.identity.domain import first_broken_link
+
+    await world.organization_with_admin("Audited Pharma")
+    nats = await connect(nats_server.url)
+    js = nats.jetstream()
+    await ensure_streams(js)
+    relay = OutboxRelay(world.engine, SCHEMA, js)
+    consumer = Consumer(js, EVENTS_STREAM, f"audit-{uuid.uuid4().hex[:8]}", AUDIT_SUBJECT,
+                        AuditTrail(UnitOfWork(world.engine)).handle)
+    tasks = [asyncio.create_task(relay.run()), asyncio.create_task(consumer.run())]
+    try:
+        async with world.engine.connect() as connection:
+            written = set((await connection.execute(sa.text("SELECT id::text FROM identity.outbox"))).scalars())
+        for _ in range(200):
+            stored = {e.id for e in await world.service.audit_trail()}
+            if written <= stored:
+                break
+            await asyncio.sleep(0.05)
+        assert written <= stored, "every audited action reaches the trail"
+    finally:
+        relay.stop()
+        consumer.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await nats.close()
+
+    trail = await world.service.audit_trail()
+    assert [e.sequence for e in trail] == list(range(1, len(trail) + 1))
+    assert first_broken_link(trail) is None
+    events, total = await world.service.list_audit_events(
+        world.admin, PageRequest.of(1, 100), action="organization.", target_id="", organization_id=""
+    )
+    assert total >= 1 and all(e.action.startswith("organization.") for e in events)
+    async with world.engine.begin() as connection:
+        await connection.execute(sa.text("UPDATE identity.audit_log SET actor_id = 'mallory' WHERE sequence = 2"))
+    assert first_broken_link(await world.service.audit_trail()) == 2
