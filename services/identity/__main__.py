@@ -18,8 +18,8 @@ from molbridge.health.v1 import health_service_pb2_grpc
 from molbridge.identity.v1 import identity_service_pb2_grpc
 
 from bus.connection import connect
-from bus.relay import OutboxRelay
 from bus.consumer import Consumer
+from bus.relay import OutboxRelay
 from bus.streams import EVENTS_STREAM, ensure_streams
 from bus.subjects import EVENTS_PREFIX, event_type_name
 from services.identity.audit import CONSUMER_NAME as AUDIT_CONSUMER

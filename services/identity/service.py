@@ -27,9 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bus.outbox import add_event
 from services.identity import domain
+from services.identity.audit import entry_of
 from services.identity.domain import ApiKey, AuditEntry, CreatedApiKey, Organization, Session, User, Violations
 from services.identity.keys import KeyRing, sign
-from services.identity.audit import entry_of
 from services.identity.store import (
     SCHEMA,
     api_keys,
@@ -336,11 +336,15 @@ class IdentityService:
         async with self._uow() as session:
             token = (
                 await session.execute(
-                    sa.select(refresh_tokens).where(refresh_tokens.c.token_hash == _digest(refresh_token)).with_for_update()
+                    sa.select(refresh_tokens)
+                    .where(refresh_tokens.c.token_hash == _digest(refresh_token))
+                    .with_for_update()
                 )
             ).first()
             if token is None or token.expires_at <= now:
-                failure = AuthenticationError("Refresh token invalid or expired: log in again", detail="REFRESH_INVALID")
+                failure = AuthenticationError(
+                    "Refresh token invalid or expired: log in again", detail="REFRESH_INVALID"
+                )
             elif token.used_at is not None or token.revoked_at is not None:
                 # A spent token presented again means it leaked: end every session descended from it.
                 await session.execute(
@@ -625,7 +629,8 @@ class IdentityService:
         column = USER_SORT_KEYS.get(sort.lstrip("-") or "email")
         if column is None:
             raise ValidationError(
-                "Unknown sort key", field_violations=[("sort", f"one of {', '.join(USER_SORT_KEYS)}, '-' for descending")]
+                "Unknown sort key",
+                field_violations=[("sort", f"one of {', '.join(USER_SORT_KEYS)}, '-' for descending")],
             )
         order = column.desc() if sort.startswith("-") else column.asc()
         query = (

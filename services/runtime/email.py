@@ -40,7 +40,8 @@ class SmtpSender:
         try:
             await asyncio.to_thread(self._send_blocking, message)
         except (OSError, smtplib.SMTPException) as exc:
-            raise IntegrationError(f"Could not send email through SMTP ({type(exc).__name__}); try again later") from exc
+            reason = type(exc).__name__
+            raise IntegrationError(f"Could not send email through SMTP ({reason}); try again later") from exc
 
 
 class FolderSender:

@@ -318,7 +318,8 @@ async def test_every_action_writes_an_audit_event_to_the_outbox(world: World) ->
     with pytest.raises(AuthenticationError):
         await world.service.login(ADMIN[0], "Wrong-Pass-123!")
     async with world.engine.connect() as connection:
-        payloads = (await connection.execute(sa.text("SELECT payload FROM identity.outbox ORDER BY created_at"))).scalars()
+        query = sa.text("SELECT payload FROM identity.outbox ORDER BY created_at")
+        payloads = (await connection.execute(query)).scalars()
         actions = []
         for payload in payloads:
             envelope = EventEnvelope.FromString(payload)

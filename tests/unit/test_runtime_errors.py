@@ -1,11 +1,10 @@
 import grpc
+import pytest
 from google.rpc import error_details_pb2
 
 from services.runtime.errors import PreconditionError, ValidationError
 from services.runtime.interceptors import status_of
 from services.runtime.pagination import PageRequest
-
-import pytest
 
 
 def test_validation_error_becomes_status_with_error_info_and_bad_request() -> None:
@@ -15,7 +14,8 @@ def test_validation_error_becomes_status_with_error_info_and_bad_request() -> No
     assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info)
-    assert (info.reason, info.domain, info.metadata["detail"]) == ("VALIDATION_ERROR", "identity.molbridge", "WEAK_PASSWORD")
+    assert (info.reason, info.domain) == ("VALIDATION_ERROR", "identity.molbridge")
+    assert info.metadata["detail"] == "WEAK_PASSWORD"
     bad = error_details_pb2.BadRequest()
     assert status.details[1].Unpack(bad)
     assert bad.field_violations[0].field == "password"
