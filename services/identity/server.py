@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import TypeAlias
 
 import grpc
 from google.api.httpbody_pb2 import HttpBody
@@ -15,7 +16,7 @@ from services.runtime.auth import current_principal
 from services.runtime.pagination import PageRequest
 from services.runtime.protomap import timestamp
 
-Context = grpc.aio.ServicerContext
+Context: TypeAlias = grpc.aio.ServicerContext
 
 # Reachable without a token (the gateway's allow-list says the same for REST and gRPC paths).
 PUBLIC_METHODS = frozenset(
