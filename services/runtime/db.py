@@ -23,6 +23,7 @@ def make_engine(url: str, schema: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        hide_parameters=True,  # error texts must never quote values: they may be passwords or tokens
         connect_args={"options": f"-c search_path={schema},public"},
     )
 

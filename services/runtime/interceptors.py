@@ -101,7 +101,7 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
 
         def unary_response(behavior: Callable[..., Any]) -> Callable[..., Any]:
             async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                with telemetry.server_span(method, raw_metadata):
+                with telemetry.server_span(method, raw_metadata, context=context):
                     try:
                         await enter(context)
                         return await behavior(request, context)
@@ -114,7 +114,7 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
 
         def stream_response(behavior: Callable[..., Any]) -> Callable[..., Any]:
             async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                with telemetry.server_span(method, raw_metadata):
+                with telemetry.server_span(method, raw_metadata, context=context):
                     try:
                         await enter(context)
                         async for item in behavior(request, context):

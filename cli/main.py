@@ -1,0 +1,78 @@
+"""`molbridge`: the command-line client. Talks gRPC to the gateway; see `molbridge --help`.
+
+A command module exposes `register(subparsers)` and declares its commands with cli.app.add_command;
+the gRPC connection, tokens and error printing are handled here and in cli.client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from cli import identity
+from cli.app import add_command, add_global_options
+from cli.client import CliError, Gateway, default_target, describe_rpc_error
+from cli.credentials import CredentialStore
+from cli.trace import default_data_dir, show_trace
+
+
+def trace(args: argparse.Namespace) -> None:
+    rendered = show_trace(args.trace_id, args.data_dir)
+    if rendered is None:
+        raise CliError(
+            f"trace {args.trace_id} not found under {args.data_dir / 'traces'} "
+            "(spans reach the files within a second; with OTEL_EXPORTER_OTLP_ENDPOINT set they go to "
+            "your collector instead)"
+        )
+    print(rendered)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="molbridge", description="Molbridge command-line client (gRPC).")
+    add_global_options(parser, top_level=True)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    identity.register(subparsers)
+    cmd = add_command(subparsers, "trace", "print a trace from the local span files as a tree", local=trace)
+    cmd.add_argument("trace_id", help="32 hex digits")
+    cmd.add_argument("--data-dir", type=Path, default=None, help="default: $MOLBRIDGE_DATA_DIR, else .data in the repo")
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.local_handler is not None:
+        if getattr(args, "data_dir", "unset") is None:
+            args.data_dir = default_data_dir()
+        args.local_handler(args)
+        return
+    target = args.target or default_target()
+    api_key = os.environ.get("MOLBRIDGE_API_KEY") or None
+    with Gateway(target, CredentialStore(), api_key=api_key) as gw:
+        try:
+            args.gateway_handler(args, gw)
+        except grpc.RpcError as err:
+            raise CliError(describe_rpc_error(err, target)) from err
+        finally:
+            if args.show_trace:
+                print(f"trace_id: {gw.trace_id}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args: Any = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except CliError as err:
+        print(f"molbridge: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Printing helpers shared by the commands: aligned tables, JSON, timestamps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [headers, *rows]
+    )
+
+
+def as_json(message: Message) -> str:
+    """The message as the REST API would return it (snake_case fields)."""
+    return json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2)
+
+
+def timestamp(value: Timestamp) -> str:
+    if not value.seconds and not value.nanos:
+        return "-"
+    return value.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def fields(pairs: Sequence[tuple[str, str]]) -> str:
+    width = max(len(label) for label, _ in pairs) + 1
+    return "\n".join(f"{label + ':':<{width}} {value}" for label, value in pairs)
