@@ -18,7 +18,7 @@ def upgrade() -> None:
     # explicit op.create_table calls (alembic autogenerate) so it keeps meaning what it meant.
     metadata.create_all(op.get_bind())
     create_idempotency_table(op)
-    create_outbox_table(op, "identity")  # type: ignore[arg-type]  # alembic.op proxies Operations
+    create_outbox_table(op, "identity")
 
 
 def downgrade() -> None:
