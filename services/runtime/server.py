@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import pkgutil
 import signal
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,13 +27,15 @@ GRACE_SECONDS = 5.0
 
 def all_molbridge_service_names() -> list[str]:
     """Every service in the generated `molbridge` protos: the reflection answer lists the whole API,
-    whichever backend the gateway routes reflection to."""
+    whichever backend the gateway routes reflection to. The generated folders are namespace packages
+    (no __init__.py), so they are found by file rather than by pkgutil."""
     import molbridge
 
     names: list[str] = []
-    for module in pkgutil.walk_packages(molbridge.__path__, "molbridge."):
-        if module.name.endswith("_pb2"):
-            descriptor = importlib.import_module(module.name).DESCRIPTOR
+    for root in molbridge.__path__:
+        for path in sorted(Path(root).rglob("*_pb2.py")):
+            module = ".".join(("molbridge", *path.relative_to(root).with_suffix("").parts))
+            descriptor = importlib.import_module(module).DESCRIPTOR
             names.extend(s.full_name for s in descriptor.services_by_name.values())
     return sorted(names)
 

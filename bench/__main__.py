@@ -1,0 +1,5 @@
+import sys
+
+from bench.gateway_cost import main
+
+sys.exit(main())

@@ -1,0 +1,288 @@
+-- Molbridge gateway: first HTTP filter of the public listener (inlined by render.py).
+--
+-- Request side (before jwt_authn):
+--   * drops any client-sent x-molbridge-sub: only jwt_authn may set it (it keys the rate limits);
+--   * `authorization: Bearer mbk_…` is an API key, not a JWT: moved to x-api-key so jwt_authn
+--     skips it and the service's interceptor verifies it; with an API key, no authorization
+--     header reaches the service (one credential per request).
+-- Response side: every error (status >= 400) of a REST call leaves as
+--   {"error": {"code": "<DOMAIN.md code>", "message": "…", "details": […]}}
+-- with the HTTP status of DOMAIN.md, whether it came from a service (transcoded google.rpc.Status,
+-- code from ErrorInfo.reason) or from Envoy itself (jwt_authn, local_ratelimit, transcoder,
+-- router). Native gRPC calls and successes are never touched.
+
+-- render.py replaces the JSON below with the gateway's tables (statuses, grpc_codes, limits).
+local CONFIG_JSON = [==[{}]==]
+
+local META = "molbridge.gateway"
+local ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+local RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+local GATEWAY_DOMAIN = "gateway.molbridge"
+local DEFAULT_RETRY_AFTER = "60"
+
+-- A small JSON reader/writer: Envoy's LuaJIT ships none. ---------------------------------------
+local json_null = setmetatable({}, { __tostring = function() return "null" end })
+local array_mt = {}
+
+local function array(t) return setmetatable(t or {}, array_mt) end
+
+local function skip_ws(s, i) return string.find(s, "[^ \t\r\n]", i) or #s + 1 end
+
+local unescape = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
+
+local function utf8_char(cp)
+  if cp < 0x80 then return string.char(cp) end
+  if cp < 0x800 then return string.char(0xC0 + math.floor(cp / 0x40), 0x80 + cp % 0x40) end
+  if cp < 0x10000 then
+    return string.char(0xE0 + math.floor(cp / 0x1000), 0x80 + math.floor(cp / 0x40) % 0x40, 0x80 + cp % 0x40)
+  end
+  return string.char(0xF0 + math.floor(cp / 0x40000), 0x80 + math.floor(cp / 0x1000) % 0x40,
+    0x80 + math.floor(cp / 0x40) % 0x40, 0x80 + cp % 0x40)
+end
+
+local function decode_string(s, i)
+  local out, j = {}, i + 1
+  while true do
+    local c = s:sub(j, j)
+    if c == "" then error("unterminated string") end
+    if c == '"' then return table.concat(out), j + 1 end
+    if c == "\\" then
+      local e = s:sub(j + 1, j + 1)
+      if e == "u" then
+        local cp = tonumber(s:sub(j + 2, j + 5), 16)
+        if not cp then error("bad \\u escape") end
+        j = j + 6
+        if cp >= 0xD800 and cp <= 0xDBFF and s:sub(j, j + 1) == "\\u" then
+          local lo = tonumber(s:sub(j + 2, j + 5), 16)
+          if lo and lo >= 0xDC00 and lo <= 0xDFFF then
+            cp = 0x10000 + (cp - 0xD800) * 0x400 + (lo - 0xDC00)
+            j = j + 6
+          end
+        end
+        out[#out + 1] = utf8_char(cp)
+      else
+        local r = unescape[e]
+        if not r then error("bad escape") end
+        out[#out + 1] = r
+        j = j + 2
+      end
+    else
+      local k = string.find(s, '["\\]', j) or #s + 1
+      out[#out + 1] = s:sub(j, k - 1)
+      j = k
+    end
+  end
+end
+
+local decode_value
+
+local function decode_object(s, i)
+  local obj = {}
+  i = skip_ws(s, i + 1)
+  if s:sub(i, i) == "}" then return obj, i + 1 end
+  while true do
+    if s:sub(i, i) ~= '"' then error("expected a key") end
+    local key, value
+    key, i = decode_string(s, i)
+    i = skip_ws(s, i)
+    if s:sub(i, i) ~= ":" then error("expected ':'") end
+    value, i = decode_value(s, i + 1)
+    obj[key] = value
+    i = skip_ws(s, i)
+    local c = s:sub(i, i)
+    if c == "}" then return obj, i + 1 end
+    if c ~= "," then error("expected ',' or '}'") end
+    i = skip_ws(s, i + 1)
+  end
+end
+
+local function decode_array(s, i)
+  local arr = array()
+  i = skip_ws(s, i + 1)
+  if s:sub(i, i) == "]" then return arr, i + 1 end
+  while true do
+    local value
+    value, i = decode_value(s, i)
+    arr[#arr + 1] = value
+    i = skip_ws(s, i)
+    local c = s:sub(i, i)
+    if c == "]" then return arr, i + 1 end
+    if c ~= "," then error("expected ',' or ']'") end
+    i = i + 1
+  end
+end
+
+decode_value = function(s, i)
+  i = skip_ws(s, i)
+  local c = s:sub(i, i)
+  if c == "{" then return decode_object(s, i) end
+  if c == "[" then return decode_array(s, i) end
+  if c == '"' then return decode_string(s, i) end
+  if s:sub(i, i + 3) == "true" then return true, i + 4 end
+  if s:sub(i, i + 4) == "false" then return false, i + 5 end
+  if s:sub(i, i + 3) == "null" then return json_null, i + 4 end
+  local num = string.match(s, "^-?%d+%.?%d*[eE]?[-+]?%d*", i)
+  if not num then error("unexpected character") end
+  return tonumber(num), i + #num
+end
+
+local function json_decode(s)
+  local value, i = decode_value(s, 1)
+  if skip_ws(s, i) <= #s then error("trailing characters") end
+  return value
+end
+
+local escape = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n", ["\r"] = "\\r",
+  ["\t"] = "\\t" }
+
+local function json_encode(v)
+  if v == nil or v == json_null then return "null" end
+  local t = type(v)
+  if t == "boolean" then return tostring(v) end
+  if t == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then return "null" end
+    if v == math.floor(v) and math.abs(v) < 1e15 then return string.format("%d", v) end
+    return string.format("%.17g", v)
+  end
+  if t == "string" then
+    return '"' .. v:gsub('[%c"\\]', function(c) return escape[c] or string.format("\\u%04x", c:byte()) end) .. '"'
+  end
+  local parts = {}
+  if getmetatable(v) == array_mt then
+    for _, item in ipairs(v) do parts[#parts + 1] = json_encode(item) end
+    return "[" .. table.concat(parts, ",") .. "]"
+  end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  for _, k in ipairs(keys) do parts[#parts + 1] = json_encode(k) .. ":" .. json_encode(v[k]) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+local CONFIG = json_decode(CONFIG_JSON)
+
+-- Request side -----------------------------------------------------------------------------------
+local function starts_with(s, prefix) return s ~= nil and s:sub(1, #prefix) == prefix end
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  headers:remove("x-molbridge-sub")
+  local auth = headers:get("authorization")
+  if auth then
+    local key = auth:match("^[Bb][Ee][Aa][Rr][Ee][Rr]%s+(mbk_%S+)%s*$")
+    if key then
+      headers:remove("x-api-key")
+      headers:add("x-api-key", key)
+    end
+    -- A request with an API key is an API-key request: jwt_authn skips it and its rate-limit
+    -- bucket is the key's, so a token beside it must not authenticate it at the service.
+    if key or headers:get("x-api-key") then headers:remove("authorization") end
+  end
+  local path = headers:get(":path") or ""
+  local meta = handle:streamInfo():dynamicMetadata()
+  meta:set(META, "grpc", starts_with(headers:get("content-type"), "application/grpc"))
+  meta:set(META, "method", headers:get(":method") or "")
+  meta:set(META, "path", (path:gsub("%?.*$", "")))
+end
+
+-- Response side ----------------------------------------------------------------------------------
+local function error_info(code, detail, metadata)
+  metadata = metadata or {}
+  metadata.detail = detail
+  return { ["@type"] = ERROR_INFO, reason = code, domain = GATEWAY_DOMAIN, metadata = metadata }
+end
+
+local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
+
+-- A google.rpc.Status as the transcoder prints it: {"code": N, "message": …, "details": […]}.
+local function upstream_error(text)
+  local ok, status = pcall(json_decode, text)
+  if not ok or type(status) ~= "table" or type(status.code) ~= "number" then return nil end
+  local code = CONFIG.grpc_codes[tostring(status.code)] or "INTERNAL_ERROR"
+  local details = type(status.details) == "table" and array(status.details) or array()
+  local retry_after
+  for _, d in ipairs(details) do
+    if type(d) == "table" and d["@type"] == ERROR_INFO and CONFIG.statuses[d.reason] then code = d.reason end
+    if type(d) == "table" and d["@type"] == RETRY_INFO and type(d.retry_delay) == "string" then
+      local seconds = tonumber(d.retry_delay:match("^([%d.]+)s$"))
+      if seconds then retry_after = tostring(math.max(1, math.ceil(seconds))) end
+    end
+  end
+  local message = type(status.message) == "string" and status.message or ""
+  return { code = code, message = message, details = details, retry_after = retry_after }
+end
+
+-- Envoy's own replies are short text/plain bodies: classify them by status (and text).
+local function gateway_error(status, text, meta)
+  local route = (meta.method or "") .. " " .. (meta.path or "")
+  if status == 401 or (status == 403 and text:find("Jwt", 1, true)) then
+    local detail = "TOKEN_INVALID"
+    if text:find("missing", 1, true) then detail = "TOKEN_MISSING" end
+    if text:find("expired", 1, true) then detail = "TOKEN_EXPIRED" end
+    local message = "Authentication failed: " .. (text ~= "" and text or "invalid credentials")
+    if detail == "TOKEN_MISSING" then message = "Authentication required: send a bearer token or an API key" end
+    return { code = "AUTHENTICATION_ERROR", status = 401, message = message,
+      details = array({ error_info("AUTHENTICATION_ERROR", detail, { reason = text }) }) }
+  end
+  if status == 403 then
+    return { code = "AUTHORIZATION_ERROR", message = text ~= "" and text or "Forbidden",
+      details = array({ error_info("AUTHORIZATION_ERROR", "FORBIDDEN") }) }
+  end
+  if status == 404 then
+    return { code = "RESOURCE_NOT_FOUND", message = "No route for " .. route,
+      details = array({ error_info("RESOURCE_NOT_FOUND", "ROUTE_NOT_FOUND") }) }
+  end
+  if status == 413 then
+    local limit = CONFIG.max_request_body_bytes
+    return { code = "VALIDATION_ERROR", status = 413,
+      message = string.format("Request body too large: the gateway accepts at most %d bytes (%.0f MiB)",
+        limit, limit / 1048576),
+      details = array({ error_info("VALIDATION_ERROR", "PAYLOAD_TOO_LARGE", { limit_bytes = tostring(limit) }) }) }
+  end
+  if status == 429 then
+    return { code = "RATE_LIMITED", message = "Too many requests: rate limit exceeded, retry later",
+      details = array({ error_info("RATE_LIMITED", "GATEWAY_RATE_LIMIT") }) }
+  end
+  if status == 502 or status == 503 or status == 504 then
+    local detail = status == 504 and "UPSTREAM_TIMEOUT" or "UPSTREAM_UNAVAILABLE"
+    return { code = "INTEGRATION_ERROR", status = status == 504 and 504 or 502,
+      message = "Upstream service unavailable" .. (text ~= "" and (": " .. text) or ""),
+      details = array({ error_info("INTEGRATION_ERROR", detail) }) }
+  end
+  if status < 500 then
+    -- 400 (malformed JSON, bad query parameter), 408, 431, …: the request itself is wrong.
+    return { code = "VALIDATION_ERROR", status = status == 400 and 400 or status,
+      message = "Invalid request" .. (text ~= "" and (": " .. text) or ""),
+      details = array({ error_info("VALIDATION_ERROR", "MALFORMED_REQUEST") }) }
+  end
+  return { code = "INTERNAL_ERROR", status = 500, message = "Internal error",
+    details = array({ error_info("INTERNAL_ERROR", "GATEWAY_ERROR", { reason = text }) }) }
+end
+
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  local status = tonumber(headers:get(":status")) or 0
+  if status < 400 or starts_with(headers:get("content-type"), "application/grpc") then return end
+  local meta = handle:streamInfo():dynamicMetadata():get(META) or {}
+  if meta.grpc then return end
+
+  local content_type = headers:get("content-type") or ""
+  local reset = headers:get("x-ratelimit-reset")
+  local body = handle:body(true) -- the whole (small) error body
+  local text = trim(body:getBytes(0, body:length()))
+
+  local err = content_type:find("json", 1, true) and upstream_error(text) or nil
+  if err == nil then err = gateway_error(status, text, meta) end
+  local new_status = err.status or CONFIG.statuses[err.code] or 500
+  if err.message == "" then err.message = err.code end
+
+  body:setBytes(json_encode({ error = { code = err.code, message = err.message, details = err.details } }))
+  headers = handle:headers() -- the handle taken before body() is no longer valid
+  headers:replace(":status", tostring(new_status))
+  headers:replace("content-type", "application/json")
+  if new_status == 429 then
+    local retry_after = err.retry_after
+    if retry_after == nil and tonumber(reset) then retry_after = tostring(math.max(1, tonumber(reset))) end
+    headers:replace("retry-after", retry_after or DEFAULT_RETRY_AFTER)
+  end
+end

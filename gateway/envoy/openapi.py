@@ -1,0 +1,459 @@
+"""OpenAPI 3.0 document of the REST API, generated from the descriptor set's google.api.http rules.
+
+The JSON shapes are the ones the gateway's transcoder produces: snake_case field names
+(preserve_proto_field_names), enums as their value names, 64-bit integers as strings (proto3 JSON),
+Timestamps as RFC 3339 strings, every field printed. Proto comments become descriptions.
+
+`build()` is a pure function of the descriptor set; `python -m gateway.envoy.openapi --out FILE` writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+
+from gateway.envoy import protoset
+
+OPENAPI_PATH = "/api/v1/openapi.json"
+ERROR_CODES = [
+    "VALIDATION_ERROR",
+    "AUTHENTICATION_ERROR",
+    "AUTHORIZATION_ERROR",
+    "RESOURCE_NOT_FOUND",
+    "RESOURCE_CONFLICT",
+    "RATE_LIMITED",
+    "INTEGRATION_ERROR",
+    "INTERNAL_ERROR",
+]
+_ERROR_RESPONSES = {
+    "400": "Invalid request (VALIDATION_ERROR)",
+    "401": "Missing, invalid or expired token or API key (AUTHENTICATION_ERROR)",
+    "403": "Not allowed for the caller's roles or organization (AUTHORIZATION_ERROR)",
+    "404": "No such resource or route (RESOURCE_NOT_FOUND)",
+    "409": "Conflicts with the resource's current state (RESOURCE_CONFLICT)",
+    "429": "Rate limit exceeded (RATE_LIMITED); see Retry-After",
+    "500": "Unexpected failure (INTERNAL_ERROR)",
+    "502": "A service or external system is unavailable (INTEGRATION_ERROR)",
+}
+_SECURED_ONLY = {"401", "403"}
+
+_F = FieldDescriptor
+_SCALARS: dict[int, dict[str, Any]] = {
+    _F.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    _F.TYPE_FLOAT: {"type": "number", "format": "float"},
+    _F.TYPE_INT32: {"type": "integer", "format": "int32"},
+    _F.TYPE_SINT32: {"type": "integer", "format": "int32"},
+    _F.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
+    _F.TYPE_UINT32: {"type": "integer", "format": "int64", "minimum": 0},
+    _F.TYPE_FIXED32: {"type": "integer", "format": "int64", "minimum": 0},
+    # proto3 JSON prints 64-bit integers as strings (JavaScript numbers cannot hold them).
+    _F.TYPE_INT64: {"type": "string", "format": "int64"},
+    _F.TYPE_SINT64: {"type": "string", "format": "int64"},
+    _F.TYPE_SFIXED64: {"type": "string", "format": "int64"},
+    _F.TYPE_UINT64: {"type": "string", "format": "uint64"},
+    _F.TYPE_FIXED64: {"type": "string", "format": "uint64"},
+    _F.TYPE_BOOL: {"type": "boolean"},
+    _F.TYPE_STRING: {"type": "string"},
+    _F.TYPE_BYTES: {"type": "string", "format": "byte"},
+}
+_WELL_KNOWN: dict[str, dict[str, Any]] = {
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {"type": "string", "description": "Seconds with an `s` suffix, e.g. `1.5s`."},
+    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    "google.protobuf.Value": {},
+    "google.protobuf.ListValue": {"type": "array", "items": {}},
+    "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.FieldMask": {"type": "string", "description": "Comma-separated field paths."},
+    "google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "additionalProperties": True,
+    },
+    "google.protobuf.DoubleValue": {"type": "number", "format": "double", "nullable": True},
+    "google.protobuf.FloatValue": {"type": "number", "format": "float", "nullable": True},
+    "google.protobuf.Int64Value": {"type": "string", "format": "int64", "nullable": True},
+    "google.protobuf.UInt64Value": {"type": "string", "format": "uint64", "nullable": True},
+    "google.protobuf.Int32Value": {"type": "integer", "format": "int32", "nullable": True},
+    "google.protobuf.UInt32Value": {"type": "integer", "format": "int64", "nullable": True},
+    "google.protobuf.BoolValue": {"type": "boolean", "nullable": True},
+    "google.protobuf.StringValue": {"type": "string", "nullable": True},
+    "google.protobuf.BytesValue": {"type": "string", "format": "byte", "nullable": True},
+}
+HTTP_BODY = "google.api.HttpBody"
+_BINARY = {"type": "string", "format": "binary"}
+
+
+def _clean(comment: str | None) -> str:
+    if not comment:
+        return ""
+    lines = [line.strip() for line in comment.strip("\n").splitlines()]
+    return "\n".join(line for line in lines if not line.startswith("buf:lint:")).strip()
+
+
+_Locations = dict[tuple[int, ...], str]
+
+
+def _enum_comments(
+    e: descriptor_pb2.EnumDescriptorProto, path: tuple[int, ...], scope: str, loc: _Locations, out: dict[str, str]
+) -> None:
+    name = f"{scope}.{e.name}"
+    out[name] = _clean(loc.get(path))
+    for i, v in enumerate(e.value):
+        out[f"{name}.{v.name}"] = _clean(loc.get((*path, 2, i)))
+
+
+def _message_comments(
+    m: descriptor_pb2.DescriptorProto, path: tuple[int, ...], scope: str, loc: _Locations, out: dict[str, str]
+) -> None:
+    name = f"{scope}.{m.name}"
+    out[name] = _clean(loc.get(path))
+    for i, f in enumerate(m.field):
+        out[f"{name}.{f.name}"] = _clean(loc.get((*path, 2, i)))
+    for i, nested in enumerate(m.nested_type):
+        _message_comments(nested, (*path, 3, i), name, loc, out)
+    for i, e in enumerate(m.enum_type):
+        _enum_comments(e, (*path, 4, i), name, loc, out)
+
+
+def comments(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, str]:
+    """Leading comments by full name (messages, fields, enums, enum values, services, methods)."""
+    out: dict[str, str] = {}
+    for file in fds.file:
+        # Source locations are addressed by field-number paths: 4 message, 5 enum, 6 service, ….
+        loc = {tuple(x.path): x.leading_comments for x in file.source_code_info.location}
+        for i, m in enumerate(file.message_type):
+            _message_comments(m, (4, i), file.package, loc, out)
+        for i, e in enumerate(file.enum_type):
+            _enum_comments(e, (5, i), file.package, loc, out)
+        for i, s in enumerate(file.service):
+            out[f"{file.package}.{s.name}"] = _clean(loc.get((6, i)))
+            for j, method in enumerate(s.method):
+                out[f"{file.package}.{s.name}.{method.name}"] = _clean(loc.get((6, i, 2, j)))
+    return out
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _described(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    if not description:
+        return schema
+    if "$ref" in schema:  # OpenAPI 3.0 ignores siblings of $ref
+        return {"allOf": [schema], "description": description}
+    return {**schema, "description": description}
+
+
+class _Schemas:
+    """Component schemas, added as messages and enums are referenced."""
+
+    def __init__(self, pool: descriptor_pool.DescriptorPool, docs: dict[str, str]) -> None:
+        self.pool = pool
+        self.docs = docs
+        self.components: dict[str, Any] = {}
+
+    def message_ref(self, desc: Descriptor) -> dict[str, Any]:
+        if desc.full_name in _WELL_KNOWN:
+            return dict(_WELL_KNOWN[desc.full_name])
+        if desc.full_name == HTTP_BODY:
+            return dict(_BINARY)
+        if desc.full_name not in self.components:
+            self.components[desc.full_name] = {}  # placeholder first: messages may be recursive
+            self.components[desc.full_name] = self.message_schema(desc)
+        return _ref(desc.full_name)
+
+    def message_schema(self, desc: Descriptor, *, without: Iterable[str] = ()) -> dict[str, Any]:
+        skip = set(without)
+        properties = {f.name: self.field(f) for f in desc.fields if f.name not in skip}
+        schema: dict[str, Any] = {"type": "object", "properties": properties}
+        return _described(schema, self.docs.get(desc.full_name, ""))
+
+    def enum_ref(self, desc: EnumDescriptor) -> dict[str, Any]:
+        if desc.full_name not in self.components:
+            values = "\n".join(
+                f"- `{v.name}`: {self.docs.get(f'{desc.full_name}.{v.name}', '')}".rstrip(": ") for v in desc.values
+            )
+            text = "\n\n".join(t for t in (self.docs.get(desc.full_name, ""), values) if t)
+            self.components[desc.full_name] = {
+                "type": "string",
+                "enum": [v.name for v in desc.values],
+                "description": text,
+            }
+        return _ref(desc.full_name)
+
+    def value(self, f: FieldDescriptor) -> dict[str, Any]:
+        if f.type == _F.TYPE_MESSAGE:
+            return self.message_ref(_message(f))
+        if f.type == _F.TYPE_ENUM:
+            return self.enum_ref(_enum(f))
+        return dict(_SCALARS[f.type])
+
+    def field(self, f: FieldDescriptor) -> dict[str, Any]:
+        doc = self.docs.get(f.full_name, "")
+        if f.type == _F.TYPE_MESSAGE and _message(f).GetOptions().map_entry:
+            value_field = _message(f).fields_by_name["value"]
+            return _described({"type": "object", "additionalProperties": self.value(value_field)}, doc)
+        if _is_repeated(f):
+            return _described({"type": "array", "items": self.value(f)}, doc)
+        return _described(self.value(f), doc)
+
+
+def _message(f: FieldDescriptor) -> Descriptor:
+    assert f.message_type is not None, f.full_name
+    return f.message_type
+
+
+def _enum(f: FieldDescriptor) -> EnumDescriptor:
+    assert f.enum_type is not None, f.full_name
+    return f.enum_type
+
+
+def _is_repeated(f: FieldDescriptor) -> bool:
+    return bool(f.is_repeated)
+
+
+def _field_at(desc: Descriptor, dotted: str) -> FieldDescriptor:
+    field = None
+    for part in dotted.split("."):
+        field = desc.fields_by_name[part]
+        if field.type == _F.TYPE_MESSAGE:
+            desc = _message(field)
+    assert field is not None
+    return field
+
+
+_VARIABLE = re.compile(r"\{([^}=]+)(=[^}]*)?\}")
+
+
+def _error_responses(secured: bool) -> dict[str, Any]:
+    return {
+        code: {"$ref": f"#/components/responses/Error{code}"}
+        for code in _ERROR_RESPONSES
+        if secured or code not in _SECURED_ONLY
+    }
+
+
+def _operation(
+    method: protoset.Method,
+    binding: protoset.Binding,
+    index: int,
+    pool: descriptor_pool.DescriptorPool,
+    schemas: _Schemas,
+    public: bool,
+) -> tuple[str, dict[str, Any]]:
+    request = pool.FindMessageTypeByName(method.input_type)
+    response = pool.FindMessageTypeByName(method.output_type)
+    path_vars = [m.group(1) for m in _VARIABLE.finditer(binding.path)]
+    parameters: list[dict[str, Any]] = [
+        {
+            "name": var,
+            "in": "path",
+            "required": True,
+            "schema": schemas.value(_field_at(request, var)),
+            "description": schemas.docs.get(_field_at(request, var).full_name, ""),
+        }
+        for var in path_vars
+    ]
+    bound = {var.split(".")[0] for var in path_vars}
+    op: dict[str, Any] = {}
+    if binding.body != "*":
+        # Fields outside the path and the body are query parameters (scalars, enums, lists of them).
+        for f in request.fields:
+            if f.name in bound or f.name == binding.body or f.type == _F.TYPE_MESSAGE:
+                continue
+            value = schemas.value(f)
+            param = {
+                "name": f.name,
+                "in": "query",
+                "required": False,
+                "schema": {"type": "array", "items": value} if _is_repeated(f) else value,
+            }
+            if doc := schemas.docs.get(f.full_name):
+                param["description"] = doc
+            parameters.append(param)
+    if binding.body == "*":
+        if request.full_name == HTTP_BODY:
+            content = {"*/*": {"schema": dict(_BINARY)}}
+        elif bound:
+            content = {"application/json": {"schema": schemas.message_schema(request, without=bound)}}
+        else:
+            content = {"application/json": {"schema": schemas.message_ref(request)}}
+        op["requestBody"] = {"required": True, "content": content}
+    elif binding.body:
+        body_field = request.fields_by_name[binding.body]
+        if body_field.type == _F.TYPE_MESSAGE and _message(body_field).full_name == HTTP_BODY:
+            content = {"*/*": {"schema": dict(_BINARY)}}
+        else:
+            content = {"application/json": {"schema": schemas.field(body_field)}}
+        op["requestBody"] = {"required": True, "content": content}
+
+    out_desc = response
+    out_schema: dict[str, Any]
+    if binding.response_body:
+        out_field = response.fields_by_name[binding.response_body]
+        out_schema = schemas.field(out_field)
+        out_desc = _message(out_field) if out_field.type == _F.TYPE_MESSAGE else response
+    else:
+        out_schema = schemas.message_ref(response)
+    if out_desc.full_name == HTTP_BODY:
+        ok_content = {"*/*": {"schema": dict(_BINARY)}}
+    elif method.server_streaming:
+        ok_content = {
+            "text/event-stream": {
+                "schema": _described(out_schema, "Server-sent events: each `data:` line holds one JSON message.")
+            }
+        }
+    else:
+        ok_content = {"application/json": {"schema": out_schema}}
+
+    doc = schemas.docs.get(f"{method.service}.{method.name}", "")
+    service_short = method.service.rsplit(".", 1)[1]
+    op_id = f"{service_short}_{method.name}" + (f"_{index}" if index else "")
+    op.update(
+        {
+            "operationId": op_id,
+            "tags": [service_short],
+            "summary": doc.split("\n")[0] if doc else method.name,
+            "description": doc + f"\n\ngRPC: `{method.grpc_path}`",
+            "responses": {"200": {"description": "OK", "content": ok_content}, **_error_responses(not public)},
+        }
+    )
+    if parameters:
+        op["parameters"] = parameters
+    if public:
+        op["security"] = []
+    return _VARIABLE.sub(lambda m: "{" + m.group(1) + "}", binding.path), op
+
+
+def _components(schemas: dict[str, Any]) -> dict[str, Any]:
+    envelope = {
+        "type": "object",
+        "required": ["error"],
+        "description": "Every error answered by the gateway, from a service or from the gateway itself.",
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "details"],
+                "properties": {
+                    "code": {"type": "string", "enum": ERROR_CODES},
+                    "message": {"type": "string", "description": "Human-readable explanation."},
+                    "details": {
+                        "type": "array",
+                        "description": "google.rpc error details as JSON: ErrorInfo (reason = code, "
+                        "metadata.detail = finer reason), BadRequest (field_violations), RetryInfo, …",
+                        "items": {
+                            "type": "object",
+                            "properties": {"@type": {"type": "string"}},
+                            "additionalProperties": True,
+                        },
+                    },
+                },
+            }
+        },
+    }
+    responses = {
+        f"Error{code}": {
+            "description": text,
+            "content": {"application/json": {"schema": _ref("ErrorEnvelope")}},
+            **(
+                {"headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}}
+                if code == "429"
+                else {}
+            ),
+        }
+        for code, text in _ERROR_RESPONSES.items()
+    }
+    return {
+        "schemas": {**dict(sorted(schemas.items())), "ErrorEnvelope": envelope},
+        "responses": responses,
+        "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+        },
+    }
+
+
+def build(
+    fds: descriptor_pb2.FileDescriptorSet,
+    *,
+    public_paths: Iterable[str] = (),
+    internal_methods: Iterable[str] = (),
+    title: str = "Molbridge API",
+    version: str = "v1",
+) -> dict[str, Any]:
+    """The OpenAPI document for every google.api.http binding of the molbridge services.
+
+    public_paths: policy patterns (see policy.toml) of routes that need no credentials.
+    internal_methods: gRPC paths never exposed by the gateway (left out).
+    """
+    pool = descriptor_pool.DescriptorPool()
+    for file in fds.file:
+        pool.AddSerializedFile(file.SerializeToString())
+    docs = comments(fds)
+    schemas = _Schemas(pool, docs)
+    public = list(public_paths)
+    internal = set(internal_methods)
+    paths: dict[str, dict[str, Any]] = {}
+    tags: dict[str, str] = {}
+    for method in protoset.methods(fds):
+        if method.grpc_path in internal:
+            continue
+        for index, binding in enumerate(method.bindings):
+            is_public = any(protoset.matches(p, binding.path) for p in public)
+            path, op = _operation(method, binding, index, pool, schemas, is_public)
+            paths.setdefault(path, {})[binding.verb] = op
+            tags[method.service.rsplit(".", 1)[1]] = docs.get(method.service, "")
+    paths[OPENAPI_PATH] = {
+        "get": {
+            "operationId": "Gateway_GetOpenApi",
+            "tags": ["Gateway"],
+            "summary": "This document.",
+            "security": [],
+            "responses": {"200": {"description": "OpenAPI 3.0 document", "content": {"application/json": {}}}},
+        }
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "REST API of the Molbridge gateway. Every REST route is also a gRPC method on "
+            'the same port (h2c). Successes are `{"data": …}` (lists add `meta`); errors are '
+            '`{"error": {"code", "message", "details"}}`.',
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}, {"apiKey": []}],
+        "tags": [{"name": name, "description": text} for name, text in sorted(tags.items())],
+        "paths": dict(sorted(paths.items())),
+        "components": _components(schemas.components),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    from gateway.envoy.render import load_policy
+
+    parser = argparse.ArgumentParser(description="Write the OpenAPI document generated from the descriptor set.")
+    parser.add_argument("--descriptor", type=Path, default=Path("build/descriptor.pb"))
+    parser.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    args = parser.parse_args(argv)
+    auth = load_policy()["auth"]
+    doc = build(
+        protoset.load(args.descriptor), public_paths=auth["public_paths"], internal_methods=auth["internal_methods"]
+    )
+    text = json.dumps(doc, indent=2) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()

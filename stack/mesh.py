@@ -1,0 +1,276 @@
+"""The whole mesh as a library: `Stack(StackSettings.from_env()).start()` … `.stop()`.
+
+`make run` (stack/__main__.py) and the test harness (tests/conftest.py) both use it: embedded
+PostgreSQL unless DATABASE_URL is given, nats-server unless NATS_URL is given, the local trace
+receiver unless OTEL_EXPORTER_OTLP_ENDPOINT is given, every service of SERVICES, then Envoy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.runtime.settings import REPO_ROOT, service_addr
+from stack.envoy import envoy_process
+from stack.nats import NatsServer
+from stack.ports import free_port
+from stack.postgres import PostgresServer
+from stack.processes import ManagedProcess, StartupError, Supervisor, grpc_ready, tcp_ready
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A process of the mesh run as `python -m <module>`. A gRPC service listens on
+    MOLBRIDGE_<NAME>_ADDR (default port in services.runtime.settings.SERVICE_PORTS), is routed by
+    Envoy, and is ready when grpc.health.v1 says SERVING; a worker (grpc=False) is ready once running."""
+
+    name: str
+    module: str
+    grpc: bool = True
+
+
+# Every service and worker of the mesh, in start order. Adding one is one line.
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("identity", "services.identity"),
+)
+
+DESCRIPTOR_PATH = REPO_ROOT / "build" / "descriptor.pb"
+TRACE_RECEIVER = "stack.trace_receiver"  # OTLP receiver for Envoy's spans when no collector is set
+
+# Variables the stack decides for its children; an isolated (test) stack never inherits them.
+_OWN_VARS = ("DATABASE_URL", "NATS_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "GATEWAY_PORT",
+             "GATEWAY_ADMIN_PORT", "SMTP_URL")
+# Passed on to the services when set.
+_PASS_THROUGH = ("MOLBRIDGE_ADMIN_EMAIL", "MOLBRIDGE_ADMIN_PASSWORD", "SMTP_URL", "MOLBRIDGE_LOG_LEVEL")
+
+
+@dataclass
+class StackSettings:
+    data_dir: Path
+    database_url: str | None  # None: start embedded PostgreSQL
+    nats_url: str | None  # None: start nats-server
+    otlp_endpoint: str | None  # None: start the local trace receiver for Envoy's spans
+    gateway_port: int = 8080
+    admin_port: int = 9901
+    trace_receiver_port: int = 4319
+    postgres_port: int | None = None  # None: a free port
+    nats_port: int | None = None  # None: a free port
+    service_addrs: dict[str, str] = field(default_factory=dict)
+    ephemeral: bool = False  # PostgreSQL without fsync (tests)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)  # base environment of children
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> StackSettings:
+        return cls(
+            data_dir=Path(env.get("MOLBRIDGE_DATA_DIR") or REPO_ROOT / ".data").resolve(),
+            database_url=env.get("DATABASE_URL") or None,
+            nats_url=env.get("NATS_URL") or None,
+            otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+            gateway_port=int(env.get("GATEWAY_PORT") or 8080),
+            admin_port=int(env.get("GATEWAY_ADMIN_PORT") or 9901),
+            trace_receiver_port=int(env.get("MOLBRIDGE_TRACE_RECEIVER_PORT") or 4319),
+            service_addrs={s.name: service_addr(s.name, env) for s in SERVICES if s.grpc},
+            env=dict(env),
+        )
+
+    @classmethod
+    def isolated(
+        cls,
+        data_dir: Path,
+        *,
+        database_url: str | None = None,
+        env: Mapping[str, str] | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> StackSettings:
+        """A stack that shares nothing with others on this machine: every port free, its own data
+        dir, none of the project's variables inherited from `env` (default os.environ) — only
+        those of `extra_env` (e.g. MOLBRIDGE_ADMIN_EMAIL, SMTP_URL)."""
+        base = {k: v for k, v in (os.environ if env is None else env).items()
+                if not k.startswith("MOLBRIDGE_") and k not in _OWN_VARS}
+        base |= extra_env or {}
+        return cls(
+            data_dir=data_dir.resolve(),
+            database_url=database_url,
+            nats_url=None,
+            otlp_endpoint=None,
+            gateway_port=free_port(),
+            admin_port=free_port(),
+            trace_receiver_port=free_port(),
+            service_addrs={s.name: f"127.0.0.1:{free_port()}" for s in SERVICES if s.grpc},
+            ephemeral=True,
+            env=base,
+        )
+
+
+class Stack:
+    """Starts the mesh in dependency order and stops it in reverse; `restart(name)` restarts one
+    child (postgres, nats, trace-receiver, a service, envoy) on the same port."""
+
+    def __init__(
+        self,
+        settings: StackSettings,
+        *,
+        services: Sequence[ServiceSpec] = SERVICES,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.services = tuple(services)
+        self.supervisor = Supervisor()
+        self.postgres: PostgresServer | None = None
+        self.nats: NatsServer | None = None
+        self.database_url = settings.database_url or ""
+        self.nats_url = settings.nats_url or ""
+        self.env: dict[str, str] = {}  # what the services were given on top of settings.env
+        self._gateway_traces = False
+        self._say = say or (lambda _text: None)
+
+    # --- where things are
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.settings.data_dir / "logs"
+
+    @property
+    def traces_dir(self) -> Path:
+        return self.settings.data_dir / "traces"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.gateway_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.settings.gateway_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.admin_port}"
+
+    def service_addr(self, name: str) -> str:
+        return self.settings.service_addrs[name]
+
+    # --- lifecycle
+    def start(self) -> Stack:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+
+    def restart(self, name: str) -> None:
+        self._say(f"restarting {name} …")
+        self.supervisor.get(name).restart()
+
+    def extra_gateway(self, name: str, env: Mapping[str, str]) -> str:
+        """Another Envoy in front of the same services, on free ports, with some gateway variables
+        changed (e.g. MOLBRIDGE_RATE_LIMIT_SCALE); stopped with the stack. Returns its base URL."""
+        port = free_port()
+        overrides = {**env, "GATEWAY_PORT": str(port), "GATEWAY_ADMIN_PORT": str(free_port())}
+        self._run(self._envoy(traces=self._gateway_traces, name=name, overrides=overrides))
+        return f"http://127.0.0.1:{port}"
+
+    def wait(self, poll: float = 0.2) -> ManagedProcess:
+        """Block until a child exits on its own; returns it (still registered, for its log)."""
+        while True:
+            exited = self.supervisor.first_exited()
+            if exited is not None:
+                return exited
+            time.sleep(poll)
+
+    def _start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        if s.database_url is None:
+            self.postgres = PostgresServer(
+                s.data_dir / "postgres", log_path=self._log("postgres"), port=s.postgres_port,
+                ephemeral=s.ephemeral,
+            )
+            self._run(self.postgres)
+            self.database_url = self.postgres.ensure_database("molbridge")
+        if s.nats_url is None:
+            self.nats = NatsServer(s.data_dir / "nats", log_path=self._log("nats"), port=s.nats_port)
+            self._run(self.nats)
+            self.nats_url = self.nats.url
+
+        gateway_traces = s.otlp_endpoint is not None
+        if s.otlp_endpoint is None and importlib.util.find_spec(TRACE_RECEIVER) is not None:
+            args = ["--port", str(s.trace_receiver_port), "--out", str(self.traces_dir)]
+            listening = tcp_ready(f"127.0.0.1:{s.trace_receiver_port}")
+            self._run(self._python("trace-receiver", TRACE_RECEIVER, args=args, ready=listening))
+            gateway_traces = True
+
+        self.env = self._service_env()
+        for spec in self.services:
+            ready = grpc_ready(self.service_addr(spec.name)) if spec.grpc else None
+            self._run(self._python(spec.name, spec.module, ready=ready))
+        self._gateway_traces = gateway_traces
+        self._run(self._envoy(traces=gateway_traces))
+
+    def _run(self, process: ManagedProcess) -> None:
+        self._say(f"starting {process.name} …")
+        began = time.monotonic()
+        self.supervisor.start(process)
+        self._say(f"  {process.name} ready in {time.monotonic() - began:.1f} s (log: {process.log_path})")
+
+    def _log(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
+
+    def _service_env(self) -> dict[str, str]:
+        s = self.settings
+        env = {
+            "MOLBRIDGE_DATA_DIR": str(s.data_dir),
+            "DATABASE_URL": self.database_url,
+            "NATS_URL": self.nats_url,
+            "GATEWAY_PORT": str(s.gateway_port),
+            "GATEWAY_ADMIN_PORT": str(s.admin_port),
+            "MOLBRIDGE_TRACE_RECEIVER_PORT": str(s.trace_receiver_port),
+            # The gRPC services this deployment runs (GET /api/v1/health probes each of them).
+            "MOLBRIDGE_SERVICES": ",".join(spec.name for spec in self.services if spec.grpc),
+        }
+        env |= {f"MOLBRIDGE_{name.upper()}_ADDR": addr for name, addr in s.service_addrs.items()}
+        if s.otlp_endpoint:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = s.otlp_endpoint
+        env |= {k: s.env[k] for k in _PASS_THROUGH if s.env.get(k)}
+        return env
+
+    def _python(
+        self, name: str, module: str, *, args: Sequence[str] = (), ready: Callable[[], bool] | None
+    ) -> ManagedProcess:
+        env = {**self.settings.env, **self.env, "PYTHONUNBUFFERED": "1"}
+        return ManagedProcess(name, [sys.executable, "-m", module, *args], log_path=self._log(name),
+                              env=env, cwd=REPO_ROOT, ready=ready, stop_timeout=8.0)
+
+    def _envoy(
+        self, *, traces: bool, name: str = "envoy", overrides: Mapping[str, str] | None = None
+    ) -> ManagedProcess:
+        try:
+            from gateway.envoy.render import GatewaySettings, write_config
+        except ImportError as error:
+            raise StartupError(f"cannot render the Envoy config: {error}") from error
+        if not DESCRIPTOR_PATH.exists():
+            raise StartupError(f"{DESCRIPTOR_PATH} is missing (run `make gen`)")
+        env = {**self.settings.env, **self.env, **(overrides or {})}
+        # The gateway reads its variables (ports, OTLP endpoint or our receiver's port, CORS,
+        # rate-limit scale) from the services' environment; it routes to the services we run.
+        gateway = GatewaySettings.from_env(env)
+        gateway = dataclasses.replace(
+            gateway,
+            upstreams=dict(self.settings.service_addrs),
+            otlp_endpoint=gateway.otlp_endpoint if traces else None,
+            access_log_path=self._log(f"{name}-access"),
+        )
+        config = write_config(gateway, self.data_dir / "gateway" / f"{name}.yaml")
+        return envoy_process(config, admin_port=gateway.admin_port, log_path=self._log(name), env=env, name=name)

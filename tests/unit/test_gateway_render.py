@@ -1,0 +1,120 @@
+"""The gateway renderer's tables: routes, rate-limit buckets and auth rules from policy.toml and the
+descriptor set (the rendered config itself is exercised against a real Envoy in
+tests/integration/test_gateway.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.envoy import protoset
+from gateway.envoy.render import GatewaySettings, _Renderer, build_config, load_policy, write_config
+
+DESCRIPTOR = Path(__file__).resolve().parents[2] / "build" / "descriptor.pb"
+
+
+def settings(**overrides: Any) -> GatewaySettings:
+    values: dict[str, Any] = {
+        "gateway_port": 8080,
+        "admin_port": 9901,
+        "upstreams": {"identity": "127.0.0.1:50051"},
+        "descriptor_path": DESCRIPTOR,
+        "otlp_endpoint": None,
+        "access_log_path": None,
+        "openapi_path": None,
+        "cors_origins": ("http://localhost:3000",),
+        "rate_limit_scale": 1.0,
+    }
+    values.update(overrides)
+    return GatewaySettings(**values)
+
+
+def buckets(renderer: _Renderer) -> dict[str, dict[str, Any]]:
+    out = {}
+    for descriptor in renderer.rate_limit_descriptors():
+        category, client = descriptor["entries"]
+        assert client["key"] in ("client", "remote_address") and "value" not in client  # wildcard: per client
+        out[category["value"]] = descriptor["token_bucket"]
+    return out
+
+
+def test_default_limits_are_domain_md() -> None:
+    got = buckets(_Renderer(settings(), load_policy()))
+    # DOMAIN.md: standard 100/min (burst 20), batch 20/min (5), AI 50/min (10), CRO 200/min (50), CSV 10/min.
+    assert got["standard"] == {"max_tokens": 20, "tokens_per_fill": 1, "fill_interval": "0.600s"}
+    assert got["batch"] == {"max_tokens": 5, "tokens_per_fill": 1, "fill_interval": "3.000s"}
+    assert got["ai_prediction"] == {"max_tokens": 10, "tokens_per_fill": 1, "fill_interval": "1.200s"}
+    assert got["cro_communication"] == {"max_tokens": 50, "tokens_per_fill": 1, "fill_interval": "0.300s"}
+    assert got["csv_upload"] == {"max_tokens": 10, "tokens_per_fill": 1, "fill_interval": "6.000s"}
+
+
+def test_scale_lowers_and_raises_limits() -> None:
+    low = buckets(_Renderer(settings(rate_limit_scale=0.05), load_policy()))
+    assert low["standard"] == {"max_tokens": 1, "tokens_per_fill": 1, "fill_interval": "12.000s"}
+    high = buckets(_Renderer(settings(rate_limit_scale=100), load_policy()))
+    for bucket in high.values():
+        assert float(bucket["fill_interval"].rstrip("s")) >= 0.05  # Envoy's minimum
+    assert high["cro_communication"]["max_tokens"] == 5000
+
+
+def test_every_package_is_routed_to_its_upstream() -> None:
+    renderer = _Renderer(settings(upstreams={"identity": "127.0.0.1:1", "molecule": "127.0.0.1:2"}), load_policy())
+    routes = renderer.routes(None, {})
+    prefixes = {r["match"].get("prefix"): r["route"]["cluster"] for r in routes if "route" in r}
+    for method in protoset.methods(protoset.load(DESCRIPTOR)):
+        package = method.service.rsplit(".", 1)[0]
+        assert f"/{package}." in prefixes
+    assert prefixes["/molbridge.identity.v1."] == "svc_identity"
+    assert prefixes["/molbridge.health.v1."] == "svc_identity"  # hosted_by in policy.toml
+    assert prefixes["/grpc.reflection.v1alpha.ServerReflection/"] == "svc_identity"
+
+
+def test_a_service_without_an_upstream_is_an_error() -> None:
+    with pytest.raises(ValueError, match="identity"):
+        _Renderer(settings(upstreams={"molecule": "127.0.0.1:2"}), load_policy()).routes(None, {})
+
+
+def test_public_and_internal_methods() -> None:
+    renderer = _Renderer(settings(), load_policy())
+    rules = renderer.jwt_rules()
+    public = {r["match"].get("path") for r in rules if "requires" not in r}
+    for name in ["Login", "RefreshToken", "RequestPasswordReset", "ConfirmPasswordReset", "VerifyMfa", "GetJwks"]:
+        assert f"/molbridge.identity.v1.IdentityService/{name}" in public
+    assert "/molbridge.health.v1.HealthService/GetHealth" in public
+    assert "/molbridge.identity.v1.IdentityService/GetMe" not in public
+    assert rules[-1] == {"match": {"prefix": "/"}, "requires": {"provider_name": "molbridge"}}
+    internal = "/molbridge.identity.v1.IdentityService/AuthenticateApiKey"
+    first = renderer.routes(None, {})[0]
+    assert first["match"] == {"path": internal} and first["direct_response"]["status"] == 404
+
+
+def test_login_counts_as_standard_per_address() -> None:
+    routes = _Renderer(settings(), load_policy()).routes(None, {})
+    login = next(r for r in routes if r["match"] == {"path": "/api/v1/auth/login"})
+    assert login["metadata"]["filter_metadata"]["molbridge.gateway"] == {"public_category": "standard"}
+    me = next(r for r in routes if r["match"] == {"prefix": "/molbridge.identity.v1."})
+    assert me["metadata"]["filter_metadata"]["molbridge.gateway"] == {"category": "standard"}
+
+
+def test_rendered_text(tmp_path: Path) -> None:
+    text = build_config(settings(cors_origins=("https://app.example",)))
+    assert "${" not in text
+    assert '"https://app.example"' in text
+    assert "[==[{}]==]" not in text  # the Lua config marker was filled
+    with pytest.raises(ValueError, match="yaml"):
+        write_config(settings(), tmp_path / "envoy.json")
+
+
+def test_cors_origins_and_scale_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MOLBRIDGE_CORS_ORIGINS", raising=False)
+    monkeypatch.delenv("MOLBRIDGE_RATE_LIMIT_SCALE", raising=False)
+    defaults = GatewaySettings(8080, 9901, {}, DESCRIPTOR, None, None, None)
+    assert defaults.cors_origins == ("http://localhost:3000", "http://127.0.0.1:3000")
+    assert defaults.rate_limit_scale == 1.0
+    monkeypatch.setenv("MOLBRIDGE_CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("MOLBRIDGE_RATE_LIMIT_SCALE", "0.5")
+    configured = GatewaySettings(8080, 9901, {}, DESCRIPTOR, None, None, None)
+    assert configured.cors_origins == ("https://a.example", "https://b.example")
+    assert configured.rate_limit_scale == 0.5

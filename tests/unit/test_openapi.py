@@ -1,0 +1,137 @@
+"""The OpenAPI generator on the real descriptor set (build/descriptor.pb, made by `make gen`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.envoy import openapi, protoset
+from gateway.envoy.render import load_policy
+
+DESCRIPTOR = Path(__file__).resolve().parents[2] / "build" / "descriptor.pb"
+IDENTITY = "molbridge.identity.v1"
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, Any]:
+    auth = load_policy()["auth"]
+    return openapi.build(
+        protoset.load(DESCRIPTOR), public_paths=auth["public_paths"], internal_methods=auth["internal_methods"]
+    )
+
+
+def schema(doc: dict[str, Any], ref_or_schema: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in ref_or_schema:
+        return dict(doc["components"]["schemas"][ref_or_schema["$ref"].rsplit("/", 1)[1]])
+    return ref_or_schema
+
+
+def test_every_annotated_route_is_documented(doc: dict[str, Any]) -> None:
+    expected = set()
+    for method in protoset.methods(protoset.load(DESCRIPTOR)):
+        for binding in method.bindings:
+            expected.add((binding.verb, binding.path))
+    documented = {(verb, path) for path, ops in doc["paths"].items() for verb in ops}
+    assert expected <= documented
+    assert doc["openapi"].startswith("3.0")
+    assert len({op["operationId"] for ops in doc["paths"].values() for op in ops.values()}) == len(documented)
+
+
+def test_internal_methods_are_left_out(doc: dict[str, Any]) -> None:
+    ids = {op["operationId"] for ops in doc["paths"].values() for op in ops.values()}
+    assert "IdentityService_AuthenticateApiKey" not in ids
+
+
+def test_request_body_and_path_parameters(doc: dict[str, Any]) -> None:
+    update = doc["paths"]["/api/v1/users/{id}"]["put"]
+    assert update["parameters"] == [
+        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}, "description": "User id."}
+    ]
+    body = update["requestBody"]["content"]["application/json"]["schema"]
+    assert "id" not in body["properties"]  # bound to the path
+    assert body["properties"]["roles"]["type"] == "array"
+    login = doc["paths"]["/api/v1/auth/login"]["post"]
+    login_body = schema(doc, login["requestBody"]["content"]["application/json"]["schema"])
+    assert set(login_body["properties"]) == {"email", "password"}
+
+
+def test_get_fields_become_query_parameters(doc: dict[str, Any]) -> None:
+    params = {p["name"]: p for p in doc["paths"]["/api/v1/users"]["get"]["parameters"]}
+    assert {"page", "page_size", "organization_id", "sort"} <= set(params)
+    assert all(p["in"] == "query" for p in params.values())
+    assert params["page"]["schema"] == {"type": "integer", "format": "int32"}
+    assert params["page"]["description"] == "Page number from 1."
+
+
+def test_response_schemas_follow_the_transcoder(doc: dict[str, Any]) -> None:
+    ok = doc["paths"]["/api/v1/users"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    listing = schema(doc, ok)
+    assert set(listing["properties"]) == {"data", "meta"}
+    user = schema(doc, listing["properties"]["data"]["items"])
+    assert user["properties"]["created_at"] == {
+        "type": "string",
+        "format": "date-time",
+        "description": "When it was created.",
+    }
+    assert "full_name" in user["properties"]  # proto field names, as preserve_proto_field_names prints
+    meta = schema(doc, listing["properties"]["meta"]["allOf"][0])
+    assert meta["properties"]["total"]["type"] == "string"  # int64 is a JSON string in proto3 JSON
+
+
+def test_enums_are_their_value_names(doc: dict[str, Any]) -> None:
+    kind = doc["components"]["schemas"][f"{IDENTITY}.OrganizationKind"]
+    assert kind["type"] == "string"
+    assert "ORGANIZATION_KIND_PHARMA" in kind["enum"]
+    assert "A contract research lab" in kind["description"]
+
+
+def test_comments_are_descriptions(doc: dict[str, Any]) -> None:
+    me = doc["paths"]["/api/v1/users/me"]["get"]
+    assert me["summary"] == "The calling user."
+    assert "/molbridge.identity.v1.IdentityService/GetMe" in me["description"]
+    jwks = doc["paths"]["/api/v1/auth/jwks"]["get"]
+    assert "buf:lint" not in jwks["description"]
+    assert jwks["responses"]["200"]["content"] == {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+
+
+def test_security_schemes_and_public_routes(doc: dict[str, Any]) -> None:
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["bearerAuth"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}
+    assert doc["security"] == [{"bearerAuth": []}, {"apiKey": []}]
+    assert doc["paths"]["/api/v1/auth/login"]["post"]["security"] == []
+    assert doc["paths"]["/api/v1/health"]["get"]["security"] == []
+    me = doc["paths"]["/api/v1/users/me"]["get"]
+    assert "security" not in me and "401" in me["responses"]
+
+
+def test_error_envelope(doc: dict[str, Any]) -> None:
+    envelope = doc["components"]["schemas"]["ErrorEnvelope"]
+    error = envelope["properties"]["error"]
+    assert error["required"] == ["code", "message", "details"]
+    assert "RATE_LIMITED" in error["properties"]["code"]["enum"]
+    too_many = doc["components"]["responses"]["Error429"]
+    assert "Retry-After" in too_many["headers"]
+    assert too_many["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorEnvelope"}
+
+
+def test_every_reference_resolves(doc: dict[str, Any]) -> None:
+    refs: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.append(node["$ref"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(doc)
+    assert refs
+    for ref in refs:
+        section, name = ref.removeprefix("#/components/").split("/", 1)
+        assert name in doc["components"][section], ref
