@@ -63,7 +63,7 @@ buf-breaking: $(INSTALLED)
 
 lint: $(GEN_STAMP) buf-lint buf-breaking
 	$(VENV)/bin/ruff check services bus cli stack gateway tests bench
-	$(VENV)/bin/mypy services bus cli stack gateway
+	$(VENV)/bin/mypy services bus cli stack gateway bench
 
 clean:
 	rm -rf gen build .venv
