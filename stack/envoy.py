@@ -21,6 +21,7 @@ def envoy_process(
     # No hot restart: several Envoys (tests, a `make run`) share the machine without picking base
     # ids, and nothing is left in /dev/shm (hot restart leaves a file there for every run).
     argv = [find_executable("envoy"), "-c", str(config), "--disable-hot-restart", "--log-level", "warn",
+            "--file-flush-interval-msec", "1000",  # access log lines show up within a second
             *extra_args]
     ready = http_ready(f"http://127.0.0.1:{admin_port}/ready", "LIVE")
     return ManagedProcess(name, argv, log_path=log_path, env=env, ready=ready)

@@ -605,22 +605,6 @@ def write_config(settings: GatewaySettings, path: Path) -> Path:
     return path
 
 
-def envoy_args(config: Path) -> list[str]:
-    """Command-line arguments for running the rendered config (after the envoy executable)."""
-    return [
-        "-c",
-        str(config),
-        # Several Envoys (tests, `make run`) may share the machine, and we never hot-restart: no
-        # shared-memory segment to collide on (a start racing another Envoy's once died with SIGSEGV).
-        "--disable-hot-restart",
-        "--use-dynamic-base-id",
-        "--file-flush-interval-msec",
-        "1000",  # access log lines reach the file within a second (default 10 s)
-        "--log-level",
-        "warn",
-    ]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Render the Envoy gateway config from the environment.")
     parser.add_argument("--out", type=Path, required=True, help="config file to write (*.yaml)")

@@ -37,9 +37,10 @@ from molbridge.identity.v1 import identity_service_pb2 as pb
 from molbridge.identity.v1 import identity_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from gateway.envoy.render import GatewaySettings, envoy_args, write_config
+from gateway.envoy.render import GatewaySettings, write_config
+from stack.envoy import envoy_process
 from stack.ports import free_port
-from stack.processes import ManagedProcess, find_executable, http_ready
+from stack.processes import ManagedProcess, find_executable
 
 REPO = Path(__file__).resolve().parents[2]
 DESCRIPTOR = REPO / "build" / "descriptor.pb"
@@ -206,9 +207,9 @@ class Gateway:
 
 def _start_envoy(tmp: Path, settings: GatewaySettings) -> tuple[ManagedProcess, Gateway]:
     config = write_config(settings, tmp / "envoy.yaml")
-    argv = [find_executable("envoy"), *envoy_args(config), *EXTRA_ENVOY_ARGS]
-    admin = f"http://127.0.0.1:{settings.admin_port}"
-    process = ManagedProcess("envoy", argv, log_path=tmp / "envoy.log", ready=http_ready(f"{admin}/ready", "LIVE"))
+    # Access log lines reach the file within a second (Envoy's default flush interval is 10 s).
+    extra = list(EXTRA_ENVOY_ARGS)
+    process = envoy_process(config, admin_port=settings.admin_port, log_path=tmp / "envoy.log", extra_args=extra)
     process.start()
     assert settings.access_log_path is not None
     gateway = Gateway(
@@ -323,7 +324,7 @@ def test_rendered_configs_validate(tmp_path: Path, traced: bool) -> None:
         openapi_path=tmp_path / "openapi.json" if traced else None,  # None: inlined into the config
     )
     config = write_config(settings, tmp_path / "envoy.yaml")
-    argv = [find_executable("envoy"), "--mode", "validate", "-c", str(config), "--use-dynamic-base-id"]
+    argv = [find_executable("envoy"), "--mode", "validate", "-c", str(config), "--disable-hot-restart"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
