@@ -77,7 +77,7 @@ def test_response_schemas_follow_the_transcoder(doc: dict[str, Any]) -> None:
     }
     assert "full_name" in user["properties"]  # proto field names, as preserve_proto_field_names prints
     meta = schema(doc, listing["properties"]["meta"]["allOf"][0])
-    assert meta["properties"]["total"]["type"] == "string"  # int64 is a JSON string in proto3 JSON
+    assert meta["properties"]["total"]["type"] == "integer"  # int32: a JSON number, as DOMAIN.md shows
 
 
 def test_enums_are_their_value_names(doc: dict[str, Any]) -> None:
