@@ -6,6 +6,7 @@ import signal
 import sys
 from types import FrameType
 
+from services.identity.__main__ import initial_credentials_path
 from stack.mesh import Stack, StackSettings
 from stack.processes import StartupError
 
@@ -31,11 +32,14 @@ def ignore_signals() -> None:
 
 def banner(stack: Stack) -> str:
     env = stack.settings.env
-    admin = (
-        f"{env['MOLBRIDGE_ADMIN_EMAIL']} (password: $MOLBRIDGE_ADMIN_PASSWORD)"
-        if env.get("MOLBRIDGE_ADMIN_EMAIL")
-        else f"created on first start; a generated password is printed once in {stack.logs_dir}/identity.log"
-    )
+    generated = initial_credentials_path(stack.data_dir)
+    if env.get("MOLBRIDGE_ADMIN_EMAIL"):
+        admin = f"{env['MOLBRIDGE_ADMIN_EMAIL']} (password: $MOLBRIDGE_ADMIN_PASSWORD)"
+    elif generated.exists():
+        email, password = generated.read_text().split()[:2]
+        admin = f"{email} / {password}  (generated; kept in {generated} — change it, then delete the file)"
+    else:
+        admin = "as set on first start (MOLBRIDGE_ADMIN_EMAIL / MOLBRIDGE_ADMIN_PASSWORD)"
     rows = [
         ("REST API", f"{stack.gateway_url}/api/v1  (health: {stack.gateway_url}/api/v1/health)"),
         ("gRPC", f"{stack.grpc_target}  (h2c, same port; e.g. grpcurl -plaintext {stack.grpc_target} list)"),

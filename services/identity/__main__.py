@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
+import logging
 from datetime import timedelta
 from pathlib import Path
 
@@ -37,6 +37,12 @@ from services.runtime.mesh_health import HealthServicer
 from services.runtime.settings import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger("molbridge.identity")
+
+
+def initial_credentials_path(data_dir: Path) -> Path:
+    """Where a generated first admin password is kept (mode 0600) until the operator deletes it."""
+    return data_dir / "initial-admin-credentials"
 AUDIT_SUBJECT = f"{EVENTS_PREFIX}.*.{event_type_name(AuditRecorded)}"  # from every service
 
 
@@ -88,13 +94,12 @@ async def serve(settings: Settings) -> None:
         settings.get("MOLBRIDGE_ADMIN_EMAIL"), settings.get("MOLBRIDGE_ADMIN_PASSWORD")
     )
     if bootstrap.generated_password:
-        # Printed once, on the terminal only (not the JSON log): nobody else can ever see it.
-        print(
-            f"\nFirst start: system admin {bootstrap.email} with password {bootstrap.generated_password}\n"
-            "Set MOLBRIDGE_ADMIN_EMAIL / MOLBRIDGE_ADMIN_PASSWORD to choose them.\n",
-            file=sys.stderr,
-            flush=True,
-        )
+        # Never into a log: a file only root and the operator can read, shown once by `make run`.
+        path = initial_credentials_path(settings.data_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(f"{bootstrap.email}\n{bootstrap.generated_password}\n")
+        log.warning("first start: system admin %s created; password saved in %s", bootstrap.email, path)
     await server.run(app)
 
 
