@@ -135,10 +135,12 @@ class OtlpHttpHandler(BaseHTTPRequestHandler):
     sink: SpanSink  # set on the subclass made by serve()
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        # Read the body before any answer: unread bytes would be parsed as the next request on
+        # this keep-alive connection.
+        body = self._read_body()
         if self.path.split("?", 1)[0] != "/v1/traces":
             self._answer(HTTPStatus.NOT_FOUND, b"", "text/plain")
             return
-        body = self._read_body()
         if self.headers.get("content-encoding", "").lower() == "gzip":
             body = gzip.decompress(body)
         if not self.headers.get("content-type", "").startswith("application/x-protobuf"):
