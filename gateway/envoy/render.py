@@ -228,13 +228,21 @@ class _Renderer:
     def __init__(self, settings: GatewaySettings, policy: Mapping[str, Any]) -> None:
         self.settings = settings
         self.policy = policy
-        self.methods = protoset.methods(protoset.load(settings.descriptor_path))
+        # Only what this deployment runs is routed; a package whose service is not deployed stays
+        # unknown to the gateway (404) instead of failing the whole configuration.
+        self.methods = [
+            m for m in protoset.methods(protoset.load(settings.descriptor_path)) if self._served(m.upstream)
+        ]
         self.auth = policy["auth"]
         self.timeouts = policy["timeouts"]
         self.rate_rows = sorted(policy.get("rate_limits", []), key=lambda r: _specificity(r.get("path") or r["grpc"]))
         self.long_rows = sorted(policy.get("long_routes", []), key=lambda r: _specificity(r["path"]))
 
     # -- which upstream serves what
+
+    def _served(self, upstream: str) -> bool:
+        host = self.policy["routing"].get("hosted_by", {}).get(upstream, upstream)
+        return upstream in self.settings.upstreams or host in self.settings.upstreams
 
     def cluster_of(self, upstream: str) -> str:
         if upstream in self.settings.upstreams:

@@ -71,7 +71,9 @@ def test_every_package_is_routed_to_its_upstream() -> None:
     assert prefixes["/grpc.reflection.v1alpha.ServerReflection/"] == "svc_identity"
 
 
-def test_a_service_without_an_upstream_is_an_error() -> None:
+def test_a_service_without_an_upstream_is_not_routed_and_reflection_needs_identity() -> None:
+    renderer = _Renderer(settings(upstreams={"identity": "127.0.0.1:1"}), load_policy())
+    assert {m.upstream for m in renderer.methods} == {"identity", "health"}
     with pytest.raises(ValueError, match="identity"):
         _Renderer(settings(upstreams={"molecule": "127.0.0.1:2"}), load_policy()).routes(None, {})
 

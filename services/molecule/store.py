@@ -1,0 +1,182 @@
+"""Molecule tables (schema `molecule`) as SQLAlchemy Core; the migration creates the same shapes.
+
+Identity of a molecule is (organization_id, inchi_key) of its standardized parent. Property
+values are rows keyed by (molecule, name, source) so every source is kept side by side; the
+effective value a filter or sort uses is EXPERIMENTAL > IMPORTED > PREDICTED > CALCULATED.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+SCHEMA = "molecule"
+
+metadata = sa.MetaData()
+
+_id = UUID(as_uuid=False)
+
+
+def _timestamp(name: str, *, nullable: bool = True, default: bool = False) -> sa.Column:
+    return sa.Column(
+        name, sa.DateTime(timezone=True), nullable=nullable, server_default=sa.func.now() if default else None
+    )
+
+
+molecules = sa.Table(
+    "molecules",
+    metadata,
+    sa.Column("id", _id, primary_key=True),
+    sa.Column("organization_id", _id, nullable=False),
+    sa.Column("inchi_key", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False, server_default=""),
+    sa.Column("smiles", sa.Text, nullable=False),  # as first submitted
+    sa.Column("canonical_smiles", sa.Text, nullable=False),  # of the standardized parent
+    sa.Column("formula", sa.Text, nullable=False),
+    sa.Column("molecular_weight", sa.Float, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="AVAILABLE"),
+    sa.Column("morgan_fp", sa.LargeBinary, nullable=False),  # radius 2, 2048 bits, packed little-endian
+    sa.Column("pattern_fp", sa.LargeBinary, nullable=False),  # RDKit pattern fingerprint, 2048 bits
+    sa.Column("created_by", sa.Text, nullable=False),
+    _timestamp("created_at", nullable=False, default=True),
+    _timestamp("updated_at", nullable=False, default=True),
+    sa.UniqueConstraint("organization_id", "inchi_key", name="molecules_identity"),
+    sa.Index("molecules_org_created", "organization_id", "created_at"),
+)
+
+molecule_properties = sa.Table(
+    "molecule_properties",
+    metadata,
+    sa.Column("molecule_id", _id, sa.ForeignKey("molecules.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, primary_key=True),  # CALCULATED | IMPORTED | PREDICTED | EXPERIMENTAL
+    sa.Column("value_num", sa.Float),
+    sa.Column("value_text", sa.Text),
+    sa.Column("units", sa.Text, nullable=False, server_default=""),
+    # Where the value came from: {"job_id", "row"} for imports, {"prediction_job_id", "model", …} for predictions.
+    sa.Column("provenance", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    _timestamp("updated_at", nullable=False, default=True),
+)
+
+# Every registration of a structure: which upload and row (or API call) brought it, as submitted.
+molecule_provenance = sa.Table(
+    "molecule_provenance",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("molecule_id", _id, sa.ForeignKey("molecules.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("job_id", _id),  # null for API registrations
+    sa.Column("row_number", sa.Integer),
+    sa.Column("original_smiles", sa.Text, nullable=False),
+    sa.Column("registered_by", sa.Text, nullable=False),
+    _timestamp("created_at", nullable=False, default=True),
+    sa.UniqueConstraint("job_id", "row_number", name="provenance_once_per_row"),
+)
+
+flags = sa.Table(
+    "flags",
+    metadata,
+    sa.Column("molecule_id", _id, sa.ForeignKey("molecules.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("type", sa.Text, primary_key=True),  # PRIORITY | FAVORITE | REVIEW
+    sa.Column("level", sa.Text, nullable=False, server_default=""),  # HIGH | MEDIUM | LOW for PRIORITY
+    sa.Column("notes", sa.Text, nullable=False, server_default=""),
+    _timestamp("created_at", nullable=False, default=True),
+    sa.Index("flags_user_type", "user_id", "type"),
+)
+
+libraries = sa.Table(
+    "libraries",
+    metadata,
+    sa.Column("id", _id, primary_key=True),
+    sa.Column("organization_id", _id, nullable=False, index=True),
+    sa.Column("owner_id", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("category", sa.Text, nullable=False, server_default="GENERAL"),
+    sa.Column("visibility", sa.Text, nullable=False, server_default="PRIVATE"),  # PRIVATE | ORGANIZATION
+    _timestamp("created_at", nullable=False, default=True),
+    _timestamp("updated_at", nullable=False, default=True),
+    sa.UniqueConstraint("owner_id", "name", name="libraries_name_per_owner"),
+)
+
+library_molecules = sa.Table(
+    "library_molecules",
+    metadata,
+    sa.Column("library_id", _id, sa.ForeignKey("libraries.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("molecule_id", _id, sa.ForeignKey("molecules.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("added_by", sa.Text, nullable=False),
+    _timestamp("added_at", nullable=False, default=True),
+    sa.Index("library_molecules_molecule", "molecule_id"),
+)
+
+library_grants = sa.Table(
+    "library_grants",
+    metadata,
+    sa.Column("library_id", _id, sa.ForeignKey("libraries.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("level", sa.Text, nullable=False),  # OWNER | EDITOR | VIEWER
+)
+
+uploads = sa.Table(
+    "uploads",
+    metadata,
+    sa.Column("storage_key", sa.Text, primary_key=True),
+    sa.Column("organization_id", _id, nullable=False),
+    sa.Column("filename", sa.Text, nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("content_type", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_by", sa.Text, nullable=False),
+    _timestamp("created_at", nullable=False, default=True),
+)
+
+import_jobs = sa.Table(
+    "import_jobs",
+    metadata,
+    sa.Column("id", _id, primary_key=True),
+    sa.Column("organization_id", _id, nullable=False),
+    sa.Column("storage_key", sa.Text, sa.ForeignKey("uploads.storage_key"), nullable=False),
+    sa.Column("filename", sa.Text, nullable=False),
+    sa.Column("mapping", JSONB, nullable=False),
+    sa.Column("dialect", JSONB, nullable=False),
+    sa.Column("mode", sa.Text, nullable=False),  # keep_valid | reject_all
+    sa.Column("library_id", _id),
+    sa.Column("predict", ARRAY(sa.Text), nullable=False, server_default="{}"),
+    sa.Column("status", sa.Text, nullable=False),  # QUEUED | PROCESSING | COMPLETED | FAILED | CANCELLED
+    sa.Column("total_rows", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("chunk_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("chunks_done", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("processed_rows", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("registered", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("merged", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("rejected", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failure_reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_by", sa.Text, nullable=False),
+    _timestamp("created_at", nullable=False, default=True),
+    _timestamp("started_at"),
+    _timestamp("finished_at"),
+    _timestamp("updated_at", nullable=False, default=True),
+    sa.Index("import_jobs_org_created", "organization_id", "created_at"),
+)
+
+# A chunk's effects and its row here commit together: a redelivered chunk finds its row and stops.
+import_chunks = sa.Table(
+    "import_chunks",
+    metadata,
+    sa.Column("job_id", _id, sa.ForeignKey("import_jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("chunk_index", sa.Integer, primary_key=True),
+    sa.Column("phase", sa.Text, primary_key=True, server_default="register"),  # validate | register
+    sa.Column("processed_rows", sa.Integer, nullable=False),
+    sa.Column("registered", sa.Integer, nullable=False),
+    sa.Column("merged", sa.Integer, nullable=False),
+    sa.Column("rejected", sa.Integer, nullable=False),
+    _timestamp("processed_at", nullable=False, default=True),
+)
+
+import_rejections = sa.Table(
+    "import_rejections",
+    metadata,
+    sa.Column("job_id", _id, sa.ForeignKey("import_jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("row_number", sa.Integer, primary_key=True),
+    sa.Column("cells", ARRAY(sa.Text), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)

@@ -1,0 +1,70 @@
+"""How a service other than identity authenticates callers: the identity JWKS and API-key lookups
+over gRPC, cached so a request costs no round trip in the common case."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import grpc
+from molbridge.identity.v1 import identity_service_pb2 as pb
+from molbridge.identity.v1 import identity_service_pb2_grpc as pb_grpc
+
+from services.runtime import telemetry
+from services.runtime.auth import Authenticator, Principal, TokenVerifier
+from services.runtime.errors import AuthenticationError, IntegrationError
+
+API_KEY_CACHE_SECONDS = 30.0  # a revoked key keeps working at most this long on other services
+API_KEY_CACHE_SIZE = 10_000
+
+
+class RemoteIdentity:
+    def __init__(self, identity_addr: str) -> None:
+        self._channel = telemetry.traced_channel(identity_addr)
+        self._stub = pb_grpc.IdentityServiceStub(self._channel)
+        self._keys: dict[bytes, tuple[float, Principal | None]] = {}
+
+    async def jwks(self) -> dict[str, Any]:
+        try:
+            body = await self._stub.GetJwks(pb.GetJwksRequest(), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            raise IntegrationError("Identity service unreachable: cannot verify tokens; try again") from exc
+        return dict(json.loads(body.data))
+
+    async def resolve_api_key(self, secret: str) -> Principal:
+        digest = hashlib.sha256(secret.encode()).digest()
+        cached = self._keys.get(digest)
+        if cached is not None and cached[0] > time.monotonic():
+            principal = cached[1]
+        else:
+            principal = await self._lookup(secret)
+            if len(self._keys) >= API_KEY_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[digest] = (time.monotonic() + API_KEY_CACHE_SECONDS, principal)
+        if principal is None:
+            raise AuthenticationError("Invalid or revoked API key", detail="API_KEY_INVALID")
+        return principal
+
+    async def _lookup(self, secret: str) -> Principal | None:
+        try:
+            reply = await self._stub.AuthenticateApiKey(pb.AuthenticateApiKeyRequest(secret=secret), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                return None
+            raise IntegrationError("Identity service unreachable: cannot verify the API key; try again") from exc
+        return Principal(
+            subject=reply.key_id,
+            organization_id=reply.organization_id,
+            organization_kind=pb.OrganizationKind.Name(reply.organization_kind).removeprefix("ORGANIZATION_KIND_"),
+            roles=frozenset(reply.roles),
+            via="api_key",
+        )
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def remote_authenticator(identity: RemoteIdentity) -> Authenticator:
+    return Authenticator(TokenVerifier(identity.jwks), identity)
