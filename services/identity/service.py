@@ -448,11 +448,7 @@ class IdentityService:
             await session.execute(
                 password_resets.update().where(password_resets.c.token_hash == reset.token_hash).values(used_at=now)
             )
-            await session.execute(
-                refresh_tokens.update()
-                .where(refresh_tokens.c.user_id == row.id, refresh_tokens.c.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
+            await _revoke_sessions(session, row.id, now)
             await self._audit(
                 session, "auth.password_reset", actor_id=row.id, organization_id=row.organization_id,
                 target_type="user", target_id=row.id,
@@ -717,11 +713,7 @@ class IdentityService:
             if row.id == principal.subject:
                 raise PreconditionError("You cannot delete your own account", detail="SELF_DELETE")
             await session.execute(users.update().where(users.c.id == row.id).values(active=False, updated_at=now))
-            await session.execute(
-                refresh_tokens.update()
-                .where(refresh_tokens.c.user_id == row.id, refresh_tokens.c.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
+            await _revoke_sessions(session, row.id, now)
             await self._audit(
                 session, "user.deleted", actor_id=principal.subject, organization_id=row.organization_id,
                 target_type="user", target_id=row.id,
@@ -841,6 +833,15 @@ class IdentityService:
 def _require_user(principal: Principal) -> None:
     if principal.via != "token":
         raise PreconditionError("This action needs a user's login, not an API key", detail="USER_REQUIRED")
+
+
+async def _revoke_sessions(session: AsyncSession, user_id: str, now: datetime) -> None:
+    """Ends every session of a user (password reset, deactivation)."""
+    await session.execute(
+        refresh_tokens.update()
+        .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
 
 
 def _uuid_or_none(value: str) -> str | None:

@@ -5,15 +5,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
+from services.runtime.db import timestamp_column
+
 SCHEMA = "identity"
 
 metadata = sa.MetaData()
-
-
-def _timestamp(name: str, *, nullable: bool = True, default: bool = False) -> sa.Column:
-    return sa.Column(
-        name, sa.DateTime(timezone=True), nullable=nullable, server_default=sa.func.now() if default else None
-    )
 
 
 organizations = sa.Table(
@@ -22,7 +18,7 @@ organizations = sa.Table(
     sa.Column("id", UUID(as_uuid=False), primary_key=True),
     sa.Column("name", sa.Text, nullable=False, unique=True),
     sa.Column("kind", sa.Text, nullable=False),
-    _timestamp("created_at", nullable=False, default=True),
+    timestamp_column("created_at", nullable=False, default_now=True),
 )
 
 users = sa.Table(
@@ -36,14 +32,14 @@ users = sa.Table(
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("password_hash", sa.Text, nullable=False),
     sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
-    _timestamp("locked_until"),
+    timestamp_column("locked_until"),
     sa.Column("mfa_secret", sa.Text),
     sa.Column("mfa_enabled", sa.Boolean, nullable=False, server_default=sa.false()),
     # The last TOTP time step accepted: a code is good once.
     sa.Column("mfa_last_step", sa.BigInteger, nullable=False, server_default="0"),
-    _timestamp("last_login_at"),
-    _timestamp("created_at", nullable=False, default=True),
-    _timestamp("updated_at", nullable=False, default=True),
+    timestamp_column("last_login_at"),
+    timestamp_column("created_at", nullable=False, default_now=True),
+    timestamp_column("updated_at", nullable=False, default_now=True),
 )
 
 password_history = sa.Table(
@@ -52,7 +48,7 @@ password_history = sa.Table(
     sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
     sa.Column("user_id", UUID(as_uuid=False), sa.ForeignKey("users.id"), nullable=False, index=True),
     sa.Column("password_hash", sa.Text, nullable=False),
-    _timestamp("created_at", nullable=False, default=True),
+    timestamp_column("created_at", nullable=False, default_now=True),
 )
 
 refresh_tokens = sa.Table(
@@ -62,10 +58,10 @@ refresh_tokens = sa.Table(
     sa.Column("family_id", UUID(as_uuid=False), nullable=False, index=True),
     sa.Column("user_id", UUID(as_uuid=False), sa.ForeignKey("users.id"), nullable=False, index=True),
     sa.Column("token_hash", sa.LargeBinary, nullable=False, unique=True),
-    _timestamp("expires_at", nullable=False),
-    _timestamp("used_at"),
-    _timestamp("revoked_at"),
-    _timestamp("created_at", nullable=False, default=True),
+    timestamp_column("expires_at", nullable=False),
+    timestamp_column("used_at"),
+    timestamp_column("revoked_at"),
+    timestamp_column("created_at", nullable=False, default_now=True),
 )
 
 signing_keys = sa.Table(
@@ -76,9 +72,9 @@ signing_keys = sa.Table(
     sa.Column("public_jwk", JSONB, nullable=False),
     # Published in the JWKS from creation; used for signing from activates_at, so every verifier
     # (Envoy caches the JWKS) knows a key before the first token signed with it arrives.
-    _timestamp("activates_at", nullable=False),
-    _timestamp("retired_at"),
-    _timestamp("created_at", nullable=False, default=True),
+    timestamp_column("activates_at", nullable=False),
+    timestamp_column("retired_at"),
+    timestamp_column("created_at", nullable=False, default_now=True),
 )
 
 api_keys = sa.Table(
@@ -91,9 +87,9 @@ api_keys = sa.Table(
     sa.Column("prefix", sa.Text, nullable=False),
     sa.Column("secret_hash", sa.LargeBinary, nullable=False, unique=True),
     sa.Column("created_by", UUID(as_uuid=False), nullable=False),
-    _timestamp("created_at", nullable=False, default=True),
-    _timestamp("revoked_at"),
-    _timestamp("last_used_at"),
+    timestamp_column("created_at", nullable=False, default_now=True),
+    timestamp_column("revoked_at"),
+    timestamp_column("last_used_at"),
 )
 
 password_resets = sa.Table(
@@ -101,9 +97,9 @@ password_resets = sa.Table(
     metadata,
     sa.Column("token_hash", sa.LargeBinary, primary_key=True),
     sa.Column("user_id", UUID(as_uuid=False), sa.ForeignKey("users.id"), nullable=False),
-    _timestamp("expires_at", nullable=False),
-    _timestamp("used_at"),
-    _timestamp("created_at", nullable=False, default=True),
+    timestamp_column("expires_at", nullable=False),
+    timestamp_column("used_at"),
+    timestamp_column("created_at", nullable=False, default_now=True),
 )
 
 # The audit trail, fed from the bus; append-only, hash-chained (see domain.audit_hash).
@@ -112,7 +108,7 @@ audit_log = sa.Table(
     metadata,
     sa.Column("id", UUID(as_uuid=False), primary_key=True),
     sa.Column("sequence", sa.BigInteger, nullable=False, unique=True),
-    _timestamp("occurred_at", nullable=False),
+    timestamp_column("occurred_at", nullable=False),
     sa.Column("source", sa.Text, nullable=False),
     sa.Column("action", sa.Text, nullable=False, index=True),
     sa.Column("outcome", sa.Text, nullable=False),

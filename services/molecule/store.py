@@ -10,17 +10,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
+from services.runtime.db import timestamp_column
+
 SCHEMA = "molecule"
 
 metadata = sa.MetaData()
 
 _id = UUID(as_uuid=False)
-
-
-def _timestamp(name: str, *, nullable: bool = True, default: bool = False) -> sa.Column:
-    return sa.Column(
-        name, sa.DateTime(timezone=True), nullable=nullable, server_default=sa.func.now() if default else None
-    )
 
 
 molecules = sa.Table(
@@ -38,8 +34,8 @@ molecules = sa.Table(
     sa.Column("morgan_fp", sa.LargeBinary, nullable=False),  # radius 2, 2048 bits, packed little-endian
     sa.Column("pattern_fp", sa.LargeBinary, nullable=False),  # RDKit pattern fingerprint, 2048 bits
     sa.Column("created_by", sa.Text, nullable=False),
-    _timestamp("created_at", nullable=False, default=True),
-    _timestamp("updated_at", nullable=False, default=True),
+    timestamp_column("created_at", nullable=False, default_now=True),
+    timestamp_column("updated_at", nullable=False, default_now=True),
     sa.UniqueConstraint("organization_id", "inchi_key", name="molecules_identity"),
     sa.Index("molecules_org_created", "organization_id", "created_at"),
 )
@@ -55,7 +51,7 @@ molecule_properties = sa.Table(
     sa.Column("units", sa.Text, nullable=False, server_default=""),
     # Where the value came from: {"job_id", "row"} for imports, {"prediction_job_id", "model", …} for predictions.
     sa.Column("provenance", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-    _timestamp("updated_at", nullable=False, default=True),
+    timestamp_column("updated_at", nullable=False, default_now=True),
 )
 
 # Every registration of a structure: which upload and row (or API call) brought it, as submitted.
@@ -68,7 +64,7 @@ molecule_provenance = sa.Table(
     sa.Column("row_number", sa.Integer),
     sa.Column("original_smiles", sa.Text, nullable=False),
     sa.Column("registered_by", sa.Text, nullable=False),
-    _timestamp("created_at", nullable=False, default=True),
+    timestamp_column("created_at", nullable=False, default_now=True),
     sa.UniqueConstraint("job_id", "row_number", name="provenance_once_per_row"),
 )
 
@@ -80,7 +76,7 @@ flags = sa.Table(
     sa.Column("type", sa.Text, primary_key=True),  # PRIORITY | FAVORITE | REVIEW
     sa.Column("level", sa.Text, nullable=False, server_default=""),  # HIGH | MEDIUM | LOW for PRIORITY
     sa.Column("notes", sa.Text, nullable=False, server_default=""),
-    _timestamp("created_at", nullable=False, default=True),
+    timestamp_column("created_at", nullable=False, default_now=True),
     sa.Index("flags_user_type", "user_id", "type"),
 )
 
@@ -94,8 +90,8 @@ libraries = sa.Table(
     sa.Column("description", sa.Text, nullable=False, server_default=""),
     sa.Column("category", sa.Text, nullable=False, server_default="GENERAL"),
     sa.Column("visibility", sa.Text, nullable=False, server_default="PRIVATE"),  # PRIVATE | ORGANIZATION
-    _timestamp("created_at", nullable=False, default=True),
-    _timestamp("updated_at", nullable=False, default=True),
+    timestamp_column("created_at", nullable=False, default_now=True),
+    timestamp_column("updated_at", nullable=False, default_now=True),
     sa.UniqueConstraint("owner_id", "name", name="libraries_name_per_owner"),
 )
 
@@ -105,7 +101,7 @@ library_molecules = sa.Table(
     sa.Column("library_id", _id, sa.ForeignKey("libraries.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("molecule_id", _id, sa.ForeignKey("molecules.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("added_by", sa.Text, nullable=False),
-    _timestamp("added_at", nullable=False, default=True),
+    timestamp_column("added_at", nullable=False, default_now=True),
     sa.Index("library_molecules_molecule", "molecule_id"),
 )
 
@@ -126,7 +122,7 @@ uploads = sa.Table(
     sa.Column("size_bytes", sa.BigInteger, nullable=False),
     sa.Column("content_type", sa.Text, nullable=False, server_default=""),
     sa.Column("created_by", sa.Text, nullable=False),
-    _timestamp("created_at", nullable=False, default=True),
+    timestamp_column("created_at", nullable=False, default_now=True),
 )
 
 import_jobs = sa.Table(
@@ -151,10 +147,10 @@ import_jobs = sa.Table(
     sa.Column("rejected", sa.Integer, nullable=False, server_default="0"),
     sa.Column("failure_reason", sa.Text, nullable=False, server_default=""),
     sa.Column("created_by", sa.Text, nullable=False),
-    _timestamp("created_at", nullable=False, default=True),
-    _timestamp("started_at"),
-    _timestamp("finished_at"),
-    _timestamp("updated_at", nullable=False, default=True),
+    timestamp_column("created_at", nullable=False, default_now=True),
+    timestamp_column("started_at"),
+    timestamp_column("finished_at"),
+    timestamp_column("updated_at", nullable=False, default_now=True),
     sa.Index("import_jobs_org_created", "organization_id", "created_at"),
 )
 
@@ -169,7 +165,7 @@ import_chunks = sa.Table(
     sa.Column("registered", sa.Integer, nullable=False),
     sa.Column("merged", sa.Integer, nullable=False),
     sa.Column("rejected", sa.Integer, nullable=False),
-    _timestamp("processed_at", nullable=False, default=True),
+    timestamp_column("processed_at", nullable=False, default_now=True),
 )
 
 import_rejections = sa.Table(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -38,3 +39,10 @@ class UnitOfWork:
     async def __call__(self) -> AsyncIterator[AsyncSession]:
         async with self._sessions() as session, session.begin():
             yield session
+
+
+def timestamp_column(name: str, *, nullable: bool = True, default_now: bool = False) -> sa.Column:
+    """A timezone-aware timestamp column, optionally defaulting to the database's now()."""
+    return sa.Column(
+        name, sa.DateTime(timezone=True), nullable=nullable, server_default=sa.func.now() if default_now else None
+    )
