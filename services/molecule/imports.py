@@ -1,0 +1,282 @@
+"""CSV ingestion, first half: upload a file to object storage, preview it (service layer, no protos).
+
+An upload streams from the gateway to storage: the body is never held whole (at most the first
+message or the 64 KiB needed to sniff it, and what the storage buffers for one S3 part). It is
+checked early: a file whose first 64 KiB are not text is refused before anything is stored.
+The import job itself (StartImport, workers, progress, error report) lives in import_jobs.py and
+builds on `UploadService.get_upload`, `ImportLimits` and `upload_object_key`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from services.molecule import csv_format, store
+from services.molecule.multipart import Event, MultipartParser, PartEnd, PartStart, boundary_of, header_params
+from services.molecule.properties import KNOWN_PROPERTIES
+from services.molecule.storage import MIB, ObjectStorage
+from services.runtime.auth import Principal
+from services.runtime.db import UnitOfWork
+from services.runtime.errors import NotFoundError, ValidationError
+from services.runtime.settings import Settings
+
+DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_ROWS = 100 * MIB, 500_000
+WRITER_ROLES = ("pharma_scientist",)  # pharma_admin implies it; system_admin passes every check
+DEFAULT_FILENAME = "upload.csv"
+PREVIEW_ROWS, MAX_PREVIEW_ROWS = 20, 100
+# What browsers and tools send for a CSV body; anything else but multipart is refused by name.
+RAW_TYPES = frozenset(
+    {
+        "",
+        "text/csv",
+        "text/plain",
+        "application/csv",
+        "text/tab-separated-values",
+        "application/vnd.ms-excel",
+        "application/octet-stream",
+    }
+)
+MULTIPART = "multipart/form-data"
+FILE_FIELD = "file"
+MAX_OTHER_FIELD_BYTES = 1 * MIB  # form fields besides `file` are read and dropped, up to this much
+_STORAGE_KEY = re.compile(r"^[0-9a-f]{32}$")
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class ImportLimits:
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_rows: int = DEFAULT_MAX_ROWS
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImportLimits:
+        """MOLBRIDGE_MAX_UPLOAD_BYTES and MOLBRIDGE_MAX_IMPORT_ROWS; a bad value stops the start."""
+        limits = cls(
+            max_upload_bytes=int(settings.get("MOLBRIDGE_MAX_UPLOAD_BYTES") or DEFAULT_MAX_UPLOAD_BYTES),
+            max_rows=int(settings.get("MOLBRIDGE_MAX_IMPORT_ROWS") or DEFAULT_MAX_ROWS),
+        )
+        if limits.max_upload_bytes < 1 or limits.max_rows < 1:
+            raise ValueError("MOLBRIDGE_MAX_UPLOAD_BYTES and MOLBRIDGE_MAX_IMPORT_ROWS must be positive")
+        return limits
+
+    @property
+    def csv(self) -> csv_format.CsvLimits:
+        """For csv_format.plan_chunks / iter_rows / preview: the row limit is enforced while reading."""
+        return csv_format.CsvLimits(max_rows=self.max_rows)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUpload:
+    storage_key: str
+    organization_id: str
+    filename: str
+    size_bytes: int
+    content_type: str
+    created_by: str
+    created_at: datetime | None = None
+
+    @property
+    def object_key(self) -> str:
+        return upload_object_key(self.organization_id, self.storage_key)
+
+
+def upload_object_key(organization_id: str, storage_key: str) -> str:
+    """Where an upload's bytes live in object storage."""
+    return f"uploads/{organization_id}/{storage_key}"
+
+
+class UploadService:
+    def __init__(
+        self, uow: UnitOfWork, storage: ObjectStorage, limits: ImportLimits = ImportLimits()
+    ) -> None:
+        self._uow = uow
+        self.storage = storage
+        self.limits = limits
+
+    async def upload(
+        self, principal: Principal, content_type: str, chunks: AsyncIterator[bytes], *, disposition: str = ""
+    ) -> StoredUpload:
+        """Store a raw CSV body, or the `file` field of a multipart/form-data body.
+
+        `content_type` is the body's (for multipart it carries the boundary); `disposition` is an
+        optional Content-Disposition header naming a raw body's file.
+        """
+        principal.require_any_role(*WRITER_ROLES)
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        if media_type == MULTIPART:
+            source: _Body = _MultipartFile(boundary_of(content_type), chunks)
+        elif media_type in RAW_TYPES:
+            source = _RawBody(chunks, header_params("content-disposition", disposition).get_filename())
+        else:
+            raise ValidationError(
+                f"unsupported content type {media_type!r}: send text/csv or multipart/form-data",
+                detail="UNSUPPORTED_MEDIA_TYPE",
+            )
+        body = await _sniffed(source.content())
+        storage_key = uuid.uuid4().hex
+        object_key = upload_object_key(principal.organization_id, storage_key)
+        size = await self.storage.put_stream(object_key, body, max_bytes=self.limits.max_upload_bytes)
+        try:
+            await source.finish()
+            async with self._uow() as session:
+                row = await session.execute(
+                    sa.insert(store.uploads)
+                    .values(
+                        storage_key=storage_key,
+                        organization_id=principal.organization_id,
+                        filename=source.filename,
+                        size_bytes=size,
+                        content_type=media_type,
+                        created_by=principal.subject,
+                    )
+                    .returning(*store.uploads.c)
+                )
+                return _upload(row.one())
+        except BaseException:
+            await asyncio.shield(self.storage.delete(object_key))
+            raise
+
+    async def get_upload(self, principal: Principal, storage_key: str) -> StoredUpload:
+        """An upload the caller's organization owns; any other key answers 404 (never 403)."""
+        if _STORAGE_KEY.match(storage_key):
+            async with self._uow() as session:
+                row = (
+                    await session.execute(
+                        sa.select(store.uploads).where(store.uploads.c.storage_key == storage_key)
+                    )
+                ).one_or_none()
+            if row is not None and principal.can_see_organization(str(row.organization_id)):
+                return _upload(row)
+        raise NotFoundError("upload not found", detail="UPLOAD_NOT_FOUND")
+
+    async def preview(
+        self, principal: Principal, storage_key: str, rows: int = PREVIEW_ROWS
+    ) -> csv_format.Preview:
+        """Header, the first `rows` rows (default 20, at most 100), the dialect and a suggested mapping."""
+        upload = await self.get_upload(principal, storage_key)
+        count = min(rows, MAX_PREVIEW_ROWS) if rows > 0 else PREVIEW_ROWS
+
+        def read() -> csv_format.Preview:
+            with self.storage.open_reader(upload.object_key) as stream:
+                return csv_format.preview(
+                    stream, count, known_targets=KNOWN_PROPERTIES.keys(), limits=self.limits.csv
+                )
+
+        return await asyncio.to_thread(read)
+
+
+def _upload(row: sa.Row) -> StoredUpload:
+    return StoredUpload(
+        storage_key=row.storage_key,
+        organization_id=str(row.organization_id),
+        filename=row.filename,
+        size_bytes=row.size_bytes,
+        content_type=row.content_type,
+        created_by=row.created_by,
+        created_at=row.created_at,
+    )
+
+
+def clean_filename(name: str | None) -> str:
+    """The last path segment of a client's file name, without control characters; "upload.csv" if none."""
+    base = re.split(r"[/\\]", name or "")[-1]
+    base = _UNSAFE_NAME.sub("", base).strip()[:255]
+    return base if base.strip(".") else DEFAULT_FILENAME
+
+
+async def _sniffed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Refuse a body that is not text before any of it is stored; give back the whole body."""
+    head = bytearray()
+    async for chunk in chunks:
+        head += chunk
+        if len(head) >= csv_format.SNIFF_BYTES:
+            break
+    sample = bytes(head[: csv_format.SNIFF_BYTES])
+    csv_format.sniff(sample, complete=len(sample) < csv_format.SNIFF_BYTES)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield bytes(head)
+        async for chunk in chunks:
+            yield chunk
+
+    return body()
+
+
+class _Body:
+    """The file inside a request body: its bytes as a stream, then its name once they are read."""
+
+    filename = DEFAULT_FILENAME
+
+    def content(self) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+    async def finish(self) -> None:
+        """Read what follows the file and check the body was complete."""
+
+
+class _RawBody(_Body):
+    def __init__(self, chunks: AsyncIterator[bytes], filename: str | None) -> None:
+        self._chunks = chunks
+        self.filename = clean_filename(filename)
+
+    async def content(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            if chunk:
+                yield chunk
+
+
+class _MultipartFile(_Body):
+    """The first part named `file`; the other fields are read (bounded) and dropped."""
+
+    def __init__(self, boundary: str, chunks: AsyncIterator[bytes]) -> None:
+        self._parser = MultipartParser(boundary)
+        self._events = self._parse(chunks)
+        self._found = False
+        self._other_bytes = 0
+
+    async def _parse(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Event]:
+        async for chunk in chunks:
+            for event in self._parser.feed(chunk):
+                yield event
+        self._parser.close()
+
+    async def content(self) -> AsyncIterator[bytes]:
+        in_file = False
+        async for event in self._events:
+            if isinstance(event, PartStart):
+                in_file = event.name == FILE_FIELD and not self._found
+                if in_file:
+                    self._found = True
+                    self.filename = clean_filename(event.filename)
+            elif isinstance(event, PartEnd):
+                if in_file:
+                    return
+            elif in_file:
+                yield event
+            else:
+                self._count_other(event)
+        raise ValidationError(
+            f'the form has no field named "{FILE_FIELD}"',
+            detail="MISSING_FILE",
+            field_violations=[(FILE_FIELD, "required")],
+        )
+
+    async def finish(self) -> None:
+        async for event in self._events:
+            if isinstance(event, bytes):
+                self._count_other(event)
+
+    def _count_other(self, data: bytes) -> None:
+        self._other_bytes += len(data)
+        if self._other_bytes > MAX_OTHER_FIELD_BYTES:
+            raise ValidationError(
+                f'form fields other than "{FILE_FIELD}" exceed {MAX_OTHER_FIELD_BYTES:,} bytes',
+                detail="FORM_TOO_LARGE",
+            )
