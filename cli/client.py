@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2
@@ -19,13 +19,41 @@ from molbridge.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from cli.credentials import CredentialStore, Profile
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
+# Error reports and pictures come back as one message: allow more than gRPC's 4 MiB default.
+MAX_RECEIVE_BYTES = 256 * 1024 * 1024
 
 StubT = TypeVar("StubT")
 ResponseT = TypeVar("ResponseT")
+ResultT = TypeVar("ResultT")
+Metadata = list[tuple[str, str]]
 
 
 class CliError(Exception):
-    """An expected failure: printed as one message, exit status 1, no traceback."""
+    """An expected failure: printed as one message, exit status `exit_code` (1), no traceback."""
+
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class ServerStream(Generic[ResponseT]):
+    """A server-streaming call whose first message (or error) has already arrived: an expired token is
+    refused before the caller starts iterating, where Gateway can still refresh it and call again."""
+
+    _END: Any = object()
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._first = next(call, self._END)
+
+    def __iter__(self) -> Iterator[ResponseT]:
+        if self._first is not self._END:
+            first, self._first = self._first, self._END
+            yield first
+        yield from self._call
+
+    def cancel(self) -> None:
+        self._call.cancel()
 
 
 def default_target() -> str:
@@ -50,7 +78,9 @@ class Gateway:
         self.timeout = timeout
         # All calls of one command share a trace id: Envoy keeps it, so `molbridge trace` finds them.
         self.trace_id = secrets.token_hex(16)
-        self._channel = grpc.insecure_channel(target)
+        self._channel = grpc.insecure_channel(
+            target, options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+        )
         self._stubs: dict[type, Any] = {}
 
     def __enter__(self) -> Gateway:
@@ -73,18 +103,40 @@ class Gateway:
     def call(self, method: Callable[..., ResponseT], request: Any, *, authenticated: bool = True) -> ResponseT:
         """Invoke `method` (a bound stub method); when authenticated, with a fresh access token, and once
         more after a refresh if the gateway rejects the token."""
+        return self._authorized(
+            lambda metadata: method(request, metadata=metadata, timeout=self.timeout), authenticated
+        )
+
+    def upload(
+        self,
+        method: Callable[..., ResponseT],
+        requests: Callable[[], Iterator[Any]],
+        *,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> ResponseT:
+        """A client-streaming call. `requests` makes the message iterator: it is made again if the call is
+        repeated after a token refresh. No deadline: the gateway's route timeout for streams bounds it."""
+        return self._authorized(lambda auth: method(requests(), metadata=[*auth, *metadata], timeout=None))
+
+    def stream(self, method: Callable[..., Any], request: Any) -> ServerStream[Any]:
+        """A server-streaming call, started (see ServerStream); no deadline, as for `upload`."""
+        return self._authorized(
+            lambda metadata: ServerStream(method(request, metadata=metadata, timeout=None))
+        )
+
+    def _authorized(self, invoke: Callable[[Metadata], ResultT], authenticated: bool = True) -> ResultT:
         if not authenticated or self.api_key:
             credential = ("x-api-key", self.api_key) if authenticated and self.api_key else None
-            return method(request, metadata=self._metadata(credential), timeout=self.timeout)
+            return invoke(self._metadata(credential))
         profile = self._fresh_profile()
         try:
-            return method(request, metadata=self._metadata(_bearer(profile)), timeout=self.timeout)
+            return invoke(self._metadata(_bearer(profile)))
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.UNAUTHENTICATED:  # type: ignore[attr-defined]
                 raise
         # The token was refused before its expiry (signing key rotated, clock skew): refresh once.
         profile = self._refresh(stale=profile)
-        return method(request, metadata=self._metadata(_bearer(profile)), timeout=self.timeout)
+        return invoke(self._metadata(_bearer(profile)))
 
     def remember(self, session: identity_pb.Session) -> Profile:
         """Store the tokens of a session from Login, VerifyMfa or RefreshToken."""
@@ -123,7 +175,7 @@ class Gateway:
                 raise CliError("your session has expired or was revoked: run `molbridge login`") from err
             return self.remember(response.data)
 
-    def _metadata(self, credential: tuple[str, str] | None) -> list[tuple[str, str]]:
+    def _metadata(self, credential: tuple[str, str] | None) -> Metadata:
         metadata = [("traceparent", f"00-{self.trace_id}-{secrets.token_hex(8)}-01")]
         if credential:
             metadata.append(credential)
@@ -144,6 +196,8 @@ def describe_rpc_error(err: grpc.RpcError, target: str) -> str:
         status = None
     if status is None and code == grpc.StatusCode.UNAVAILABLE:
         return f"the gateway at {target} is unavailable: {message}"
+    if status is None and code == grpc.StatusCode.UNIMPLEMENTED:
+        return f"the gateway at {target} does not offer this call (UNIMPLEMENTED): is its service deployed?"
 
     tags = [code.name]
     extra: list[str] = []

@@ -120,9 +120,7 @@ def list_users(args: argparse.Namespace, gw: Gateway) -> None:
         for u in answer.data
     ]
     print(output.table(["ID", "EMAIL", "NAME", "ROLES", "ACTIVE", "MFA"], rows))
-    meta = answer.meta
-    pages = max(1, -(-meta.total // max(meta.page_size, 1)))
-    print(f"page {meta.page} of {pages}, {meta.total} user{'' if meta.total == 1 else 's'}")
+    print(output.page_summary(answer.meta, "user"))
 
 
 def create_user(args: argparse.Namespace, gw: Gateway) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from cli import identity
+from cli import identity, imports, molecules
 from cli.app import add_command, add_global_options
 from cli.client import CliError, Gateway, default_target, describe_rpc_error
 from cli.credentials import CredentialStore
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_global_options(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     identity.register(subparsers)
+    imports.register(subparsers)
+    molecules.register(subparsers)
     cmd = add_command(subparsers, "trace", "print a trace from the local span files as a tree", local=trace)
     cmd.add_argument("trace_id", help="32 hex digits")
     cmd.add_argument("--data-dir", type=Path, default=None, help="default: $MOLBRIDGE_DATA_DIR, else .data in the repo")
@@ -67,10 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         run(args)
     except CliError as err:
         print(f"molbridge: {err}", file=sys.stderr)
-        return 1
+        return err.exit_code
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `molbridge … | head`: the reader left, which is not an error to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     return 0
 
 

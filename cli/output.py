@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from cli.client import CliError
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -31,3 +35,17 @@ def timestamp(value: Timestamp) -> str:
 def fields(pairs: Sequence[tuple[str, str]]) -> str:
     width = max(len(label) for label, _ in pairs) + 1
     return "\n".join(f"{label + ':':<{width}} {value}" for label, value in pairs)
+
+
+def page_summary(meta: Any, noun: str) -> str:
+    """`page 1 of 3, 120 users` from a molbridge.common.v1.PageMeta."""
+    pages = max(1, -(-meta.total // max(meta.page_size, 1)))
+    return f"page {meta.page} of {pages}, {meta.total} {noun}{'' if meta.total == 1 else 's'}"
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Save a download; an unwritable path is the user's error, not a traceback."""
+    try:
+        path.write_bytes(data)
+    except OSError as err:
+        raise CliError(f"cannot write {path}: {err.strerror or err}") from err
