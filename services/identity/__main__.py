@@ -11,16 +11,16 @@ import argparse
 import asyncio
 import logging
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.health.v1 import health_service_pb2_grpc
 from molbridge.identity.v1 import identity_service_pb2_grpc
 
-from bus.connection import connect
 from bus.consumer import Consumer
-from bus.relay import OutboxRelay
-from bus.streams import EVENTS_STREAM, ensure_streams
+from bus.runner import run_bus
+from bus.streams import EVENTS_STREAM
 from bus.subjects import EVENTS_PREFIX, event_type_name
 from services.identity.audit import CONSUMER_NAME as AUDIT_CONSUMER
 from services.identity.audit import AuditTrail
@@ -61,17 +61,10 @@ def build(settings: Settings) -> tuple[IdentityService, server.ServiceApp]:
     trail = AuditTrail(uow)
 
     async def bus_work() -> None:
-        """Publish our outbox and keep the audit trail, over one NATS connection."""
-        nats = await connect(settings.nats_url, name="identity")
-        try:
-            js = nats.jetstream()
-            await ensure_streams(js)
-            await asyncio.gather(
-                OutboxRelay(engine, SCHEMA, js).run(),
-                Consumer(js, EVENTS_STREAM, AUDIT_CONSUMER, AUDIT_SUBJECT, trail.handle).run(),
-            )
-        finally:
-            await nats.close()
+        """Publish our outbox and keep the audit trail."""
+        audit = partial(Consumer, stream=EVENTS_STREAM, durable=AUDIT_CONSUMER, filter_subject=AUDIT_SUBJECT,
+                        handler=trail.handle)
+        await run_bus(settings.nats_url, name="identity", engine=engine, schema=SCHEMA, consumers=[audit])
 
     app = server.ServiceApp(
         settings=settings,
