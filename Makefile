@@ -34,6 +34,8 @@ $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	# Test and benchmark molecules (ZINC via MOSES); its declared dependencies (torch, …) are not needed.
+	$(PY) -m pip install -q --no-deps molsets==0.3.1
 	touch $@
 
 gen: $(GEN_STAMP)

@@ -33,8 +33,12 @@ async def add_event(
     actor_id: str = "",
     schema: str,
     notify: bool = True,
+    subject: str | None = None,
 ) -> str:
-    """Record an event in the caller's transaction (the caller commits); returns the event id."""
+    """Record an event in the caller's transaction (the caller commits); returns the event id.
+
+    `subject` overrides the event subject, for work items (`work_subject(queue)` on the WORK stream).
+    """
     event_id = uuid.uuid4()
     occurred_at = datetime.now(UTC)
     envelope = build_envelope(
@@ -51,7 +55,7 @@ async def add_event(
     await session.execute(
         insert(outbox_table(schema)).values(
             id=event_id,
-            subject=event_subject(source, payload),
+            subject=subject or event_subject(source, payload),
             payload=envelope.SerializeToString(),
             headers=headers,
             created_at=occurred_at,

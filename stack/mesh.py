@@ -38,6 +38,8 @@ class ServiceSpec:
 # Every service and worker of the mesh, in start order. Adding one is one line.
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("identity", "services.identity"),
+    ServiceSpec("molecule", "services.molecule"),
+    ServiceSpec("molecule-worker", "services.molecule.worker", grpc=False),
 )
 
 DESCRIPTOR_PATH = REPO_ROOT / "build" / "descriptor.pb"

@@ -38,6 +38,8 @@ molecules = sa.Table(
     timestamp_column("updated_at", nullable=False, default_now=True),
     sa.UniqueConstraint("organization_id", "inchi_key", name="molecules_identity"),
     sa.Index("molecules_org_created", "organization_id", "created_at"),
+    # Few rows: lets "members that are not archived" (library counts) skip a scan of every molecule.
+    sa.Index("molecules_archived", "id", postgresql_where=sa.text("status = 'ARCHIVED'")),
 )
 
 molecule_properties = sa.Table(
@@ -94,6 +96,8 @@ libraries = sa.Table(
     timestamp_column("updated_at", nullable=False, default_now=True),
     sa.UniqueConstraint("owner_id", "name", name="libraries_name_per_owner"),
 )
+# Names are unique per owner ignoring case too ("Hits" and "hits" are one name in a picker).
+sa.Index("libraries_name_per_owner_ci", libraries.c.owner_id, sa.func.lower(libraries.c.name), unique=True)
 
 library_molecules = sa.Table(
     "library_molecules",
@@ -111,6 +115,7 @@ library_grants = sa.Table(
     sa.Column("library_id", _id, sa.ForeignKey("libraries.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("user_id", sa.Text, primary_key=True),
     sa.Column("level", sa.Text, nullable=False),  # OWNER | EDITOR | VIEWER
+    sa.Index("library_grants_user", "user_id"),  # "libraries shared with me"
 )
 
 uploads = sa.Table(
@@ -134,6 +139,8 @@ import_jobs = sa.Table(
     sa.Column("filename", sa.Text, nullable=False),
     sa.Column("mapping", JSONB, nullable=False),
     sa.Column("dialect", JSONB, nullable=False),
+    # The file's header as read at start: column positions for workers, column names for the error report.
+    sa.Column("headers", ARRAY(sa.Text), nullable=False, server_default="{}"),
     sa.Column("mode", sa.Text, nullable=False),  # keep_valid | reject_all
     sa.Column("library_id", _id),
     sa.Column("predict", ARRAY(sa.Text), nullable=False, server_default="{}"),
@@ -165,6 +172,9 @@ import_chunks = sa.Table(
     sa.Column("registered", sa.Integer, nullable=False),
     sa.Column("merged", sa.Integer, nullable=False),
     sa.Column("rejected", sa.Integer, nullable=False),
+    # reject_all: a validated chunk's RDKit results (import_domain.encode_valid), kept for the commit
+    # phase so nothing is computed twice; cleared when the job registers, fails or is cancelled.
+    sa.Column("results", sa.LargeBinary),
     timestamp_column("processed_at", nullable=False, default_now=True),
 )
 

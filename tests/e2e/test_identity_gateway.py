@@ -63,7 +63,8 @@ def new_org(api: httpx.Client, admin: dict, kind: str = "PHARMA") -> tuple[str, 
 def test_health_is_green_once_every_service_serves(api: httpx.Client) -> None:
     response = api.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"data": {"status": "ok", "services": {"identity": "SERVING"}}}
+    services = {"identity": "SERVING", "molecule": "SERVING"}
+    assert response.json() == {"data": {"status": "ok", "services": services}}
 
 
 def test_login_returns_the_documented_shape(api: httpx.Client, admin: dict, mesh) -> None:  # type: ignore[no-untyped-def]

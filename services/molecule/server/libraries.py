@@ -1,0 +1,272 @@
+"""LibraryService servicer: maps protos to the service layer (services/molecule/libraries.py) and back."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import grpc
+from google.api.httpbody_pb2 import HttpBody
+from google.protobuf import struct_pb2
+from molbridge.molecule.v1 import library_service_pb2 as pb
+from molbridge.molecule.v1 import library_service_pb2_grpc as pb_grpc
+from molbridge.molecule.v1 import molecule_pb2
+
+from services.molecule.context import MoleculeContext, ServicePart
+from services.molecule.distributions import Histogram
+from services.molecule.libraries import (
+    IdentityUserDirectory,
+    Library,
+    LibraryAccess,
+    LibraryFilter,
+    LibraryService,
+    MoleculeView,
+)
+from services.molecule.library_rules import Level
+from services.molecule.queries import QueryIndex
+from services.runtime.auth import current_principal
+from services.runtime.errors import ValidationError
+from services.runtime.pagination import PageRequest
+from services.runtime.protomap import timestamp
+
+Context: TypeAlias = grpc.aio.ServicerContext
+
+QUERY_INDEX = "query_index"  # ctx.shared keys
+LIBRARIES = "libraries"
+
+# Metadata that proves who the caller is, forwarded when the service asks identity on their behalf.
+CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+
+
+def _name(enum: Any, prefix: str, value: int, field_name: str) -> str:
+    """A proto enum value as the service layer's plain name; UNSPECIFIED is ""."""
+    if value == 0:
+        return ""
+    try:
+        return str(enum.Name(value)).removeprefix(prefix)
+    except ValueError:
+        violation = (field_name, f"unknown value {value}")
+        raise ValidationError(f"Unknown {field_name}", field_violations=[violation]) from None
+
+
+def _category(value: int) -> str:
+    return _name(pb.LibraryCategory, "LIBRARY_CATEGORY_", value, "category")
+
+
+def _visibility(value: int) -> str:
+    return _name(pb.LibraryVisibility, "LIBRARY_VISIBILITY_", value, "visibility")
+
+
+def _level(value: int) -> Level:
+    try:
+        return Level(value)
+    except ValueError:
+        raise ValidationError("Unknown access level", field_violations=[("level", f"unknown value {value}")]) from None
+
+
+def _access_level(level: Level) -> pb.AccessLevel.ValueType:
+    return pb.AccessLevel.Value("ACCESS_LEVEL_UNSPECIFIED" if level == Level.NONE else f"ACCESS_LEVEL_{level.name}")
+
+
+def library_pb(library: Library) -> pb.Library:
+    return pb.Library(
+        id=library.id, name=library.name, description=library.description,
+        category=pb.LibraryCategory.Value(f"LIBRARY_CATEGORY_{library.category}"),
+        visibility=pb.LibraryVisibility.Value(f"LIBRARY_VISIBILITY_{library.visibility}"),
+        owner_id=library.owner_id, organization_id=library.organization_id, molecule_count=library.molecule_count,
+        access_level=_access_level(library.access_level), created_at=timestamp(library.created_at),
+        updated_at=timestamp(library.updated_at),
+    )
+
+
+def access_pb(access: LibraryAccess) -> pb.LibraryAccess:
+    return pb.LibraryAccess(
+        library_id=access.library_id, level=_access_level(access.level),
+        visibility=pb.LibraryVisibility.Value(f"LIBRARY_VISIBILITY_{access.visibility}"),
+        grants=[pb.LibraryGrant(user_id=g.user_id, level=_access_level(g.level)) for g in access.grants],
+    )
+
+
+def distribution_pb(hist: Histogram) -> pb.Distribution:
+    return pb.Distribution(
+        property=hist.property, units=hist.units, edges=hist.edges, counts=hist.counts,
+        with_value=hist.with_value, missing=hist.missing, mean=hist.mean, median=hist.median,
+    )
+
+
+def _value(value: float | str | None) -> struct_pb2.Value:
+    if value is None:
+        return struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
+    if isinstance(value, str):
+        return struct_pb2.Value(string_value=value)
+    return struct_pb2.Value(number_value=value)
+
+
+def _enum_or_unspecified(enum: Any, name: str) -> Any:
+    """The enum value named `name`, or 0 (UNSPECIFIED) for a stored name the contract does not know."""
+    try:
+        return enum.Value(name)
+    except ValueError:
+        return 0
+
+
+def molecule_pb(view: MoleculeView) -> molecule_pb2.Molecule:
+    """The one Molecule mapping (MoleculeService's lists use it too)."""
+    return molecule_pb2.Molecule(
+        id=view.id, name=view.name, smiles=view.smiles, canonical_smiles=view.canonical_smiles,
+        inchi_key=view.inchi_key, formula=view.formula, molecular_weight=view.molecular_weight,
+        status=_enum_or_unspecified(molecule_pb2.MoleculeStatus, f"MOLECULE_STATUS_{view.status}"),
+        properties=[
+            molecule_pb2.Property(
+                name=p.name, value=_value(p.value), units=p.units,
+                source=_enum_or_unspecified(molecule_pb2.PropertySource, f"PROPERTY_SOURCE_{p.source}"),
+            )
+            for p in view.properties
+        ],
+        flags=[
+            molecule_pb2.Flag(
+                type=_enum_or_unspecified(molecule_pb2.FlagType, f"FLAG_TYPE_{f.type}"),
+                level=_enum_or_unspecified(molecule_pb2.FlagLevel, f"FLAG_LEVEL_{f.level}"),
+                notes=f.notes, user_id=f.user_id, created_at=timestamp(f.created_at),
+            )
+            for f in view.flags
+        ],
+        library_ids=view.library_ids, organization_id=view.organization_id, created_by=view.created_by,
+        created_at=timestamp(view.created_at), updated_at=timestamp(view.updated_at),
+    )
+
+
+def _credentials(context: Context) -> list[tuple[str, str]]:
+    metadata = context.invocation_metadata() or ()
+    return [(k, v) for k, v in metadata if k in CREDENTIAL_HEADERS and isinstance(v, str)]
+
+
+class LibraryServicer(pb_grpc.LibraryServiceServicer):
+    SERVICE_FULL_NAME = "molbridge.molecule.v1.LibraryService"
+
+    def __init__(self, service: LibraryService) -> None:
+        self._service = service
+
+    async def CreateLibrary(self, request: pb.CreateLibraryRequest, context: Context) -> pb.CreateLibraryResponse:
+        library = await self._service.create(
+            current_principal(), name=request.name, description=request.description,
+            category=_category(request.category), visibility=_visibility(request.visibility),
+            request_id=request.request_id,
+        )
+        return pb.CreateLibraryResponse(data=library_pb(library))
+
+    async def ListLibraries(self, request: pb.ListLibrariesRequest, context: Context) -> pb.ListLibrariesResponse:
+        page = PageRequest.of(request.page, request.page_size)
+        items, total = await self._service.list_visible(current_principal(), page)
+        return pb.ListLibrariesResponse(data=[library_pb(x) for x in items], meta=page.meta(total))
+
+    async def ListMyLibraries(
+        self, request: pb.ListMyLibrariesRequest, context: Context
+    ) -> pb.ListMyLibrariesResponse:
+        page = PageRequest.of(request.page, request.page_size)
+        items, total = await self._service.list_mine(current_principal(), page)
+        return pb.ListMyLibrariesResponse(data=[library_pb(x) for x in items], meta=page.meta(total))
+
+    async def FilterLibraries(
+        self, request: pb.FilterLibrariesRequest, context: Context
+    ) -> pb.FilterLibrariesResponse:
+        page = PageRequest.of(request.page, request.page_size)
+        filters = LibraryFilter(
+            name_contains=request.name_contains,
+            categories=tuple(_category(c) or "UNSPECIFIED" for c in request.categories),
+            visibility=_visibility(request.visibility),
+            owner_id=request.owner_id,
+        )
+        items, total = await self._service.list_visible(current_principal(), page, filters)
+        return pb.FilterLibrariesResponse(data=[library_pb(x) for x in items], meta=page.meta(total))
+
+    async def GetLibrary(self, request: pb.GetLibraryRequest, context: Context) -> pb.GetLibraryResponse:
+        return pb.GetLibraryResponse(data=library_pb(await self._service.get(current_principal(), request.id)))
+
+    async def UpdateLibrary(self, request: pb.UpdateLibraryRequest, context: Context) -> pb.UpdateLibraryResponse:
+        library = await self._service.update(
+            current_principal(), request.id, name=request.name, description=request.description,
+            category=_category(request.category), visibility=_visibility(request.visibility),
+        )
+        return pb.UpdateLibraryResponse(data=library_pb(library))
+
+    async def DeleteLibrary(self, request: pb.DeleteLibraryRequest, context: Context) -> pb.DeleteLibraryResponse:
+        return pb.DeleteLibraryResponse(data=library_pb(await self._service.delete(current_principal(), request.id)))
+
+    async def AddMolecule(self, request: pb.AddMoleculeRequest, context: Context) -> pb.AddMoleculeResponse:
+        library = await self._service.add_molecules(current_principal(), request.library_id, [request.molecule_id])
+        return pb.AddMoleculeResponse(data=library_pb(library))
+
+    async def RemoveMolecule(self, request: pb.RemoveMoleculeRequest, context: Context) -> pb.RemoveMoleculeResponse:
+        library = await self._service.remove_molecules(current_principal(), request.library_id, [request.molecule_id])
+        return pb.RemoveMoleculeResponse(data=library_pb(library))
+
+    async def AddMolecules(self, request: pb.AddMoleculesRequest, context: Context) -> pb.AddMoleculesResponse:
+        library = await self._service.add_molecules(
+            current_principal(), request.library_id, list(request.molecule_ids)
+        )
+        return pb.AddMoleculesResponse(data=library_pb(library))
+
+    async def RemoveMolecules(
+        self, request: pb.RemoveMoleculesRequest, context: Context
+    ) -> pb.RemoveMoleculesResponse:
+        library = await self._service.remove_molecules(
+            current_principal(), request.library_id, list(request.molecule_ids)
+        )
+        return pb.RemoveMoleculesResponse(data=library_pb(library))
+
+    async def ListLibraryMolecules(
+        self, request: pb.ListLibraryMoleculesRequest, context: Context
+    ) -> pb.ListLibraryMoleculesResponse:
+        page = PageRequest.of(request.page, request.page_size)
+        items, total = await self._service.list_molecules(
+            current_principal(), request.library_id, page, sort_by=request.sort_by, sort_desc=request.sort_desc
+        )
+        return pb.ListLibraryMoleculesResponse(data=[molecule_pb(m) for m in items], meta=page.meta(total))
+
+    async def GetLibraryAccess(
+        self, request: pb.GetLibraryAccessRequest, context: Context
+    ) -> pb.GetLibraryAccessResponse:
+        access = await self._service.access(current_principal(), request.library_id)
+        return pb.GetLibraryAccessResponse(data=access_pb(access))
+
+    async def SetLibraryAccess(
+        self, request: pb.SetLibraryAccessRequest, context: Context
+    ) -> pb.SetLibraryAccessResponse:
+        access = await self._service.set_access(
+            current_principal(), request.library_id, request.user_id, _level(request.level), _credentials(context)
+        )
+        return pb.SetLibraryAccessResponse(data=access_pb(access))
+
+    async def GetDistribution(
+        self, request: pb.GetDistributionRequest, context: Context
+    ) -> pb.GetDistributionResponse:
+        hist = await self._service.distribution(current_principal(), request.id, request.property, request.bins)
+        return pb.GetDistributionResponse(data=distribution_pb(hist))
+
+    async def GetDistributionPlot(self, request: pb.GetDistributionPlotRequest, context: Context) -> HttpBody:
+        png = await self._service.distribution_plot(
+            current_principal(), request.id, request.property, request.bins, width=request.width,
+            height=request.height,
+        )
+        return HttpBody(content_type="image/png", data=png)
+
+
+def shared_query_index(ctx: MoleculeContext) -> QueryIndex:
+    """The service's one molecule query index (made on first use, whichever part asks first)."""
+    if QUERY_INDEX not in ctx.shared:
+        ctx.shared[QUERY_INDEX] = QueryIndex(ctx.engine)
+    index: QueryIndex = ctx.shared[QUERY_INDEX]
+    return index
+
+
+def build(ctx: MoleculeContext) -> ServicePart:
+    """Needs ctx.uow, ctx.engine and ctx.settings (identity's address, to check grantees). Uses the query
+    index ctx.shared["query_index"] (made here if no part made it yet; feeding it MoleculesChanged events
+    and preloading it is the composition root's job) and shares the service as ctx.shared["libraries"]."""
+    users = IdentityUserDirectory(ctx.settings.addr_of("identity"))
+    service = LibraryService(ctx.uow, users, shared_query_index(ctx))
+    ctx.shared[LIBRARIES] = service
+    return ServicePart(
+        servicers=[(pb_grpc.add_LibraryServiceServicer_to_server, LibraryServicer(service))],
+        on_stop=[users.close],
+    )

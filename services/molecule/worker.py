@@ -1,0 +1,616 @@
+"""The CSV worker: `python -m services.molecule.worker`. Any number run, on any machines.
+
+Each takes ImportChunkRequested messages from the WORK stream's csv_chunks queue (one durable
+consumer shared by all workers, so each chunk goes to one of them), reads the chunk's byte range
+from object storage, evaluates its rows on a process pool that uses every core (RDKit is ~95% of
+the work), and writes the outcome in one transaction: registration (registration.py), rejected
+rows, the import_chunks row, and the job's counters — and, with the last chunk, the job's end.
+
+Exactly once on an at-least-once bus: a chunk's effects and its import_chunks row commit together,
+and the transaction starts by claiming that row, so a redelivered chunk (a worker killed after the
+commit but before the ack, a NATS restart) finds it and changes nothing; one redelivered while the
+first copy is still running waits for it, then stops. Provenance is also unique per (job, row).
+
+reject_all runs in two passes: every chunk is validated first (phase "validate": rejections are
+recorded, the RDKit results kept in import_chunks.results, nothing registered); the chunk that
+completes validation either fails the job (any rejection) or publishes one "commit" message, whose
+handler registers every chunk from the kept results in ONE transaction. So nothing is registered
+unless every row is valid, and a cancel before that transaction commits leaves nothing behind.
+Keeping the results (import_domain.encode_valid) avoids running RDKit twice; recomputing would
+double the CPU of a reject_all import for about 1 MB of bytea per 5,000-row chunk saved.
+
+Failures: a chunk that can never succeed (its byte range no longer holds the planned rows, the
+file is gone) fails its job at once with the reason; any other error is retried with backoff and,
+on the last delivery, fails the job the same way. A chemistry process that dies (a crash inside
+RDKit) is replaced and the chunk retried. The worker itself never stops for a bad chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import sqlalchemy as sa
+from molbridge.events.v1.envelope_pb2 import EventEnvelope
+from molbridge.events.v1.molecule_pb2 import ImportChunkRequested, PredictionRequested
+from nats.aio.msg import Msg
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bus.connection import connect
+from bus.consumer import Consumer, PoisonError, TransientError
+from bus.envelope import unpack
+from bus.outbox import add_event
+from bus.relay import OutboxRelay
+from bus.streams import WORK_STREAM, ensure_streams
+from bus.subjects import work_subject
+from services.molecule import csv_format
+from services.molecule.import_domain import (
+    ACTIVE_STATUSES,
+    ChunkCounts,
+    ColumnPlan,
+    ImportJob,
+    JobStatus,
+    Phase,
+    RowError,
+    StructureRow,
+    decode_valid,
+    encode_valid,
+    evaluate_rows,
+)
+from services.molecule.import_jobs import CSV_QUEUE, end_job, load_job
+from services.molecule.imports import ImportLimits, upload_object_key
+from services.molecule.libraries import EVENT_CHUNK, EVENT_SOURCE
+from services.molecule.registration import register_structures
+from services.molecule.storage import ObjectStorage, make_storage
+from services.molecule.store import SCHEMA, import_chunks, import_jobs, import_rejections, molecule_provenance
+from services.runtime import migrations, telemetry
+from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.errors import IntegrationError, NotFoundError
+from services.runtime.logs import configure_logging
+from services.runtime.settings import Settings
+
+log = logging.getLogger("molbridge.molecule.worker")
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SUB_BATCH_ROWS = 250  # rows per process-pool task: small enough to balance two chunks over the cores
+IN_FLIGHT = 2  # chunks per worker: one in PostgreSQL while the next is in RDKit
+ACK_WAIT_S = 10.0  # a killed worker's chunk goes to another worker after this long
+MAX_DELIVER = 5
+BACKOFF_S = (1.0, 5.0, 15.0, 30.0)
+MAX_REASON_LENGTH = 500
+
+
+def durable_name(queue: str) -> str:
+    """The consumer every worker of a queue shares: "molecule-csv-chunks" for the default queue."""
+    return "molecule-" + queue.replace("_", "-")
+
+
+class ChunkFailure(Exception):
+    """A chunk that can never be processed: its job fails at once with `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _JobStopped(Exception):
+    """The job ended (cancelled, failed) while the chunk was in flight: its transaction rolls back."""
+
+
+class RowPool:
+    """The worker's chemistry processes, created once and replaced if one of them dies."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = max(1, processes)
+        # forkserver: children start from a clean process that has imported RDKit once, not from a
+        # fork of this one (threads and an event loop do not survive a fork).
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(["services.molecule.import_domain"])
+        self._executor = self._new()
+
+    def _new(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.processes, mp_context=self._context)
+
+    async def warm(self) -> None:
+        """Start every process now rather than on the first chunk."""
+        loop = asyncio.get_running_loop()
+        plan = ColumnPlan((0,), False, ())
+        await asyncio.gather(
+            *(
+                loop.run_in_executor(self._executor, evaluate_rows, plan, [(1, ("C",))])
+                for _ in range(self.processes)
+            )
+        )
+
+    async def evaluate(
+        self, plan: ColumnPlan, rows: Sequence[tuple[int, tuple[str, ...]]]
+    ) -> list[StructureRow | RowError]:
+        executor = self._executor
+        loop = asyncio.get_running_loop()
+        size = max(1, min(SUB_BATCH_ROWS, math.ceil(len(rows) / self.processes)))
+        try:
+            parts = await asyncio.gather(
+                *(
+                    loop.run_in_executor(executor, evaluate_rows, plan, rows[start : start + size])
+                    for start in range(0, len(rows), size)
+                )
+            )
+        except BrokenProcessPool:
+            if self._executor is executor:  # the other chunk in flight may have replaced it already
+                executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = self._new()
+            raise TransientError("a chemistry process died; the chunk will be retried") from None
+        return [result for part in parts for result in part]
+
+    def pids(self) -> list[int]:
+        """The chemistry processes running now (for operators and tests)."""
+        return [process.pid for process in (self._executor._processes or {}).values() if process.pid]
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class ChunkWorker:
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        storage: ObjectStorage,
+        pool: RowPool,
+        *,
+        queue: str = CSV_QUEUE,
+        limits: csv_format.CsvLimits | None = None,
+        max_deliver: int = MAX_DELIVER,
+    ) -> None:
+        self._uow = uow
+        self._storage = storage
+        self._pool = pool
+        self._limits = limits or csv_format.CsvLimits()
+        self.subject = work_subject(queue)
+        self.max_deliver = max_deliver
+
+    async def handle(self, envelope: EventEnvelope, msg: Msg) -> None:
+        """The Consumer's handler: process, and fail the job when the chunk cannot succeed."""
+        try:
+            request = unpack(envelope, ImportChunkRequested)
+        except TypeError as error:
+            raise PoisonError(str(error)) from error
+        try:
+            await self.process(request)
+        except (ChunkFailure, PoisonError) as failure:
+            await self._fail(request, str(failure))
+        except Exception as error:  # transient ones too: a job must not wait forever for a chunk
+            if msg.metadata.num_delivered < self.max_deliver:
+                raise
+            log.exception(
+                "chunk %d of job %s failed on its last delivery", request.chunk_index, request.job_id
+            )
+            attempts = msg.metadata.num_delivered
+            await self._fail(request, f"failed {attempts} times, last with {type(error).__name__}: {error}")
+
+    async def process(self, request: ImportChunkRequested) -> None:
+        """One chunk message, start to finish; running it again for the same message changes nothing."""
+        try:
+            phase = Phase(request.phase or Phase.REGISTER)
+        except ValueError:
+            raise PoisonError(f"unknown phase {request.phase!r}") from None
+        async with self._uow() as session:
+            job = await load_job(session, request.job_id)
+            done = (
+                job is not None
+                and phase is not Phase.COMMIT
+                and await _chunk_done(session, job.id, request.chunk_index, phase)
+            )
+        if job is None:
+            log.warning("chunk %d of unknown job %s dropped", request.chunk_index, request.job_id)
+            return
+        if job.status.terminal or done:
+            return
+        try:
+            if phase is Phase.COMMIT:
+                await self._commit(job)
+                return
+            started = time.perf_counter()
+            await _mark_started(self._uow, job.id)
+            rows = await asyncio.to_thread(self._read, job, request)
+            read = time.perf_counter()
+            valid, rejected = await self._evaluate(job, rows)
+            evaluated = time.perf_counter()
+            if phase is Phase.VALIDATE:
+                await self._save_validation(job, request, valid, rejected)
+            else:
+                await self._save_registration(job, request, valid, rejected)
+            log.info(
+                "job %s chunk %d (%s): %d rows in %.2f s (read %.2f, chemistry %.2f, write %.2f)",
+                job.id,
+                request.chunk_index,
+                phase.value,
+                len(rows),
+                time.perf_counter() - started,
+                read - started,
+                evaluated - read,
+                time.perf_counter() - evaluated,
+            )
+        except _JobStopped:
+            log.info(
+                "job %s ended while chunk %d was in flight; its work was discarded",
+                job.id,
+                request.chunk_index,
+            )
+
+    # --- steps --------------------------------------------------------------------------------------------
+
+    def _read(
+        self, job: ImportJob, request: ImportChunkRequested
+    ) -> list[csv_format.Row | csv_format.RejectedRow]:
+        chunk = csv_format.Chunk(
+            request.chunk_index,
+            request.byte_start,
+            request.byte_end,
+            request.first_row_number,
+            request.row_count,
+        )
+        key = upload_object_key(job.organization_id, job.storage_key)
+        try:
+            with self._storage.read_range(key, chunk.byte_start, chunk.byte_end) as stream:
+                return list(
+                    csv_format.read_chunk(
+                        stream, chunk, job.dialect, columns=len(job.headers), limits=self._limits
+                    )
+                )
+        except csv_format.CsvFormatError as error:
+            raise ChunkFailure(error.message) from error
+        except NotFoundError:
+            raise ChunkFailure("the uploaded file is no longer in storage") from None
+        except IntegrationError as error:
+            raise TransientError(error.message) from error
+
+    async def _evaluate(
+        self, job: ImportJob, rows: list[csv_format.Row | csv_format.RejectedRow]
+    ) -> tuple[list[StructureRow], list[csv_format.RejectedRow]]:
+        plan = ColumnPlan.of(job.headers, job.mapping)
+        readable = [row for row in rows if isinstance(row, csv_format.Row)]
+        results = await self._pool.evaluate(
+            plan, [(row.row_number, plan.project(row.cells)) for row in readable]
+        )
+        cells = {row.row_number: row.cells for row in readable}
+        valid = [result for result in results if isinstance(result, StructureRow)]
+        rejected = [row for row in rows if isinstance(row, csv_format.RejectedRow)]
+        rejected += [
+            csv_format.RejectedRow(result.row_number, cells[result.row_number], result.reason)
+            for result in results
+            if isinstance(result, RowError)
+        ]
+        return valid, rejected
+
+    async def _save_registration(
+        self,
+        job: ImportJob,
+        request: ImportChunkRequested,
+        valid: list[StructureRow],
+        rejected: list[csv_format.RejectedRow],
+    ) -> None:
+        async with self._uow() as session:
+            if not await _claim(session, job.id, request.chunk_index, Phase.REGISTER):
+                return
+            created = await _register(session, job, valid)
+            await _save_rejections(session, job.id, rejected)
+            counts = ChunkCounts.of(len(rejected), created)
+            await _record(session, job.id, request.chunk_index, Phase.REGISTER, counts)
+            progress = await _advance(session, job.id, counts, chunks=1)
+            if progress.chunks_done == progress.chunk_count:
+                await self._complete(session, job)
+
+    async def _save_validation(
+        self,
+        job: ImportJob,
+        request: ImportChunkRequested,
+        valid: list[StructureRow],
+        rejected: list[csv_format.RejectedRow],
+    ) -> None:
+        # Results are kept only while the job can still succeed: one rejection anywhere and it will fail.
+        results = await asyncio.to_thread(encode_valid, valid) if not rejected else None
+        async with self._uow() as session:
+            if not await _claim(session, job.id, request.chunk_index, Phase.VALIDATE):
+                return
+            await _save_rejections(session, job.id, rejected)
+            counts = ChunkCounts.of(len(rejected), [False] * len(valid))
+            await _record(session, job.id, request.chunk_index, Phase.VALIDATE, counts, results=results)
+            progress = await _advance(
+                session, job.id, ChunkCounts(counts.processed, rejected=counts.rejected)
+            )
+            if progress.processed_rows < progress.total_rows:
+                return
+            if progress.rejected:
+                reason = (
+                    f"{progress.rejected:,} of {progress.total_rows:,} rows were rejected; in reject_all mode"
+                    " nothing is registered (see the error report)"
+                )
+                await end_job(session, job, JobStatus.FAILED, reason=reason)
+                return
+            await add_event(
+                session,
+                source=EVENT_SOURCE,
+                payload=ImportChunkRequested(job_id=job.id, phase=Phase.COMMIT.value),
+                organization_id=job.organization_id,
+                actor_id=job.created_by,
+                schema=SCHEMA,
+                subject=self.subject,
+            )
+
+    async def _commit(self, job: ImportJob) -> None:
+        """reject_all, second pass: every chunk from its validated results, in one transaction."""
+        async with self._uow() as session:
+            total = ChunkCounts()
+            for index in range(job.chunk_count):
+                if not await _claim(session, job.id, index, Phase.REGISTER):
+                    if index == 0:  # committed already, by an earlier delivery of this message
+                        return
+                    raise RuntimeError(f"chunk {index + 1} of job {job.id} was registered outside its commit")
+                stored = await session.scalar(
+                    sa.select(import_chunks.c.results).where(_chunk_row(job.id, index, Phase.VALIDATE))
+                )
+                if stored is None:
+                    raise ChunkFailure(f"the validated rows of chunk {index + 1} are missing")
+                valid = await asyncio.to_thread(decode_valid, stored)
+                counts = ChunkCounts.of(0, await _register(session, job, valid))
+                await _record(session, job.id, index, Phase.REGISTER, counts)
+                total += counts
+            # Rows were counted as processed by the validation pass.
+            await _advance(
+                session, job.id, ChunkCounts(0, total.registered, total.merged), chunks=job.chunk_count
+            )
+            await self._complete(session, job)
+
+    async def _complete(self, session: AsyncSession, job: ImportJob) -> None:
+        await end_job(session, job, JobStatus.COMPLETED)
+        if not job.predict:
+            return
+        molecule_ids = [
+            str(molecule_id)
+            for molecule_id in await session.scalars(
+                sa.select(molecule_provenance.c.molecule_id)
+                .where(molecule_provenance.c.job_id == job.id)
+                .distinct()
+                .order_by(molecule_provenance.c.molecule_id)
+            )
+        ]
+        for start in range(0, len(molecule_ids), EVENT_CHUNK):
+            await add_event(
+                session,
+                source=EVENT_SOURCE,
+                payload=PredictionRequested(
+                    organization_id=job.organization_id,
+                    requested_by=job.created_by,
+                    molecule_ids=molecule_ids[start : start + EVENT_CHUNK],
+                    properties=list(job.predict),
+                    reason=f"import:{job.id}",
+                ),
+                organization_id=job.organization_id,
+                actor_id=job.created_by,
+                schema=SCHEMA,
+            )
+
+    async def _fail(self, request: ImportChunkRequested, reason: str) -> None:
+        where = (
+            "the final registration"
+            if request.phase == Phase.COMMIT.value
+            else f"chunk {request.chunk_index + 1} (rows {request.first_row_number:,}"
+            f"–{request.first_row_number + request.row_count - 1:,})"
+        )
+        message = f"{where}: {reason}"[:MAX_REASON_LENGTH]
+        async with self._uow() as session:
+            job = await load_job(session, request.job_id, lock=True)
+            if job is not None and await end_job(session, job, JobStatus.FAILED, reason=message):
+                log.error("import %s failed: %s", job.id, message)
+
+
+# --- statements ---------------------------------------------------------------------------------------------
+
+
+async def _register(session: AsyncSession, job: ImportJob, valid: list[StructureRow]) -> list[bool]:
+    """Register a chunk's valid rows for the job; per row, whether it created its molecule."""
+    result = await register_structures(
+        session,
+        valid,
+        organization_id=job.organization_id,
+        actor_id=job.created_by,
+        job_id=job.id,
+        library_id=job.library_id,
+    )
+    return [outcome.registered for outcome in result.outcomes]
+
+
+def _chunk_row(job_id: str, index: int, phase: Phase) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        import_chunks.c.job_id == job_id,
+        import_chunks.c.chunk_index == index,
+        import_chunks.c.phase == phase.value,
+    )
+
+
+async def _chunk_done(session: AsyncSession, job_id: str, index: int, phase: Phase) -> bool:
+    return bool(await session.scalar(sa.select(sa.literal(True)).where(_chunk_row(job_id, index, phase))))
+
+
+async def _claim(session: AsyncSession, job_id: str, index: int, phase: Phase) -> bool:
+    """Insert the chunk's row first: a concurrent copy of the same chunk waits here, then finds it."""
+    claimed = await session.scalar(
+        insert(import_chunks)
+        .values(
+            job_id=job_id,
+            chunk_index=index,
+            phase=phase.value,
+            processed_rows=0,
+            registered=0,
+            merged=0,
+            rejected=0,
+        )
+        .on_conflict_do_nothing()
+        .returning(import_chunks.c.chunk_index)
+    )
+    return claimed is not None
+
+
+async def _record(
+    session: AsyncSession,
+    job_id: str,
+    index: int,
+    phase: Phase,
+    counts: ChunkCounts,
+    *,
+    results: bytes | None = None,
+) -> None:
+    await session.execute(
+        import_chunks.update()
+        .where(_chunk_row(job_id, index, phase))
+        .values(
+            processed_rows=counts.processed,
+            registered=counts.registered,
+            merged=counts.merged,
+            rejected=counts.rejected,
+            results=results,
+        )
+    )
+
+
+async def _save_rejections(
+    session: AsyncSession, job_id: str, rejected: list[csv_format.RejectedRow]
+) -> None:
+    if rejected:
+        await session.execute(
+            insert(import_rejections).on_conflict_do_nothing(),
+            [
+                {"job_id": job_id, "row_number": r.row_number, "cells": r.cells, "reason": r.reason}
+                for r in rejected
+            ],
+        )
+
+
+async def _advance(session: AsyncSession, job_id: str, counts: ChunkCounts, *, chunks: int = 0) -> sa.Row:
+    """Add a chunk's counts to its job; raises _JobStopped (rolling the chunk back) if the job has ended.
+
+    Every chunk of a job takes this row's lock last, so chunks commit one after the other here and
+    the one that sees chunks_done == chunk_count is the last.
+    """
+    active = [status.value for status in ACTIVE_STATUSES]
+    progress = (
+        await session.execute(
+            import_jobs.update()
+            .where(import_jobs.c.id == job_id, import_jobs.c.status.in_(active))
+            .values(
+                processed_rows=import_jobs.c.processed_rows + counts.processed,
+                registered=import_jobs.c.registered + counts.registered,
+                merged=import_jobs.c.merged + counts.merged,
+                rejected=import_jobs.c.rejected + counts.rejected,
+                chunks_done=import_jobs.c.chunks_done + chunks,
+                status=JobStatus.PROCESSING.value,
+                started_at=sa.func.coalesce(import_jobs.c.started_at, sa.func.now()),
+                updated_at=sa.func.now(),
+            )
+            .returning(
+                import_jobs.c.processed_rows,
+                import_jobs.c.total_rows,
+                import_jobs.c.chunks_done,
+                import_jobs.c.chunk_count,
+                import_jobs.c.rejected,
+            )
+        )
+    ).one_or_none()
+    if progress is None:
+        raise _JobStopped
+    return progress
+
+
+async def _mark_started(uow: UnitOfWork, job_id: str) -> None:
+    """The job's clock starts when a worker first takes one of its chunks (rows/s and ETA count from it)."""
+    async with uow() as session:
+        await session.execute(
+            import_jobs.update()
+            .where(import_jobs.c.id == job_id, import_jobs.c.status == JobStatus.QUEUED.value)
+            .values(status=JobStatus.PROCESSING.value, started_at=sa.func.now(), updated_at=sa.func.now())
+        )
+
+
+# --- the process ----------------------------------------------------------------------------------
+
+
+async def run(settings: Settings, stopping: asyncio.Event) -> None:
+    """Consume chunks (and publish the schema's outbox) until `stopping` is set; chunks in hand finish."""
+    engine = make_engine(settings.database_url, SCHEMA, pool_size=IN_FLIGHT + 2)
+    telemetry.instrument_engine(engine)
+    queue = settings.get("MOLBRIDGE_CSV_QUEUE") or CSV_QUEUE
+    pool = RowPool(int(settings.get("MOLBRIDGE_CSV_PROCESSES") or os.cpu_count() or 1))
+    try:
+        await pool.warm()
+        worker = ChunkWorker(
+            UnitOfWork(engine),
+            make_storage(settings),
+            pool,
+            queue=queue,
+            limits=ImportLimits.from_settings(settings).csv,
+        )
+        nats = await connect(settings.nats_url, name="molecule-worker")
+        try:
+            js = nats.jetstream()
+            await ensure_streams(js)
+            consumers = [
+                Consumer(
+                    js,
+                    WORK_STREAM,
+                    durable_name(queue),
+                    worker.subject,
+                    worker.handle,
+                    max_deliver=MAX_DELIVER,
+                    backoff=BACKOFF_S,
+                    batch=1,
+                    ack_wait=ACK_WAIT_S,
+                )
+                for _ in range(IN_FLIGHT)
+            ]
+            # Also publishes what the chunks record (job ends, the commit pass), even with no service running.
+            relay = OutboxRelay(engine, SCHEMA, js)
+            runners: list[Consumer | OutboxRelay] = [*consumers, relay]
+            tasks = [asyncio.create_task(runner.run()) for runner in runners]
+            log.info("csv worker: %d chemistry processes, queue %s", pool.processes, worker.subject)
+            await stopping.wait()
+            for runner in runners:
+                runner.stop()
+            await asyncio.gather(*tasks)
+        finally:
+            await nats.close()
+    finally:
+        pool.close()
+        await engine.dispose()
+
+
+def main() -> None:
+    settings = Settings.from_env("molecule")  # the molecule service's database, bus and storage
+    configure_logging("molecule-worker", settings.log_level)
+    telemetry.configure_tracing("molecule-worker", settings.data_dir, settings.otlp_endpoint)
+    migrations.upgrade(settings.database_url, SCHEMA, MIGRATIONS)
+
+    async def serve() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        await run(settings, stopping)
+
+    try:
+        asyncio.run(serve())
+    finally:
+        telemetry.shutdown_tracing()
+
+
+if __name__ == "__main__":
+    main()
