@@ -133,19 +133,15 @@ def match_header(given: str, headers: Sequence[str]) -> str:
     raise CliError(f'--map: the file has no column "{given}" (columns: {columns})')
 
 
-def status_name(status: pb.ImportStatus.ValueType) -> str:
-    return pb.ImportStatus.Name(status).removeprefix("IMPORT_STATUS_").lower()
-
-
 def job_segments(job: pb.ImportJob) -> tuple[list[str], list[str]]:
     """The progress of a job: rows, rate and ETA; then the counts (a line of their own on a terminal)."""
-    if job.status == pb.IMPORT_STATUS_QUEUED and not job.processed_rows:
+    if job.status == "queued" and not job.processed_rows:
         return [f"queued, {format_count(job.total_rows)} rows"], []
     segments = [
         f"{format_count(job.processed_rows)}/{format_count(job.total_rows)} rows",
         format_rate(job.rows_per_second or overall_rate(job), "rows"),
     ]
-    if job.status == pb.IMPORT_STATUS_PROCESSING:
+    if job.status == "processing":
         segments.append(f"ETA {format_duration(job.eta_seconds or None)}")
     counts = [
         f"registered {format_count(job.registered)}",
@@ -176,7 +172,7 @@ def job_summary(job: pb.ImportJob) -> str:
     seconds = job_seconds(job)
     took = "" if seconds is None else f" in {format_duration(seconds)}"
     return (
-        f"Import {job.job_id} {status_name(job.status)}{took}: "
+        f"Import {job.job_id} {job.status}{took}: "
         f"{format_count(job.processed_rows)} of {format_count(job.total_rows)} rows, "
         f"registered {format_count(job.registered)}, merged {format_count(job.merged)}, "
         f"rejected {format_count(job.rejected)}"
@@ -295,7 +291,7 @@ def watch(gw: Gateway, job_id: str, *, assume_yes: bool) -> pb.WatchImportRespon
             f"lost the progress of import {job_id}; it may still be running: {again}"
         ) from err
     line.end()
-    status = status_name(last.status) if last is not None else "unknown"
+    status = last.status if last is not None else "unknown"
     raise CliError(
         f"the progress stream of import {job_id} ended without a final event (last status: {status}); "
         f"the job may still be running: {again}"
@@ -321,7 +317,7 @@ def _confirm(prompt: str) -> bool:
 
 
 def job_stats_line(job: pb.ImportJob) -> str:
-    return f"import {job.job_id} {status_name(job.status)}, {job_stats(job)}"
+    return f"import {job.job_id} {job.status}, {job_stats(job)}"
 
 
 def report(gw: Gateway, final: pb.WatchImportResponse, args: argparse.Namespace) -> None:
@@ -338,10 +334,10 @@ def report(gw: Gateway, final: pb.WatchImportResponse, args: argparse.Namespace)
             print(f"Error report ({rows}): saved to {args.errors_out} ({format_bytes(size)})", file=notes)
         else:
             print(f"Error report ({rows}): {errors_location(gw, job.job_id)}", file=notes)
-    if job.status == pb.IMPORT_STATUS_FAILED:
+    if job.status == "failed":
         raise CliError(f"import {job.job_id} failed: {job.failure_reason or 'no reason given'}")
-    if job.status != pb.IMPORT_STATUS_COMPLETED:
-        raise CliError(f"import {job.job_id} did not complete: {status_name(job.status)}")
+    if job.status != "completed":
+        raise CliError(f"import {job.job_id} did not complete: {job.status}")
 
 
 def errors_location(gw: Gateway, job_id: str) -> str:
@@ -433,7 +429,7 @@ def list_imports(args: argparse.Namespace, gw: Gateway) -> None:
     rows = [
         [
             job.job_id,
-            status_name(job.status),
+            job.status,
             job.filename,
             f"{format_count(job.processed_rows)}/{format_count(job.total_rows)}",
             format_count(job.registered),

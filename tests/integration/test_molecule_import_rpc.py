@@ -125,7 +125,7 @@ async def test_import_rpcs_from_start_to_error_report(
         metadata=me,
     )
     job = started.data
-    assert job.status == pb.IMPORT_STATUS_QUEUED and job.total_rows == 3 and job.mode == "keep_valid"
+    assert job.status == "queued" and job.total_rows == 3 and job.mode == "keep_valid"
     assert job.filename == "assay.csv" and job.created_by == who.subject and not job.HasField("finished_at")
 
     async with pipeline(world, row_pool):
@@ -134,7 +134,7 @@ async def test_import_rpcs_from_start_to_error_report(
         ]
     assert [event.final for event in events][-1] and sum(event.final for event in events) == 1
     last = events[-1].data
-    assert last.status == pb.IMPORT_STATUS_COMPLETED and last.HasField("finished_at")
+    assert last.status == "completed" and last.HasField("finished_at")
     assert (last.processed_rows, last.registered, last.merged, last.rejected) == (3, 2, 0, 1)
     assert last.rows_per_second > 0 and last.eta_seconds == 0
 
@@ -176,13 +176,13 @@ async def test_a_watch_of_a_cancelled_job_ends_with_a_final_message(
     ).data
     stream = stub.WatchImport(pb.WatchImportRequest(job_id=job.job_id), metadata=me)
     first = await stream.read()
-    assert first.data.status == pb.IMPORT_STATUS_QUEUED and not first.final
+    assert first.data.status == "queued" and not first.final
     cancelled = await stub.CancelImport(pb.CancelImportRequest(job_id=job.job_id), metadata=me)
-    assert cancelled.data.status == pb.IMPORT_STATUS_CANCELLED
+    assert cancelled.data.status == "cancelled"
     rest = []
     while (event := await stream.read()) is not grpc.aio.EOF:
         rest.append(event)
-    assert rest[-1].final and rest[-1].data.status == pb.IMPORT_STATUS_CANCELLED
+    assert rest[-1].final and rest[-1].data.status == "cancelled"
     assert not any(event.final for event in rest[:-1])
 
 

@@ -436,7 +436,7 @@ async def test_the_servicer_speaks_the_contract(world: World) -> None:
             assert similar.meta.page == 1 and similar.meta.page_size == 5 and similar.meta.searched > 0
             heavy = molecule_service_pb2.PropertyFilter(
                 property="molecular_weight",
-                operator=molecule_service_pb2.FILTER_OPERATOR_GTE,
+                operator="gte",
                 value=struct_pb2.Value(number_value=400),
             )
             substructure = await stub.SearchSubstructure(
@@ -463,7 +463,7 @@ async def test_the_servicer_speaks_the_contract(world: World) -> None:
                 await stub.SearchSimilar(
                     pb.SearchSimilarRequest(
                         smiles="CC",
-                        filters=[molecule_service_pb2.PropertyFilter(property="colour", operator=1)],
+                        filters=[molecule_service_pb2.PropertyFilter(property="colour", operator="eq")],
                     ),
                     metadata=auth,
                 )

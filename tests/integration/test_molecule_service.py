@@ -599,7 +599,7 @@ async def test_servicer_speaks_the_issue_json(world: World) -> None:
                     filters=[
                         pb.PropertyFilter(
                             property="ic50",
-                            operator=pb.FILTER_OPERATOR_LT,
+                            operator="lt",
                             value=struct_pb2.Value(string_value="300"),
                         )
                     ],
@@ -611,7 +611,7 @@ async def test_servicer_speaks_the_issue_json(world: World) -> None:
             assert [m.id for m in found.data] == [body["id"]] and found.meta.total == 1
             with pytest.raises(grpc.aio.AioRpcError) as unknown:
                 await stub.FilterMolecules(
-                    pb.FilterMoleculesRequest(filters=[pb.PropertyFilter(property="colour", operator=1)]),
+                    pb.FilterMoleculesRequest(filters=[pb.PropertyFilter(property="colour", operator="eq")]),
                     metadata=auth,
                 )
             assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -329,7 +329,7 @@ def test_the_file_name_travels_in_an_ascii_content_disposition(name: str) -> Non
 def test_job_lines_show_rows_rate_eta_and_counts() -> None:
     job = pb.ImportJob(
         job_id="j1",
-        status=pb.IMPORT_STATUS_PROCESSING,
+        status="processing",
         total_rows=5000,
         processed_rows=1200,
         registered=1100,
@@ -341,11 +341,11 @@ def test_job_lines_show_rows_rate_eta_and_counts() -> None:
     assert (
         job_stats(job) == "1,200/5,000 rows  812 rows/s  ETA 00:05  registered 1,100  merged 60  rejected 40"
     )
-    job.status = pb.IMPORT_STATUS_COMPLETED
+    job.status = "completed"
     job.processed_rows = 5000
     job.created_at.FromSeconds(1_700_000_000)
     job.finished_at.FromSeconds(1_700_000_007)
     assert job_summary(job) == (
         "Import j1 completed in 00:07: 5,000 of 5,000 rows, registered 1,100, merged 60, rejected 40"
     )
-    assert job_stats(pb.ImportJob(status=pb.IMPORT_STATUS_QUEUED, total_rows=10)) == "queued, 10 rows"
+    assert job_stats(pb.ImportJob(status="queued", total_rows=10)) == "queued, 10 rows"

@@ -48,7 +48,7 @@ def preview_pb(preview: csv_format.Preview) -> pb.CsvPreview:
 def import_job_pb(job: ImportJob) -> pb.ImportJob:
     return pb.ImportJob(
         job_id=job.id,
-        status=pb.ImportStatus.Value(f"IMPORT_STATUS_{job.status.value}"),
+        status=job.status.value.lower(),
         total_rows=job.total_rows,
         processed_rows=job.processed_rows,
         registered=job.registered,

@@ -98,7 +98,7 @@ def query_from_proto(
         filters=[
             RawFilter(
                 f.property,
-                _name(pb.FilterOperator, "FILTER_OPERATOR_", f.operator).lower(),
+                f.operator,
                 _python(f.value) if f.HasField("value") else None,
                 _source(f.source),
             )
