@@ -22,7 +22,6 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from molbridge.events.v1.audit_pb2 import AuditOutcome, AuditRecorded
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bus.outbox import add_event
@@ -42,7 +41,7 @@ from services.identity.store import (
 )
 from services.runtime.auth import API_KEY_PREFIX, AUDIENCE, ISSUER, Principal
 from services.runtime.context import client_address_var, request_id_var
-from services.runtime.db import UnitOfWork
+from services.runtime.db import UnitOfWork, canonical_uuid, execute_unique
 from services.runtime.email import EmailSender
 from services.runtime.errors import (
     AuthenticationError,
@@ -164,7 +163,7 @@ class IdentityService:
 
     async def _user_row(self, session: AsyncSession, user_id: str, *, lock: bool = False) -> Any:
         query = sa.select(users, organizations.c.kind.label("organization_kind")).join(organizations)
-        query = query.where(users.c.id == _uuid_or_none(user_id))
+        query = query.where(users.c.id == canonical_uuid(user_id))
         row = (await session.execute(query.with_for_update(of=users) if lock else query)).first()
         if row is None:
             raise NotFoundError("User not found")
@@ -178,7 +177,7 @@ class IdentityService:
 
     async def _organization(self, session: AsyncSession, organization_id: str) -> Organization:
         row = (
-            await session.execute(sa.select(organizations).where(organizations.c.id == _uuid_or_none(organization_id)))
+            await session.execute(sa.select(organizations).where(organizations.c.id == canonical_uuid(organization_id)))
         ).first()
         if row is None:
             raise NotFoundError("Organization not found")
@@ -517,9 +516,9 @@ class IdentityService:
 
             async def create() -> str:
                 organization_id = str(uuid.uuid4())
-                await _insert_unique(
+                await execute_unique(
                     session, organizations.insert().values(id=organization_id, name=name.strip(), kind=kind),
-                    f"An organization named '{name.strip()}' already exists",
+                    ConflictError(f"An organization named '{name.strip()}' already exists"),
                 )
                 await self._audit(
                     session, "organization.created", actor_id=principal.subject,
@@ -578,13 +577,13 @@ class IdentityService:
         roles: Sequence[str], password: str,
     ) -> None:
         password_hash = await self._hash(password)
-        await _insert_unique(
+        await execute_unique(
             session,
             users.insert().values(
                 id=user_id, email=email, full_name=full_name.strip(), organization_id=organization_id,
                 roles=list(roles), password_hash=password_hash,
             ),
-            f"A user with email {email} already exists",
+            ConflictError(f"A user with email {email} already exists"),
         )
         await session.execute(password_history.insert().values(user_id=user_id, password_hash=password_hash))
 
@@ -632,7 +631,7 @@ class IdentityService:
         query = (
             sa.select(users, organizations.c.kind.label("organization_kind"))
             .join(organizations)
-            .where(users.c.organization_id == _uuid_or_none(organization_id))
+            .where(users.c.organization_id == canonical_uuid(organization_id))
         )
         async with self._uow() as session:
             total = await session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
@@ -745,7 +744,7 @@ class IdentityService:
             return CreatedApiKey(api_key=await self._api_key(session, key_id), secret=secret)
 
     async def _api_key(self, session: AsyncSession, key_id: str) -> ApiKey:
-        row = (await session.execute(sa.select(api_keys).where(api_keys.c.id == _uuid_or_none(key_id)))).first()
+        row = (await session.execute(sa.select(api_keys).where(api_keys.c.id == canonical_uuid(key_id)))).first()
         if row is None:
             raise NotFoundError("API key not found")
         return _api_key(row)
@@ -842,22 +841,6 @@ async def _revoke_sessions(session: AsyncSession, user_id: str, now: datetime) -
         .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
         .values(revoked_at=now)
     )
-
-
-def _uuid_or_none(value: str) -> str | None:
-    """Ids that are not UUIDs can match nothing; asking PostgreSQL would be an error, not a 404."""
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        return None
-
-
-async def _insert_unique(session: AsyncSession, statement: Any, conflict_message: str) -> None:
-    try:
-        async with session.begin_nested():
-            await session.execute(statement)
-    except IntegrityError as exc:
-        raise ConflictError(conflict_message) from exc
 
 
 def _user(row: Any) -> User:

@@ -51,12 +51,12 @@ from services.molecule.import_domain import (
 )
 from services.molecule.imports import WRITER_ROLES, ImportLimits, StoredUpload, UploadService
 from services.molecule.libraries import EVENT_SOURCE, library_for
-from services.molecule.library_rules import Action, canonical_id
+from services.molecule.library_rules import Action
 from services.molecule.properties import KNOWN_PROPERTIES, PREDICTABLE_PROPERTIES
 from services.molecule.storage import ObjectStorage
 from services.molecule.store import SCHEMA, import_chunks, import_jobs, import_rejections
 from services.runtime.auth import Principal
-from services.runtime.db import UnitOfWork
+from services.runtime.db import UnitOfWork, canonical_uuid
 from services.runtime.errors import AuthorizationError, NotFoundError, PreconditionError, ValidationError
 from services.runtime.idempotency import idempotent
 from services.runtime.pagination import PageRequest
@@ -380,7 +380,7 @@ def report_filename(filename: str) -> str:
 async def _visible_job(
     session: AsyncSession, principal: Principal, job_id: str, *, lock: bool = False
 ) -> ImportJob:
-    canonical = canonical_id(job_id)
+    canonical = canonical_uuid(job_id)
     job = None if canonical is None else await load_job(session, canonical, lock=lock)
     if job is None or job.organization_id != principal.organization_id:
         raise NotFoundError("Import not found", detail="IMPORT_NOT_FOUND")

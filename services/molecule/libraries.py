@@ -35,7 +35,6 @@ from molbridge.events.v1.molecule_pb2 import MoleculesChanged
 from molbridge.identity.v1 import identity_service_pb2 as identity_pb
 from molbridge.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from sqlalchemy.dialects.postgresql import ARRAY, UUID, distinct_on, insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bus.outbox import add_event
@@ -53,7 +52,7 @@ from services.molecule.store import (
 )
 from services.runtime import telemetry
 from services.runtime.auth import Principal
-from services.runtime.db import UnitOfWork
+from services.runtime.db import UnitOfWork, canonical_uuid, execute_unique
 from services.runtime.errors import ConflictError, IntegrationError, NotFoundError, ValidationError
 from services.runtime.idempotency import idempotent
 from services.runtime.pagination import PageRequest
@@ -238,7 +237,7 @@ async def library_for(
 
 async def _load(session: AsyncSession, principal: Principal, library_id: str, *, lock: bool = False) -> LibraryRecord:
     """The library with the caller's level, whoever may see it; 404 for an id that names none."""
-    canonical = library_rules.canonical_id(library_id)
+    canonical = canonical_uuid(library_id)
     row = None
     if canonical is not None:
         query = _with_grant(sa.select(libraries), principal).where(libraries.c.id == canonical)
@@ -293,14 +292,14 @@ class LibraryService:
 
             async def create() -> str:
                 library_id = str(uuid.uuid4())
-                await _unique_name(
+                await execute_unique(
                     session,
                     libraries.insert().values(
                         id=library_id, organization_id=principal.organization_id, owner_id=principal.subject,
                         name=details.name, description=details.description, category=details.category,
                         visibility=details.visibility,
                     ),
-                    str(details.name),
+                    _name_taken(str(details.name)),
                 )
                 return library_id
 
@@ -335,12 +334,12 @@ class LibraryService:
                 library_rules.require(principal, _facts(record.row), record.level, Action.CHANGE_VISIBILITY)
             values = {k: v for k, v in vars(changes).items() if v is not None}
             if values:
-                await _unique_name(
+                await execute_unique(
                     session,
                     libraries.update()
                     .where(libraries.c.id == record.id)
                     .values(**values, updated_at=sa.func.now()),
-                    changes.name or record.row.name,
+                    _name_taken(changes.name or record.row.name),
                 )
             return await self._view(session, principal, record.id)
 
@@ -596,21 +595,17 @@ def _filter_conditions(filters: LibraryFilter) -> list[sa.ColumnElement[bool]]:
             violations.append(("visibility", f"one of {', '.join(library_rules.VISIBILITIES)}"))
         conditions.append(libraries.c.visibility == filters.visibility)
     if filters.owner_id:
-        conditions.append(libraries.c.owner_id == (library_rules.canonical_id(filters.owner_id) or filters.owner_id))
+        conditions.append(libraries.c.owner_id == (canonical_uuid(filters.owner_id) or filters.owner_id))
     if violations:
         raise ValidationError("Invalid library filter", field_violations=violations)
     return conditions
 
 
-async def _unique_name(session: AsyncSession, statement: Any, name: str) -> None:
-    try:
-        async with session.begin_nested():
-            await session.execute(statement)
-    except IntegrityError as exc:
-        raise ConflictError(
-            f"The owner already has a library named '{name}' (names are unique per owner, ignoring case)",
-            detail="LIBRARY_NAME_TAKEN",
-        ) from exc
+def _name_taken(name: str) -> ConflictError:
+    return ConflictError(
+        f"The owner already has a library named '{name}' (names are unique per owner, ignoring case)",
+        detail="LIBRARY_NAME_TAKEN",
+    )
 
 
 async def _known_molecules(

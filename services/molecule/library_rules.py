@@ -24,12 +24,12 @@ Decisions:
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
 from services.runtime.auth import Principal
+from services.runtime.db import canonical_uuid
 from services.runtime.errors import AuthorizationError, NotFoundError, ValidationError
 
 MAX_NAME_LENGTH = 100
@@ -167,7 +167,7 @@ def check_changes(name: str, description: str, category: str, visibility: str) -
 
 def check_grant(library: LibraryFacts, user_id: str, level: Level) -> str:
     """The grantee's canonical id; NONE revokes."""
-    canonical = canonical_id(user_id)
+    canonical = canonical_uuid(user_id)
     violations: list[tuple[str, str]] = []
     if canonical is None:
         violations.append(("user_id", "must be a user id (UUID)"))
@@ -193,7 +193,7 @@ def check_batch(molecule_ids: Iterable[str]) -> tuple[list[str], list[str]]:
     seen: dict[str, None] = {}
     malformed: list[str] = []
     for raw in ids:
-        canonical = canonical_id(raw)
+        canonical = canonical_uuid(raw)
         if canonical is None:
             malformed.append(raw)
         else:
@@ -229,14 +229,6 @@ def check_plot_size(width: int, height: int) -> tuple[int, int]:
     ]
     _raise_if_any("Invalid plot size", violations)
     return width, height
-
-
-def canonical_id(value: str) -> str | None:
-    """Lower-case hyphenated UUID, or None: a non-UUID id can match nothing."""
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        return None
 
 
 def _name(name: str, violations: list[tuple[str, str]]) -> str:

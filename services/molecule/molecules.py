@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +47,7 @@ from services.molecule.queries import ARCHIVED, FLAG_TYPES, STATUSES, MoleculeQu
 from services.molecule.registration import register_structures
 from services.molecule.store import SCHEMA, flags, molecule_properties, molecules
 from services.runtime.auth import Principal
-from services.runtime.db import UnitOfWork
+from services.runtime.db import UnitOfWork, canonical_uuid
 from services.runtime.errors import (
     InternalError,
     NotFoundError,
@@ -369,10 +368,9 @@ async def _molecule_row(
     session: AsyncSession, principal: Principal, molecule_id: str, *, lock: bool = False
 ) -> Any:
     """The caller's organization's molecule, or 404 (another organization's is not found either)."""
-    try:
-        canonical = str(uuid.UUID(molecule_id))
-    except (ValueError, AttributeError, TypeError):
-        raise NotFoundError("Molecule not found") from None
+    canonical = canonical_uuid(molecule_id)
+    if canonical is None:
+        raise NotFoundError("Molecule not found")
     query = sa.select(molecules).where(
         molecules.c.id == canonical, molecules.c.organization_id == principal.organization_id
     )
@@ -447,6 +445,8 @@ def _checked_value(given: PropertyInput, at: str) -> PropertyValue | None:
         raise _Rejected(f"{at}.units", f"{name} is stored in {definition.units or 'no units'}, not {units!r}")
     if given.value is None:
         return None
+    if not isinstance(given.value, (int, float, str)):  # a JSON list or object (bool is an int)
+        raise _Rejected(f"{at}.value", "a number, text or boolean, not a list or object")
     try:
         number, text, catalogue_units = stored_value(properties.check_value(name, given.value))
     except properties.PropertyValueError as error:

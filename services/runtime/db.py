@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.sql import Executable
+
+from services.runtime.errors import ConflictError
 
 
 def sqlalchemy_url(url: str, *, async_driver: bool = True) -> str:
@@ -46,3 +51,22 @@ def timestamp_column(name: str, *, nullable: bool = True, default_now: bool = Fa
     return sa.Column(
         name, sa.DateTime(timezone=True), nullable=nullable, server_default=sa.func.now() if default_now else None
     )
+
+
+def canonical_uuid(value: object) -> str | None:
+    """The lower-case hyphenated form of a UUID, or None: a malformed id matches nothing (a 404,
+    not a database error)."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return None
+
+
+async def execute_unique(session: AsyncSession, statement: Executable, conflict: ConflictError) -> None:
+    """Runs an insert or update whose unique constraint may clash; a clash becomes `conflict` (409)
+    and leaves the surrounding transaction usable."""
+    try:
+        async with session.begin_nested():
+            await session.execute(statement)
+    except IntegrityError as exc:
+        raise conflict from exc
