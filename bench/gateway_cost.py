@@ -1,8 +1,8 @@
 """The gateway's cost: `GetMe` over REST through Envoy, over gRPC through Envoy and over gRPC straight to
 the identity service, same request count and client concurrency for each, on a mesh started for the run.
 
-    python -m bench [--requests 3000] [--warmup 200] [--concurrency 16] [--rounds 5] [--unloaded 300]
-                    [--rest-client lean|httpx] [--json] [--keep]
+    python -m bench.gateway_cost [--requests 3000] [--warmup 200] [--concurrency 16] [--rounds 5]
+                                 [--unloaded 300] [--rest-client lean|httpx] [--json] [--keep]
 
 REST via Envoy against gRPC direct is what the gateway costs a REST client; gRPC via Envoy against direct
 is the proxy's share, REST against gRPC (both via Envoy) the transcoder's. Rounds rotate the order of the
@@ -16,35 +16,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
 import platform
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
-import psutil
 from molbridge.identity.v1 import identity_service_pb2 as pb
 from molbridge.identity.v1 import identity_service_pb2_grpc as pb_grpc
 
-from stack.mesh import Stack, StackSettings
+from bench.report import Figure, table
+from bench.stack import ADMIN_EMAIL, isolated_stack, login, say, tree_cpu_seconds
+from stack.mesh import Stack
 from stack.processes import StartupError
 
-ADMIN_EMAIL = "bench@molbridge.test"
-ADMIN_PASSWORD = "Bench-Admin-Passw0rd!"
-# GetMe is rate-limited as `standard` (100/min per user), which would throttle the benchmark: the
-# gateway's own scale setting puts the limits out of reach, for this stack only.
-RATE_LIMIT_SCALE = 100_000
 GET_ME_PATH = "/api/v1/users/me"
 # The issue's targets, for REST via Envoy against gRPC direct.
 TARGET_ADDED_P50_MS = 1.0
@@ -149,25 +141,6 @@ class Http1Client:
             writer.close()
 
 
-def cpu_times(stack: Stack) -> dict[str, float]:
-    """CPU seconds used so far by this process (the load generator) and by each child of the stack,
-    its own children included (PostgreSQL's backends)."""
-    times = {"client": _cpu(psutil.Process())}
-    for child in stack.supervisor.processes:
-        if child.pid is not None:
-            with contextlib.suppress(psutil.Error):
-                root = psutil.Process(child.pid)
-                times[child.name] = _cpu(root) + sum(_cpu(p) for p in root.children(recursive=True))
-    return times
-
-
-def _cpu(process: psutil.Process) -> float:
-    with contextlib.suppress(psutil.Error):
-        used = process.cpu_times()
-        return used.user + used.system + used.children_user + used.children_system
-    return 0.0
-
-
 def split(total: int, parts: int) -> list[int]:
     """`total` as `parts` near-equal counts."""
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
@@ -182,9 +155,9 @@ async def run_paths(
     for index, count in enumerate(split(requests, rounds)):
         shift = index % len(names)
         for name in names[shift:] + names[:shift]:
-            before = cpu_times(stack)
+            before = tree_cpu_seconds(stack)
             await drive(calls[name], count, concurrency, samples[name])
-            for process, used in cpu_times(stack).items():
+            for process, used in tree_cpu_seconds(stack).items():
                 cpu = samples[name].cpu_s
                 cpu[process] = cpu.get(process, 0.0) + used - before.get(process, used)
     return samples
@@ -198,9 +171,7 @@ async def measure(stack: Stack, args: argparse.Namespace) -> tuple[Results, Resu
         grpc.aio.insecure_channel(stack.grpc_target) as via_envoy,
         grpc.aio.insecure_channel(stack.service_addr("identity")) as direct,
     ):
-        login = await http.post("/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
-        login.raise_for_status()
-        token = login.json()["data"]["access_token"]
+        token = login(stack)
         headers = {"authorization": f"Bearer {token}"}
         metadata = (("authorization", f"Bearer {token}"),)
         lean = Http1Client("127.0.0.1", stack.settings.gateway_port, GET_ME_PATH, headers, args.concurrency)
@@ -246,18 +217,6 @@ def comparison(samples: Results, slower: str, faster: str) -> tuple[float, float
     """(p50 added in ms, throughput share) of path `slower` against path `faster`."""
     added = samples[slower].percentile_ms(50) - samples[faster].percentile_ms(50)
     return added, samples[slower].throughput / samples[faster].throughput
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """First column left-aligned, the others right-aligned."""
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    return [
-        "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in [headers, *rows]
-    ]
 
 
 def latency_table(samples: Results) -> list[str]:
@@ -355,12 +314,8 @@ def as_json(loaded: Results, unloaded: Results, args: argparse.Namespace) -> str
     return json.dumps(figures, indent=2)
 
 
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway_cost", description=(__doc__ or "").split("\n\n")[0])
     add = parser.add_argument
     add("--requests", type=int, default=3000, help="measured requests per path (default 3000)")
     add("--warmup", type=int, default=200, help="unmeasured requests per path first (default 200)")
@@ -383,33 +338,51 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def run(args: argparse.Namespace) -> tuple[Results, Results]:
+    """(loaded, unloaded) results, on a mesh started for the run and stopped afterwards."""
+    with isolated_stack(keep=args.keep) as stack:
+        return asyncio.run(measure(stack, args))
+
+
+def summary(loaded: Results, unloaded: Results) -> list[Figure]:
+    """The issue's figures, for `python -m bench`'s closing table."""
+    added, share = comparison(loaded, REST, GRPC_DIRECT)
+    figures = [
+        Figure(
+            "gateway: REST via Envoy vs gRPC direct, p50 added (c=16)",
+            f"{added:+.2f} ms",
+            f"< {TARGET_ADDED_P50_MS:g} ms",
+            added < TARGET_ADDED_P50_MS,
+        ),
+        Figure(
+            "gateway: REST via Envoy, share of direct throughput",
+            f"{share:.0%}",
+            f">= {TARGET_THROUGHPUT_SHARE:.0%}",
+            share >= TARGET_THROUGHPUT_SHARE,
+        ),
+    ]
+    if unloaded:
+        one_added, _ = comparison(unloaded, REST, GRPC_DIRECT)
+        target = f"< {TARGET_ADDED_P50_MS:g} ms"
+        met = one_added < TARGET_ADDED_P50_MS
+        figures.append(Figure("gateway: p50 added, one request at a time", f"{one_added:+.2f} ms", target, met))
+    return figures
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    data_dir = Path(tempfile.mkdtemp(prefix="molbridge-bench-"))
-    settings = StackSettings.isolated(
-        data_dir,
-        extra_env={
-            "MOLBRIDGE_ADMIN_EMAIL": ADMIN_EMAIL,
-            "MOLBRIDGE_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "MOLBRIDGE_RATE_LIMIT_SCALE": str(RATE_LIMIT_SCALE),
-        },
-    )
-    stack = Stack(settings, say=say)
     try:
-        stack.start()
-        loaded, unloaded = asyncio.run(measure(stack, args))
+        loaded, unloaded = run(args)
     except StartupError as error:
         say(f"could not start the stack: {error}")
         return 1
     except KeyboardInterrupt:
         say("interrupted")
         return 130
-    finally:
-        stack.stop()
-        if args.keep:
-            say(f"data dir kept: {data_dir}")
-        else:
-            shutil.rmtree(data_dir, ignore_errors=True)
     print(as_json(loaded, unloaded, args) if args.json else report(loaded, unloaded, args))
     failed = any(s.errors for phase in (loaded, unloaded) for s in phase.values())
     return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,7 +21,7 @@ from stack.envoy import envoy_process
 from stack.nats import NatsServer
 from stack.ports import free_port
 from stack.postgres import PostgresServer
-from stack.processes import ManagedProcess, StartupError, Supervisor, grpc_ready, tcp_ready
+from stack.processes import ManagedProcess, StartupError, Supervisor, grpc_ready, http_ready, tcp_ready
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,18 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("identity", "services.identity"),
     ServiceSpec("molecule", "services.molecule"),
     ServiceSpec("molecule-worker", "services.molecule.worker", grpc=False),
+    ServiceSpec("prediction", "services.prediction"),
+    ServiceSpec("prediction-worker", "services.prediction.worker", grpc=False),
 )
 
 DESCRIPTOR_PATH = REPO_ROOT / "build" / "descriptor.pb"
+# The reference AI engine runs from its own virtualenv (`make engine`); without it, AI_ENGINE_URL must be set.
+ENGINE_PYTHON = REPO_ROOT / ".venv-engine" / "bin" / "python"
 TRACE_RECEIVER = "stack.trace_receiver"  # OTLP receiver for Envoy's spans when no collector is set
 
 # Variables the stack decides for its children; an isolated (test) stack never inherits them.
 _OWN_VARS = ("DATABASE_URL", "NATS_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "GATEWAY_PORT",
-             "GATEWAY_ADMIN_PORT", "SMTP_URL")
+             "GATEWAY_ADMIN_PORT", "SMTP_URL", "AI_ENGINE_URL")
 # Passed on to the services when set.
 _PASS_THROUGH = ("MOLBRIDGE_ADMIN_EMAIL", "MOLBRIDGE_ADMIN_PASSWORD", "SMTP_URL", "MOLBRIDGE_LOG_LEVEL")
 
@@ -63,6 +67,9 @@ class StackSettings:
     trace_receiver_port: int = 4319
     postgres_port: int | None = None  # None: a free port
     nats_port: int | None = None  # None: a free port
+    ai_engine_url: str | None = None  # None: start the reference engine (engine/) on engine_port
+    engine_port: int = 8700
+    engine_models: str = "baseline,admet"
     service_addrs: dict[str, str] = field(default_factory=dict)
     ephemeral: bool = False  # PostgreSQL without fsync (tests)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # base environment of children
@@ -78,6 +85,9 @@ class StackSettings:
             admin_port=int(env.get("GATEWAY_ADMIN_PORT") or 9901),
             trace_receiver_port=int(env.get("MOLBRIDGE_TRACE_RECEIVER_PORT") or 4319),
             service_addrs={s.name: service_addr(s.name, env) for s in SERVICES if s.grpc},
+            ai_engine_url=env.get("AI_ENGINE_URL") or None,
+            engine_port=int(env.get("MOLBRIDGE_ENGINE_PORT") or 8700),
+            engine_models=env.get("MOLBRIDGE_ENGINE_MODELS") or "baseline,admet",
             env=dict(env),
         )
 
@@ -105,6 +115,8 @@ class StackSettings:
             admin_port=free_port(),
             trace_receiver_port=free_port(),
             service_addrs={s.name: f"127.0.0.1:{free_port()}" for s in SERVICES if s.grpc},
+            engine_port=free_port(),
+            engine_models="baseline",  # loads in seconds; admet-ai is tested by the engine's own tests
             ephemeral=True,
             env=base,
         )
@@ -214,6 +226,8 @@ class Stack:
             self._run(self._python("trace-receiver", TRACE_RECEIVER, args=args, ready=listening))
             gateway_traces = True
 
+        if s.ai_engine_url is None and ENGINE_PYTHON.exists():
+            self._run(self._engine())
         self.env = self._service_env()
         for spec in self.services:
             ready = grpc_ready(self.service_addr(spec.name)) if spec.grpc else None
@@ -245,8 +259,22 @@ class Stack:
         env |= {f"MOLBRIDGE_{name.upper()}_ADDR": addr for name, addr in s.service_addrs.items()}
         if s.otlp_endpoint:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = s.otlp_endpoint
+        env["AI_ENGINE_URL"] = self.ai_engine_url
         env |= {k: s.env[k] for k in _PASS_THROUGH if s.env.get(k)}
         return env
+
+    @property
+    def ai_engine_url(self) -> str:
+        return self.settings.ai_engine_url or f"http://127.0.0.1:{self.settings.engine_port}"
+
+    def _engine(self) -> ManagedProcess:
+        """The reference AI engine (engine/), an external system with its own virtualenv."""
+        s = self.settings
+        args = ["-m", "engine", "--port", str(s.engine_port), "--models", s.engine_models]
+        env = {k: v for k, v in s.env.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+        return ManagedProcess("engine", [str(ENGINE_PYTHON), *args], log_path=self._log("engine"), env=env,
+                              cwd=REPO_ROOT, ready=http_ready(f"{self.ai_engine_url}/healthz"),
+                              ready_timeout=180.0, stop_timeout=8.0)
 
     def _python(
         self, name: str, module: str, *, args: Sequence[str] = (), ready: Callable[[], bool] | None

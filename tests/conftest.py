@@ -33,6 +33,10 @@ from stack.postgres import PostgresServer
 ADMIN_EMAIL = "admin@molbridge.test"
 ADMIN_PASSWORD = "Mesh-Admin-Passw0rd!"
 MESH_RATE_LIMIT_SCALE = "100"
+# Import limits of the mesh, below the defaults (100 MiB, 500,000 rows) so that end-to-end tests can
+# cross them through the gateway without sending 100 MiB.
+MESH_MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+MESH_MAX_IMPORT_ROWS = 200_000
 
 
 @pytest.fixture(scope="session")
@@ -141,6 +145,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServ
                 # real limits, tests would throttle each other. A test of the limits themselves
                 # runs its own gateway: mesh.extra_gateway("strict", {"MOLBRIDGE_RATE_LIMIT_SCALE": "1"}).
                 "MOLBRIDGE_RATE_LIMIT_SCALE": MESH_RATE_LIMIT_SCALE,
+                "MOLBRIDGE_MAX_UPLOAD_BYTES": str(MESH_MAX_UPLOAD_BYTES),
+                "MOLBRIDGE_MAX_IMPORT_ROWS": str(MESH_MAX_IMPORT_ROWS),
             },
         )
         running = Mesh(settings, collector.messages)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bus.runner import run_bus
 from services.molecule.context import MoleculeContext, ServicePart
+from services.molecule.predictions import PredictionConsumer
 from services.molecule.server import imports, libraries, molecules, search
 from services.molecule.store import SCHEMA
 from services.runtime import migrations, server, telemetry
@@ -34,8 +35,12 @@ def build(settings: Settings) -> server.ServiceApp:
         search.build(ctx),
     ]
 
+    predictions = PredictionConsumer(ctx.uow)  # PREDICTED values from the prediction service
+
     async def publish_outbox() -> None:
-        await run_bus(settings.nats_url, name="molecule", engine=engine, schema=SCHEMA)
+        await run_bus(
+            settings.nats_url, name="molecule", engine=engine, schema=SCHEMA, consumers=[predictions.consumer]
+        )
 
     return server.ServiceApp(
         settings=settings,

@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bus.outbox import add_event
 from services.molecule import chemistry, properties
 from services.molecule.import_domain import MAX_NAME_LENGTH, PropertyValue, StructureRow, stored_value
-from services.molecule.libraries import MoleculeView, library_for
+from services.molecule.libraries import MoleculeView, library_for, views_of
 from services.molecule.libraries import _molecule_views as molecule_views
 from services.molecule.library_rules import Action
 from services.molecule.queries import ARCHIVED, FLAG_TYPES, STATUSES, MoleculeQuery, QueryIndex
@@ -120,6 +120,18 @@ class MoleculeService:
         async with self._uow() as session:
             row = await _molecule_row(session, principal, molecule_id)
             return (await molecule_views(session, principal, [row]))[0]
+
+    async def batch_get(self, principal: Principal, ids: Sequence[str]) -> tuple[list[MoleculeView], list[str]]:
+        """Up to MAX_BATCH molecules of the caller's organization in request order (duplicates once), and
+        the requested ids not found (malformed, unknown or another organization's)."""
+        if len(ids) > MAX_BATCH:
+            raise _validation("ids", f"at most {MAX_BATCH} ids per request")
+        canonical = {given: canonical_uuid(given) for given in ids}
+        wanted = list(dict.fromkeys(c for c in canonical.values() if c is not None))
+        async with self._uow() as session:
+            views = await views_of(session, principal, wanted) if wanted else []
+        found = {view.id for view in views}
+        return views, [given for given, c in canonical.items() if c not in found]
 
     async def list_molecules(
         self, principal: Principal, query: MoleculeQuery, page: PageRequest

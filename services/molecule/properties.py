@@ -107,6 +107,8 @@ _CATALOGUE = (
     _numeric("half_life", "Half-life", "h", 0, 100, predictable=True),
     _numeric("bioavailability", "Bioavailability", "%", 0, 100, predictable=True),
     _numeric("volume_of_distribution", "Volume of distribution", "L/kg", 0, 100),
+    # Written by the prediction service (services/prediction/score.py) as a PREDICTED value.
+    _numeric("desirability_score", "Desirability score (multi-parameter, 0–1)", "", 0, 1),
 )
 
 KNOWN_PROPERTIES: Mapping[str, PropertyDefinition] = MappingProxyType({d.name: d for d in _CATALOGUE})

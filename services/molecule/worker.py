@@ -41,7 +41,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
-from molbridge.events.v1.molecule_pb2 import ImportChunkRequested, PredictionRequested
+from molbridge.events.v1.molecule_pb2 import ImportChunkRequested, MoleculeStructure, PredictionRequested
 from nats.aio.msg import Msg
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -72,7 +72,14 @@ from services.molecule.imports import ImportLimits, upload_object_key
 from services.molecule.libraries import EVENT_CHUNK, EVENT_SOURCE
 from services.molecule.registration import register_structures
 from services.molecule.storage import ObjectStorage, make_storage
-from services.molecule.store import SCHEMA, import_chunks, import_jobs, import_rejections, molecule_provenance
+from services.molecule.store import (
+    SCHEMA,
+    import_chunks,
+    import_jobs,
+    import_rejections,
+    molecule_provenance,
+    molecules,
+)
 from services.runtime import migrations, telemetry
 from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.errors import IntegrationError, NotFoundError
@@ -375,25 +382,28 @@ class ChunkWorker:
         await end_job(session, job, JobStatus.COMPLETED)
         if not job.predict:
             return
-        molecule_ids = [
-            str(molecule_id)
-            for molecule_id in await session.scalars(
-                sa.select(molecule_provenance.c.molecule_id)
-                .where(molecule_provenance.c.job_id == job.id)
-                .distinct()
-                .order_by(molecule_provenance.c.molecule_id)
+        # The structures travel with the request: the prediction service does not read this schema.
+        imported = sa.select(molecule_provenance.c.molecule_id).where(molecule_provenance.c.job_id == job.id)
+        structures = [
+            MoleculeStructure(molecule_id=str(row.id), smiles=row.canonical_smiles)
+            for row in await session.execute(
+                sa.select(molecules.c.id, molecules.c.canonical_smiles)
+                .where(molecules.c.id.in_(imported))
+                .order_by(molecules.c.id)
             )
         ]
-        for start in range(0, len(molecule_ids), EVENT_CHUNK):
+        for start in range(0, len(structures), EVENT_CHUNK):
+            part = structures[start : start + EVENT_CHUNK]
             await add_event(
                 session,
                 source=EVENT_SOURCE,
                 payload=PredictionRequested(
                     organization_id=job.organization_id,
                     requested_by=job.created_by,
-                    molecule_ids=molecule_ids[start : start + EVENT_CHUNK],
+                    molecule_ids=[m.molecule_id for m in part],
                     properties=list(job.predict),
                     reason=f"import:{job.id}",
+                    molecules=part,
                 ),
                 organization_id=job.organization_id,
                 actor_id=job.created_by,

@@ -11,7 +11,11 @@ from tests.conftest import Mesh
 def test_mesh_serves_health_through_the_gateway(mesh: Mesh) -> None:
     response = httpx.get(f"{mesh.gateway_url}/api/v1/health")
     assert response.status_code == 200
-    assert response.json()["data"]["services"] == {"identity": "SERVING", "molecule": "SERVING"}
+    assert response.json()["data"]["services"] == {
+        "identity": "SERVING",
+        "molecule": "SERVING",
+        "prediction": "SERVING",
+    }
     assert mesh.grpc_target == mesh.gateway_url.removeprefix("http://")
     with psycopg.connect(mesh.env["DATABASE_URL"]) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)

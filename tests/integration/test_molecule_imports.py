@@ -205,6 +205,8 @@ async def test_a_mixed_file_gives_exact_counts_values_and_error_report(
     [prediction] = await outbox_events(world, PredictionRequested)
     assert prediction.properties == ["logd"] and prediction.reason == f"import:{job.id}"
     assert len(prediction.molecule_ids) == 7 and prediction.requested_by == who.subject
+    assert [m.molecule_id for m in prediction.molecules] == list(prediction.molecule_ids)
+    assert all(m.smiles for m in prediction.molecules)  # the structures travel to the prediction service
 
     snapshots = [snapshot async for snapshot in world.jobs().watch_import(who, job.id)]
     assert [(s.status, final) for s, final in snapshots] == [(JobStatus.COMPLETED, True)]

@@ -203,6 +203,12 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
             data=[definition_pb(d) for d in self._service.property_definitions()]
         )
 
+    async def BatchGetMolecules(
+        self, request: pb.BatchGetMoleculesRequest, context: Context
+    ) -> pb.BatchGetMoleculesResponse:
+        views, missing = await self._service.batch_get(current_principal(), list(request.ids))
+        return pb.BatchGetMoleculesResponse(data=[molecule_pb(v) for v in views], not_found_ids=missing)
+
     async def GetMolecule(self, request: pb.GetMoleculeRequest, context: Context) -> pb.GetMoleculeResponse:
         return pb.GetMoleculeResponse(
             data=molecule_pb(await self._service.get(current_principal(), request.id))

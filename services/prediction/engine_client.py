@@ -1,0 +1,209 @@
+"""The AI engine port's one real adapter: an HTTP client for the engine's REST job contract.
+
+    POST /v1/jobs {"molecules": [{"id", "smiles"}], "properties": [...], "model"?} → 202 {"job_id"}
+    GET  /v1/jobs/{id}          → {"job_id", "status": queued|running|completed|failed, "progress"}
+    GET  /v1/jobs/{id}/results  → {"results": [...], "unsupported": [...], "failed": [{"id", "reason"}]}
+    GET  /v1/models
+
+Resilience, in layers: one pooled httpx.AsyncClient with connect/read timeouts; each HTTP attempt
+passes the circuit breaker (breaker.py) and reports to it; a failed attempt (transport error,
+timeout, 5xx, 429) is retried `retries` times with exponential backoff (base · 2^n). A 4xx is the
+request's own fault (EngineRejected): it neither retries nor counts against the engine. When every
+attempt failed the call raises EngineUnavailable; when the breaker refuses, CircuitOpen (with the
+seconds until the next probe). Callers on the bus turn both into "try this batch again later".
+
+A job that the engine forgets (it was restarted mid-job: GET answers 404) or reports as failed
+raises EngineUnavailable too: the batch is resubmitted as a whole, which is safe because results
+are stored idempotently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from services.prediction.breaker import CircuitBreaker, CircuitOpen
+
+log = logging.getLogger("molbridge.prediction.engine")
+
+DEFAULT_URL = "http://127.0.0.1:8090"
+
+__all__ = [
+    "BatchOutcome",
+    "CircuitOpen",
+    "EngineClient",
+    "EngineRejected",
+    "EngineSettings",
+    "EngineUnavailable",
+    "Prediction",
+]
+
+
+class EngineUnavailable(Exception):
+    """The engine could not answer (after retries), or lost or failed the job: try again later."""
+
+
+class EngineRejected(Exception):
+    """The engine refused the request itself (4xx): retrying the same request cannot help."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"the AI engine answered {status}: {message}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    url: str = DEFAULT_URL
+    timeout: float = 10.0  # per HTTP request (connect, read, write, pool)
+    retries: int = 3
+    backoff: float = 0.5  # first retry after this many seconds, then doubling
+    breaker_threshold: int = 5
+    breaker_reset: float = 60.0
+    poll_interval: float = 0.2
+    job_timeout: float = 600.0  # a job still running after this long is given up (and resubmitted)
+    max_connections: int = 10
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> EngineSettings:
+        """AI_ENGINE_URL and MOLBRIDGE_ENGINE_{TIMEOUT_S,RETRIES,BACKOFF_S,BREAKER_THRESHOLD,
+        BREAKER_RESET_S,POLL_S,JOB_TIMEOUT_S}; unset ones keep the defaults."""
+        default = cls()
+
+        def number(name: str, value: float) -> float:
+            given = env.get(f"MOLBRIDGE_ENGINE_{name}")
+            return float(given) if given else value
+
+        return cls(
+            url=(env.get("AI_ENGINE_URL") or default.url).rstrip("/"),
+            timeout=number("TIMEOUT_S", default.timeout),
+            retries=int(number("RETRIES", default.retries)),
+            backoff=number("BACKOFF_S", default.backoff),
+            breaker_threshold=int(number("BREAKER_THRESHOLD", default.breaker_threshold)),
+            breaker_reset=number("BREAKER_RESET_S", default.breaker_reset),
+            poll_interval=number("POLL_S", default.poll_interval),
+            job_timeout=number("JOB_TIMEOUT_S", default.job_timeout),
+        )
+
+
+@dataclass(frozen=True)
+class Prediction:
+    molecule_id: str
+    property: str
+    value: float
+    units: str
+    confidence: float
+    model_name: str
+    model_version: str
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    predictions: list[Prediction] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)  # properties no model predicts
+    failed: dict[str, str] = field(default_factory=dict)  # molecule id → reason (e.g. bad structure)
+
+
+class EngineClient:
+    def __init__(self, settings: EngineSettings, *, breaker: CircuitBreaker | None = None) -> None:
+        self.settings = settings
+        self.breaker = breaker or CircuitBreaker(settings.breaker_threshold, settings.breaker_reset)
+        self._http = httpx.AsyncClient(
+            base_url=settings.url,
+            timeout=httpx.Timeout(settings.timeout),
+            limits=httpx.Limits(
+                max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
+            ),
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def models(self) -> Any:
+        return await self._call("GET", "/v1/models")
+
+    async def predict(
+        self, molecules: Sequence[tuple[str, str]], properties: Sequence[str], model: str = ""
+    ) -> BatchOutcome:
+        """Run one engine job for (id, smiles) pairs and wait for it; the caller decides the batch size."""
+        body: dict[str, Any] = {
+            "molecules": [{"id": molecule_id, "smiles": smiles} for molecule_id, smiles in molecules],
+            "properties": list(properties),
+        }
+        if model:
+            body["model"] = model
+        job_id = str((await self._call("POST", "/v1/jobs", body))["job_id"])
+        deadline = time.monotonic() + self.settings.job_timeout
+        while True:
+            status = (await self._call("GET", f"/v1/jobs/{job_id}", lost_job=True)).get("status")
+            if status == "completed":
+                break
+            if status == "failed":
+                raise EngineUnavailable(f"the AI engine failed job {job_id}")
+            if time.monotonic() > deadline:
+                raise EngineUnavailable(f"job {job_id} still {status} after {self.settings.job_timeout:.0f} s")
+            await asyncio.sleep(self.settings.poll_interval)
+        return parse_results(await self._call("GET", f"/v1/jobs/{job_id}/results", lost_job=True))
+
+    async def _call(self, method: str, path: str, body: Any = None, *, lost_job: bool = False) -> Any:
+        attempts = self.settings.retries + 1
+        for attempt in range(attempts):
+            self.breaker.allow()  # CircuitOpen goes to the caller: no point retrying into an open breaker
+            try:
+                response = await self._http.request(method, path, json=body)
+            except httpx.HTTPError as error:  # connect refused, timeouts, protocol errors
+                problem = f"{type(error).__name__}: {error}"
+            else:
+                if response.status_code < 400:
+                    self.breaker.success()
+                    return response.json()
+                if lost_job and response.status_code == 404:
+                    self.breaker.success()  # the engine answers; it lost the job (restarted)
+                    raise EngineUnavailable(f"the AI engine no longer knows {path}")
+                if response.status_code < 500 and response.status_code != 429:
+                    self.breaker.success()
+                    raise EngineRejected(response.status_code, response.text[:500])
+                problem = f"HTTP {response.status_code}"
+            self.breaker.failure()
+            log.info("AI engine %s %s failed (attempt %d of %d): %s", method, path, attempt + 1, attempts, problem)
+            if attempt + 1 < attempts:
+                await asyncio.sleep(self.settings.backoff * 2**attempt)
+        raise EngineUnavailable(f"the AI engine failed {attempts} times on {method} {path}: {problem}")
+
+
+def _units(given: object) -> str:
+    """DOMAIN.md writes dimensionless units as "–"; the catalogue (and everything stored) uses ""."""
+    units = str(given or "").strip()
+    return "" if units in ("–", "-", "—") else units
+
+
+def parse_results(payload: Mapping[str, Any]) -> BatchOutcome:
+    """The results document; malformed entries (no numeric value) are reported as failed molecules."""
+    predictions: list[Prediction] = []
+    failed: dict[str, str] = {}
+    for item in payload.get("results") or []:
+        try:
+            predictions.append(
+                Prediction(
+                    molecule_id=str(item["id"]),
+                    property=str(item["property"]),
+                    value=float(item["value"]),
+                    units=_units(item.get("units")),
+                    confidence=min(1.0, max(0.0, float(item.get("confidence") or 0.0))),
+                    model_name=str(item.get("model") or ""),
+                    model_version=str(item.get("model_version") or ""),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            failed[str(item.get("id", ""))] = f"malformed result from the engine: {item!r}"[:300]
+    for item in payload.get("failed") or []:
+        failed[str(item.get("id", ""))] = str(item.get("reason") or "failed")
+    unsupported = [
+        str(p.get("property", p)) if isinstance(p, dict) else str(p) for p in payload.get("unsupported") or []
+    ]
+    return BatchOutcome(predictions, unsupported, failed)

@@ -1,0 +1,98 @@
+"""Predictions end to end: REST through Envoy to the prediction service, its worker, the real AI engine
+(the mesh starts engine/ with its baseline model), and back onto the molecules as PREDICTED values."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import httpx
+
+from tests.e2e import test_identity_gateway as identity
+from tests.e2e.test_identity_gateway import bearer, new_org
+
+T = TypeVar("T")
+api = identity.api  # the module's fixtures: a REST client on the gateway, the platform admin
+admin = identity.admin
+
+
+def eventually(probe: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found is not None:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_predictions_over_rest_fill_and_rank_molecules(api: httpx.Client, admin: dict) -> None:
+    _, scientist = new_org(api, admin)
+    _, outsider = new_org(api, admin)
+    auth = bearer(scientist)
+    smiles = ["CCO", "CC(=O)Nc1ccc(O)cc1", "c1ccccc1", "CCCCCCCCCCCCCCCC(=O)O"]
+    created = api.post("/molecules/batch", json={"molecules": [{"smiles": s} for s in smiles]}, headers=auth)
+    assert created.status_code == 200, created.text
+    ids = [o["molecule_id"] for o in created.json()["data"]]
+
+    queued = api.post("/predictions", json={"molecule_ids": ids, "properties": ["solubility", "logp"]}, headers=auth)
+    assert queued.status_code == 200, queued.text
+    job = queued.json()["data"]
+    assert job["status"] in ("queued", "processing", "completed") and set(job) == {"job_id", "status"}
+
+    def done() -> dict | None:
+        response = api.get(f"/predictions/{job['job_id']}/status", headers=auth)
+        if response.status_code == 429:  # the ai_prediction rate limit; wait like a client would
+            return None
+        assert response.status_code == 200, response.text
+        data = response.json()["data"]
+        return data if data["status"] == "completed" else None
+
+    status = eventually(done, "the prediction job to complete")
+    assert status == {"job_id": job["job_id"], "status": "completed", "total": 4, "completed": 4, "failed": 0}
+
+    results = api.get(f"/predictions/{job['job_id']}/results", headers=auth)
+    assert results.status_code == 200, results.text
+    items = results.json()["data"]
+    assert len(items) == 8 and {(r["molecule_id"], r["property"]) for r in items} == {
+        (i, p) for i in ids for p in ("solubility", "logp")
+    }
+    assert all(0 <= r["confidence"] <= 1 and r["model_name"] and r["model_version"] for r in items)
+
+    per_molecule = api.get(f"/molecules/{ids[1]}/predictions", headers=auth)
+    assert per_molecule.status_code == 200 and {r["property"] for r in per_molecule.json()["data"]} == {
+        "solubility",
+        "logp",
+    }
+    models = api.get("/predictions/models", headers=auth)
+    assert models.status_code == 200 and "baseline" in {m["name"] for m in models.json()["data"]}
+
+    # On the molecules: PREDICTED values and the desirability score, sortable like any property.
+    def ranked() -> list[dict] | None:
+        page = api.post(
+            "/molecules/filter",
+            json={
+                "filters": [{"property": "desirability_score", "operator": "gte", "value": 0}],
+                "sort_by": "desirability_score",
+                "sort_desc": True,
+            },
+            headers=auth,
+        )
+        assert page.status_code == 200, page.text
+        rows = page.json()["data"]
+        return rows if len(rows) == 4 else None
+
+    rows = eventually(ranked, "desirability scores on every molecule")
+    scores = [next(p["value"] for p in r["properties"] if p["name"] == "desirability_score") for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    sources = {(p["name"], p["source"]) for p in rows[0]["properties"]}
+    assert {("solubility", "PROPERTY_SOURCE_PREDICTED"), ("desirability_score", "PROPERTY_SOURCE_PREDICTED")} <= sources
+
+    # Another organization: not found, and cannot predict these molecules either.
+    other = bearer(outsider)
+    assert api.get(f"/predictions/{job['job_id']}/status", headers=other).status_code == 404
+    refused = api.post("/predictions", json={"molecule_ids": ids, "properties": ["logp"]}, headers=other)
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "RESOURCE_NOT_FOUND"
+    invalid = api.post("/predictions", json={"molecule_ids": ids, "properties": ["colour"]}, headers=auth)
+    assert invalid.status_code == 400 and invalid.json()["error"]["code"] == "VALIDATION_ERROR"
