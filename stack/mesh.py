@@ -68,7 +68,7 @@ class StackSettings:
     postgres_port: int | None = None  # None: a free port
     nats_port: int | None = None  # None: a free port
     ai_engine_url: str | None = None  # None: start the reference engine (engine/) on engine_port
-    engine_port: int = 8700
+    engine_port: int = 8090
     engine_models: str = "baseline,admet"
     service_addrs: dict[str, str] = field(default_factory=dict)
     ephemeral: bool = False  # PostgreSQL without fsync (tests)
@@ -86,7 +86,7 @@ class StackSettings:
             trace_receiver_port=int(env.get("MOLBRIDGE_TRACE_RECEIVER_PORT") or 4319),
             service_addrs={s.name: service_addr(s.name, env) for s in SERVICES if s.grpc},
             ai_engine_url=env.get("AI_ENGINE_URL") or None,
-            engine_port=int(env.get("MOLBRIDGE_ENGINE_PORT") or 8700),
+            engine_port=int(env.get("MOLBRIDGE_ENGINE_PORT") or 8090),
             engine_models=env.get("MOLBRIDGE_ENGINE_MODELS") or "baseline,admet",
             env=dict(env),
         )
