@@ -357,7 +357,8 @@ async def test_a_write_of_this_replica_is_searchable_at_once(world: World) -> No
     outcome = await world.service.exact(world.alice, smiles="OCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCO")
     assert [m.id for m in outcome] == new
     similar = await world.service.similar(world.alice, "OCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCO")
-    assert similar.hits[0].molecule.id == new[0] and similar.hits[0].similarity == 1.0
+    # Long chains saturate Morgan fingerprints: other chains registered earlier may tie at 1.0 (ties go by id).
+    assert (new[0], 1.0) in {(h.molecule.id, h.similarity) for h in similar.hits}
 
 
 async def test_invalid_queries_name_the_problem(world: World) -> None:
