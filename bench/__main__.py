@@ -2,11 +2,11 @@
 
     python -m bench [--only gateway,ingest,filter,search,prediction] [--large] [--keep]
 
-Default (about 5 minutes on 2 cores): the gateway's cost (GetMe via Envoy against direct); ingestion of
+Default (about 7 minutes on 2 quiet cores): the gateway's cost (GetMe via Envoy against direct); ingestion of
 100,000 molsets rows end to end against the RDKit floor, with every process's memory; filter + sort at
 500,000 molecules; similarity and substructure search over the first 200,000 molsets molecules against
 FPSim2 and SubstructLibrary (after filter + sort: the memory it frees would distort that one's RSS figure);
-predictions end to end against the AI engine alone. --large (about 20 minutes more) searches all 1.58M
+predictions end to end against the AI engine alone. --large (about 10 minutes more) searches all 1.58M
 molecules, as the issue asks, and imports 500,000 rows on a second mesh to show whether memory stays flat
 as files grow. Each one also runs alone with more options:
 python -m bench.<gateway_cost|ingest|filter_sort|search|prediction> -h.
