@@ -354,7 +354,10 @@ class _Tenant:
 
     _REINDEX_AFTER = 20_000  # rows added since the id lookup table was sorted
 
-    def __init__(self) -> None:
+    def __init__(self, *, partition_min: int = _PARTITION_MIN, rank_subset_max: int = _RANK_SUBSET_MAX) -> None:
+        # The fast paths' size thresholds; tests lower them to run those paths on small data.
+        self.partition_min = partition_min
+        self.rank_subset_max = rank_subset_max
         self.lock = threading.Lock()
         self.n = 0
         self.cap = 0
@@ -653,7 +656,7 @@ class _Tenant:
         else:
             numbers, texts = self._values(sort_by, "")
             keys = self._property_keys(sort_by, numbers, texts, rows, sign)
-        return _top(rows, keys, self.hi, self.lo, start, stop)
+        return _top(rows, keys, self.hi, self.lo, start, stop, self.partition_min)
 
     def _property_keys(
         self, name: str, numbers: np.ndarray | None, texts: np.ndarray | None, rows: np.ndarray, sign: float
@@ -671,7 +674,7 @@ class _Tenant:
 
     def _rank(self, key: str, column: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Sort ranks of column[rows]: computed for the rows alone when few, else once for the column."""
-        if rows.size <= _RANK_SUBSET_MAX:
+        if rows.size <= self.rank_subset_max:
             return np.unique(column[rows], return_inverse=True)[1].astype(np.float64)
         ranks = self._ranks.get(key)
         if ranks is None:
@@ -740,11 +743,12 @@ def _text_match(values: np.ndarray, operator: Operator, x: Scalar | tuple[Scalar
 
 
 def _top(
-    rows: np.ndarray, keys: list[np.ndarray], hi: np.ndarray, lo: np.ndarray, start: int, stop: int
+    rows: np.ndarray, keys: list[np.ndarray], hi: np.ndarray, lo: np.ndarray, start: int, stop: int,
+    partition_min: int = _PARTITION_MIN,
 ) -> np.ndarray:
     """rows ordered by keys (most significant first, ascending), then id; only [start:stop] is returned.
     With a small page of a large set, a partition on the first key keeps the full sort to its head."""
-    if rows.size > 4 * stop and rows.size > _PARTITION_MIN:
+    if rows.size > 4 * stop and rows.size > partition_min:
         kth = np.partition(keys[0], stop - 1)[stop - 1]
         head = keys[0] <= kth  # every row that can be among the first `stop`, ties included
         rows, keys = rows[head], [k[head] for k in keys]

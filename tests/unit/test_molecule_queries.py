@@ -11,7 +11,6 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from services.molecule import queries
 from services.molecule.queries import (
     STATUSES,
     MoleculeQuery,
@@ -244,14 +243,12 @@ def tenant_page(
 
 @pytest.mark.parametrize("fast_paths", [False, True])
 def test_filter_sort_and_page_agree_with_brute_force(
-    fast_paths: bool, monkeypatch: pytest.MonkeyPatch
+    fast_paths: bool,
 ) -> None:
-    if fast_paths:  # partial sort and per-column ranks at this small size too
-        monkeypatch.setattr(queries, "_PARTITION_MIN", 50)
-        monkeypatch.setattr(queries, "_RANK_SUBSET_MAX", 50)
     rng = random.Random(7)
     rows = synthetic(3000, rng)
-    tenant = _Tenant()
+    # With fast paths: the partial sort and per-column ranks run at this small size too.
+    tenant = _Tenant(partition_min=50, rank_subset_max=50) if fast_paths else _Tenant()
     tenant.apply(batch_of(rows))
     for query, page, size in random_queries(rng, 300):
         user = rng.choice(USERS)
