@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.message import Message
 from opentelemetry import propagate
@@ -24,6 +25,48 @@ def notify_channel(schema: str) -> str:
     return f"molbridge_outbox_{schema}"
 
 
+def outbox_row(
+    *,
+    source: str,
+    payload: Message,
+    organization_id: str = "",
+    actor_id: str = "",
+    subject: str | None = None,
+) -> dict[str, Any]:
+    """One outbox row (its `id` is the event id), built now so that it carries the trace context of
+    the code that caused the event."""
+    event_id = uuid.uuid4()
+    occurred_at = datetime.now(UTC)
+    envelope = build_envelope(
+        event_id=str(event_id),
+        source=source,
+        payload=payload,
+        occurred_at=occurred_at,
+        organization_id=organization_id,
+        actor_id=actor_id,
+    )
+    # The writing request's trace context, so the relay's publish span continues that trace.
+    headers: dict[str, str] = {}
+    propagate.inject(headers)
+    return {
+        "id": event_id,
+        "subject": subject or event_subject(source, payload),
+        "payload": envelope.SerializeToString(),
+        "headers": headers,
+        "created_at": occurred_at,
+    }
+
+
+async def insert_outbox_rows(session: AsyncSession, schema: str, rows: list[dict[str, Any]]) -> None:
+    """Adds rows in the caller's transaction and wakes the relay when (and if) it commits."""
+    if not rows:
+        return
+    await session.execute(insert(outbox_table(schema)), rows)
+    # PostgreSQL delivers a NOTIFY only when the transaction commits, and folds identical ones of one
+    # transaction into one — exactly the "wake the relay on commit" we want.
+    await session.execute(select(func.pg_notify(notify_channel(schema), "")))
+
+
 async def add_event(
     session: AsyncSession,
     *,
@@ -38,31 +81,13 @@ async def add_event(
     """Record an event in the caller's transaction (the caller commits); returns the event id.
 
     `subject` overrides the event subject, for work items (`work_subject(queue)` on the WORK stream).
+    Services record through their unit of work (`services.runtime.uow`); this is the bus-level call.
     """
-    event_id = uuid.uuid4()
-    occurred_at = datetime.now(UTC)
-    envelope = build_envelope(
-        event_id=str(event_id),
-        source=source,
-        payload=payload,
-        occurred_at=occurred_at,
-        organization_id=organization_id,
-        actor_id=actor_id,
-    )
-    # The writing request's trace context, so the relay's publish span continues that trace.
-    headers: dict[str, str] = {}
-    propagate.inject(headers)
-    await session.execute(
-        insert(outbox_table(schema)).values(
-            id=event_id,
-            subject=subject or event_subject(source, payload),
-            payload=envelope.SerializeToString(),
-            headers=headers,
-            created_at=occurred_at,
-        )
+    row = outbox_row(
+        source=source, payload=payload, organization_id=organization_id, actor_id=actor_id, subject=subject
     )
     if notify:
-        # PostgreSQL delivers a NOTIFY only when (and if) the transaction commits, and folds identical
-        # ones of one transaction into one — exactly the "wake the relay on commit" we want.
-        await session.execute(select(func.pg_notify(notify_channel(schema), "")))
-    return str(event_id)
+        await insert_outbox_rows(session, schema, [row])
+    else:
+        await session.execute(insert(outbox_table(schema)).values(**row))
+    return str(row["id"])
