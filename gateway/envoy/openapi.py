@@ -21,6 +21,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from gateway.envoy import protoset
+from gateway.envoy.policy import load_policy
 
 OPENAPI_PATH = "/api/v1/openapi.json"
 ERROR_CODES = [
@@ -438,8 +439,6 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from gateway.envoy.render import load_policy
-
     parser = argparse.ArgumentParser(description="Write the OpenAPI document generated from the descriptor set.")
     parser.add_argument("--descriptor", type=Path, default=Path("build/descriptor.pb"))
     parser.add_argument("--out", type=Path, help="file to write (default: stdout)")

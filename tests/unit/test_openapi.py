@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.envoy import openapi, protoset
-from gateway.envoy.render import load_policy
+from gateway.envoy.policy import load_policy
 
 DESCRIPTOR = Path(__file__).resolve().parents[2] / "build" / "descriptor.pb"
 IDENTITY = "molbridge.identity.v1"
