@@ -550,6 +550,7 @@ def build_config(settings: GatewaySettings, policy: Mapping[str, Any] | None = N
         protoset.load(settings.descriptor_path),
         public_paths=policy["auth"]["public_paths"],
         internal_methods=policy["auth"]["internal_methods"],
+        jwks_path=policy["auth"]["jwks_path"],
     )
     if settings.openapi_path:
         settings.openapi_path.parent.mkdir(parents=True, exist_ok=True)

@@ -186,7 +186,9 @@ _PASS_THROUGH = (grpc.aio.AbortError, grpc.aio.UsageError, GeneratorExit)
 _Wrapper = Callable[[Callable[..., Any], bool], Callable[..., Any]]
 
 
-def _rewrap(handler: grpc.RpcMethodHandler, single_response: _Wrapper, stream_response: _Wrapper) -> grpc.RpcMethodHandler:
+def _rewrap(
+    handler: grpc.RpcMethodHandler, single_response: _Wrapper, stream_response: _Wrapper
+) -> grpc.RpcMethodHandler:
     """The same kind of handler around the wrapped behavior. Requests arrive as raw bytes
     (request_deserializer=None) so the wrapper decodes them where a failure can become
     INVALID_ARGUMENT; grpc.aio itself would answer UNKNOWN."""

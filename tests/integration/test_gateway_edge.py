@@ -62,7 +62,8 @@ class EdgeIdentity(identity_service_pb2_grpc.IdentityServiceServicer):
         self.jwks_keys = [_public_jwk(SIGNING_KEY, KID)]
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
-        return httpbody_pb2.HttpBody(content_type="application/json", data=json.dumps({"keys": self.jwks_keys}).encode())
+        jwks = json.dumps({"keys": self.jwks_keys}).encode()
+        return httpbody_pb2.HttpBody(content_type="application/json", data=jwks)
 
     async def Login(self, request: pb.LoginRequest, context: grpc.aio.ServicerContext) -> pb.LoginResponse:
         if request.email == "invalid":
@@ -177,7 +178,7 @@ async def test_a_plain_request_id_is_kept(client: httpx.AsyncClient, request_id:
 
 @pytest.mark.parametrize("request_id", ["a" * 65, "../../etc/passwd", "<script>x</script>", "id with spaces", "é"])
 async def test_an_unsafe_request_id_is_replaced(client: httpx.AsyncClient, request_id: str) -> None:
-    headers = {"x-request-id": request_id.encode(), **bearer(token())}
+    headers = [(b"x-request-id", request_id.encode()), (b"authorization", f"Bearer {token()}".encode())]
     response = await client.get("/api/v1/users/me", headers=headers)
     seen = echoed(response)
     assert re.fullmatch(r"[A-Za-z0-9._-]{1,64}", seen["request_id"]) and seen["request_id"] != request_id
