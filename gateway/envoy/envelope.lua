@@ -210,7 +210,8 @@ local function grpc_metadata_ok(name)
 end
 
 local SAFE_REQUEST_ID = "^[%w._%-]+$"
-math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+-- Each worker has its own Lua state: the address of a fresh table tells them apart in the seed.
+math.randomseed(os.time() + math.floor(os.clock() * 1e6) + (tonumber(tostring({}):match("(%x+)$"), 16) or 0) % 1e9)
 
 local function new_request_id()
   local parts = {}

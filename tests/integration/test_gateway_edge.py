@@ -226,6 +226,20 @@ async def test_a_well_typed_map_arrives(client: httpx.AsyncClient) -> None:
     assert response.json()["data"]["job_id"] == "Name=name,SMILES=smiles"
 
 
+WRONG_SCALARS = [
+    {"email": {"an": "object"}},
+    {"email": ["a", "list"]},
+    {"email": "a@b.test", "password": {"x": None}},
+    {"email": "a@b.test", "password": [1]},
+]
+
+
+@pytest.mark.parametrize("body", WRONG_SCALARS, ids=repr)
+async def test_a_wrong_typed_scalar_is_400(client: httpx.AsyncClient, body: dict[str, Any]) -> None:
+    error = assert_envelope(await client.post("/api/v1/auth/login", json=body), 400, "VALIDATION_ERROR")
+    assert error_info(error)["metadata"]["detail"] == "MALFORMED_REQUEST"
+
+
 GARBAGE = [b"\xff\xff\xff\xff", b"\x0a\x05ab", b"\x08", b"\x0a\x02\xc3\x28"]  # bad varint, short, truncated, bad UTF-8
 
 
