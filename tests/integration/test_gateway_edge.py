@@ -39,6 +39,7 @@ from gateway.envoy.policy import load_policy
 from services.runtime.context import request_id_var
 from services.runtime.errors import ValidationError
 from services.runtime.interceptors import MeshInterceptor
+from stack.ports import free_port
 from tests.integration.test_gateway import (
     KID,
     SIGNING_KEY,
@@ -47,6 +48,8 @@ from tests.integration.test_gateway import (
     _public_jwk,
     _running,
     _settings,
+    _start_envoy,
+    _wait_for_jwks,
     assert_envelope,
     bearer,
     error_info,
@@ -357,3 +360,24 @@ def rotated_token() -> str:
     now = int(time.time())
     claims = {"sub": "rotated-user", "iss": "molbridge-identity", "aud": "molbridge", "iat": now, "exp": now + 900}
     return jwt.encode(claims, ROTATED_KEY, algorithm="EdDSA", headers={"kid": ROTATED_KID})
+
+
+async def test_identity_starting_after_the_gateway_is_trusted_soon(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The gateway's first JWKS fetch fails (identity is not up yet): it keeps retrying, so tokens
+    are accepted once identity answers, without waiting for the cache duration (a minute)."""
+    tmp = tmp_path_factory.mktemp("late-identity")
+    addr = f"127.0.0.1:{free_port()}"
+    process, gateway = _start_envoy(tmp, _settings(tmp, {"identity": addr}))
+    server = grpc.aio.server(interceptors=[MeshInterceptor("late", None, ())])
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url) as client:
+            refused = await client.get("/api/v1/users/me", headers=bearer(token()))
+            assert_envelope(refused, 401, "AUTHENTICATION_ERROR")
+        identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(EdgeIdentity(), server)
+        server.add_insecure_port(addr)
+        await server.start()
+        await _wait_for_jwks(gateway)  # polls for up to 10 s
+        assert (await jwt_stats(gateway))["jwks_fetch_failed"] >= 1  # it did start before identity
+    finally:
+        process.stop()
+        await server.stop(grace=None)
