@@ -373,8 +373,16 @@ class _Renderer:
             rc = self.method_class(m)
             if rc != standard:
                 routes.append(self.route({"path": m.grpc_path}, self.cluster_of(m.upstream), rc))
+        # Standard services' streams (health Watch, reflection) would be cut at the unary timeout.
+        streams = [str(p) for p in self.timeouts.get("streaming_grpc", [])]
+        streaming = float(self.timeouts["streaming"])
         for prefix in self.auth["public_grpc_prefixes"]:
-            rc = _RouteClass(self.grpc_category(prefix), True, standard.timeout)
+            category = self.grpc_category(prefix)
+            for path in streams:
+                if path != prefix and _grpc_covers(prefix, path):
+                    stream = _RouteClass(category, True, streaming)
+                    routes.append(self.route(_grpc_match(path), default_cluster, stream))
+            rc = _RouteClass(category, True, streaming if prefix in streams else standard.timeout)
             routes.append(self.route(_grpc_match(prefix), default_cluster, rc))
         for package, upstream in sorted({(m.service.rsplit(".", 1)[0], m.upstream) for m in self.methods}):
             routes.append(self.route({"prefix": f"/{package}."}, self.cluster_of(upstream), standard))

@@ -143,3 +143,13 @@ def test_cors_origins_and_scale_from_the_environment(monkeypatch: pytest.MonkeyP
     configured = GatewaySettings(8080, 9901, {}, DESCRIPTOR, None, None, None)
     assert configured.cors_origins == ("https://a.example", "https://b.example")
     assert configured.rate_limit_scale == 0.5
+
+
+def test_standard_streams_get_the_streaming_timeout() -> None:
+    routes = _Renderer(settings(), load_policy()).routes(None, {})
+    timeouts = {
+        r["match"].get("path") or r["match"].get("prefix"): r["route"]["timeout"] for r in routes if "route" in r
+    }
+    assert timeouts["/grpc.health.v1.Health/Watch"] == "3600s"  # a Watch lasts as long as the client wants
+    assert timeouts["/grpc.health.v1.Health/"] == "30s"  # Check stays unary
+    assert timeouts["/grpc.reflection.v1alpha.ServerReflection/"] == "3600s"
