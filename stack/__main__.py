@@ -6,7 +6,7 @@ import signal
 import sys
 from types import FrameType
 
-from services.identity.__main__ import initial_credentials_path
+from services.runtime.settings import initial_credentials_path
 from stack.mesh import Stack, StackSettings
 from stack.processes import StartupError
 
