@@ -282,6 +282,10 @@ class RunningProcess:
         self._checks.append(check)
 
     def problems(self) -> list[str]:
+        """What the liveness checks report now (empty = healthy)."""
+        return [reason for _, reason in self._failing()]
+
+    def _failing(self) -> list[tuple[LivenessCheck, str]]:
         found = []
         for check in self._checks:
             try:
@@ -289,7 +293,7 @@ class RunningProcess:
             except Exception as error:  # a failing check is itself a problem, not a crash
                 reason = f"liveness check failed: {error!r}"
             if reason:
-                found.append(reason)
+                found.append((check, reason))
         return found
 
     async def start(self) -> None:
@@ -355,17 +359,18 @@ class RunningProcess:
         )
 
     async def _watch_health(self) -> None:
-        reported: list[str] = []
+        reported: list[LivenessCheck] = []  # logged when the set of failing checks changes, not every poll
         while True:
             await asyncio.sleep(HEALTH_POLL_S)
-            problems = self.problems()
-            if problems != reported:
-                if problems:
-                    log.error("%s: NOT_SERVING: %s", self.name, "; ".join(problems))
+            failing = self._failing()
+            checks = [check for check, _ in failing]
+            if checks != reported:
+                if failing:
+                    log.error("%s: NOT_SERVING: %s", self.name, "; ".join(reason for _, reason in failing))
                 else:
                     log.info("%s: healthy again", self.name)
-                reported = problems
-            await self._set_health(serving=not problems)
+                reported = checks
+            await self._set_health(serving=not failing)
 
     async def _set_health(self, *, serving: bool) -> None:
         self.serving = serving
