@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -30,6 +31,7 @@ from services.runtime.mesh_health import HealthServicer
 from services.runtime.migrations import SchemaBehind
 from services.runtime.process import Outbox, Process, Subscription, Watchdog, WorkQueue, running
 from services.runtime.settings import REPO_ROOT, Settings
+from stack.ports import free_port
 
 SCHEMA = MIGRATIONS.schema  # identity's schema: a real outbox table to relay
 
@@ -206,3 +208,33 @@ def test_identity_cli_commands_still_work(database_url: str, tmp_path) -> None: 
                           env={"DATABASE_URL": database_url, "MOLBRIDGE_DATA_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "new signing key" in result.stdout
+
+
+async def test_a_server_process_starts_serves_and_stops_gracefully_on_sigterm(  # type: ignore[no-untyped-def]
+    database_url: str, nats_server, tmp_path
+) -> None:
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "NATS_URL": nats_server.url,
+           "MOLBRIDGE_DATA_DIR": str(tmp_path), "MOLBRIDGE_IDENTITY_ADDR": f"127.0.0.1:{port}",
+           "MOLBRIDGE_ADMIN_EMAIL": "admin@process.test", "MOLBRIDGE_ADMIN_PASSWORD": "A-long-enough-passw0rd!"}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.identity", env=env, cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async def serving() -> bool:
+            try:
+                return await health_status(port) == SERVING
+            except grpc.aio.AioRpcError:
+                return False
+
+        await eventually(serving, "identity serving", cap=60)
+        assert MIGRATIONS.current(database_url) == MIGRATIONS.heads(), "the server migrated its schema"
+        child.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(child.communicate(), 60)
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    assert child.returncode == 0, stderr.decode()[-2000:]
+    assert "stopped identity" in stderr.decode()
