@@ -198,7 +198,7 @@ class Command(Generic[S]):
 
     help: str
     run: Callable[[S, argparse.Namespace], Awaitable[None]]
-    arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    arguments: Callable[[argparse.ArgumentParser], object] = lambda parser: None
 
 
 def run_process(
@@ -386,7 +386,8 @@ class RunningProcess:
         await self._set_health(serving=False)
         if self._server is not None and self.process.is_server:
             await self._server.stop(GRACE_SECONDS)
-        for runner in [*self.consumers, *([self.relay] if self.relay else [])]:
+        runners: list[Consumer | OutboxRelay] = [*self.consumers, *([self.relay] if self.relay else [])]
+        for runner in runners:
             runner.stop()
         _, pending = await asyncio.wait(self._bus_tasks, timeout=GRACE_SECONDS) if self._bus_tasks else ((), ())
         for task in pending:
