@@ -58,7 +58,7 @@ from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bus.connection import connect
-from bus.consumer import Consumer, PoisonError
+from bus.consumer import Consumer, PoisonError, TransientError
 from bus.envelope import unpack
 from bus.relay import OutboxRelay
 from bus.streams import EVENTS_STREAM, WORK_STREAM, ensure_streams
@@ -451,9 +451,11 @@ __all__ = [
     "LivenessCheck",
     "MigrationSpec",
     "Outbox",
+    "PoisonError",
     "Process",
     "RunningProcess",
     "Subscription",
+    "TransientError",
     "Watchdog",
     "WorkQueue",
     "run_process",
