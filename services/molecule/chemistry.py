@@ -45,6 +45,8 @@ from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 from rdkit.Chem.Draw import rdMolDraw2D
 from rdkit.Chem.MolStandardize import rdMolStandardize
 
+from services.molecule.fragment_parent import break_ionic_metal_bonds, fragment_parent
+
 MAX_SMILES_LENGTH = 2000
 MAX_HEAVY_ATOMS = 500
 MAX_ATOMS = 1000
@@ -85,10 +87,8 @@ class _Unsanitizable(Exception):
 
 
 # Created once per process: building these parses their transform SMARTS.
-_METAL_DISCONNECTOR = rdMolStandardize.MetalDisconnector()
 _NORMALIZER = rdMolStandardize.Normalizer()
 _REIONIZER = rdMolStandardize.Reionizer()
-_FRAGMENT_CHOOSER = rdMolStandardize.LargestFragmentChooser(preferOrganic=True)
 _UNCHARGER = rdMolStandardize.Uncharger(canonicalOrder=True)
 _TAUTOMER_ENUMERATOR = rdMolStandardize.TautomerEnumerator()
 _CHARGED_ATOM = Chem.MolFromSmarts("[!+0]")
@@ -221,8 +221,13 @@ def depict_png(smiles: str, width: int = 300, height: int = 300) -> bytes:
 
 def _standardize(mol: Chem.Mol, tautomers: bool, normalize: bool = True) -> tuple[Chem.Mol, bool, bool]:
     """Standardize (in place where RDKit can); return (parent, salt_stripped, neutralized)."""
-    # rdMolStandardize.CleanupInPlace minus its RemoveHs, which the SMILES reader already did.
-    _METAL_DISCONNECTOR.DisconnectInPlace(mol)
+    # Fragments first: the salt and solvent lists describe fragments as drawn (DMSO's S=O, not
+    # the normalizer's [S+][O-]), and the normalizer and reionizer then see only the parent.
+    parent = fragment_parent(break_ionic_metal_bonds(mol))
+    mol = Chem.Mol(parent.mol)
+    salt_stripped = bool(parent.removed)
+    # The rest of rdMolStandardize.CleanupInPlace (minus RemoveHs, which the SMILES reader did and
+    # MetalDisconnector, which would cut every metal–ligand bond), with reused objects.
     if normalize:
         with rdBase.CaptureErrorLog() as log:
             _NORMALIZER.normalizeInPlace(mol)
@@ -230,9 +235,6 @@ def _standardize(mol: Chem.Mol, tautomers: bool, normalize: bool = True) -> tupl
             raise _Unsanitizable(f"normalization failed: {_log_lines(log.messages)[0]}")
     _REIONIZER.reionizeInPlace(mol)
     Chem.AssignStereochemistry(mol, cleanIt=True, force=True)
-    salt_stripped = len(Chem.GetMolFrags(mol)) > 1
-    if salt_stripped:
-        _FRAGMENT_CHOOSER.chooseInPlace(mol)
     neutralized = False
     charged = len(mol.GetSubstructMatches(_CHARGED_ATOM))  # in C++: a Python loop over atoms costs more
     if charged:
@@ -253,7 +255,7 @@ def _describe(text: str, mol: Chem.Mol, salt_stripped: bool, neutralized: bool) 
     atoms = mol.GetNumAtoms(onlyExplicit=False)
     if atoms > MAX_ATOMS:
         raise InvalidStructure(f"too many atoms: {atoms} including hydrogens (limit {MAX_ATOMS})")
-    inchi_key = Chem.MolToInchiKey(mol)
+    inchi_key = _inchi_key(mol)
     if not inchi_key:
         if any(atom.GetAtomicNum() == 0 for atom in mol.GetAtoms()):
             raise InvalidStructure("contains dummy atoms ('*'): a registered molecule must be complete")
@@ -288,6 +290,21 @@ def _describe(text: str, mol: Chem.Mol, salt_stripped: bool, neutralized: bool) 
         salt_stripped=salt_stripped,
         neutralized=neutralized,
     )
+
+
+def _inchi_key(mol: Chem.Mol) -> str:
+    """The standard InChIKey; for dative (coordination) bonds, which RDKit's InChI writer refuses,
+    that of the structure without them — standard InChI disconnects metal–ligand bonds anyway, so
+    "N->[Pt](<-N)(Cl)Cl" and "N.N.Cl[Pt]Cl" are one cisplatin."""
+    inchi_key = Chem.MolToInchiKey(mol)
+    dative = [bond for bond in mol.GetBonds() if bond.GetBondType() == Chem.BondType.DATIVE]
+    if inchi_key or not dative:
+        return inchi_key
+    disconnected = Chem.RWMol(mol)
+    for bond in dative:
+        disconnected.RemoveBond(bond.GetBeginAtomIdx(), bond.GetEndAtomIdx())
+    Chem.SanitizeMol(disconnected)
+    return Chem.MolToInchiKey(disconnected)
 
 
 def _checked_text(value: object, limit: int, what: str) -> str:
