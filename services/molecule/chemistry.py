@@ -5,14 +5,24 @@ object is created once per process (RDKit's own `Cleanup()` rebuilds its normali
 from their SMARTS on every call, which is half its cost), each conversion happens once, and the
 log handling is a scope, not a global switch.
 
-Standardization (the identity is the InChIKey of the result):
+Standardization (the identity is the standard InChIKey of the result):
   parse + sanitize (RDKit's SMILES reader, which also removes explicit hydrogens)
-  → Cleanup: metal disconnection, normalization, reionization, stereo reassignment — the steps of
-    rdMolStandardize.CleanupInPlace, with reused objects
-  → largest fragment, organic preferred (salts and solvents stripped)
+  → the fragment parent (fragment_parent.py, after the ChEMBL structure pipeline): ionic bonds of
+    alkali and alkaline-earth metals drawn as covalent ones become ions; solvents (ChEMBL's list)
+    go; a metal complex or organometallic keeps its metal and every other fragment (cisplatin is
+    "N.N.Cl[Pt]Cl", ferrocene keeps its iron); otherwise counter-ions (ChEMBL's list) go, unless
+    nothing organic would be left (NaCl, lithium carbonate register as themselves); of several
+    different remaining fragments the largest organic one is the parent
+  → normalization, reionization, stereo reassignment — rdMolStandardize.CleanupInPlace's steps,
+    with reused objects, but without its MetalDisconnector, which cuts every metal–ligand bond and
+    so made cisplatin ammonia
   → Uncharger (neutralize what can be neutralized; canonical order, so the atom order of the input
     does not matter) → sanitize
   → optionally the canonical tautomer.
+Metal–ligand bonds do not change the identity however they are drawn (covalent, dative, ionic):
+standard InChI disconnects them (for dative bonds, which RDKit's InChI writer refuses, the key is
+that of the structure without them). A change to these rules changes identities of stored
+molecules: `python -m services.molecule.restandardize` reports the records it affects.
 
 Decisions:
 - num_atoms counts every atom including implicit hydrogens (DOMAIN.md allows 1–1000, twice the
@@ -224,7 +234,7 @@ def _standardize(mol: Chem.Mol, tautomers: bool, normalize: bool = True) -> tupl
     # Fragments first: the salt and solvent lists describe fragments as drawn (DMSO's S=O, not
     # the normalizer's [S+][O-]), and the normalizer and reionizer then see only the parent.
     parent = fragment_parent(break_ionic_metal_bonds(mol))
-    mol = Chem.Mol(parent.mol)
+    mol = parent.mol  # the input itself when it is one fragment (the steps below work in place)
     salt_stripped = bool(parent.removed)
     # The rest of rdMolStandardize.CleanupInPlace (minus RemoveHs, which the SMILES reader did and
     # MetalDisconnector, which would cut every metal–ligand bond), with reused objects.

@@ -223,8 +223,74 @@ SALTS = (
 
 # chembl_structure_pipeline exclude_flag.METAL_LIST: metals whose compounds ChEMBL keeps whole.
 STRUCTURAL_METALS = frozenset(
-    "Sc Ti V Cr Mn Fe Co Ni Cu Ga Y Zr Nb Mo Tc Ru Rh Pd Cd In Sn La Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi"
-    " Po Ac Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb Lu Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr Ge Sb".split()
+    [
+        "Sc",
+        "Ti",
+        "V",
+        "Cr",
+        "Mn",
+        "Fe",
+        "Co",
+        "Ni",
+        "Cu",
+        "Ga",
+        "Y",
+        "Zr",
+        "Nb",
+        "Mo",
+        "Tc",
+        "Ru",
+        "Rh",
+        "Pd",
+        "Cd",
+        "In",
+        "Sn",
+        "La",
+        "Hf",
+        "Ta",
+        "W",
+        "Re",
+        "Os",
+        "Ir",
+        "Pt",
+        "Au",
+        "Hg",
+        "Tl",
+        "Pb",
+        "Bi",
+        "Po",
+        "Ac",
+        "Ce",
+        "Pr",
+        "Nd",
+        "Pm",
+        "Sm",
+        "Eu",
+        "Gd",
+        "Tb",
+        "Dy",
+        "Ho",
+        "Er",
+        "Tm",
+        "Yb",
+        "Lu",
+        "Th",
+        "Pa",
+        "U",
+        "Np",
+        "Pu",
+        "Am",
+        "Cm",
+        "Bk",
+        "Cf",
+        "Es",
+        "Fm",
+        "Md",
+        "No",
+        "Lr",
+        "Ge",
+        "Sb",
+    ]
 )
 ALKALI_METALS = frozenset({3, 11, 19, 37, 55, 87})
 ALKALINE_EARTH_METALS = frozenset({4, 12, 20, 38, 56, 88})
@@ -238,6 +304,7 @@ _IONIC_PARTNERS = frozenset({7, 8, 9, 16, 17, 35, 53})  # of an alkali metal: N,
 _ALKALINE_EARTH_PARTNERS = frozenset({8, 9, 16, 17, 35, 53})  # O, F, S, Cl, Br, I
 _BOND_CHARGE = {Chem.BondType.SINGLE: 1, Chem.BondType.DOUBLE: 2}
 _STRUCTURAL_METAL_NUMBERS = frozenset(Chem.GetPeriodicTable().GetAtomicNumber(s) for s in STRUCTURAL_METALS)
+_BONDED_GROUP_1_2_METAL = Chem.MolFromSmarts("[Li,Na,K,Rb,Cs,Fr,Be,Mg,Ca,Sr,Ba,Ra;!D0]")
 _ORGANIC_CARBON = Chem.MolFromSmarts("[#6;!H0,$([#6]~[#6])]")
 _LARGEST_ORGANIC = rdMolStandardize.LargestFragmentChooser(preferOrganic=True)
 
@@ -264,6 +331,8 @@ class FragmentParent:
 
 def break_ionic_metal_bonds(mol: Chem.Mol) -> Chem.Mol:
     """Rule 1: the salt bonds of alkali and alkaline-earth metals become ions (a new molecule if any)."""
+    if not mol.HasSubstructMatch(_BONDED_GROUP_1_2_METAL):  # in C++: most molecules stop here
+        return mol
     bonds = [bond for bond in mol.GetBonds() if _is_ionic(bond)]
     if not bonds:
         return mol
@@ -281,9 +350,9 @@ def break_ionic_metal_bonds(mol: Chem.Mol) -> Chem.Mol:
 
 def fragment_parent(mol: Chem.Mol) -> FragmentParent:
     """Rules 2–5 on a sanitized molecule whose ionic metal bonds are broken (the input if one fragment)."""
-    fragments = Chem.GetMolFrags(mol, asMols=True)
-    if len(fragments) == 1:
+    if len(Chem.GetMolFrags(mol)) == 1:
         return FragmentParent(mol, (), False)
+    fragments = Chem.GetMolFrags(mol, asMols=True)
     removed: list[str] = []
     solvents = _named(fragments, _SOLVENT_PATTERNS)
     remaining = [fragment for fragment, name in solvents if name is None] or list(fragments)
