@@ -21,10 +21,11 @@ Rules, in order (see fragment_parent()):
    such compounds for the same reason: its counter-ion list contains ligands such as ammonia.)
 4. Otherwise counter-ions (SALTS: halides, sulfate, mesylate, tromethamine, Na, K, Mg, Ca, Zn,
    Al, Ag, …) are removed. If that would remove everything: the organic fragments (a carbon bonded
-   to hydrogen or carbon) are the parent — sodium acetate is acetic acid, magnesium stearate is
+   to hydrogen, to carbon or to nitrogen other than by a triple bond) are the parent — sodium acetate is acetic acid, magnesium stearate is
    stearic acid, tris hydrochloride is tris — and a structure with no organic fragment at all is
-   registered as itself (NaCl, KCl, lithium carbonate, cyanides): it is a real substance, and
-   refusing it would only make users draw it differently.
+   registered as itself (NaCl, KCl, lithium carbonate, cyanides), and so is one whose unlisted
+   fragments are all inorganic (hydrazine borate): it is a real substance, and refusing it would
+   only make users draw it differently.
 5. Identical fragments are one (a hemisulfate's two drug molecules); of several different ones
    the largest organic fragment is the parent (RDKit's LargestFragmentChooser, as before).
 
@@ -305,7 +306,9 @@ _ALKALINE_EARTH_PARTNERS = frozenset({8, 9, 16, 17, 35, 53})  # O, F, S, Cl, Br,
 _BOND_CHARGE = {Chem.BondType.SINGLE: 1, Chem.BondType.DOUBLE: 2}
 _STRUCTURAL_METAL_NUMBERS = frozenset(Chem.GetPeriodicTable().GetAtomicNumber(s) for s in STRUCTURAL_METALS)
 _BONDED_GROUP_1_2_METAL = Chem.MolFromSmarts("[Li,Na,K,Rb,Cs,Fr,Be,Mg,Ca,Sr,Ba,Ra;!D0]")
-_ORGANIC_CARBON = Chem.MolFromSmarts("[#6;!H0,$([#6]~[#6])]")
+# Carbon bonded to H, to C or by a single or double bond to N: acetate, urea and guanidine are
+# organic; carbonate, cyanide, cyanate and thiocyanate (C–O only, or C≡N) are not.
+_ORGANIC_CARBON = Chem.MolFromSmarts("[#6;!H0,$([#6]~[#6]),$([#6]-,=[#7])]")
 _LARGEST_ORGANIC = rdMolStandardize.LargestFragmentChooser(preferOrganic=True)
 
 
@@ -416,7 +419,7 @@ def _is_complex(fragment: Chem.Mol) -> bool:
 
 
 def _is_organic(fragment: Chem.Mol) -> bool:
-    """A carbon bonded to hydrogen or carbon: acetate is organic; carbonate and cyanide are not."""
+    """See _ORGANIC_CARBON."""
     return fragment.HasSubstructMatch(_ORGANIC_CARBON)
 
 

@@ -203,6 +203,11 @@ PARENTS = [
     ("methylammonium chloride", "C[NH3+].[Cl-]", "CN", True),
     ("ketorolac tromethamine (tris salt)", f"{KETOROLAC}.NC(CO)(CO)CO", "O=C(c1ccccc1)c1ccc2n1CCC2C(=O)O", True),
     ("tris hydrochloride", "NC(CO)(CO)CO.Cl", "NC(CO)(CO)CO", True),
+    ("guanidine carbonate", "NC(N)=N.OC(O)=O", "N=C(N)N", True),  # guanidine is organic, carbonate not
+    ("guanidine thiocyanate", "NC(N)=N.SC#N", "N=C(N)N", True),
+    ("urea oxalate", "NC(N)=O.OC(=O)C(O)=O", "NC(N)=O", True),
+    ("dibutylamine oleate", "CCCCCCCCC=CCCCCCCCC(O)=O.CCCCNCCCC", "CCCCNCCCC", True),
+    ("hydrazine borate (nothing organic)", "NN.OB1OB(O1)OB2OB(O)O2", "NN.OB1OB(OB2OB(O)O2)O1", False),
     ("hemisulfate (two parent molecules)", "CN.CN.OS(O)(=O)=O", "CN", True),
     (
         "diphenhydramine, unusual counter-ion pair",
