@@ -20,12 +20,13 @@ Rules, in order (see fragment_parent()):
    "N.N.Cl[Pt]Cl", never ammonia; ferrocene keeps its iron. (ChEMBL keeps the whole structure of
    such compounds for the same reason: its counter-ion list contains ligands such as ammonia.)
 4. Otherwise counter-ions (SALTS: halides, sulfate, mesylate, tromethamine, Na, K, Mg, Ca, Zn,
-   Al, Ag, …) are removed. If that would remove everything: the organic fragments (a carbon bonded
-   to hydrogen, to carbon or to nitrogen other than by a triple bond) are the parent — sodium acetate is acetic acid, magnesium stearate is
-   stearic acid, tris hydrochloride is tris — and a structure with no organic fragment at all is
-   registered as itself (NaCl, KCl, lithium carbonate, cyanides), and so is one whose unlisted
-   fragments are all inorganic (hydrazine borate): it is a real substance, and refusing it would
-   only make users draw it differently.
+   Al, Ag, …) are removed when an organic fragment is left (one with a carbon bonded to hydrogen,
+   to carbon, or to nitrogen other than by a triple bond: urea and guanidine are organic,
+   carbonate and cyanide are not). If every fragment is a listed counter-ion, the organic ones are
+   the parent: sodium acetate is acetic acid, magnesium stearate stearic acid, tris hydrochloride
+   tris. With nothing organic to keep, the structure is registered as itself (NaCl, KCl, lithium
+   carbonate, KCN, hydrazine borate): it is a real substance, and refusing it would only make
+   users draw it differently.
 5. Identical fragments are one (a hemisulfate's two drug molecules); of several different ones
    the largest organic fragment is the parent (RDKit's LargestFragmentChooser, as before).
 
