@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -208,7 +209,8 @@ async def find_corrections(
         owners: dict[str, dict[str, str]] = {}
         for org in {r.organization_id for r in records}:
             owners[org] = await key_owners(session, org)
-    found = (plan(record, owners[record.organization_id], register) for record in records)
+    once = functools.lru_cache(maxsize=100_000)(register)  # one SMILES is often registered many times
+    found = (plan(record, owners[record.organization_id], once) for record in records)
     return [correction for correction in found if correction is not None]
 
 
