@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -31,7 +33,7 @@ class IdentityUnitOfWork(UnitOfWork):
         """Holds a lock named `name` until the transaction ends (first-start and key bootstrap)."""
         await self.session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"identity:{name}"))))
 
-    async def once(self, scope: str, request_id: str, create):  # type: ignore[no-untyped-def]
+    async def once(self, scope: str, request_id: str, create: Callable[[], Awaitable[str]]) -> str:
         """Runs `create` once per (scope, request_id) (AIP-155); returns the created id."""
         return await idempotent(self.session, scope, request_id, create)
 
