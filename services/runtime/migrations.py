@@ -8,6 +8,7 @@ Alembic plumbing lives here once. `MigrationSpec(schema, script_location)` is wh
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, Table, create_engine, pool, text
+from sqlalchemy.exc import OperationalError
 
 from services.runtime.db import sqlalchemy_url
 
@@ -58,12 +60,11 @@ class MigrationSpec:
             engine.dispose()
 
     async def wait_until_at_head(self, database_url: str, *, timeout: float) -> None:
-        """For workers: wait (jittered backoff, up to `timeout` s) until the server has migrated."""
-        import asyncio
-
+        """For workers: wait (jittered backoff, up to `timeout` s) until the server has migrated (and
+        PostgreSQL answers); then raises the last SchemaBehind or connection error."""
         heads = self.heads()
         async for attempt in stamina.retry_context(
-            on=(SchemaBehind, OSError, ConnectionError), attempts=None, timeout=timeout, wait_max=2.0
+            on=(SchemaBehind, OperationalError, OSError), attempts=None, timeout=timeout, wait_max=2.0
         ):
             with attempt:
                 current = await asyncio.to_thread(self.current, database_url)
@@ -79,7 +80,7 @@ def service_metadata(*sources: MetaData | Table) -> MetaData:
     for source in sources:
         tables = source.tables.values() if isinstance(source, MetaData) else [source]
         for table in tables:
-            table.to_metadata(target, schema=None)
+            table.to_metadata(target, schema=None)  # type: ignore[arg-type]  # None = unqualified, as documented
     return target
 
 

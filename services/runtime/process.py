@@ -58,7 +58,7 @@ from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bus.connection import connect
-from bus.consumer import Consumer, PoisonError
+from bus.consumer import Consumer, PoisonError, TransientError
 from bus.envelope import unpack
 from bus.relay import OutboxRelay
 from bus.streams import EVENTS_STREAM, WORK_STREAM, ensure_streams
@@ -201,7 +201,7 @@ class Command(Generic[S]):
 
     help: str
     run: Callable[[S, argparse.Namespace], Awaitable[None]]
-    arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    arguments: Callable[[argparse.ArgumentParser], object] = lambda parser: None
 
 
 def run_process(
@@ -277,7 +277,8 @@ class RunningProcess:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._health_names: list[str] = [""]
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []  # supervised jobs
+        self._health_task: asyncio.Task[None] | None = None
         self._bus_tasks: list[asyncio.Task[None]] = []
         self._nats: Any = None
 
@@ -285,6 +286,10 @@ class RunningProcess:
         self._checks.append(check)
 
     def problems(self) -> list[str]:
+        """What the liveness checks report now (empty = healthy)."""
+        return [reason for _, reason in self._failing()]
+
+    def _failing(self) -> list[tuple[LivenessCheck, str]]:
         found = []
         for check in self._checks:
             try:
@@ -292,7 +297,7 @@ class RunningProcess:
             except Exception as error:  # a failing check is itself a problem, not a crash
                 reason = f"liveness check failed: {error!r}"
             if reason:
-                found.append(reason)
+                found.append((check, reason))
         return found
 
     async def start(self) -> None:
@@ -315,7 +320,7 @@ class RunningProcess:
             asyncio.create_task(supervise(job), name=f"job-{getattr(job, '__qualname__', job)}")
             for job in self.process.jobs
         ]
-        self._tasks.append(asyncio.create_task(self._watch_health(), name="health"))
+        self._health_task = asyncio.create_task(self._watch_health(), name="health")
         await self._set_health(serving=not self.problems())
 
     async def _start_worker_health(self) -> None:
@@ -362,17 +367,18 @@ class RunningProcess:
         )
 
     async def _watch_health(self) -> None:
-        reported: list[str] = []
+        reported: list[LivenessCheck] = []  # logged when the set of failing checks changes, not every poll
         while True:
             await asyncio.sleep(HEALTH_POLL_S)
-            problems = self.problems()
-            if problems != reported:
-                if problems:
-                    log.error("%s: NOT_SERVING: %s", self.name, "; ".join(problems))
+            failing = self._failing()
+            checks = [check for check, _ in failing]
+            if checks != reported:
+                if failing:
+                    log.error("%s: NOT_SERVING: %s", self.name, "; ".join(reason for _, reason in failing))
                 else:
                     log.info("%s: healthy again", self.name)
-                reported = problems
-            await self._set_health(serving=not problems)
+                reported = checks
+            await self._set_health(serving=not failing)
 
     async def _set_health(self, *, serving: bool) -> None:
         self.serving = serving
@@ -382,13 +388,17 @@ class RunningProcess:
 
     async def stop(self) -> None:
         # Tell load balancers first, then drain in-flight calls, then stop the bus and background work.
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._health_task is not None:
+            self._health_task.cancel()
+            await asyncio.gather(self._health_task, return_exceptions=True)
         await self._set_health(serving=False)
         if self._server is not None and self.process.is_server:
             await self._server.stop(GRACE_SECONDS)
-        for runner in [*self.consumers, *([self.relay] if self.relay else [])]:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        runners: list[Consumer | OutboxRelay] = [*self.consumers, *([self.relay] if self.relay else [])]
+        for runner in runners:
             runner.stop()
         _, pending = await asyncio.wait(self._bus_tasks, timeout=GRACE_SECONDS) if self._bus_tasks else ((), ())
         for task in pending:
@@ -448,9 +458,11 @@ __all__ = [
     "LivenessCheck",
     "MigrationSpec",
     "Outbox",
+    "PoisonError",
     "Process",
     "RunningProcess",
     "Subscription",
+    "TransientError",
     "Watchdog",
     "WorkQueue",
     "run_process",
