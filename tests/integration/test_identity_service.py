@@ -537,46 +537,39 @@ async def test_removed_rights_end_tokens_and_keys_at_once(world: World) -> None:
     assert (await verifier.verify(second.access_token)).subject == first.user.id
 
 
-async def test_revocations_reach_other_processes_through_the_bus(world: World, nats_server) -> None:  # type: ignore[no-untyped-def]
-    from bus.connection import connect
-    from bus.relay import OutboxRelay
-    from bus.streams import ensure_streams
-    from services.runtime.revocation import RevocationFeed, Revocations
+async def test_revocations_reach_other_processes_through_the_bus(  # type: ignore[no-untyped-def]
+    world: World, database_url: str, nats_server
+) -> None:
+    from services.runtime.process import Outbox, Process, running
+    from services.runtime.revocation import Revocations, revocation_feed
 
     _, admin = await world.organization_with_admin("Bus Pharma")
     user = await world.service.create_user(admin, email="bus@bus.test", full_name="B", password=PASSWORD,
                                            roles=[], organization_id="", request_id="")
     session = await world.service.login("bus@bus.test", PASSWORD)
-    nats = await connect(nats_server.url)
-    js = nats.jetstream()
-    await ensure_streams(js)
-    relay = OutboxRelay(world.engine, SCHEMA, js)
-    running, late = Revocations(), Revocations()
-    feeds = [RevocationFeed(js, running, process_name="test")]
-    tasks = [asyncio.create_task(relay.run()), asyncio.create_task(feeds[0].run())]
-    elsewhere = TokenVerifier(world.service.jwks, running)
-    try:
-        assert (await elsewhere.verify(session.access_token)).subject == user.id
+    settings = Settings.from_env("revocations", {"NATS_URL": nats_server.url, "DATABASE_URL": database_url})
+
+    async def revoked_in(revocations: Revocations) -> None:
+        for _ in range(500):
+            if revocations.is_revoked(user.id, "", world.clock.now.timestamp() - 1):
+                return
+            await asyncio.sleep(0.02)
+
+    # Another process (it relays identity's outbox here, as the identity process does).
+    elsewhere = Revocations()
+    other = Process(outbox=Outbox(world.engine, SCHEMA), consumers=[revocation_feed(elsewhere, "other")])
+    async with running("other", other, settings):
+        verifier = TokenVerifier(world.service.jwks, elsewhere)
+        assert (await verifier.verify(session.access_token)).subject == user.id
         world.clock.advance(timedelta(milliseconds=1))
         await world.service.delete_user(admin, user.id)
-        for _ in range(250):
-            if running.is_revoked(user.id, "", world.clock.now.timestamp() - 1):
-                break
-            await asyncio.sleep(0.02)
+        await revoked_in(elsewhere)
         with pytest.raises(AuthenticationError):
-            await elsewhere.verify(session.access_token)
-        # A process started afterwards replays the recent revocations before trusting tokens.
-        feeds.append(RevocationFeed(js, late, process_name="late"))
-        tasks.append(asyncio.create_task(feeds[1].run()))
-        for _ in range(250):
-            if late.is_revoked(user.id, "", world.clock.now.timestamp() - 1):
-                break
-            await asyncio.sleep(0.02)
+            await verifier.verify(session.access_token)
+
+    # A process started afterwards replays the recent revocations.
+    late = Revocations()
+    async with running("late", Process(consumers=[revocation_feed(late, "late")]), settings):
+        await revoked_in(late)
         with pytest.raises(AuthenticationError):
             await TokenVerifier(world.service.jwks, late).verify(session.access_token)
-    finally:
-        relay.stop()
-        for feed in feeds:
-            feed.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await nats.close()
