@@ -18,6 +18,7 @@ from services.runtime import migrations, server, telemetry
 from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
 from services.runtime.logs import configure_logging
+from services.runtime.revocation import revocation_feed
 from services.runtime.settings import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -39,7 +40,8 @@ def build(settings: Settings) -> server.ServiceApp:
 
     async def publish_outbox() -> None:
         await run_bus(
-            settings.nats_url, name="molecule", engine=engine, schema=SCHEMA, consumers=[predictions.consumer]
+            settings.nats_url, name="molecule", engine=engine, schema=SCHEMA,
+            consumers=[predictions.consumer, revocation_feed(identity.revocations, "molecule")],
         )
 
     return server.ServiceApp(

@@ -27,10 +27,11 @@ from molbridge.molecule.v1 import library_service_pb2 as pb
 from molbridge.molecule.v1 import library_service_pb2_grpc as pb_grpc
 
 from services.identity.bootstrap import MIGRATIONS as IDENTITY_MIGRATIONS
-from services.identity.keys import KeyRing
 from services.identity.server import PUBLIC_METHODS, IdentityServicer
 from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
+from services.identity.store import identity_transactions
+from services.identity.store.signing_keys import KeyRing
 from services.molecule import chemistry
 from services.molecule.context import MoleculeContext
 from services.molecule.libraries import IdentityUserDirectory, LibraryFilter, LibraryService
@@ -171,7 +172,7 @@ async def world(postgres_server, tmp_path_factory) -> AsyncIterator[World]:  # t
     migrations.upgrade(url, SCHEMA, MOLECULE_MIGRATIONS)
     identity_engine, engine = make_engine(url, IDENTITY_SCHEMA), make_engine(url, SCHEMA)
     identity = IdentityService(
-        UnitOfWork(identity_engine), KeyRing(""), FolderSender(tmp_path_factory.mktemp("mail")),
+        identity_transactions(identity_engine), KeyRing(""), FolderSender(tmp_path_factory.mktemp("mail")),
         public_url="http://gw.test", hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
     )
     await identity.ensure_signing_key()
