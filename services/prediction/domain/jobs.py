@@ -228,4 +228,3 @@ def final_status(*, batches_done: int, batch_count: int, failed: int, total: int
     if batches_done < batch_count:
         return Status.PROCESSING
     return Status.FAILED if failed == total else Status.COMPLETED
-

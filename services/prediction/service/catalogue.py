@@ -44,8 +44,11 @@ class ModelCatalogue:
                     raise IntegrationError(
                         f"The AI engine's model catalogue is unavailable, so the request cannot be checked: {error}"
                     ) from error
-                log.warning("AI engine catalogue not refreshed (%s); using the one from %.0f s ago", error,
-                            self._clock() - self._fetched_at)
+                log.warning(
+                    "AI engine catalogue not refreshed (%s); using the one from %.0f s ago",
+                    error,
+                    self._clock() - self._fetched_at,
+                )
             return self._cached
 
     async def check(self, properties: list[str], model: str) -> None:
