@@ -105,8 +105,12 @@ def _start(process_name: str, settings: Settings) -> None:
 def run_server() -> None:
     settings = Settings.from_env("prediction")
     _start("prediction", settings)
+
+    async def serve() -> None:  # channels belong to the loop they are made in: build inside it
+        await server.run(build_server(settings))
+
     try:
-        asyncio.run(server.run(build_server(settings)))
+        asyncio.run(serve())
     finally:
         telemetry.shutdown_tracing()
 
