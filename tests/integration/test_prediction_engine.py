@@ -50,12 +50,14 @@ from services.prediction.domain.jobs import MoleculeInput, Status, job_id_for_ev
 from services.prediction.domain.score import SCORE_PROPERTY
 from services.prediction.engine_client import EngineClient, EngineSettings
 from services.prediction.server import PredictionServicer
+from services.prediction.service.catalogue import ModelCatalogue
 from services.prediction.service.predictions import queue_job
 from services.prediction.store import SCHEMA as PREDICTION_SCHEMA
 from services.prediction.store import PredictionUnitOfWork, transactions
 from services.runtime import migrations, server
 from services.runtime.auth import AUDIENCE, ISSUER, Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.errors import IntegrationError, ValidationError
 from services.runtime.molecule_client import MoleculeClient
 from services.runtime.settings import REPO_ROOT, Settings
 from services.runtime.uow import Transactions
@@ -494,3 +496,24 @@ async def test_molecules_the_engine_cannot_read_are_counted_failed(world: World)
         world.prediction_uow, "SELECT json_build_array(total, completed, failed) FROM jobs WHERE id = :id", id=job_id
     )
     assert counts == [1, 0, 1]
+
+
+async def test_requests_are_still_checked_while_the_engine_is_down(world: World, ai_engine: Engine) -> None:
+    catalogue = ModelCatalogue(world.client)
+    await catalogue.check(["logp", "solubility"], "baseline")
+    ai_engine.kill()
+    # The last catalogue seen answers: a good request passes, an unknown model is still refused.
+    await catalogue.check(["logp"], "")
+    with pytest.raises(ValidationError) as refused:
+        await catalogue.check(["logp"], "gpt-chem")
+    assert refused.value.field_violations == [("model", "unknown model 'gpt-chem'; one of: baseline")]
+    ai_engine.process.start()
+
+
+async def test_without_a_catalogue_a_request_cannot_be_checked() -> None:
+    nowhere = EngineClient(EngineSettings(url=f"http://127.0.0.1:{free_port()}", retries=0, timeout=1.0))
+    try:
+        with pytest.raises(IntegrationError):
+            await ModelCatalogue(nowhere).get()
+    finally:
+        await nowhere.close()
