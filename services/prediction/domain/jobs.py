@@ -85,12 +85,20 @@ class JobStatus:
 
 
 @dataclass(frozen=True)
-class NewJob:
+class Job:
+    """What a worker needs of a job to process its batches."""
+
     id: str
     organization_id: str
     requested_by: str
     properties: tuple[str, ...]
     model: str
+
+
+@dataclass(frozen=True)
+class NewJob(Job):
+    """A job as a request creates it, with its molecules already split into batches."""
+
     reason: str  # "api", "import:<job id>", …
     batches: tuple[tuple[MoleculeInput, ...], ...]
 
@@ -104,17 +112,6 @@ class NewJob:
 
     def queued(self) -> JobStatus:
         return JobStatus(self.id, self.status, self.total, 0, 0)
-
-
-@dataclass(frozen=True)
-class Job:
-    """What a worker needs of a job to process its batches."""
-
-    id: str
-    organization_id: str
-    requested_by: str
-    properties: tuple[str, ...]
-    model: str
 
 
 @dataclass(frozen=True)
