@@ -31,6 +31,7 @@ from services.prediction.engine_client import EngineUnavailable
 from services.prediction.service.batches import BatchProcessor, UnknownBatch
 from services.prediction.service.predictions import RequestedPredictions
 from services.runtime.errors import ValidationError
+from services.runtime.molecule_client import MoleculeRecord, NumericValue, source_name
 
 BATCH_DURABLE = "prediction-batches"
 REQUEST_DURABLE = "prediction-requests"
@@ -67,7 +68,14 @@ class RequestHandler:
                 envelope.id,
                 organization_id=request.organization_id,
                 requested_by=request.requested_by,
-                structures=[(m.molecule_id, m.smiles) for m in request.molecules],
+                molecules=[
+                    MoleculeRecord(
+                        m.molecule_id,
+                        m.smiles,
+                        tuple(NumericValue(v.name, source_name(v.source), v.value) for v in m.values),
+                    )
+                    for m in request.molecules
+                ],
                 properties=list(request.properties),
                 reason=request.reason,
             )

@@ -36,6 +36,11 @@ class MoleculeRecord:
     numeric_values: tuple[NumericValue, ...]
 
 
+def source_name(source: int) -> str:
+    """A PropertySource value as its name without the prefix (PROPERTY_SOURCE_CALCULATED → CALCULATED)."""
+    return molecule_pb2.PropertySource.Name(source).removeprefix("PROPERTY_SOURCE_")  # type: ignore[arg-type]
+
+
 def forwarded_credentials(metadata: Sequence[tuple[str, str | bytes]] | None) -> dict[str, str]:
     """The caller's credentials from incoming gRPC metadata, to call another service on its behalf."""
     return {k: v for k, v in metadata or () if k in CREDENTIAL_HEADERS and isinstance(v, str)}
@@ -75,11 +80,7 @@ class MoleculeClient:
 
 def _record(molecule: molecule_pb2.Molecule) -> MoleculeRecord:
     values = tuple(
-        NumericValue(
-            p.name,
-            molecule_pb2.PropertySource.Name(p.source).removeprefix("PROPERTY_SOURCE_"),
-            p.value.number_value,
-        )
+        NumericValue(p.name, source_name(p.source), p.value.number_value)
         for p in molecule.properties
         if p.value.WhichOneof("kind") == "number_value"
     )

@@ -30,9 +30,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
-from molbridge.events.v1.molecule_pb2 import MoleculeStructure, PredictionRequested
+from molbridge.events.v1.molecule_pb2 import MoleculeStructure, MoleculeValue, PredictionRequested
 from molbridge.events.v1.prediction_pb2 import PredictionCompleted
 from molbridge.molecule.v1 import molecule_service_pb2_grpc as molecule_grpc
+from molbridge.molecule.v1.molecule_pb2 import PropertySource
 from molbridge.prediction.v1 import prediction_service_pb2 as pb
 from molbridge.prediction.v1 import prediction_service_pb2_grpc as pb_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -450,7 +451,20 @@ async def test_a_prediction_requested_event_runs_the_same_path_once(world: World
         molecule_ids=[m.id for m in found],
         properties=["logp"],
         reason="import:test",
-        molecules=[MoleculeStructure(molecule_id=m.id, smiles=m.canonical_smiles) for m in found],
+        molecules=[
+            MoleculeStructure(
+                molecule_id=m.id,
+                smiles=m.canonical_smiles,
+                values=[
+                    MoleculeValue(
+                        name=p.name, source=PropertySource.Value(f"PROPERTY_SOURCE_{p.source}"), value=p.value
+                    )
+                    for p in m.properties
+                    if isinstance(p.value, float | int)
+                ],
+            )
+            for m in found
+        ],
     )
     async with world.molecule_uow() as session:  # as the CSV worker records it
         event_id = await add_event(
@@ -467,6 +481,14 @@ async def test_a_prediction_requested_event_runs_the_same_path_once(world: World
     rows = await world.scalar(world.prediction_uow, "SELECT count(*) FROM results WHERE job_id = :id", id=job_id)
     assert rows == 3
     await stored_on_molecules(world, [m.id for m in found], 3 * 2)  # logp + desirability_score each
+    # The score starts from the values the event carried (the calculated ones): as the molecule shows it.
+    sent = {
+        v.molecule_id: v.value for e in await world.announced(job_id) for v in e.values if v.property == SCORE_PROPERTY
+    }
+    shown, _ = await world.molecules.batch_get(who, [m.id for m in found])
+    assert {
+        m.id: float(next(p.value for p in m.properties if p.name == SCORE_PROPERTY)) for m in shown
+    } == pytest.approx(sent)  # type: ignore[arg-type]
 
 
 async def test_molecules_the_engine_cannot_read_are_counted_failed(world: World) -> None:

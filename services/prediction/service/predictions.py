@@ -4,8 +4,8 @@ Decisions:
 - Structures travel with the request: the RPC path reads them from the molecule service
   (BatchGetMolecules, with the caller's own credentials forwarded, so the molecule service applies
   its organization scoping), together with the molecules' numeric values that the desirability score
-  starts from; the bus path gets the structures in the PredictionRequested event (no values: the
-  score then starts from the new predictions alone). The batch rows keep them, so workers need
+  starts from; the bus path gets both in the PredictionRequested event (an event without values:
+  the score starts from the new predictions alone). The batch rows keep them, so workers need
   neither the molecule service nor a service identity.
 - Properties and model are checked against the engine's catalogue at request time (400 naming the
   field and listing what is accepted). Bus requests are not: an import asked for them already, and
@@ -122,18 +122,18 @@ class RequestedPredictions:
         *,
         organization_id: str,
         requested_by: str,
-        structures: Sequence[tuple[str, str]],
+        molecules: Sequence[MoleculeRecord],
         properties: Sequence[str],
         reason: str,
     ) -> JobStatus:
         """A PredictionRequested event's job; the same event delivered again creates nothing new.
         ValidationError when the event cannot make a job."""
-        check_request([molecule_id for molecule_id, _ in structures], properties, "")
+        check_request([m.id for m in molecules], properties, "")
         job = new_job(
             job_id=job_id_for_event(event_id),
             organization_id=organization_id,
             requested_by=requested_by,
-            molecules=[MoleculeInput(molecule_id, smiles) for molecule_id, smiles in structures],
+            molecules=[_molecule_input(m) for m in molecules],
             properties=properties,
             model="",
             reason=reason,
