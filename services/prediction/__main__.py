@@ -1,6 +1,5 @@
-"""`python -m services.prediction`: the PredictionService server (composition in bootstrap.py)."""
+from services.prediction.bootstrap import MIGRATIONS, PredictionSettings, build_server
+from services.runtime.process import run_process
 
-from services.prediction.bootstrap import run_server
-
-if __name__ == "__main__":
-    run_server()
+if __name__ == "__main__":  # importing this module must not start a server
+    run_process("prediction", build_server, settings=PredictionSettings, migrations=MIGRATIONS)

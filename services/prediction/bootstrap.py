@@ -1,43 +1,62 @@
-"""Composition root of the prediction service: everything is built here, once, and nowhere else.
+"""Composition root of the prediction service: typed settings, adapters and use cases, built once.
 
-`python -m services.prediction` serves PredictionService and publishes the schema's outbox (jobs'
-batch work items); `python -m services.prediction.worker` processes batches and import requests and
-publishes PredictionCompleted events.
+`python -m services.prediction` serves PredictionService and relays the schema's outbox (jobs' batch
+work items); `python -m services.prediction.worker` processes batches and import requests and relays
+PredictionCompleted events. Both run through services.runtime.process (settings, logs, tracing,
+migrations — the server migrates, workers wait —, health, graceful stop).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 from molbridge.prediction.v1 import prediction_service_pb2_grpc as pb_grpc
-from nats.js import JetStreamContext
+from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bus.connection import connect
-from bus.consumer import Consumer
-from bus.relay import OutboxRelay
-from bus.runner import run_bus
-from bus.streams import ensure_streams
 from services.prediction import worker
-from services.prediction.engine_client import EngineClient, EngineSettings
+from services.prediction.engine_client import DEFAULT_URL, EngineClient, EngineSettings
 from services.prediction.server import PredictionServicer
 from services.prediction.service.batches import BatchProcessor
 from services.prediction.service.catalogue import ModelCatalogue
 from services.prediction.service.ports import MoleculeDirectory
 from services.prediction.service.predictions import PredictionService, RequestedPredictions
 from services.prediction.store import SCHEMA, transactions
-from services.runtime import migrations, server, telemetry
+from services.runtime import telemetry
 from services.runtime.db import make_engine
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
-from services.runtime.logs import configure_logging
+from services.runtime.migrations import MigrationSpec
 from services.runtime.molecule_client import MoleculeClient
+from services.runtime.process import Hook, Outbox, Process
 from services.runtime.settings import Settings
 
-MIGRATIONS = Path(__file__).parent / "migrations"
-log = logging.getLogger("molbridge.prediction")
+MIGRATIONS = MigrationSpec(SCHEMA, Path(__file__).parent / "migrations")
+
+
+class PredictionSettings(Settings):
+    """The AI engine client's variables, on top of what every process reads (defaults: EngineSettings)."""
+
+    ai_engine_url: str = Field(DEFAULT_URL, pattern=r"^https?://", validation_alias="AI_ENGINE_URL")
+    engine_timeout_s: float = Field(10.0, gt=0, validation_alias="MOLBRIDGE_ENGINE_TIMEOUT_S")
+    engine_retries: int = Field(3, ge=0, le=20, validation_alias="MOLBRIDGE_ENGINE_RETRIES")
+    engine_backoff_s: float = Field(0.5, ge=0, validation_alias="MOLBRIDGE_ENGINE_BACKOFF_S")
+    engine_breaker_threshold: int = Field(5, ge=1, validation_alias="MOLBRIDGE_ENGINE_BREAKER_THRESHOLD")
+    engine_breaker_reset_s: float = Field(60.0, ge=0, validation_alias="MOLBRIDGE_ENGINE_BREAKER_RESET_S")
+    engine_poll_s: float = Field(0.2, gt=0, validation_alias="MOLBRIDGE_ENGINE_POLL_S")
+    engine_job_timeout_s: float = Field(600.0, gt=0, validation_alias="MOLBRIDGE_ENGINE_JOB_TIMEOUT_S")
+
+    def engine(self) -> EngineSettings:
+        return EngineSettings(
+            url=self.ai_engine_url.rstrip("/"),
+            timeout=self.engine_timeout_s,
+            retries=self.engine_retries,
+            backoff=self.engine_backoff_s,
+            breaker_threshold=self.engine_breaker_threshold,
+            breaker_reset=self.engine_breaker_reset_s,
+            poll_interval=self.engine_poll_s,
+            job_timeout=self.engine_job_timeout_s,
+        )
 
 
 def build_service(database: AsyncEngine, engine: EngineClient, molecules: MoleculeDirectory) -> PredictionService:
@@ -45,88 +64,37 @@ def build_service(database: AsyncEngine, engine: EngineClient, molecules: Molecu
     return PredictionService(transactions(database), ModelCatalogue(engine), molecules)
 
 
-def worker_runners(js: JetStreamContext, database: AsyncEngine, engine: EngineClient) -> list[Consumer | OutboxRelay]:
-    """Everything a worker process runs: its subscriptions and the outbox relay of its events."""
-    uow = transactions(database)
-    handlers = worker.consumers(
-        js, worker.BatchHandler(BatchProcessor(uow, engine)), worker.RequestHandler(RequestedPredictions(uow))
-    )
-    return [*handlers, OutboxRelay(database, SCHEMA, js)]
-
-
-def build_server(settings: Settings) -> server.ServiceApp:
+def build_server(settings: PredictionSettings) -> Process:
     database = make_engine(settings.database_url, SCHEMA)
     telemetry.instrument_engine(database)
     identity = RemoteIdentity(settings.addr_of("identity"))
     molecules = MoleculeClient(settings.addr_of("molecule"))
-    engine = EngineClient(EngineSettings.from_env(settings.env))
-    service = build_service(database, engine, molecules)
-
-    async def publish_outbox() -> None:
-        await run_bus(settings.nats_url, name="prediction", engine=database, schema=SCHEMA)
-
-    return server.ServiceApp(
-        settings=settings,
-        servicers=[(pb_grpc.add_PredictionServiceServicer_to_server, PredictionServicer(service))],
+    engine = EngineClient(settings.engine())
+    return Process(
+        servicers=[
+            (
+                pb_grpc.add_PredictionServiceServicer_to_server,
+                PredictionServicer(build_service(database, engine, molecules)),
+            )
+        ],
         authenticator=remote_authenticator(identity),
-        background=[publish_outbox],
+        outbox=Outbox(database, SCHEMA),
         on_stop=[identity.close, molecules.close, engine.close, database.dispose],
     )
 
 
-async def serve_worker(settings: Settings, stopping: asyncio.Event) -> None:
-    """Consume batches and requests (and publish the schema's outbox) until `stopping` is set."""
+def worker_process(database: AsyncEngine, engine: EngineClient, *, on_stop: Sequence[Hook] = ()) -> Process:
+    """The worker's subscriptions over these adapters, and the relay of the events they record."""
+    uow = transactions(database)
+    return Process(
+        subscriptions=worker.subscriptions(BatchProcessor(uow, engine), RequestedPredictions(uow)),
+        outbox=Outbox(database, SCHEMA),
+        on_stop=on_stop,
+    )
+
+
+def build_worker(settings: PredictionSettings) -> Process:
     database = make_engine(settings.database_url, SCHEMA, pool_size=worker.IN_FLIGHT + 3)
     telemetry.instrument_engine(database)
-    engine = EngineClient(EngineSettings.from_env(settings.env))
-    nats = await connect(settings.nats_url, name="prediction-worker")
-    try:
-        js = nats.jetstream()
-        await ensure_streams(js)
-        parts = worker_runners(js, database, engine)
-        tasks = [asyncio.create_task(part.run()) for part in parts]
-        log.info("prediction worker: engine %s", engine.settings.url)
-        await stopping.wait()
-        for part in parts:
-            part.stop()
-        await asyncio.gather(*tasks)
-    finally:
-        await nats.close()
-        await engine.close()
-        await database.dispose()
-
-
-def _start(process_name: str, settings: Settings) -> None:
-    configure_logging(process_name, settings.log_level)
-    telemetry.configure_tracing(process_name, settings.data_dir, settings.otlp_endpoint)
-    migrations.upgrade(settings.database_url, SCHEMA, MIGRATIONS)
-
-
-def run_server() -> None:
-    settings = Settings.from_env("prediction")
-    _start("prediction", settings)
-
-    async def serve() -> None:  # channels belong to the loop they are made in: build inside it
-        await server.run(build_server(settings))
-
-    try:
-        asyncio.run(serve())
-    finally:
-        telemetry.shutdown_tracing()
-
-
-def run_worker() -> None:
-    settings = Settings.from_env("prediction")
-    _start("prediction-worker", settings)
-
-    async def serve() -> None:
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stopping.set)
-        await serve_worker(settings, stopping)
-
-    try:
-        asyncio.run(serve())
-    finally:
-        telemetry.shutdown_tracing()
+    engine = EngineClient(settings.engine())
+    return worker_process(database, engine, on_stop=[engine.close, database.dispose])

@@ -72,6 +72,8 @@ class _AttemptFailed(Exception):
 
 @dataclass(frozen=True)
 class EngineSettings:
+    """The client's configuration (read from the environment by bootstrap.PredictionSettings)."""
+
     url: str = DEFAULT_URL
     timeout: float = 10.0  # per HTTP request (connect, read, write, pool)
     retries: int = 3
@@ -81,27 +83,6 @@ class EngineSettings:
     poll_interval: float = 0.2
     job_timeout: float = 600.0  # a job still running after this long is given up (and resubmitted)
     max_connections: int = 10
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> EngineSettings:
-        """AI_ENGINE_URL and MOLBRIDGE_ENGINE_{TIMEOUT_S,RETRIES,BACKOFF_S,BREAKER_THRESHOLD,
-        BREAKER_RESET_S,POLL_S,JOB_TIMEOUT_S}; unset ones keep the defaults."""
-        default = cls()
-
-        def number(name: str, value: float) -> float:
-            given = env.get(f"MOLBRIDGE_ENGINE_{name}")
-            return float(given) if given else value
-
-        return cls(
-            url=(env.get("AI_ENGINE_URL") or default.url).rstrip("/"),
-            timeout=number("TIMEOUT_S", default.timeout),
-            retries=int(number("RETRIES", default.retries)),
-            backoff=number("BACKOFF_S", default.backoff),
-            breaker_threshold=int(number("BREAKER_THRESHOLD", default.breaker_threshold)),
-            breaker_reset=number("BREAKER_RESET_S", default.breaker_reset),
-            poll_interval=number("POLL_S", default.poll_interval),
-            job_timeout=number("JOB_TIMEOUT_S", default.job_timeout),
-        )
 
 
 class EngineClient:

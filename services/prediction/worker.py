@@ -7,24 +7,20 @@
 
 The engine being down is never a reason to give up: while the breaker is open the batch is nakked
 with the breaker's own wait (TransientError(delay=…)), after failed attempts with the consumer's
-backoff, and max deliveries is effectively unbounded. Handlers only translate between the bus and
-the use cases: no SQL here.
+backoff, and max deliveries is effectively unbounded. The runtime unpacks payloads (a wrong type is
+poison), acks and naks; handlers only translate between the bus and the use cases: no SQL here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from molbridge.events.v1.molecule_pb2 import PredictionRequested
 from molbridge.events.v1.prediction_pb2 import PredictionBatchRequested
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
-from bus.consumer import Consumer, PoisonError, TransientError
-from bus.envelope import unpack
-from bus.streams import EVENTS_STREAM, WORK_STREAM
-from bus.subjects import event_subject, work_subject
+from bus.consumer import PoisonError, TransientError
 from services.prediction.domain.breaker import CircuitOpen
 from services.prediction.domain.jobs import QUEUE
 from services.prediction.engine_client import EngineUnavailable
@@ -32,6 +28,7 @@ from services.prediction.service.batches import BatchProcessor, UnknownBatch
 from services.prediction.service.predictions import RequestedPredictions
 from services.runtime.errors import ValidationError
 from services.runtime.molecule_client import MoleculeRecord, NumericValue, source_name
+from services.runtime.process import Subscription, WorkQueue
 
 BATCH_DURABLE = "prediction-batches"
 REQUEST_DURABLE = "prediction-requests"
@@ -45,11 +42,10 @@ ACK_WAIT_S = 30.0  # the consumer keeps long engine jobs alive with in_progress(
 class BatchHandler:
     processor: BatchProcessor
 
-    async def __call__(self, envelope: EventEnvelope, msg: Msg) -> None:
+    async def __call__(self, item: PredictionBatchRequested, envelope: EventEnvelope) -> None:
         try:
-            request = unpack(envelope, PredictionBatchRequested)
-            await self.processor.process(request.job_id, request.batch_index)
-        except (TypeError, UnknownBatch) as error:
+            await self.processor.process(item.job_id, item.batch_index)
+        except UnknownBatch as error:
             raise PoisonError(str(error)) from error
         except CircuitOpen as error:
             raise TransientError(str(error), delay=max(1.0, error.retry_after)) from error
@@ -61,53 +57,46 @@ class BatchHandler:
 class RequestHandler:
     requests: RequestedPredictions
 
-    async def __call__(self, envelope: EventEnvelope, msg: Msg) -> None:
+    async def __call__(self, request: PredictionRequested, envelope: EventEnvelope) -> None:
+        molecules = [
+            MoleculeRecord(
+                m.molecule_id, m.smiles, tuple(NumericValue(v.name, source_name(v.source), v.value) for v in m.values)
+            )
+            for m in request.molecules
+        ]
         try:
-            request = unpack(envelope, PredictionRequested)
             await self.requests.create(
                 envelope.id,
                 organization_id=request.organization_id,
                 requested_by=request.requested_by,
-                molecules=[
-                    MoleculeRecord(
-                        m.molecule_id,
-                        m.smiles,
-                        tuple(NumericValue(v.name, source_name(v.source), v.value) for v in m.values),
-                    )
-                    for m in request.molecules
-                ],
+                molecules=molecules,
                 properties=list(request.properties),
                 reason=request.reason,
             )
-        except TypeError as error:
-            raise PoisonError(str(error)) from error
         except ValidationError as error:
             raise PoisonError(f"unusable PredictionRequested {envelope.id}: {error.message}") from error
 
 
-def consumers(js: JetStreamContext, batches: BatchHandler, requests: RequestHandler) -> list[Consumer]:
-    """The worker's subscriptions: IN_FLIGHT batch consumers sharing one durable, and the requests."""
-    batch_consumers = [
-        Consumer(
-            js,
-            WORK_STREAM,
-            BATCH_DURABLE,
-            work_subject(QUEUE),
-            batches,
+def subscriptions(batches: BatchProcessor, requests: RequestedPredictions) -> list[Subscription[Any]]:
+    """IN_FLIGHT batch consumers sharing one durable (so any number of workers share the queue), and
+    the import requests."""
+    return [
+        Subscription(
+            WorkQueue(QUEUE, PredictionBatchRequested),
+            durable=BATCH_DURABLE,
+            handler=BatchHandler(batches),
+            concurrency=IN_FLIGHT,
             max_deliver=MAX_DELIVER,
             backoff=BACKOFF_S,
             batch=1,
             ack_wait=ACK_WAIT_S,
-        )
-        for _ in range(IN_FLIGHT)
+        ),
+        Subscription(PredictionRequested, durable=REQUEST_DURABLE, handler=RequestHandler(requests), source="molecule"),
     ]
-    request_consumer = Consumer(
-        js, EVENTS_STREAM, REQUEST_DURABLE, event_subject("molecule", PredictionRequested), requests
-    )
-    return [*batch_consumers, request_consumer]
 
 
-if __name__ == "__main__":
-    from services.prediction.bootstrap import run_worker
+if __name__ == "__main__":  # importing this module must not start a worker
+    from services.prediction.bootstrap import MIGRATIONS, PredictionSettings, build_worker
+    from services.runtime.process import run_process
 
-    run_worker()
+    run_process("prediction-worker", build_worker, settings=PredictionSettings, migrations=MIGRATIONS)

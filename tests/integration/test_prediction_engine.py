@@ -47,6 +47,7 @@ from services.molecule.server.molecules import MoleculeServicer
 from services.molecule.store import SCHEMA as MOLECULE_SCHEMA
 from services.prediction import bootstrap
 from services.prediction import worker as prediction_worker
+from services.prediction.bootstrap import PredictionSettings
 from services.prediction.domain.jobs import MoleculeInput, Status, job_id_for_event, new_job
 from services.prediction.domain.score import SCORE_PROPERTY
 from services.prediction.engine_client import EngineClient, EngineSettings
@@ -60,6 +61,7 @@ from services.runtime.auth import AUDIENCE, ISSUER, Authenticator, Principal, To
 from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.errors import IntegrationError, ValidationError
 from services.runtime.molecule_client import MoleculeClient
+from services.runtime.process import running
 from services.runtime.settings import REPO_ROOT, Settings
 from services.runtime.uow import Transactions
 from stack.ports import free_port
@@ -139,34 +141,40 @@ async def world(database_url: str, nats_server: object, ai_engine: Engine) -> As
     migrations.upgrade(
         database_url, MOLECULE_SCHEMA, Path(prediction_worker.__file__).parents[1] / "molecule" / "migrations"
     )
-    migrations.upgrade(database_url, PREDICTION_SCHEMA, bootstrap.MIGRATIONS)
+    bootstrap.MIGRATIONS.upgrade(database_url)
     molecule_db = make_engine(database_url, MOLECULE_SCHEMA)
     prediction_db = make_engine(database_url, PREDICTION_SCHEMA)
-    # Small numbers so the faults below open and close the breaker within seconds.
-    client = EngineClient(
-        EngineSettings(
-            url=ai_engine.url, timeout=1.0, retries=1, backoff=0.05, breaker_threshold=3,
-            breaker_reset=1.0, poll_interval=0.05,
-        )
+    # The worker as it runs in the mesh (typed settings, declared subscriptions, its outbox relay),
+    # with small numbers so the faults below open and close the breaker within seconds.
+    settings = PredictionSettings.from_env(
+        "prediction-worker",
+        {
+            "DATABASE_URL": database_url, "NATS_URL": nats_server.url,  # type: ignore[attr-defined]
+            "AI_ENGINE_URL": ai_engine.url, "MOLBRIDGE_ENGINE_TIMEOUT_S": "1", "MOLBRIDGE_ENGINE_RETRIES": "1",
+            "MOLBRIDGE_ENGINE_BACKOFF_S": "0.05", "MOLBRIDGE_ENGINE_BREAKER_THRESHOLD": "3",
+            "MOLBRIDGE_ENGINE_BREAKER_RESET_S": "1", "MOLBRIDGE_ENGINE_POLL_S": "0.05",
+            "MOLBRIDGE_PREDICTION_WORKER_HEALTH_ADDR": "off",
+        },
     )  # fmt: skip
+    client = EngineClient(settings.engine())
     nats = await connect(nats_server.url)  # type: ignore[attr-defined]
     js = nats.jetstream()
     await ensure_streams(js)
-    runners: list[Consumer | OutboxRelay] = bootstrap.worker_runners(js, prediction_db, client)
     molecule_uow = UnitOfWork(molecule_db)
-    runners += [PredictionConsumer(molecule_uow).consumer(js), OutboxRelay(molecule_db, MOLECULE_SCHEMA, js)]
+    # The molecule side: stores what PredictionCompleted carries.
+    runners = [PredictionConsumer(molecule_uow).consumer(js), OutboxRelay(molecule_db, MOLECULE_SCHEMA, js)]
     tasks = [asyncio.create_task(r.run()) for r in runners]
-    batch_consumers = [r for r in runners if isinstance(r, Consumer) and r.durable == prediction_worker.BATCH_DURABLE]
     try:
-        yield World(
-            MoleculeService(molecule_uow, QueryIndex(molecule_db)),
-            molecule_uow,
-            UnitOfWork(prediction_db),
-            prediction_db,
-            transactions(prediction_db),
-            client,
-            batch_consumers,
-        )
+        async with running("prediction-worker", bootstrap.worker_process(prediction_db, client), settings) as worker:
+            yield World(
+                MoleculeService(molecule_uow, QueryIndex(molecule_db)),
+                molecule_uow,
+                UnitOfWork(prediction_db),
+                prediction_db,
+                transactions(prediction_db),
+                client,
+                [c for c in worker.consumers if c.durable == prediction_worker.BATCH_DURABLE],
+            )
     finally:
         for r in runners:
             r.stop()

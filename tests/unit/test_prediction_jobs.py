@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from services.prediction.bootstrap import PredictionSettings
 from services.prediction.domain.catalogue import Catalogue
 from services.prediction.domain.jobs import (
     BATCH_SIZE,
@@ -25,6 +26,7 @@ from services.prediction.domain.jobs import (
 from services.prediction.domain.score import SCORE_MODEL, SCORE_PROPERTY, SourcedValue, desirability
 from services.prediction.engine_client import EngineSettings, parse_catalogue, parse_results
 from services.runtime.errors import ValidationError
+from services.runtime.settings import SettingsError
 
 
 def test_split_into_ordered_batches_of_at_most_the_size() -> None:
@@ -68,17 +70,24 @@ def test_results_document_is_parsed_defensively() -> None:
     assert outcome.unsupported == ["ic50"] and set(outcome.failed) == {"m2", "m3"}
 
 
-def test_engine_settings_from_env() -> None:
-    settings = EngineSettings.from_env(
+def test_engine_settings_are_typed_and_checked_at_start() -> None:
+    settings = PredictionSettings.from_env(
+        "prediction",
         {
             "AI_ENGINE_URL": "http://engine:9000/",
             "MOLBRIDGE_ENGINE_BREAKER_RESET_S": "2",
             "MOLBRIDGE_ENGINE_RETRIES": "1",
-        }
-    )
+        },
+    ).engine()
     assert (settings.url, settings.breaker_reset, settings.retries, settings.breaker_threshold) == (
         "http://engine:9000", 2.0, 1, 5,
     )  # fmt: skip
+    assert PredictionSettings.from_env("prediction", {}).engine() == EngineSettings()
+    for variable, bad in (("MOLBRIDGE_ENGINE_RETRIES", "many"), ("MOLBRIDGE_ENGINE_TIMEOUT_S", "0"),
+                          ("AI_ENGINE_URL", "engine:9000")):  # fmt: skip
+        with pytest.raises(SettingsError) as error:
+            PredictionSettings.from_env("prediction", {variable: bad})
+        assert variable in str(error.value)
 
 
 CATALOGUE = parse_catalogue(
