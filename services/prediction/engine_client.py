@@ -37,6 +37,7 @@ from opentelemetry.trace import Status, StatusCode
 from services.prediction.domain.breaker import CircuitBreaker, CircuitOpen
 from services.prediction.domain.catalogue import Catalogue, Model, ModelProperty
 from services.prediction.domain.jobs import BatchOutcome, MoleculeInput, Prediction
+from services.prediction.service.ports import EngineRejected, EngineUnavailable
 from services.runtime import telemetry
 
 log = logging.getLogger("molbridge.prediction.engine")
@@ -52,18 +53,6 @@ __all__ = [
     "parse_catalogue",
     "parse_results",
 ]
-
-
-class EngineUnavailable(Exception):
-    """The engine could not answer (after retries), or lost or failed the job: try again later."""
-
-
-class EngineRejected(Exception):
-    """The engine refused the request itself (4xx): retrying the same request cannot help."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"the AI engine answered {status}: {message}")
-        self.status = status
 
 
 class _AttemptFailed(Exception):

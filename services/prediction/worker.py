@@ -23,8 +23,8 @@ from molbridge.events.v1.prediction_pb2 import PredictionBatchRequested
 from bus.consumer import PoisonError, TransientError
 from services.prediction.domain.breaker import CircuitOpen
 from services.prediction.domain.jobs import QUEUE
-from services.prediction.engine_client import EngineUnavailable
 from services.prediction.service.batches import BatchProcessor, UnknownBatch
+from services.prediction.service.ports import EngineUnavailable
 from services.prediction.service.predictions import RequestedPredictions
 from services.runtime.errors import ValidationError
 from services.runtime.molecule_client import MoleculeRecord, NumericValue, source_name

@@ -16,8 +16,7 @@ import logging
 from molbridge.events.v1.prediction_pb2 import PredictedValue, PredictionCompleted
 
 from services.prediction.domain.jobs import BatchOutcome, Prediction, SettledBatch, final_status, settle
-from services.prediction.engine_client import EngineRejected
-from services.prediction.service.ports import PredictionEngine
+from services.prediction.service.ports import EngineRejected, PredictionEngine
 from services.prediction.store import PredictionUnitOfWork
 from services.runtime.uow import Transactions
 

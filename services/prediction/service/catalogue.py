@@ -11,8 +11,7 @@ from collections.abc import Callable
 
 from services.prediction.domain.breaker import CircuitOpen
 from services.prediction.domain.catalogue import Catalogue
-from services.prediction.engine_client import EngineRejected, EngineUnavailable
-from services.prediction.service.ports import PredictionEngine
+from services.prediction.service.ports import EngineRejected, EngineUnavailable, PredictionEngine
 from services.runtime.errors import IntegrationError
 
 log = logging.getLogger("molbridge.prediction.catalogue")
