@@ -29,8 +29,12 @@ async def retry_until_stopped(
     """`await attempt()` until it succeeds; an error for which `on(error)` is true (log there) is retried
     after a jittered backoff, any other is raised. Returns None if `stopping` is set while waiting:
     an attempt in flight is never interrupted, only the pause between attempts."""
+    def retry_on(error: BaseException) -> bool:
+        # Cancellation (a BaseException) must end the retries, never be retried.
+        return isinstance(error, Exception) and on(error)
+
     retries = stamina.retry_context(
-        on=on,
+        on=retry_on,
         attempts=None,
         timeout=None,
         wait_initial=wait_initial,

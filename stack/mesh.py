@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from services.runtime.settings import REPO_ROOT, Settings
+from services.runtime.settings import REPO_ROOT, Settings, health_addr_variable
 from stack.envoy import envoy_process
 from stack.nats import NatsServer
 from stack.ports import free_port
@@ -30,11 +30,14 @@ from stack.processes import ManagedProcess, StartupError, Supervisor, grpc_ready
 class ServiceSpec:
     """A process of the mesh run as `python -m <module>`. A gRPC service listens on
     MOLBRIDGE_<NAME>_ADDR (default port in services.runtime.settings.SERVICE_PORTS), is routed by
-    Envoy, and is ready when grpc.health.v1 says SERVING; a worker (grpc=False) is ready once running."""
+    Envoy, and is ready when grpc.health.v1 says SERVING; a worker (grpc=False) is ready once running,
+    or, with health=True (a worker on run_process), when its health server on a free port
+    (MOLBRIDGE_<NAME>_HEALTH_ADDR) says SERVING."""
 
     name: str
     module: str
     grpc: bool = True
+    health: bool = False
 
 
 # Every service and worker of the mesh, in start order. Adding one is one line.
@@ -150,6 +153,7 @@ class Stack:
         self.settings = settings
         self.services = tuple(services)
         self.supervisor = Supervisor()
+        self.health_addrs: dict[str, str] = {}  # workers with health=True: where they answer grpc.health.v1
         self.postgres: PostgresServer | None = None
         self.nats: NatsServer | None = None
         self.database_url = settings.database_url or ""
@@ -244,8 +248,12 @@ class Stack:
             self._run(self._engine(traces=gateway_traces))
         self.env = self._service_env()
         for spec in self.services:
+            own_env: dict[str, str] = {}
             ready = grpc_ready(self.service_addr(spec.name)) if spec.grpc else None
-            self._run(self._python(spec.name, spec.module, ready=ready))
+            if spec.health and not spec.grpc:
+                self.health_addrs[spec.name] = own_env[health_addr_variable(spec.name)] = f"127.0.0.1:{free_port()}"
+                ready = grpc_ready(self.health_addrs[spec.name])
+            self._run(self._python(spec.name, spec.module, ready=ready, env=own_env))
         self._gateway_traces = gateway_traces
         self._run(self._envoy(traces=gateway_traces))
 
@@ -295,9 +303,15 @@ class Stack:
                               ready_timeout=180.0, stop_timeout=8.0)
 
     def _python(
-        self, name: str, module: str, *, args: Sequence[str] = (), ready: Callable[[], bool] | None
+        self,
+        name: str,
+        module: str,
+        *,
+        args: Sequence[str] = (),
+        ready: Callable[[], bool] | None,
+        env: Mapping[str, str] | None = None,
     ) -> ManagedProcess:
-        env = {**self.settings.env, **self.env, "PYTHONUNBUFFERED": "1"}
+        env = {**self.settings.env, **self.env, **(env or {}), "PYTHONUNBUFFERED": "1"}
         return ManagedProcess(name, [sys.executable, "-m", module, *args], log_path=self._log(name),
                               env=env, cwd=REPO_ROOT, ready=ready, stop_timeout=8.0)
 

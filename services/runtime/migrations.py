@@ -80,7 +80,7 @@ def service_metadata(*sources: MetaData | Table) -> MetaData:
     for source in sources:
         tables = source.tables.values() if isinstance(source, MetaData) else [source]
         for table in tables:
-            table.to_metadata(target, schema=None)
+            table.to_metadata(target, schema=None)  # type: ignore[arg-type]  # None = unqualified, as documented
     return target
 
 

@@ -58,7 +58,7 @@ from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bus.connection import connect
-from bus.consumer import Consumer, PoisonError
+from bus.consumer import Consumer, PoisonError, TransientError
 from bus.envelope import unpack
 from bus.relay import OutboxRelay
 from bus.streams import EVENTS_STREAM, WORK_STREAM, ensure_streams
@@ -198,7 +198,7 @@ class Command(Generic[S]):
 
     help: str
     run: Callable[[S, argparse.Namespace], Awaitable[None]]
-    arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    arguments: Callable[[argparse.ArgumentParser], object] = lambda parser: None
 
 
 def run_process(
@@ -274,7 +274,8 @@ class RunningProcess:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._health_names: list[str] = [""]
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []  # supervised jobs
+        self._health_task: asyncio.Task[None] | None = None
         self._bus_tasks: list[asyncio.Task[None]] = []
         self._nats: Any = None
 
@@ -316,7 +317,7 @@ class RunningProcess:
             asyncio.create_task(supervise(job), name=f"job-{getattr(job, '__qualname__', job)}")
             for job in self.process.jobs
         ]
-        self._tasks.append(asyncio.create_task(self._watch_health(), name="health"))
+        self._health_task = asyncio.create_task(self._watch_health(), name="health")
         await self._set_health(serving=not self.problems())
 
     async def _start_worker_health(self) -> None:
@@ -380,13 +381,17 @@ class RunningProcess:
 
     async def stop(self) -> None:
         # Tell load balancers first, then drain in-flight calls, then stop the bus and background work.
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._health_task is not None:
+            self._health_task.cancel()
+            await asyncio.gather(self._health_task, return_exceptions=True)
         await self._set_health(serving=False)
         if self._server is not None and self.process.is_server:
             await self._server.stop(GRACE_SECONDS)
-        for runner in [*self.consumers, *([self.relay] if self.relay else [])]:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        runners: list[Consumer | OutboxRelay] = [*self.consumers, *([self.relay] if self.relay else [])]
+        for runner in runners:
             runner.stop()
         _, pending = await asyncio.wait(self._bus_tasks, timeout=GRACE_SECONDS) if self._bus_tasks else ((), ())
         for task in pending:
@@ -446,9 +451,11 @@ __all__ = [
     "LivenessCheck",
     "MigrationSpec",
     "Outbox",
+    "PoisonError",
     "Process",
     "RunningProcess",
     "Subscription",
+    "TransientError",
     "Watchdog",
     "WorkQueue",
     "run_process",

@@ -1,4 +1,4 @@
-"""Retries with jittered exponential backoff (stamina), so restarts of many processes do not march in step."""
+"""Supervised background work: restarted with jittered backoff (stamina, via bus.retry), never dying silently."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-import stamina
+from bus.retry import retry_until_stopped
 
 log = logging.getLogger("molbridge.retry")
 
@@ -17,27 +17,13 @@ RESTART_MAX_S = 30.0
 
 async def supervise(job: Callable[[], Awaitable[None]], *, name: str | None = None) -> None:
     """Run `job` until it returns; when it raises, log and restart it after a jittered backoff.
+    Cancellation stops it at once."""
+    label = name or str(getattr(job, "__qualname__", job))
 
-    Background work must not die silently; cancellation stops it at once.
-    """
-    label = name or getattr(job, "__qualname__", repr(job))
-    async for attempt in stamina.retry_context(
-        on=_log_and_retry(label),
-        attempts=None,
-        timeout=None,
-        wait_initial=RESTART_INITIAL_S,
-        wait_max=RESTART_MAX_S,
-        wait_jitter=1.0,
-    ):
-        with attempt:
-            await job()
-
-
-def _log_and_retry(label: str) -> Callable[[Exception], bool]:
-    def predicate(error: Exception) -> bool:
-        if isinstance(error, asyncio.CancelledError):
-            return False
+    def restart(error: Exception) -> bool:
         log.error("background job %s failed; restarting", label, exc_info=error)
         return True
 
-    return predicate
+    await retry_until_stopped(
+        job, asyncio.Event(), on=restart, wait_initial=RESTART_INITIAL_S, wait_max=RESTART_MAX_S
+    )

@@ -48,3 +48,19 @@ async def test_stop_cuts_the_pause_short_and_returns_none() -> None:
 
     result = await retry_until_stopped(attempt, stopping, on=lambda e: True, wait_initial=3600, wait_max=3600)
     assert result is None and attempts == 1
+
+
+async def test_cancellation_is_never_retried() -> None:
+    started = asyncio.Event()
+
+    async def attempt() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(
+        retry_until_stopped(attempt, asyncio.Event(), on=lambda e: True, wait_initial=0.001, wait_max=0.01)
+    )
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
