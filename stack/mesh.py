@@ -46,7 +46,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("molecule", "services.molecule"),
     ServiceSpec("molecule-worker", "services.molecule.worker", grpc=False),
     ServiceSpec("prediction", "services.prediction"),
-    ServiceSpec("prediction-worker", "services.prediction.worker", grpc=False),
+    ServiceSpec("prediction-worker", "services.prediction.worker", grpc=False, health=True),
 )
 
 DESCRIPTOR_PATH = REPO_ROOT / "build" / "descriptor.pb"

@@ -20,7 +20,6 @@ from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from molbridge.events.v1.molecule_pb2 import PredictionRequested
 from molbridge.events.v1.prediction_pb2 import PredictionBatchRequested
 
-from bus.consumer import PoisonError, TransientError
 from services.prediction.domain.breaker import CircuitOpen
 from services.prediction.domain.jobs import QUEUE
 from services.prediction.service.batches import BatchProcessor, UnknownBatch
@@ -28,7 +27,7 @@ from services.prediction.service.ports import EngineUnavailable
 from services.prediction.service.predictions import RequestedPredictions
 from services.runtime.errors import ValidationError
 from services.runtime.molecule_client import MoleculeRecord, NumericValue, source_name
-from services.runtime.process import Subscription, WorkQueue
+from services.runtime.process import PoisonError, Subscription, TransientError, WorkQueue
 
 BATCH_DURABLE = "prediction-batches"
 REQUEST_DURABLE = "prediction-requests"
