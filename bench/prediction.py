@@ -35,7 +35,7 @@ import httpx
 from bench.report import Figure
 from bench.search import read_smiles
 from bench.stack import ADMIN_EMAIL, ADMIN_PASSWORD, RATE_LIMIT_SCALE, isolated_stack, login, say
-from services.prediction.jobs import BATCH_SIZE
+from services.prediction.domain.jobs import BATCH_SIZE
 from services.prediction.worker import IN_FLIGHT
 from stack.mesh import Stack, StackSettings
 

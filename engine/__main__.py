@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
+from engine import telemetry
 from engine.faults import Faults
 from engine.jobs import Jobs
 from engine.models import Baseline, Model
@@ -60,6 +62,7 @@ def main() -> None:
     for noisy in ("lightning", "pytorch_lightning", "lightning.pytorch"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+    stop_tracing = telemetry.configure()
     models, unavailable = load_models([n.strip() for n in args.models.split(",") if n.strip()], args.artifacts)
     if not models:
         log.error("no model could be loaded: %s", unavailable)
@@ -67,6 +70,8 @@ def main() -> None:
     faults = Faults() if args.faults else None
     server = EngineServer((args.host, args.port), Jobs(models, faults or Faults(), args.workers), faults,
                           unavailable)
+    # SIGTERM (how the stack stops children) ends serve_forever like Ctrl-C, so the finally runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     host, port = server.server_address[:2]
     print(f"engine listening on http://{host}:{port}", flush=True)
     try:
@@ -75,6 +80,7 @@ def main() -> None:
         pass
     finally:
         server.server_close()
+        stop_tracing()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import chem
+from engine import chem, telemetry
 from engine.faults import Faults
 from engine.models import Model
 
@@ -36,6 +36,7 @@ class Job:
     error: str | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
+    trace_context: Any = None  # the submitting request's, so the job's spans join its trace
 
     def status_view(self) -> dict[str, Any]:
         view: dict[str, Any] = {"job_id": self.id, "status": self.status,
@@ -74,7 +75,8 @@ class Jobs:
 
     def submit(self, molecules: list[dict[str, str]], properties: list[str], model: str | None) -> Job:
         routes, unsupported = self.route(properties, model)
-        job = Job(id=uuid.uuid4().hex, molecules=molecules, routes=routes, unsupported=unsupported)
+        job = Job(id=uuid.uuid4().hex, molecules=molecules, routes=routes, unsupported=unsupported,
+                  trace_context=telemetry.current_context())
         with self._lock:
             self._jobs[job.id] = job
             while len(self._jobs) > MAX_JOBS_KEPT:
@@ -90,6 +92,11 @@ class Jobs:
             return self._jobs.get(job_id)
 
     def _run(self, job: Job) -> None:
+        with telemetry.span("engine job", job.trace_context, **{"engine.job_id": job.id,
+                                                                 "engine.molecules": len(job.molecules)}):
+            self._run_job(job)
+
+    def _run_job(self, job: Job) -> None:
         job.status = "running"
         try:
             if self._faults.take_job_failure():
@@ -121,7 +128,8 @@ class Jobs:
         for model_name, props in by_model.items():
             model = self.models[model_name]
             started = time.perf_counter()
-            with self._model_locks[model_name]:
+            with self._model_locks[model_name], telemetry.span(f"predict {model_name}", **{
+                    "engine.model": model_name, "engine.molecules": len(mols), "engine.properties": props}):
                 predictions = model.predict(mols, props)
             log.debug("%s: %d molecules in %.3f s", model_name, len(mols), time.perf_counter() - started)
             for (mol_id, _), row in zip(parsed, predictions, strict=True):

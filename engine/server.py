@@ -9,7 +9,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from engine import chem
+from engine import chem, telemetry
 from engine.faults import Faults
 from engine.jobs import MAX_MOLECULES, Jobs
 from engine.models import describe
@@ -18,6 +18,7 @@ MAX_BODY = 4 * 1024 * 1024
 MAX_PROPERTIES = 50
 MAX_ID_LENGTH = 200
 _JOB_PATH = re.compile(r"^/v1/jobs/([0-9a-f]{32})(/results)?$")
+_UNTRACED = ("/healthz", "/v1/_faults")  # probes and test controls: not part of anyone's trace
 log = logging.getLogger("engine.server")
 
 
@@ -54,15 +55,25 @@ def parse_job_request(body: Any, models: set[str]) -> tuple[list[dict[str, str]]
     return clean, properties, model
 
 
+def route_of(path: str) -> str:
+    """The route template of a path (span names must not carry ids)."""
+    match = _JOB_PATH.match(path)
+    if match:
+        return "/v1/jobs/{job_id}/results" if match.group(2) else "/v1/jobs/{job_id}"
+    return path if path in ("/v1/jobs", "/v1/models") else "unknown"
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: EngineServer
+    _span: Any = None  # the request's server span (None when tracing is off)
 
     def log_message(self, format: str, *args: Any) -> None:  # route access logs through logging
         log.debug("%s " + format, self.address_string(), *args)
 
     def _send(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
+        telemetry.set_status(self._span, status)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -86,6 +97,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         path = self.path.split("?", 1)[0]
+        if path in _UNTRACED:
+            self._span = None
+            return self._handle(method, path)
+        with telemetry.server_span(method, route_of(path), path, dict(self.headers.items())) as span:
+            self._span = span
+            self._handle(method, path)
+
+    def _handle(self, method: str, path: str) -> None:
         try:
             body = self._body() if method in ("POST", "DELETE") else None
         except BadRequest as exc:

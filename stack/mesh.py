@@ -46,7 +46,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("molecule", "services.molecule"),
     ServiceSpec("molecule-worker", "services.molecule.worker", grpc=False),
     ServiceSpec("prediction", "services.prediction"),
-    ServiceSpec("prediction-worker", "services.prediction.worker", grpc=False),
+    ServiceSpec("prediction-worker", "services.prediction.worker", grpc=False, health=True),
 )
 
 DESCRIPTOR_PATH = REPO_ROOT / "build" / "descriptor.pb"
@@ -245,7 +245,7 @@ class Stack:
             gateway_traces = True
 
         if s.ai_engine_url is None and ENGINE_PYTHON.exists():
-            self._run(self._engine())
+            self._run(self._engine(traces=gateway_traces))
         self.env = self._service_env()
         for spec in self.services:
             own_env: dict[str, str] = {}
@@ -289,11 +289,15 @@ class Stack:
     def ai_engine_url(self) -> str:
         return self.settings.ai_engine_url or f"http://127.0.0.1:{self.settings.engine_port}"
 
-    def _engine(self) -> ManagedProcess:
-        """The reference AI engine (engine/), an external system with its own virtualenv."""
+    def _engine(self, *, traces: bool) -> ManagedProcess:
+        """The reference AI engine (engine/), an external system with its own virtualenv; its spans go
+        over OTLP where the gateway's go (the configured endpoint, else our trace receiver)."""
         s = self.settings
         args = ["-m", "engine", "--port", str(s.engine_port), "--models", s.engine_models]
         env = {k: v for k, v in s.env.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+        if traces:
+            endpoint = s.otlp_endpoint or f"http://127.0.0.1:{s.trace_receiver_port}"
+            env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SERVICE_NAME": "engine"}
         return ManagedProcess("engine", [str(ENGINE_PYTHON), *args], log_path=self._log("engine"), env=env,
                               cwd=REPO_ROOT, ready=http_ready(f"{self.ai_engine_url}/healthz"),
                               ready_timeout=180.0, stop_timeout=8.0)

@@ -544,3 +544,37 @@ def instrument_engine(engine: AsyncEngine) -> None:
     event.listen(sync_engine, "after_cursor_execute", after_cursor_execute)
     event.listen(sync_engine, "handle_error", handle_error)
     sync_engine._molbridge_traced = True  # type: ignore[attr-defined]
+
+
+# --- HTTP client -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def http_client_span(method: str, url: str, route: str) -> Iterator[tuple[Span, dict[str, str]]]:
+    """The CLIENT span of one outgoing HTTP request (named `METHOD route`, e.g. `GET /v1/jobs/{job_id}`)
+    and the headers that carry its trace context (`traceparent`) to the server. Record the answer with
+    `set_http_status`; an exception marks the span ERROR."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    attributes: dict[str, Any] = {"http.request.method": method, "url.full": url, "http.route": route}
+    if parts.hostname:
+        attributes["server.address"] = parts.hostname
+    if parts.port:
+        attributes["server.port"] = parts.port
+    with tracer().start_as_current_span(f"{method} {route}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+        try:
+            yield span, headers
+        except BaseException as exc:
+            span.set_attribute("error.type", type(exc).__name__)
+            raise
+
+
+def set_http_status(span: Span, status: int) -> None:
+    """An HTTP answer on a client span: 4xx and 5xx are errors from the client's point of view."""
+    span.set_attribute("http.response.status_code", status)
+    if status >= 400:
+        span.set_attribute("error.type", str(status))
+        span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))

@@ -96,3 +96,9 @@ def test_predictions_over_rest_fill_and_rank_molecules(api: httpx.Client, admin:
     assert refused.status_code == 404 and refused.json()["error"]["code"] == "RESOURCE_NOT_FOUND"
     invalid = api.post("/predictions", json={"molecule_ids": ids, "properties": ["colour"]}, headers=auth)
     assert invalid.status_code == 400 and invalid.json()["error"]["code"] == "VALIDATION_ERROR"
+    # The engine's catalogue decides at request time: an unknown model is a 400 naming the field and
+    # listing the models there are (the mesh's engine loads only its baseline).
+    unknown = api.post("/predictions", json={"molecule_ids": ids, "properties": ["logp"], "model": "x"}, headers=auth)
+    assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "VALIDATION_ERROR", unknown.text
+    assert "model" in unknown.json()["error"]["message"] and "baseline" in unknown.json()["error"]["message"]
+    assert "baseline" in unknown.text and '"model"' in unknown.text  # the field violation, in the details

@@ -1,7 +1,8 @@
 """Prediction batches against the real AI engine process (engine/, run from .venv-engine), over real
 PostgreSQL and NATS: results stored exactly once, PREDICTED values and the desirability score on the
-molecules, and the engine misbehaving — 500s, hanging past the client timeout, killed mid-job, coming
-back — while the breaker opens and closes and the queued batches resume.
+molecules (the score computed by the worker and carried in PredictionCompleted), requests checked
+against the engine's model catalogue, and the engine misbehaving — 500s, hanging past the client
+timeout, killed mid-job, coming back — while the breaker opens and closes and the queued batches resume.
 
 The engine runs with only its baseline model (Crippen logP, ExtraTrees solubility): it loads in
 seconds; the admet-ai models are the engine's own tests' business.
@@ -27,27 +28,42 @@ import rdkit
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import json_format
-from molbridge.events.v1.molecule_pb2 import MoleculeStructure, PredictionRequested
+from google.rpc import error_details_pb2, status_pb2
+from molbridge.events.v1.envelope_pb2 import EventEnvelope
+from molbridge.events.v1.molecule_pb2 import MoleculeStructure, MoleculeValue, PredictionRequested
+from molbridge.events.v1.prediction_pb2 import PredictionCompleted
 from molbridge.molecule.v1 import molecule_service_pb2_grpc as molecule_grpc
+from molbridge.molecule.v1.molecule_pb2 import PropertySource
 from molbridge.prediction.v1 import prediction_service_pb2 as pb
 from molbridge.prediction.v1 import prediction_service_pb2_grpc as pb_grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bus import OutboxRelay, add_event, connect, ensure_streams
+from bus import OutboxRelay, add_event, connect, ensure_streams, event_subject, outbox_table, unpack
 from bus.consumer import Consumer
 from services.molecule.molecules import MoleculeService, NewMolecule
 from services.molecule.predictions import PredictionConsumer
 from services.molecule.queries import QueryIndex
 from services.molecule.server.molecules import MoleculeServicer
 from services.molecule.store import SCHEMA as MOLECULE_SCHEMA
+from services.prediction import bootstrap
 from services.prediction import worker as prediction_worker
+from services.prediction.bootstrap import PredictionSettings
+from services.prediction.domain.jobs import MoleculeInput, Status, job_id_for_event, new_job
+from services.prediction.domain.score import SCORE_PROPERTY
 from services.prediction.engine_client import EngineClient, EngineSettings
-from services.prediction.jobs import COMPLETED, PredictionService, enqueue, job_id_for_event
-from services.prediction.server import PredictionServicer, RemoteMolecules
+from services.prediction.server import PredictionServicer
+from services.prediction.service.catalogue import ModelCatalogue
+from services.prediction.service.predictions import queue_job
 from services.prediction.store import SCHEMA as PREDICTION_SCHEMA
+from services.prediction.store import PredictionUnitOfWork, transactions
 from services.runtime import migrations, server
 from services.runtime.auth import AUDIENCE, ISSUER, Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.errors import IntegrationError, ValidationError
+from services.runtime.molecule_client import MoleculeClient
+from services.runtime.process import running
 from services.runtime.settings import REPO_ROOT, Settings
+from services.runtime.uow import Transactions
 from stack.ports import free_port
 from stack.processes import ManagedProcess, http_ready
 
@@ -100,6 +116,8 @@ class World:
     molecules: MoleculeService
     molecule_uow: UnitOfWork
     prediction_uow: UnitOfWork
+    prediction_db: AsyncEngine
+    predictions: Transactions[PredictionUnitOfWork]
     client: EngineClient
     batch_consumers: list[Consumer]
 
@@ -107,38 +125,56 @@ class World:
         async with uow() as session:
             return await session.scalar(sa.text(statement), params)
 
+    async def announced(self, job_id: str) -> list[PredictionCompleted]:
+        """The PredictionCompleted events the job's batches recorded (in the prediction outbox)."""
+        outbox = outbox_table(PREDICTION_SCHEMA)
+        async with self.prediction_uow() as session:
+            payloads = await session.scalars(
+                sa.select(outbox.c.payload).where(outbox.c.subject == event_subject("prediction", PredictionCompleted))
+            )
+            events = [unpack(EventEnvelope.FromString(p), PredictionCompleted) for p in payloads]
+        return [e for e in events if e.job_id == job_id]
+
 
 @pytest.fixture
 async def world(database_url: str, nats_server: object, ai_engine: Engine) -> AsyncIterator[World]:
     migrations.upgrade(
         database_url, MOLECULE_SCHEMA, Path(prediction_worker.__file__).parents[1] / "molecule" / "migrations"
     )
-    migrations.upgrade(database_url, PREDICTION_SCHEMA, prediction_worker.MIGRATIONS)
+    bootstrap.MIGRATIONS.upgrade(database_url)
     molecule_db = make_engine(database_url, MOLECULE_SCHEMA)
     prediction_db = make_engine(database_url, PREDICTION_SCHEMA)
-    # Small numbers so the faults below open and close the breaker within seconds.
-    client = EngineClient(
-        EngineSettings(
-            url=ai_engine.url, timeout=1.0, retries=1, backoff=0.05, breaker_threshold=3,
-            breaker_reset=1.0, poll_interval=0.05,
-        )
+    # The worker as it runs in the mesh (typed settings, declared subscriptions, its outbox relay),
+    # with small numbers so the faults below open and close the breaker within seconds.
+    settings = PredictionSettings.from_env(
+        "prediction-worker",
+        {
+            "DATABASE_URL": database_url, "NATS_URL": nats_server.url,  # type: ignore[attr-defined]
+            "AI_ENGINE_URL": ai_engine.url, "MOLBRIDGE_ENGINE_TIMEOUT_S": "1", "MOLBRIDGE_ENGINE_RETRIES": "1",
+            "MOLBRIDGE_ENGINE_BACKOFF_S": "0.05", "MOLBRIDGE_ENGINE_BREAKER_THRESHOLD": "3",
+            "MOLBRIDGE_ENGINE_BREAKER_RESET_S": "1", "MOLBRIDGE_ENGINE_POLL_S": "0.05",
+            "MOLBRIDGE_PREDICTION_WORKER_HEALTH_ADDR": "off",
+        },
     )  # fmt: skip
+    client = EngineClient(settings.engine())
     nats = await connect(nats_server.url)  # type: ignore[attr-defined]
     js = nats.jetstream()
     await ensure_streams(js)
-    runners = prediction_worker.runners(js, prediction_db, client)
     molecule_uow = UnitOfWork(molecule_db)
-    runners += [PredictionConsumer(molecule_uow).consumer(js), OutboxRelay(molecule_db, MOLECULE_SCHEMA, js)]
+    # The molecule side: stores what PredictionCompleted carries.
+    runners = [PredictionConsumer(molecule_uow).consumer(js), OutboxRelay(molecule_db, MOLECULE_SCHEMA, js)]
     tasks = [asyncio.create_task(r.run()) for r in runners]
-    batch_consumers = [r for r in runners if isinstance(r, Consumer) and r.durable == prediction_worker.BATCH_DURABLE]
     try:
-        yield World(
-            MoleculeService(molecule_uow, QueryIndex(molecule_db)),
-            molecule_uow,
-            UnitOfWork(prediction_db),
-            client,
-            batch_consumers,
-        )
+        async with running("prediction-worker", bootstrap.worker_process(prediction_db, client), settings) as worker:
+            yield World(
+                MoleculeService(molecule_uow, QueryIndex(molecule_db)),
+                molecule_uow,
+                UnitOfWork(prediction_db),
+                prediction_db,
+                transactions(prediction_db),
+                client,
+                [c for c in worker.consumers if c.durable == prediction_worker.BATCH_DURABLE],
+            )
     finally:
         for r in runners:
             r.stop()
@@ -159,25 +195,24 @@ async def request(world: World, count: int) -> tuple[str, Principal, list[str]]:
     ids = list(dict.fromkeys(o.molecule_id for o in outcomes if o.molecule_id))[:count]
     found, missing = await world.molecules.batch_get(who, ids)
     assert len(ids) == count and not missing
-    job_id = str(uuid.uuid4())
-    async with world.prediction_uow() as session:
-        await enqueue(
-            session,
-            job_id=job_id,
-            organization_id=who.organization_id,
-            requested_by=who.subject,
-            structures=[(m.id, m.canonical_smiles) for m in found],
-            properties=PROPERTIES,
-            model="",
-            reason="test",
-        )
-    return job_id, who, ids
+    job = new_job(
+        job_id=str(uuid.uuid4()),
+        organization_id=who.organization_id,
+        requested_by=who.subject,
+        molecules=[MoleculeInput(m.id, m.canonical_smiles) for m in found],
+        properties=PROPERTIES,
+        model="",
+        reason="test",
+    )
+    await queue_job(world.predictions, job)
+    return job.id, who, ids
 
 
 async def finished(world: World, job_id: str, timeout: float = 90.0) -> None:
     async def poll() -> None:
         while (
-            await world.scalar(world.prediction_uow, "SELECT status FROM jobs WHERE id = :id", id=job_id) != COMPLETED
+            await world.scalar(world.prediction_uow, "SELECT status FROM jobs WHERE id = :id", id=job_id)
+            != Status.COMPLETED
         ):
             await asyncio.sleep(0.1)
 
@@ -213,7 +248,11 @@ async def assert_exactly_once(world: World, job_id: str, ids: list[str]) -> None
         world.prediction_uow, "SELECT json_build_array(total, completed, failed) FROM jobs WHERE id = :id", id=job_id
     )
     assert status == [len(ids), len(ids), 0]
-    # Every predicted value plus one desirability score per molecule, as PREDICTED properties.
+    # Every predicted value plus one desirability score per molecule, announced once and stored on the
+    # molecules as PREDICTED properties.
+    announced = [(v.molecule_id, v.property) for e in await world.announced(job_id) for v in e.values]
+    assert len(announced) == len(set(announced)) == len(ids) * (PREDICTED + 1)
+    assert {m for m, p in announced if p == SCORE_PROPERTY} == set(ids)
     await stored_on_molecules(world, ids, len(ids) * (PREDICTED + 1))
 
 
@@ -266,6 +305,18 @@ async def test_engine_killed_mid_job_comes_back_and_the_batches_resume(world: Wo
     assert world.client.breaker.opened >= 1 and world.client.breaker.state == "closed"
 
 
+def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
+    """The BadRequest field violations of a rich gRPC error."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)  # type: ignore[arg-type]
+            for detail in status.details:
+                bad = error_details_pb2.BadRequest()
+                if detail.Unpack(bad):
+                    return [(v.field, v.description) for v in bad.field_violations]
+    return []
+
+
 def signer() -> tuple[Authenticator, Callable[[str, str], list[tuple[str, str]]]]:
     """An authenticator trusting a fresh key, and a function making `authorization` metadata with it."""
     key = Ed25519PrivateKey.generate()
@@ -295,8 +346,8 @@ async def test_the_grpc_api_queues_reports_and_lists_predictions(world: World) -
         "MOLBRIDGE_MOLECULE_ADDR": f"127.0.0.1:{molecule_port}",
         "MOLBRIDGE_PREDICTION_ADDR": f"127.0.0.1:{prediction_port}",
     }
-    remote = RemoteMolecules(f"127.0.0.1:{molecule_port}")
-    service = PredictionService(world.prediction_uow, world.client, remote)
+    remote = MoleculeClient(f"127.0.0.1:{molecule_port}")
+    service = bootstrap.build_service(world.prediction_db, world.client, remote)
     apps = [
         server.ServiceApp(
             settings=Settings.from_env("molecule", env),
@@ -370,6 +421,28 @@ async def test_the_grpc_api_queues_reports_and_lists_predictions(world: World) -
                     pb.CreatePredictionRequest(molecule_ids=ids, properties=["colour"]), metadata=alice
                 )
             assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            # The engine's catalogue decides, at request time: the baseline model predicts no ic50,
+            # and there is no model "gpt-chem"; each answer names the field and what is accepted.
+            unknown_property = pb.CreatePredictionRequest(molecule_ids=ids, properties=["ic50"])
+            unknown_model = pb.CreatePredictionRequest(molecule_ids=ids, properties=["logp"], model="gpt-chem")
+            for request, field, accepted in (
+                (unknown_property, "properties[0]", "logp, solubility"),
+                (unknown_model, "model", "baseline"),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.CreatePrediction(request, metadata=alice)
+                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                [(violation_field, description)] = field_violations(refused.value)
+                assert violation_field == field and description.endswith(accepted), description
+            # The worker's score is the one the molecule service shows.
+            events = await world.announced(job_id)
+            sent = {v.molecule_id: v.value for e in events for v in e.values if v.property == SCORE_PROPERTY}
+            assert set(sent) == set(ids)
+            await stored_on_molecules(world, ids, 3 * 3)
+            shown, _ = await world.molecules.batch_get(who, ids)
+            for molecule in shown:
+                [score] = [p for p in molecule.properties if p.name == SCORE_PROPERTY]
+                assert float(score.value) == pytest.approx(sent[molecule.id])  # type: ignore[arg-type]
     finally:
         for app, (grpc_server, health, tasks) in zip(apps, started, strict=True):
             await server.stop_server(app, grpc_server, health, tasks)
@@ -386,7 +459,20 @@ async def test_a_prediction_requested_event_runs_the_same_path_once(world: World
         molecule_ids=[m.id for m in found],
         properties=["logp"],
         reason="import:test",
-        molecules=[MoleculeStructure(molecule_id=m.id, smiles=m.canonical_smiles) for m in found],
+        molecules=[
+            MoleculeStructure(
+                molecule_id=m.id,
+                smiles=m.canonical_smiles,
+                values=[
+                    MoleculeValue(
+                        name=p.name, source=PropertySource.Value(f"PROPERTY_SOURCE_{p.source}"), value=p.value
+                    )
+                    for p in m.properties
+                    if isinstance(p.value, float | int)
+                ],
+            )
+            for m in found
+        ],
     )
     async with world.molecule_uow() as session:  # as the CSV worker records it
         event_id = await add_event(
@@ -403,21 +489,27 @@ async def test_a_prediction_requested_event_runs_the_same_path_once(world: World
     rows = await world.scalar(world.prediction_uow, "SELECT count(*) FROM results WHERE job_id = :id", id=job_id)
     assert rows == 3
     await stored_on_molecules(world, [m.id for m in found], 3 * 2)  # logp + desirability_score each
+    # The score starts from the values the event carried (the calculated ones): as the molecule shows it.
+    sent = {
+        v.molecule_id: v.value for e in await world.announced(job_id) for v in e.values if v.property == SCORE_PROPERTY
+    }
+    shown, _ = await world.molecules.batch_get(who, [m.id for m in found])
+    assert {
+        m.id: float(next(p.value for p in m.properties if p.name == SCORE_PROPERTY)) for m in shown
+    } == pytest.approx(sent)  # type: ignore[arg-type]
 
 
 async def test_molecules_the_engine_cannot_read_are_counted_failed(world: World) -> None:
-    job_id = str(uuid.uuid4())
-    async with world.prediction_uow() as session:
-        await enqueue(
-            session,
-            job_id=job_id,
-            organization_id=str(uuid.uuid4()),
-            requested_by="someone",
-            structures=[(str(uuid.uuid4()), "C1CC(")],  # a structure the engine rejects
-            properties=["logp"],
-            model="",
-            reason="test",
-        )
+    job = new_job(
+        job_id=str(uuid.uuid4()),
+        organization_id=str(uuid.uuid4()),
+        requested_by="someone",
+        molecules=[MoleculeInput(str(uuid.uuid4()), "C1CC(")],  # a structure the engine rejects
+        properties=["logp"],
+        model="",
+        reason="test",
+    )
+    job_id = (await queue_job(world.predictions, job)).job_id
 
     async def ended() -> object:
         while (
@@ -434,3 +526,24 @@ async def test_molecules_the_engine_cannot_read_are_counted_failed(world: World)
         world.prediction_uow, "SELECT json_build_array(total, completed, failed) FROM jobs WHERE id = :id", id=job_id
     )
     assert counts == [1, 0, 1]
+
+
+async def test_requests_are_still_checked_while_the_engine_is_down(world: World, ai_engine: Engine) -> None:
+    catalogue = ModelCatalogue(world.client)
+    await catalogue.check(["logp", "solubility"], "baseline")
+    ai_engine.kill()
+    # The last catalogue seen answers: a good request passes, an unknown model is still refused.
+    await catalogue.check(["logp"], "")
+    with pytest.raises(ValidationError) as refused:
+        await catalogue.check(["logp"], "gpt-chem")
+    assert refused.value.field_violations == [("model", "unknown model 'gpt-chem'; one of: baseline")]
+    ai_engine.process.start()
+
+
+async def test_without_a_catalogue_a_request_cannot_be_checked() -> None:
+    nowhere = EngineClient(EngineSettings(url=f"http://127.0.0.1:{free_port()}", retries=0, timeout=1.0))
+    try:
+        with pytest.raises(IntegrationError):
+            await ModelCatalogue(nowhere).get()
+    finally:
+        await nowhere.close()

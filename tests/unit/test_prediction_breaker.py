@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.prediction.breaker import CircuitBreaker, CircuitOpen, State
+from services.prediction.domain.breaker import CircuitBreaker, CircuitOpen, State
 
 
 class Clock:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from services.prediction.score import COMPONENTS, desirability
+from services.prediction.domain.score import COMPONENTS, desirability
 
 IDEAL = {
     "molecular_weight": 300, "logp": 2, "tpsa": 60, "num_h_donors": 0, "solubility": 1.0,

@@ -1,8 +1,9 @@
 """Prediction tables (schema `prediction`) as SQLAlchemy Core; the migration creates the same shapes.
 
 A job is split into batches when it is created; each batch row carries its molecules' structures
-(the service never reads the molecule schema). A batch is done when its results and its `done_at`
-commit together, so a redelivered batch message finds it done and changes nothing.
+and the values their desirability score starts from (the service never reads the molecule schema).
+A batch is done when its results and its `done_at` commit together, so a redelivered batch message
+finds it done and changes nothing.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ batches = sa.Table(
     metadata,
     sa.Column("job_id", _id, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("batch_index", sa.Integer, primary_key=True),
-    sa.Column("molecules", JSONB, nullable=False),  # [[molecule id, smiles], …]
+    # [[molecule id, smiles, [[property, source, value], …]], …] (rows of older releases: [id, smiles])
+    sa.Column("molecules", JSONB, nullable=False),
     sa.Column("failures", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),  # id → reason
     sa.Column("unsupported", ARRAY(sa.Text), nullable=False, server_default="{}"),
     timestamp_column("done_at"),

@@ -1,0 +1,5 @@
+"""The PredictionService servicer: proto ↔ use cases, nothing else."""
+
+from services.prediction.server.predictions import PredictionServicer
+
+__all__ = ["PredictionServicer"]

@@ -1,0 +1,1 @@
+"""Prediction use cases: check role → load → ask the domain → save → record."""

@@ -1,0 +1,164 @@
+"""Prediction use cases, shared by the gRPC servicer and the bus worker.
+
+Decisions:
+- Structures travel with the request: the RPC path reads them from the molecule service
+  (BatchGetMolecules, with the caller's own credentials forwarded, so the molecule service applies
+  its organization scoping), together with the molecules' numeric values that the desirability score
+  starts from; the bus path gets both in the PredictionRequested event (an event without values:
+  the score starts from the new predictions alone). The batch rows keep them, so workers need
+  neither the molecule service nor a service identity.
+- Properties and model are checked against the engine's catalogue at request time (400 naming the
+  field and listing what is accepted). Bus requests are not: an import asked for them already, and
+  the engine reports a property it does not predict as unsupported.
+- Unknown (or another organization's) molecule ids make the request a 404 naming them; nothing is
+  queued. A molecule service that cannot answer is a 502: the request cannot be queued at all.
+- Creating needs pharma_scientist (or pharma_admin / system_admin); reading needs membership of the
+  organization. Another organization's job is "not found".
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+
+from molbridge.events.v1.prediction_pb2 import PredictionBatchRequested
+
+from services.prediction.domain.catalogue import Catalogue
+from services.prediction.domain.jobs import (
+    QUEUE,
+    WRITER_ROLES,
+    JobStatus,
+    MoleculeInput,
+    NewJob,
+    Prediction,
+    check_request,
+    job_id_for_event,
+    new_job,
+)
+from services.prediction.domain.score import SourcedValue, is_component
+from services.prediction.service.catalogue import ModelCatalogue
+from services.prediction.service.ports import MoleculeDirectory
+from services.prediction.store import PredictionUnitOfWork
+from services.runtime.auth import Principal
+from services.runtime.db import canonical_uuid
+from services.runtime.errors import NotFoundError
+from services.runtime.molecule_client import MoleculeRecord
+from services.runtime.uow import Transactions
+
+
+class PredictionService:
+    def __init__(
+        self,
+        uow: Transactions[PredictionUnitOfWork],
+        catalogue: ModelCatalogue,
+        molecules: MoleculeDirectory,
+    ) -> None:
+        self._uow = uow
+        self._catalogue = catalogue
+        self._molecules = molecules
+
+    async def create(
+        self,
+        principal: Principal,
+        molecule_ids: Sequence[str],
+        properties: Sequence[str],
+        model: str,
+        credentials: Mapping[str, str],
+    ) -> JobStatus:
+        principal.require_any_role(*WRITER_ROLES)
+        ids, wanted = check_request(molecule_ids, properties, model)
+        await self._catalogue.check(wanted, model)
+        found, missing = await self._molecules.batch_get(ids, credentials)
+        if missing:
+            shown = ", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")
+            raise NotFoundError(f"{len(missing)} molecule(s) not found: {shown}")
+        job = new_job(
+            job_id=str(uuid.uuid4()),
+            organization_id=principal.organization_id,
+            requested_by=principal.subject,
+            molecules=[_molecule_input(record) for record in found],
+            properties=wanted,
+            model=model,
+            reason="api",
+        )
+        return await queue_job(self._uow, job)
+
+    async def status(self, principal: Principal, job_id: str) -> JobStatus:
+        async with self._uow() as uow:
+            found = await uow.jobs.status(job_id, principal.organization_id)
+        if found is None:
+            raise NotFoundError("Prediction job not found")
+        return found
+
+    async def results(self, principal: Principal, job_id: str) -> list[Prediction]:
+        async with self._uow() as uow:
+            job = await uow.jobs.status(job_id, principal.organization_id)
+            if job is None:
+                raise NotFoundError("Prediction job not found")
+            return await uow.results.of_job(job.job_id)
+
+    async def molecule_predictions(self, principal: Principal, molecule_id: str) -> list[Prediction]:
+        """The latest prediction of each property of one of the organization's molecules (none: empty)."""
+        if canonical_uuid(molecule_id) is None:
+            raise NotFoundError("Molecule not found")
+        async with self._uow() as uow:
+            return await uow.results.latest_for_molecule(principal.organization_id, molecule_id)
+
+    async def models(self, principal: Principal) -> Catalogue:
+        """The engine's models as it lists them now (the last list seen while it cannot answer)."""
+        del principal  # any authenticated caller may read it
+        return await self._catalogue.get(max_age=0)
+
+
+class RequestedPredictions:
+    """Prediction requests that arrive as events (CSV imports with `predict`)."""
+
+    def __init__(self, uow: Transactions[PredictionUnitOfWork]) -> None:
+        self._uow = uow
+
+    async def create(
+        self,
+        event_id: str,
+        *,
+        organization_id: str,
+        requested_by: str,
+        molecules: Sequence[MoleculeRecord],
+        properties: Sequence[str],
+        reason: str,
+    ) -> JobStatus:
+        """A PredictionRequested event's job; the same event delivered again creates nothing new.
+        ValidationError when the event cannot make a job."""
+        check_request([m.id for m in molecules], properties, "")
+        job = new_job(
+            job_id=job_id_for_event(event_id),
+            organization_id=organization_id,
+            requested_by=requested_by,
+            molecules=[_molecule_input(m) for m in molecules],
+            properties=properties,
+            model="",
+            reason=reason,
+        )
+        return await queue_job(self._uow, job)
+
+
+async def queue_job(transactions: Transactions[PredictionUnitOfWork], job: NewJob) -> JobStatus:
+    """Store the job and its batches and queue one work item per batch, in one transaction. A job
+    id that exists already (a redelivered request) changes nothing and returns that job."""
+    async with transactions() as uow:
+        if not await uow.jobs.add(job):
+            existing = await uow.jobs.status(job.id)
+            assert existing is not None  # it exists: that is why it was not added
+            return existing
+        for index in range(len(job.batches)):
+            uow.enqueue(
+                QUEUE,
+                PredictionBatchRequested(job_id=job.id, batch_index=index),
+                organization_id=job.organization_id,
+                actor_id=job.requested_by,
+            )
+    return job.queued()
+
+
+def _molecule_input(record: MoleculeRecord) -> MoleculeInput:
+    known = tuple(SourcedValue(v.name, v.source, v.value) for v in record.numeric_values if is_component(v.name))
+    return MoleculeInput(record.id, record.canonical_smiles, known)
