@@ -11,9 +11,9 @@ from pathlib import Path
 
 from bus.runner import run_bus
 from services.molecule.context import MoleculeContext, ServicePart
-from services.molecule.predictions import PredictionConsumer
 from services.molecule.server import imports, libraries, molecules, search
-from services.molecule.store import SCHEMA
+from services.molecule.service.predictions import PredictionConsumer
+from services.molecule.store.tables import SCHEMA
 from services.runtime import migrations, server, telemetry
 from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator

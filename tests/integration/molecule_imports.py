@@ -25,16 +25,16 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bus import WORK_STREAM, Consumer, OutboxRelay, connect, ensure_streams
-from services.molecule.import_domain import ImportJob
-from services.molecule.import_jobs import ImportJobService
-from services.molecule.imports import ImportLimits, StoredUpload, UploadService
-from services.molecule.storage import LocalStorage, ObjectStorage
-from services.molecule.store import SCHEMA
-from services.molecule.worker import MIGRATIONS, ChunkWorker, RowPool, durable_name
+from services.molecule.domain.imports import ImportJob
+from services.molecule.service.import_jobs import ImportJobService
+from services.molecule.service.uploads import ImportLimits, StoredUpload, UploadService
+from services.molecule.store.tables import SCHEMA
+from services.molecule.worker.chunks import MIGRATIONS, ChunkWorker, RowPool, durable_name
 from services.runtime import migrations
 from services.runtime.auth import Principal
 from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.settings import REPO_ROOT
+from services.runtime.storage import LocalStorage, ObjectStorage
 
 
 def scientist(organization_id: str | None = None, *roles: str) -> Principal:

@@ -31,13 +31,13 @@ from services.identity.keys import KeyRing
 from services.identity.server import PUBLIC_METHODS, IdentityServicer
 from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
-from services.molecule import chemistry
 from services.molecule.context import MoleculeContext
-from services.molecule.libraries import IdentityUserDirectory, LibraryFilter, LibraryService
-from services.molecule.library_rules import Level
-from services.molecule.queries import QueryIndex
+from services.molecule.domain import chemistry
+from services.molecule.domain.library_rules import Level
+from services.molecule.index.queries import QueryIndex
 from services.molecule.server.libraries import build
-from services.molecule.store import SCHEMA, molecule_properties, molecules
+from services.molecule.service.libraries import IdentityUserDirectory, LibraryFilter, LibraryService
+from services.molecule.store.tables import SCHEMA, molecule_properties, molecules
 from services.runtime import migrations, server
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine

@@ -6,9 +6,9 @@ import asyncio
 import uuid
 from typing import Any
 
-from services.molecule import chemistry
-from services.molecule.import_domain import StructureRow
-from services.molecule.registration import RegistrationResult, register_structures
+from services.molecule.domain import chemistry
+from services.molecule.domain.imports import StructureRow
+from services.molecule.store.registration import RegistrationResult, register_structures
 from tests.integration.molecule_imports import ImportWorld, molsets_smiles, world_fixture
 
 world = world_fixture()

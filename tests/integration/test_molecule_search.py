@@ -28,17 +28,17 @@ from rdkit import Chem, DataStructs
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bus import OutboxRelay, connect, ensure_streams
-from services.molecule import chemistry
-from services.molecule.import_domain import StructureRow
-from services.molecule.molecules import MoleculeService
-from services.molecule.queries import QueryIndex, RawFilter, parse_query
-from services.molecule.registration import register_structures
-from services.molecule.search import WARMING_UP, Budgets, SearchOutcome, SearchService
-from services.molecule.search_index import SearchIndex
-from services.molecule.search_sync import SearchIndexSync
+from services.molecule.domain import chemistry
+from services.molecule.domain.imports import StructureRow
+from services.molecule.index.queries import QueryIndex, RawFilter, parse_query
+from services.molecule.index.search_index import SearchIndex
+from services.molecule.index.search_sync import SearchIndexSync
 from services.molecule.server.molecules import follow_changes
 from services.molecule.server.search import SearchServicer
-from services.molecule.store import SCHEMA
+from services.molecule.service.molecules import MoleculeService
+from services.molecule.service.search import WARMING_UP, Budgets, SearchOutcome, SearchService
+from services.molecule.store.registration import register_structures
+from services.molecule.store.tables import SCHEMA
 from services.runtime import migrations, server
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
@@ -48,7 +48,7 @@ from stack.ports import free_port
 from tests.integration.molecule_imports import scientist
 from tests.integration.test_molecule_import_rpc import NoApiKeys, Tokens, error_reason
 
-MIGRATIONS = Path(chemistry.__file__).parent / "migrations"
+MIGRATIONS = Path(chemistry.__file__).parents[1] / "migrations"
 NCI = Path(rdkit.__file__).parent / "Data" / "NCI" / "first_5K.smi"
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
 ASPIRIN_SODIUM = "CC(=O)Oc1ccccc1C(=O)[O-].[Na+]"

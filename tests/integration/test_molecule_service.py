@@ -30,13 +30,13 @@ from molbridge.molecule.v1 import molecule_service_pb2_grpc as pb_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bus import OutboxRelay, connect, ensure_streams
-from services.molecule import chemistry
-from services.molecule.import_domain import StructureRow
-from services.molecule.molecules import MoleculeService, NewMolecule, PropertyInput
-from services.molecule.queries import STATUSES, MoleculeQuery, QueryIndex, RawFilter, parse_query
-from services.molecule.registration import register_structures
+from services.molecule.domain import chemistry
+from services.molecule.domain.imports import StructureRow
+from services.molecule.index.queries import STATUSES, MoleculeQuery, QueryIndex, RawFilter, parse_query
 from services.molecule.server.molecules import MoleculeServicer, follow_changes
-from services.molecule.store import SCHEMA
+from services.molecule.service.molecules import MoleculeService, NewMolecule, PropertyInput
+from services.molecule.store.registration import register_structures
+from services.molecule.store.tables import SCHEMA
 from services.runtime import migrations, server
 from services.runtime.auth import AUDIENCE, ISSUER, Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
@@ -51,7 +51,7 @@ from services.runtime.settings import Settings
 from stack.ports import free_port
 from tests import molecule_oracle as oracle
 
-MIGRATIONS = Path(chemistry.__file__).parent / "migrations"
+MIGRATIONS = Path(chemistry.__file__).parents[1] / "migrations"
 NCI = Path(rdkit.__file__).parent / "Data" / "NCI" / "first_5K.smi"
 SERIES = ["hit", "lead", "Lead-2", "backup", "007"]
 

@@ -28,15 +28,15 @@ from services.identity.keys import KeyRing
 from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
 from services.molecule.context import MoleculeContext
-from services.molecule.imports import ImportLimits, UploadService, upload_object_key
 from services.molecule.server.imports import STORAGE, build
-from services.molecule.storage import MIB, ObjectStorage, S3Storage
-from services.molecule.store import SCHEMA as MOLECULE_SCHEMA
+from services.molecule.service.uploads import ImportLimits, UploadService, upload_object_key
+from services.molecule.store.tables import SCHEMA as MOLECULE_SCHEMA
 from services.runtime import migrations, server
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.email import FolderSender
 from services.runtime.settings import Settings
+from services.runtime.storage import MIB, ObjectStorage, S3Storage
 from stack.ports import free_port
 from tests.data.csv import corpus
 from tests.integration.s3_server import MotoS3

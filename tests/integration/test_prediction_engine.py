@@ -34,11 +34,11 @@ from molbridge.prediction.v1 import prediction_service_pb2_grpc as pb_grpc
 
 from bus import OutboxRelay, add_event, connect, ensure_streams
 from bus.consumer import Consumer
-from services.molecule.molecules import MoleculeService, NewMolecule
-from services.molecule.predictions import PredictionConsumer
-from services.molecule.queries import QueryIndex
+from services.molecule.index.queries import QueryIndex
 from services.molecule.server.molecules import MoleculeServicer
-from services.molecule.store import SCHEMA as MOLECULE_SCHEMA
+from services.molecule.service.molecules import MoleculeService, NewMolecule
+from services.molecule.service.predictions import PredictionConsumer
+from services.molecule.store.tables import SCHEMA as MOLECULE_SCHEMA
 from services.prediction import worker as prediction_worker
 from services.prediction.engine_client import EngineClient, EngineSettings
 from services.prediction.jobs import COMPLETED, PredictionService, enqueue, job_id_for_event

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.molecule import csv_format as cf
-from services.molecule.csv_format import (
+from services.molecule.domain import csv_format as cf
+from services.molecule.domain.csv_format import (
     Chunk,
     CsvFormatError,
     CsvLimits,

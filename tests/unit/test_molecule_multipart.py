@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from services.molecule.imports import clean_filename
-from services.molecule.multipart import (
+from services.molecule.service.uploads import clean_filename
+from services.runtime.multipart import (
     MAX_HEADER_BYTES,
     MultipartError,
     MultipartParser,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from services.molecule.queries import (
+from services.molecule.index.queries import (
     STATUSES,
     MoleculeQuery,
     RawFilter,

@@ -11,15 +11,15 @@ from google.api.httpbody_pb2 import HttpBody
 from molbridge.molecule.v1 import import_service_pb2 as pb
 from molbridge.molecule.v1 import import_service_pb2_grpc as pb_grpc
 
-from services.molecule import csv_format
 from services.molecule.context import MoleculeContext, ServicePart
-from services.molecule.import_domain import ImportJob
-from services.molecule.import_jobs import CSV_QUEUE, REPORT_CONTENT_TYPE, ImportJobService
-from services.molecule.imports import ImportLimits, StoredUpload, UploadService
-from services.molecule.storage import ObjectStorage, _attachment, make_storage
+from services.molecule.domain import csv_format
+from services.molecule.domain.imports import ImportJob
+from services.molecule.service.import_jobs import CSV_QUEUE, REPORT_CONTENT_TYPE, ImportJobService
+from services.molecule.service.uploads import ImportLimits, StoredUpload, UploadService
 from services.runtime.auth import current_principal
 from services.runtime.pagination import PageRequest
 from services.runtime.protomap import timestamp
+from services.runtime.storage import ObjectStorage, _attachment, make_storage
 
 Context: TypeAlias = grpc.aio.ServicerContext
 

@@ -12,8 +12,10 @@ from molbridge.molecule.v1 import library_service_pb2_grpc as pb_grpc
 from molbridge.molecule.v1 import molecule_pb2
 
 from services.molecule.context import MoleculeContext, ServicePart
-from services.molecule.distributions import Histogram
-from services.molecule.libraries import (
+from services.molecule.domain.distributions import Histogram
+from services.molecule.domain.library_rules import Level
+from services.molecule.index.queries import QueryIndex
+from services.molecule.service.libraries import (
     IdentityUserDirectory,
     Library,
     LibraryAccess,
@@ -21,8 +23,6 @@ from services.molecule.libraries import (
     LibraryService,
     MoleculeView,
 )
-from services.molecule.library_rules import Level
-from services.molecule.queries import QueryIndex
 from services.runtime.auth import current_principal
 from services.runtime.errors import ValidationError
 from services.runtime.pagination import PageRequest

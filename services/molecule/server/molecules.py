@@ -21,11 +21,11 @@ from nats.js.api import DeliverPolicy
 from bus.connection import connect
 from bus.streams import ensure_streams
 from bus.subjects import event_subject
-from services.molecule import properties
 from services.molecule.context import MoleculeContext, ServicePart
-from services.molecule.molecules import EVENT_SOURCE, MoleculeService, NewMolecule, PropertyInput
-from services.molecule.queries import MoleculeQuery, QueryIndex, RawFilter, parse_query
+from services.molecule.domain import properties
+from services.molecule.index.queries import MoleculeQuery, QueryIndex, RawFilter, parse_query
 from services.molecule.server.libraries import molecule_pb, shared_query_index
+from services.molecule.service.molecules import EVENT_SOURCE, MoleculeService, NewMolecule, PropertyInput
 from services.runtime.auth import current_principal
 from services.runtime.pagination import PageRequest
 

@@ -10,11 +10,11 @@ from molbridge.molecule.v1 import search_service_pb2 as pb
 from molbridge.molecule.v1 import search_service_pb2_grpc
 
 from services.molecule.context import MoleculeContext, ServicePart
-from services.molecule.search import Budgets, SearchOutcome, SearchService
-from services.molecule.search_index import SearchIndex
-from services.molecule.search_sync import SearchIndexSync
+from services.molecule.index.search_index import SearchIndex
+from services.molecule.index.search_sync import SearchIndexSync
 from services.molecule.server.libraries import molecule_pb, shared_query_index
 from services.molecule.server.molecules import query_from_proto
+from services.molecule.service.search import Budgets, SearchOutcome, SearchService
 from services.runtime.auth import current_principal
 
 Context: TypeAlias = grpc.aio.ServicerContext

@@ -47,8 +47,8 @@ from bus.connection import connect
 from bus.envelope import unpack
 from bus.streams import ensure_streams
 from bus.subjects import event_subject
-from services.molecule.libraries import EVENT_SOURCE
-from services.molecule.search_index import FP_BYTES, IndexEntry, SearchIndex
+from services.molecule.index.search_index import FP_BYTES, IndexEntry, SearchIndex
+from services.molecule.service.libraries import EVENT_SOURCE
 
 log = logging.getLogger("molbridge.molecule.search_sync")
 T = TypeVar("T")

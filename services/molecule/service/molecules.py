@@ -38,14 +38,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bus.outbox import add_event
-from services.molecule import chemistry, properties
-from services.molecule.import_domain import MAX_NAME_LENGTH, PropertyValue, StructureRow, stored_value
-from services.molecule.libraries import MoleculeView, library_for, views_of
-from services.molecule.libraries import _molecule_views as molecule_views
-from services.molecule.library_rules import Action
-from services.molecule.queries import ARCHIVED, FLAG_TYPES, STATUSES, MoleculeQuery, QueryIndex
-from services.molecule.registration import register_structures
-from services.molecule.store import SCHEMA, flags, molecule_properties, molecules
+from services.molecule.domain import chemistry, properties
+from services.molecule.domain.imports import MAX_NAME_LENGTH, PropertyValue, StructureRow, stored_value
+from services.molecule.domain.library_rules import Action
+from services.molecule.index.queries import ARCHIVED, FLAG_TYPES, STATUSES, MoleculeQuery, QueryIndex
+from services.molecule.service.libraries import MoleculeView, library_for, views_of
+from services.molecule.service.libraries import _molecule_views as molecule_views
+from services.molecule.store.registration import register_structures
+from services.molecule.store.tables import SCHEMA, flags, molecule_properties, molecules
 from services.runtime.auth import Principal
 from services.runtime.db import UnitOfWork, canonical_uuid
 from services.runtime.errors import (

@@ -53,8 +53,8 @@ from bus.outbox import add_event
 from bus.relay import OutboxRelay
 from bus.streams import WORK_STREAM, ensure_streams
 from bus.subjects import work_subject
-from services.molecule import csv_format
-from services.molecule.import_domain import (
+from services.molecule.domain import csv_format
+from services.molecule.domain.imports import (
     ACTIVE_STATUSES,
     ChunkCounts,
     ColumnPlan,
@@ -67,12 +67,11 @@ from services.molecule.import_domain import (
     encode_valid,
     evaluate_rows,
 )
-from services.molecule.import_jobs import CSV_QUEUE, end_job, load_job
-from services.molecule.imports import ImportLimits, upload_object_key
-from services.molecule.libraries import EVENT_CHUNK, EVENT_SOURCE
-from services.molecule.registration import register_structures
-from services.molecule.storage import ObjectStorage, make_storage
-from services.molecule.store import (
+from services.molecule.service.import_jobs import CSV_QUEUE, end_job, load_job
+from services.molecule.service.libraries import EVENT_CHUNK, EVENT_SOURCE
+from services.molecule.service.uploads import ImportLimits, upload_object_key
+from services.molecule.store.registration import register_structures
+from services.molecule.store.tables import (
     SCHEMA,
     import_chunks,
     import_jobs,
@@ -85,10 +84,11 @@ from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.errors import IntegrationError, NotFoundError
 from services.runtime.logs import configure_logging
 from services.runtime.settings import Settings
+from services.runtime.storage import ObjectStorage, make_storage
 
 log = logging.getLogger("molbridge.molecule.worker")
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parents[1] / "migrations"
 SUB_BATCH_ROWS = 250  # rows per process-pool task: small enough to balance two chunks over the cores
 IN_FLIGHT = 2  # chunks per worker: one in PostgreSQL while the next is in RDKit
 ACK_WAIT_S = 10.0  # a killed worker's chunk goes to another worker after this long
@@ -122,7 +122,7 @@ class RowPool:
         # forkserver: children start from a clean process that has imported RDKit once, not from a
         # fork of this one (threads and an event loop do not survive a fork).
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["services.molecule.import_domain"])
+        self._context.set_forkserver_preload(["services.molecule.domain.imports"])
         self._executor = self._new()
 
     def _new(self) -> ProcessPoolExecutor:

@@ -38,10 +38,11 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID, distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bus.outbox import add_event
-from services.molecule import distributions, library_rules, properties, queries
-from services.molecule.library_rules import Action, Level, LibraryFacts
-from services.molecule.queries import QueryIndex
-from services.molecule.store import (
+from services.molecule.domain import distributions, library_rules, properties
+from services.molecule.domain.library_rules import Action, Level, LibraryFacts
+from services.molecule.index import queries
+from services.molecule.index.queries import QueryIndex
+from services.molecule.store.tables import (
     SCHEMA,
     flags,
     libraries,

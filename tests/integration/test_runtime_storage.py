@@ -14,8 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from services.molecule import csv_format
-from services.molecule.storage import (
+from services.molecule.domain import csv_format
+from services.runtime.errors import IntegrationError, NotFoundError
+from services.runtime.settings import Settings
+from services.runtime.storage import (
     MIB,
     FileTooLargeError,
     LocalStorage,
@@ -23,8 +25,6 @@ from services.molecule.storage import (
     S3Storage,
     make_storage,
 )
-from services.runtime.errors import IntegrationError, NotFoundError
-from services.runtime.settings import Settings
 from stack.ports import free_port
 from tests.data.csv import corpus
 from tests.integration.s3_server import MotoS3

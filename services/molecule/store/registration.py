@@ -39,10 +39,10 @@ from psycopg import AsyncCursor, sql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bus.outbox import add_event
-from services.molecule.import_domain import PropertyValue, StructureRow, stored_value
-from services.molecule.libraries import EVENT_CHUNK, EVENT_SOURCE
-from services.molecule.properties import KNOWN_PROPERTIES
-from services.molecule.store import SCHEMA
+from services.molecule.domain.imports import PropertyValue, StructureRow, stored_value
+from services.molecule.domain.properties import KNOWN_PROPERTIES
+from services.molecule.service.libraries import EVENT_CHUNK, EVENT_SOURCE
+from services.molecule.store.tables import SCHEMA
 
 __all__ = [
     "PropertyValue",

@@ -43,12 +43,12 @@ from typing import Literal, TypeVar
 import numpy as np
 import sqlalchemy as sa
 
-from services.molecule import chemistry
-from services.molecule.libraries import MoleculeView, library_for, views_of
-from services.molecule.library_rules import Action
-from services.molecule.queries import ARCHIVED, Condition, MoleculeQuery, Operator, QueryIndex
-from services.molecule.search_index import SearchIndex, SimilarityResult, SubstructureResult
-from services.molecule.store import molecules
+from services.molecule.domain import chemistry
+from services.molecule.domain.library_rules import Action
+from services.molecule.index.queries import ARCHIVED, Condition, MoleculeQuery, Operator, QueryIndex
+from services.molecule.index.search_index import SearchIndex, SimilarityResult, SubstructureResult
+from services.molecule.service.libraries import MoleculeView, library_for, views_of
+from services.molecule.store.tables import molecules
 from services.runtime.auth import Principal
 from services.runtime.db import UnitOfWork
 from services.runtime.errors import IntegrationError, ValidationError

@@ -18,14 +18,15 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from services.molecule import csv_format, store
-from services.molecule.multipart import Event, MultipartParser, PartEnd, PartStart, boundary_of, header_params
-from services.molecule.properties import KNOWN_PROPERTIES
-from services.molecule.storage import MIB, ObjectStorage
+from services.molecule.domain import csv_format
+from services.molecule.domain.properties import KNOWN_PROPERTIES
+from services.molecule.store import tables as store
 from services.runtime.auth import Principal
 from services.runtime.db import UnitOfWork
 from services.runtime.errors import NotFoundError, ValidationError
+from services.runtime.multipart import Event, MultipartParser, PartEnd, PartStart, boundary_of, header_params
 from services.runtime.settings import Settings
+from services.runtime.storage import MIB, ObjectStorage
 
 DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_ROWS = 100 * MIB, 500_000
 WRITER_ROLES = ("pharma_scientist",)  # pharma_admin implies it; system_admin passes every check

@@ -39,8 +39,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bus.outbox import add_event
 from bus.subjects import work_subject
-from services.molecule import csv_format
-from services.molecule.import_domain import (
+from services.molecule.domain import csv_format
+from services.molecule.domain.imports import (
     ACTIVE_STATUSES,
     ImportJob,
     JobStatus,
@@ -49,17 +49,17 @@ from services.molecule.import_domain import (
     parse_mode,
     throughput,
 )
-from services.molecule.imports import WRITER_ROLES, ImportLimits, StoredUpload, UploadService
-from services.molecule.libraries import EVENT_SOURCE, library_for
-from services.molecule.library_rules import Action
-from services.molecule.properties import KNOWN_PROPERTIES, PREDICTABLE_PROPERTIES
-from services.molecule.storage import ObjectStorage
-from services.molecule.store import SCHEMA, import_chunks, import_jobs, import_rejections
+from services.molecule.domain.library_rules import Action
+from services.molecule.domain.properties import KNOWN_PROPERTIES, PREDICTABLE_PROPERTIES
+from services.molecule.service.libraries import EVENT_SOURCE, library_for
+from services.molecule.service.uploads import WRITER_ROLES, ImportLimits, StoredUpload, UploadService
+from services.molecule.store.tables import SCHEMA, import_chunks, import_jobs, import_rejections
 from services.runtime.auth import Principal
 from services.runtime.db import UnitOfWork, canonical_uuid
 from services.runtime.errors import AuthorizationError, NotFoundError, PreconditionError, ValidationError
 from services.runtime.idempotency import idempotent
 from services.runtime.pagination import PageRequest
+from services.runtime.storage import ObjectStorage
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ from psycopg import AsyncCursor, sql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bus.envelope import unpack
-from services.molecule import properties
+from services.molecule.domain import properties
 from services.runtime.errors import ValidationError
 from services.runtime.pagination import PageRequest
 

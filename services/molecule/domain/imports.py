@@ -25,9 +25,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TypeAlias
 
-from services.molecule import chemistry, csv_format
-from services.molecule.chemistry import Registered
-from services.molecule.properties import ParsedValue, PropertyValueError, parse_value
+from services.molecule.domain import chemistry, csv_format
+from services.molecule.domain.chemistry import Registered
+from services.molecule.domain.properties import ParsedValue, PropertyValueError, parse_value
 from services.runtime.errors import ValidationError
 
 MAX_NAME_LENGTH = 500

@@ -1,0 +1,3 @@
+from services.molecule.worker.chunks import main
+
+main()
