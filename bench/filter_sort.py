@@ -37,7 +37,8 @@ import psutil
 import sqlalchemy as sa
 
 from services.molecule.domain import chemistry
-from services.molecule.index.queries import MoleculeQuery, QueryIndex, RawFilter, parse_query
+from services.molecule.index.columnar import QueryIndex
+from services.molecule.index.query import MoleculeQuery, RawFilter, parse_query
 from services.molecule.service.molecules import MoleculeService
 from services.molecule.store.tables import SCHEMA
 from services.runtime import migrations

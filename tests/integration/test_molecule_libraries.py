@@ -31,13 +31,15 @@ from services.identity.keys import KeyRing
 from services.identity.server import PUBLIC_METHODS, IdentityServicer
 from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
+from services.molecule.adapters.identity_users import IdentityUserDirectory
 from services.molecule.context import MoleculeContext
 from services.molecule.domain import chemistry
-from services.molecule.domain.library_rules import Level
-from services.molecule.index.queries import QueryIndex
+from services.molecule.domain.library_rules import Level, LibraryFilter
+from services.molecule.index.columnar import QueryIndex
 from services.molecule.server.libraries import build
-from services.molecule.service.libraries import IdentityUserDirectory, LibraryFilter, LibraryService
+from services.molecule.service.libraries import LibraryService
 from services.molecule.store.tables import SCHEMA, molecule_properties, molecules
+from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations, server
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
@@ -185,7 +187,7 @@ async def world(postgres_server, tmp_path_factory) -> AsyncIterator[World]:  # t
     )
     grpc_server, health, tasks = await server.start_server(app)
     directory = IdentityUserDirectory(f"127.0.0.1:{port}")
-    w = World(identity, LibraryService(UnitOfWork(engine), directory), engine, f"127.0.0.1:{port}")
+    w = World(identity, LibraryService(molecule_transactions(engine), directory), engine, f"127.0.0.1:{port}")
     w.directory = directory
     w.root = await w.login("root@lib.test", PASSWORD)
     try:
@@ -487,7 +489,7 @@ async def test_with_the_query_index_molecules_sort_by_properties_and_changes_sho
     admin = await world.organization()
     alice = await world.user(admin.principal.organization_id)
     ids = await world.molecules(alice, 8)
-    indexed = LibraryService(UnitOfWork(world.engine), world.directory, QueryIndex(world.engine))
+    indexed = LibraryService(molecule_transactions(world.engine), world.directory, QueryIndex(world.engine))
     library_id = await world.create(alice)
     await indexed.add_molecules(alice.principal, library_id, ids[:6])  # loads the organization's index
     await indexed.add_molecules(alice.principal, library_id, ids[6:])  # refreshes it

@@ -30,7 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bus import OutboxRelay, connect, ensure_streams
 from services.molecule.domain import chemistry
 from services.molecule.domain.imports import StructureRow
-from services.molecule.index.queries import QueryIndex, RawFilter, parse_query
+from services.molecule.index.columnar import QueryIndex
+from services.molecule.index.query import RawFilter, parse_query
 from services.molecule.index.search_index import SearchIndex
 from services.molecule.index.search_sync import SearchIndexSync
 from services.molecule.server.molecules import follow_changes

@@ -32,7 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bus import OutboxRelay, connect, ensure_streams
 from services.molecule.domain import chemistry
 from services.molecule.domain.imports import StructureRow
-from services.molecule.index.queries import STATUSES, MoleculeQuery, QueryIndex, RawFilter, parse_query
+from services.molecule.domain.vocabulary import STATUSES
+from services.molecule.index.columnar import QueryIndex
+from services.molecule.index.query import MoleculeQuery, RawFilter, parse_query
 from services.molecule.server.molecules import MoleculeServicer, follow_changes
 from services.molecule.service.molecules import MoleculeService, NewMolecule, PropertyInput
 from services.molecule.store.registration import register_structures

@@ -34,7 +34,7 @@ from molbridge.prediction.v1 import prediction_service_pb2_grpc as pb_grpc
 
 from bus import OutboxRelay, add_event, connect, ensure_streams
 from bus.consumer import Consumer
-from services.molecule.index.queries import QueryIndex
+from services.molecule.index.columnar import QueryIndex
 from services.molecule.server.molecules import MoleculeServicer
 from services.molecule.service.molecules import MoleculeService, NewMolecule
 from services.molecule.service.predictions import PredictionConsumer

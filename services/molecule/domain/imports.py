@@ -28,6 +28,7 @@ from typing import TypeAlias
 from services.molecule.domain import chemistry, csv_format
 from services.molecule.domain.chemistry import Registered
 from services.molecule.domain.properties import ParsedValue, PropertyValueError, parse_value
+from services.molecule.domain.vocabulary import IMPORTED
 from services.runtime.errors import ValidationError
 
 MAX_NAME_LENGTH = 500
@@ -176,7 +177,7 @@ class StructureRow:
     registered: Registered
     name: str = ""
     values: Mapping[str, PropertyValue] = field(default_factory=dict)
-    source: str = "IMPORTED"  # of the values
+    source: str = IMPORTED  # of the values
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
+from services.molecule.domain import properties
 from services.runtime.auth import Principal
 from services.runtime.db import canonical_uuid
 from services.runtime.errors import AuthorizationError, NotFoundError, ValidationError
@@ -264,3 +265,40 @@ def _short(text: str, limit: int = 40) -> str:
 def _raise_if_any(message: str, violations: list[tuple[str, str]]) -> None:
     if violations:
         raise ValidationError(message, field_violations=violations)
+
+
+# ---- listing and distributions --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LibraryFilter:
+    name_contains: str = ""
+    categories: tuple[str, ...] = ()
+    visibility: str = ""
+    owner_id: str = ""
+
+
+def check_filter(filters: LibraryFilter) -> None:
+    violations: list[tuple[str, str]] = []
+    if filters.name_contains and len(filters.name_contains) > MAX_NAME_LENGTH:
+        violations.append(("name_contains", f"at most {MAX_NAME_LENGTH} characters"))
+    if filters.categories and set(filters.categories) - set(CATEGORIES):
+        violations.append(("categories", f"one of {', '.join(CATEGORIES)}"))
+    if filters.visibility and filters.visibility not in VISIBILITIES:
+        violations.append(("visibility", f"one of {', '.join(VISIBILITIES)}"))
+    _raise_if_any("Invalid library filter", violations)
+
+
+def numeric_property(name: str) -> properties.PropertyDefinition:
+    """The property a distribution is drawn for: known (or custom_*) and numeric."""
+    definition = properties.definition(name)
+    if definition is None:
+        raise ValidationError(
+            f"Unknown property: {name[:64]!r}",
+            field_violations=[("property", "a known property (GET /api/v1/molecules/properties) or custom_<name>")],
+        )
+    if definition.value_type not in (None, properties.ValueType.NUMERIC, properties.ValueType.INTEGER):
+        raise ValidationError(
+            f"{name} is not numeric", field_violations=[("property", "a distribution needs a numeric property")]
+        )
+    return definition

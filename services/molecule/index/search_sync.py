@@ -47,8 +47,8 @@ from bus.connection import connect
 from bus.envelope import unpack
 from bus.streams import ensure_streams
 from bus.subjects import event_subject
+from services.molecule.domain.vocabulary import ARCHIVED, EVENT_SOURCE
 from services.molecule.index.search_index import FP_BYTES, IndexEntry, SearchIndex
-from services.molecule.service.libraries import EVENT_SOURCE
 
 log = logging.getLogger("molbridge.molecule.search_sync")
 T = TypeVar("T")
@@ -304,7 +304,7 @@ def _apply(index: SearchIndex, organization_id: str, ids: Sequence[str], rows: S
     live = [
         IndexEntry(id=r[0], inchi_key=r[1], smiles=r[2], morgan_fp=bytes(r[3]), pattern_fp=bytes(r[4]))
         for r in rows
-        if r[5] != "ARCHIVED"
+        if r[5] != ARCHIVED
     ]
     found = {entry.id for entry in live}
     gone = [i for i in ids if i not in found]

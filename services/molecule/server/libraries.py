@@ -11,18 +11,15 @@ from molbridge.molecule.v1 import library_service_pb2 as pb
 from molbridge.molecule.v1 import library_service_pb2_grpc as pb_grpc
 from molbridge.molecule.v1 import molecule_pb2
 
+from services.molecule.adapters.identity_users import IdentityUserDirectory
 from services.molecule.context import MoleculeContext, ServicePart
 from services.molecule.domain.distributions import Histogram
-from services.molecule.domain.library_rules import Level
-from services.molecule.index.queries import QueryIndex
-from services.molecule.service.libraries import (
-    IdentityUserDirectory,
-    Library,
-    LibraryAccess,
-    LibraryFilter,
-    LibraryService,
-    MoleculeView,
-)
+from services.molecule.domain.library_rules import Level, LibraryFilter
+from services.molecule.index.columnar import QueryIndex
+from services.molecule.service.libraries import LibraryService
+from services.molecule.store.libraries import Library, LibraryAccess
+from services.molecule.store.molecule_views import MoleculeView
+from services.molecule.store.uow import molecule_transactions
 from services.runtime.auth import current_principal
 from services.runtime.errors import ValidationError
 from services.runtime.pagination import PageRequest
@@ -264,7 +261,7 @@ def build(ctx: MoleculeContext) -> ServicePart:
     index ctx.shared["query_index"] (made here if no part made it yet; feeding it MoleculesChanged events
     and preloading it is the composition root's job) and shares the service as ctx.shared["libraries"]."""
     users = IdentityUserDirectory(ctx.settings.addr_of("identity"))
-    service = LibraryService(ctx.uow, users, shared_query_index(ctx))
+    service = LibraryService(molecule_transactions(ctx.engine), users, shared_query_index(ctx))
     ctx.shared[LIBRARIES] = service
     return ServicePart(
         servicers=[(pb_grpc.add_LibraryServiceServicer_to_server, LibraryServicer(service))],

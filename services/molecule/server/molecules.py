@@ -23,9 +23,11 @@ from bus.streams import ensure_streams
 from bus.subjects import event_subject
 from services.molecule.context import MoleculeContext, ServicePart
 from services.molecule.domain import properties
-from services.molecule.index.queries import MoleculeQuery, QueryIndex, RawFilter, parse_query
+from services.molecule.domain.vocabulary import EVENT_SOURCE
+from services.molecule.index.columnar import QueryIndex
+from services.molecule.index.query import MoleculeQuery, RawFilter, parse_query
 from services.molecule.server.libraries import molecule_pb, shared_query_index
-from services.molecule.service.molecules import EVENT_SOURCE, MoleculeService, NewMolecule, PropertyInput
+from services.molecule.service.molecules import MoleculeService, NewMolecule, PropertyInput
 from services.runtime.auth import current_principal
 from services.runtime.pagination import PageRequest
 

@@ -9,7 +9,7 @@ libraries: data is seen outside its organization only when shared on purpose).
 
 Decisions:
 - Anyone of the organization may read a job, its progress and its error report; starting one needs
-  the upload role (imports.WRITER_ROLES); cancelling needs its creator or an organization admin.
+  the upload role (vocabulary.WRITER_ROLES); cancelling needs its creator or an organization admin.
 - Cancelling an ended job: a cancelled one answers as it is (a retried cancel), a completed or
   failed one is a conflict.
 - WatchImport polls the job row (one primary-key read every 250 ms per watcher) rather than
@@ -51,8 +51,9 @@ from services.molecule.domain.imports import (
 )
 from services.molecule.domain.library_rules import Action
 from services.molecule.domain.properties import KNOWN_PROPERTIES, PREDICTABLE_PROPERTIES
-from services.molecule.service.libraries import EVENT_SOURCE, library_for
-from services.molecule.service.uploads import WRITER_ROLES, ImportLimits, StoredUpload, UploadService
+from services.molecule.domain.vocabulary import EVENT_SOURCE, IMPORT_MANAGER_ROLES, WRITER_ROLES
+from services.molecule.service.uploads import ImportLimits, StoredUpload, UploadService
+from services.molecule.store.libraries import library_for
 from services.molecule.store.tables import SCHEMA, import_chunks, import_jobs, import_rejections
 from services.runtime.auth import Principal
 from services.runtime.db import UnitOfWork, canonical_uuid
@@ -65,7 +66,6 @@ log = logging.getLogger(__name__)
 
 CSV_QUEUE = "csv_chunks"  # MOLBRIDGE_CSV_QUEUE overrides it (tests give each run its own queue)
 ROWS_PER_CHUNK = 5000
-MANAGER_ROLES = ("pharma_admin",)  # besides the job's creator, who may cancel it
 WATCH_INTERVAL_S = 0.25
 WATCH_HEARTBEAT_S = 5.0
 REPORT_LINK_SECONDS = 3600
@@ -235,7 +235,7 @@ class ImportJobService:
         """Stop a job: its remaining chunks are skipped; in reject_all mode nothing stays registered."""
         async with self._uow() as session:
             job = await _visible_job(session, principal, job_id, lock=True)
-            if principal.subject != job.created_by and not principal.has_any_role(*MANAGER_ROLES):
+            if principal.subject != job.created_by and not principal.has_any_role(*IMPORT_MANAGER_ROLES):
                 raise AuthorizationError(
                     "Only the user who started an import, or an organization admin, may cancel it",
                     detail="NOT_JOB_OWNER",

@@ -41,9 +41,20 @@ from bus.outbox import add_event
 from services.molecule.domain import chemistry, properties
 from services.molecule.domain.imports import MAX_NAME_LENGTH, PropertyValue, StructureRow, stored_value
 from services.molecule.domain.library_rules import Action
-from services.molecule.index.queries import ARCHIVED, FLAG_TYPES, STATUSES, MoleculeQuery, QueryIndex
-from services.molecule.service.libraries import MoleculeView, library_for, views_of
-from services.molecule.service.libraries import _molecule_views as molecule_views
+from services.molecule.domain.vocabulary import (
+    ARCHIVED,
+    EVENT_SOURCE,
+    FLAG_TYPES,
+    HELD_STATUSES,
+    IMPORTED,
+    STATUSES,
+    USER_STATUSES,
+    WRITER_ROLES,
+)
+from services.molecule.index.columnar import QueryIndex
+from services.molecule.index.query import MoleculeQuery
+from services.molecule.store.libraries import library_for
+from services.molecule.store.molecule_views import MoleculeView, molecule_views, views_of
 from services.molecule.store.registration import register_structures
 from services.molecule.store.tables import SCHEMA, flags, molecule_properties, molecules
 from services.runtime.auth import Principal
@@ -59,14 +70,9 @@ from services.runtime.pagination import PageRequest
 
 log = logging.getLogger("molbridge.molecule.molecules")
 
-EVENT_SOURCE = "molecule"
-WRITER_ROLES = ("pharma_scientist",)
 MAX_BATCH = 1000
 MAX_NOTES_LENGTH = 2000
 MAX_UNITS_LENGTH = 32
-IMPORTED = "IMPORTED"
-USER_STATUSES = ("AVAILABLE", ARCHIVED)
-HELD_STATUSES = ("PENDING", "TESTING")  # a submission's
 PRIORITY = "PRIORITY"
 LEVELS = ("HIGH", "MEDIUM", "LOW")
 DEFAULT_IMAGE_PX = 300

@@ -30,8 +30,7 @@ from bus.idempotency import first_delivery
 from bus.outbox import add_event
 from bus.streams import EVENTS_STREAM
 from bus.subjects import event_subject
-from services.molecule.index.queries import PRECEDENCE
-from services.molecule.service.molecules import EVENT_SOURCE
+from services.molecule.domain.vocabulary import EVENT_SOURCE, PRECEDENCE
 from services.molecule.store.tables import SCHEMA, molecule_properties, molecules
 from services.prediction.score import SCORE_MODEL, SCORE_PROPERTY, SCORE_VERSION, desirability
 from services.runtime.db import UnitOfWork

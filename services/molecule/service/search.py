@@ -45,9 +45,12 @@ import sqlalchemy as sa
 
 from services.molecule.domain import chemistry
 from services.molecule.domain.library_rules import Action
-from services.molecule.index.queries import ARCHIVED, Condition, MoleculeQuery, Operator, QueryIndex
+from services.molecule.domain.vocabulary import ARCHIVED
+from services.molecule.index.columnar import QueryIndex
+from services.molecule.index.query import Condition, MoleculeQuery, Operator
 from services.molecule.index.search_index import SearchIndex, SimilarityResult, SubstructureResult
-from services.molecule.service.libraries import MoleculeView, library_for, views_of
+from services.molecule.store.libraries import library_for
+from services.molecule.store.molecule_views import MoleculeView, views_of
 from services.molecule.store.tables import molecules
 from services.runtime.auth import Principal
 from services.runtime.db import UnitOfWork

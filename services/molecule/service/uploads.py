@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from services.molecule.domain import csv_format
 from services.molecule.domain.properties import KNOWN_PROPERTIES
+from services.molecule.domain.vocabulary import WRITER_ROLES
 from services.molecule.store import tables as store
 from services.runtime.auth import Principal
 from services.runtime.db import UnitOfWork
@@ -29,7 +30,6 @@ from services.runtime.settings import Settings
 from services.runtime.storage import MIB, ObjectStorage
 
 DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_ROWS = 100 * MIB, 500_000
-WRITER_ROLES = ("pharma_scientist",)  # pharma_admin implies it; system_admin passes every check
 DEFAULT_FILENAME = "upload.csv"
 PREVIEW_ROWS, MAX_PREVIEW_ROWS = 20, 100
 # What browsers and tools send for a CSV body; anything else but multipart is refused by name.

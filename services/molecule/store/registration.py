@@ -39,9 +39,10 @@ from psycopg import AsyncCursor, sql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bus.outbox import add_event
+from services.molecule.domain.events import MOLECULES_PER_EVENT
 from services.molecule.domain.imports import PropertyValue, StructureRow, stored_value
 from services.molecule.domain.properties import KNOWN_PROPERTIES
-from services.molecule.service.libraries import EVENT_CHUNK, EVENT_SOURCE
+from services.molecule.domain.vocabulary import CALCULATED, EVENT_SOURCE
 from services.molecule.store.tables import SCHEMA
 
 __all__ = [
@@ -53,7 +54,6 @@ __all__ = [
     "stored_value",
 ]
 
-CALCULATED = "CALCULATED"
 _COPY_BUFFER = 1 << 20
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -93,18 +93,18 @@ async def register_structures(
     library_id: str | None = None,
 ) -> RegistrationResult:
     """Register or merge every row in the caller's transaction; records one MoleculesChanged per
-    EVENT_CHUNK molecules. `job_id` marks an import (provenance rows are then unique per file row)."""
+    MOLECULES_PER_EVENT molecules. `job_id` marks an import (provenance rows are then unique per file row)."""
     if not rows:
         return RegistrationResult([])
     async with await _cursor(session) as cursor:
         result = await _write(cursor, rows, organization_id, actor_id, job_id, library_id)
     molecule_ids = result.molecule_ids
-    for start in range(0, len(molecule_ids), EVENT_CHUNK):  # tell every replica's search index
+    for start in range(0, len(molecule_ids), MOLECULES_PER_EVENT):  # tell every replica's search index
         await add_event(
             session,
             source=EVENT_SOURCE,
             payload=MoleculesChanged(
-                organization_id=organization_id, molecule_ids=molecule_ids[start : start + EVENT_CHUNK]
+                organization_id=organization_id, molecule_ids=molecule_ids[start : start + MOLECULES_PER_EVENT]
             ),
             organization_id=organization_id,
             actor_id=actor_id,

@@ -54,6 +54,7 @@ from bus.relay import OutboxRelay
 from bus.streams import WORK_STREAM, ensure_streams
 from bus.subjects import work_subject
 from services.molecule.domain import csv_format
+from services.molecule.domain.events import MOLECULES_PER_EVENT
 from services.molecule.domain.imports import (
     ACTIVE_STATUSES,
     ChunkCounts,
@@ -67,8 +68,8 @@ from services.molecule.domain.imports import (
     encode_valid,
     evaluate_rows,
 )
+from services.molecule.domain.vocabulary import EVENT_SOURCE
 from services.molecule.service.import_jobs import CSV_QUEUE, end_job, load_job
-from services.molecule.service.libraries import EVENT_CHUNK, EVENT_SOURCE
 from services.molecule.service.uploads import ImportLimits, upload_object_key
 from services.molecule.store.registration import register_structures
 from services.molecule.store.tables import (
@@ -392,8 +393,8 @@ class ChunkWorker:
                 .order_by(molecules.c.id)
             )
         ]
-        for start in range(0, len(structures), EVENT_CHUNK):
-            part = structures[start : start + EVENT_CHUNK]
+        for start in range(0, len(structures), MOLECULES_PER_EVENT):
+            part = structures[start : start + MOLECULES_PER_EVENT]
             await add_event(
                 session,
                 source=EVENT_SOURCE,

@@ -11,16 +11,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from services.molecule.index.queries import (
-    STATUSES,
-    MoleculeQuery,
-    RawFilter,
-    _Batch,
-    _id_halves,
-    _id_text,
-    _Tenant,
-    parse_query,
-)
+from services.molecule.domain.vocabulary import STATUSES
+from services.molecule.index.columnar import TenantColumns
+from services.molecule.index.ids import id_halves, id_text
+from services.molecule.index.query import MoleculeQuery, RawFilter, parse_query
+from services.molecule.store.molecule_columns import ColumnBatch
 from services.runtime.errors import ValidationError
 from services.runtime.pagination import PageRequest
 from tests import molecule_oracle as oracle
@@ -107,8 +102,8 @@ def test_page_bounds_are_400(page: int, size: int) -> None:
 
 def test_ids_round_trip_through_halves() -> None:
     ids = [str(uuid.uuid4()) for _ in range(50)] + ["00000000-0000-0000-0000-000000000000"]
-    hi, lo = _id_halves([*ids, "not-an-id"])
-    assert [i.decode() for i in _id_text(hi, lo)] == ids
+    hi, lo = id_halves([*ids, "not-an-id"])
+    assert [i.decode() for i in id_text(hi, lo)] == ids
 
 
 # ---- the columnar tenant against brute force ------------------------------------------------------
@@ -160,9 +155,9 @@ def synthetic(count: int, rng: random.Random) -> list[oracle.Row]:
     return rows
 
 
-def batch_of(rows: list[oracle.Row], requested: list[str] | None = None) -> _Batch:
+def batch_of(rows: list[oracle.Row], requested: list[str] | None = None) -> ColumnBatch:
     def halves(ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        return _id_halves(ids)
+        return id_halves(ids)
 
     numbers: dict[tuple[str, str], list[tuple[str, float]]] = defaultdict(list)
     texts: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
@@ -179,7 +174,7 @@ def batch_of(rows: list[oracle.Row], requested: list[str] | None = None) -> _Bat
         for library in r.libraries:
             members[library].append(r.id)
     hi, lo = halves([r.id for r in rows])
-    return _Batch(
+    return ColumnBatch(
         hi=hi,
         lo=lo,
         status=np.array([STATUSES.index(r.status) for r in rows], np.int8),
@@ -235,7 +230,7 @@ def random_queries(rng: random.Random, count: int) -> Iterator[tuple[MoleculeQue
 
 
 def tenant_page(
-    tenant: _Tenant, query: MoleculeQuery, user: str, page: int, size: int
+    tenant: TenantColumns, query: MoleculeQuery, user: str, page: int, size: int
 ) -> tuple[list[str], int]:
     start = (page - 1) * size
     return tenant.page(query, user, [], start, start + size)
@@ -248,7 +243,7 @@ def test_filter_sort_and_page_agree_with_brute_force(
     rng = random.Random(7)
     rows = synthetic(3000, rng)
     # With fast paths: the partial sort and per-column ranks run at this small size too.
-    tenant = _Tenant(partition_min=50, rank_subset_max=50) if fast_paths else _Tenant()
+    tenant = TenantColumns(partition_min=50, rank_subset_max=50) if fast_paths else TenantColumns()
     tenant.apply(batch_of(rows))
     for query, page, size in random_queries(rng, 300):
         user = rng.choice(USERS)
@@ -260,7 +255,7 @@ def test_filter_sort_and_page_agree_with_brute_force(
 def test_a_refresh_replaces_what_it_reads_and_marks_the_vanished_gone() -> None:
     rng = random.Random(11)
     rows = synthetic(500, rng)
-    tenant = _Tenant()
+    tenant = TenantColumns()
     tenant.apply(batch_of(rows))
     changed, vanished = rows[0], rows[1]
     changed.values = {("molecular_weight", "CALCULATED"): 1.0, ("logp", "PREDICTED"): 9.5}
@@ -279,7 +274,7 @@ def test_a_refresh_replaces_what_it_reads_and_marks_the_vanished_gone() -> None:
 
 
 def test_growth_keeps_rows_findable() -> None:
-    tenant = _Tenant()
+    tenant = TenantColumns()
     rng = random.Random(3)
     seen: list[oracle.Row] = []
     for size in (1, 700, 2000, 30_000):  # past the capacity steps and the lookup table's re-sort
@@ -288,4 +283,4 @@ def test_growth_keeps_rows_findable() -> None:
         seen += more
     query = parse_query(statuses=list(STATUSES), sort_by="updated_at")
     assert tenant_page(tenant, query, "u1", 3, 100) == oracle.evaluate(seen, query, "u1", 3, 100)
-    assert tenant.rows_of(*_id_halves([seen[5].id, seen[-5].id])).tolist() == [5, len(seen) - 5]
+    assert tenant.rows_of(*id_halves([seen[5].id, seen[-5].id])).tolist() == [5, len(seen) - 5]
