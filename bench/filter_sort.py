@@ -41,9 +41,10 @@ from services.molecule.index.columnar import QueryIndex
 from services.molecule.index.query import MoleculeQuery, RawFilter, parse_query
 from services.molecule.service.molecules import MoleculeService
 from services.molecule.store.tables import SCHEMA
+from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations
 from services.runtime.auth import Principal
-from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.db import make_engine
 from services.runtime.pagination import PageRequest
 from stack.postgres import PostgresServer
 
@@ -216,7 +217,7 @@ async def measure(
 ) -> dict[str, Timings]:
     engine = make_engine(database_url, SCHEMA, pool_size=max(2, concurrency))
     index = QueryIndex(engine)
-    service = MoleculeService(UnitOfWork(engine), index)
+    service = MoleculeService(molecule_transactions(engine), index)
     process = psutil.Process()
     rss = process.memory_info().rss
     started = time.perf_counter()

@@ -40,6 +40,7 @@ from services.molecule.service.molecules import MoleculeService
 from services.molecule.service.search import WARMING_UP, Budgets, SearchOutcome, SearchService
 from services.molecule.store.registration import register_structures
 from services.molecule.store.tables import SCHEMA
+from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations, server
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
@@ -158,7 +159,7 @@ async def world(postgres_server: Any, nats_server: Any) -> AsyncIterator[World]:
         index,
         sync,
         SearchService(uow, index, queries, is_ready=sync.is_ready),
-        MoleculeService(uow, queries),
+        MoleculeService(molecule_transactions(engine), queries),
         org,
         other_org,
         scientist(org),

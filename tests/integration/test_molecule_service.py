@@ -39,6 +39,7 @@ from services.molecule.server.molecules import MoleculeServicer, follow_changes
 from services.molecule.service.molecules import MoleculeService, NewMolecule, PropertyInput
 from services.molecule.store.registration import register_structures
 from services.molecule.store.tables import SCHEMA
+from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations, server
 from services.runtime.auth import AUDIENCE, ISSUER, Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
@@ -83,7 +84,7 @@ async def world(database_url: str) -> AsyncIterator[World]:
     engine = make_engine(database_url, SCHEMA)
     uow = UnitOfWork(engine)
     index = QueryIndex(engine)
-    yield World(engine, uow, index, MoleculeService(uow, index))
+    yield World(engine, uow, index, MoleculeService(molecule_transactions(engine), index))
     await engine.dispose()
 
 
@@ -270,7 +271,7 @@ async def test_filter_and_sort_agree_with_brute_force_on_two_thousand_molecules(
         views, total = await world.service.list_molecules(who, query, PageRequest.of(page, size))
         assert ([v.id for v in views], total) == oracle.evaluate(rows, query, who.subject, page, size), query
     # a fresh replica (full load) answers the same
-    replica = MoleculeService(world.uow, QueryIndex(world.engine))
+    replica = MoleculeService(molecule_transactions(world.engine), QueryIndex(world.engine))
     for query, page, size in queries_for(rng, rows, library_id)[:20]:
         views, total = await replica.list_molecules(alice, query, PageRequest.of(page, size))
         assert ([v.id for v in views], total) == oracle.evaluate(rows, query, alice.subject, page, size)
@@ -491,7 +492,7 @@ async def test_another_replica_follows_changes_from_the_bus(world: World, nats_s
     alice = person(org)
     made = await world.service.create(alice, NewMolecule("CC(C)O", "isopropanol"))
     replica = QueryIndex(world.engine)
-    other = MoleculeService(world.uow, replica)
+    other = MoleculeService(molecule_transactions(world.engine), replica)
     nats = await connect(nats_server.url)
     js = nats.jetstream()
     await ensure_streams(js)

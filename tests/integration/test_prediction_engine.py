@@ -39,6 +39,7 @@ from services.molecule.server.molecules import MoleculeServicer
 from services.molecule.service.molecules import MoleculeService, NewMolecule
 from services.molecule.service.predictions import PredictionConsumer
 from services.molecule.store.tables import SCHEMA as MOLECULE_SCHEMA
+from services.molecule.store.uow import molecule_transactions
 from services.prediction import worker as prediction_worker
 from services.prediction.engine_client import EngineClient, EngineSettings
 from services.prediction.jobs import COMPLETED, PredictionService, enqueue, job_id_for_event
@@ -133,7 +134,7 @@ async def world(database_url: str, nats_server: object, ai_engine: Engine) -> As
     batch_consumers = [r for r in runners if isinstance(r, Consumer) and r.durable == prediction_worker.BATCH_DURABLE]
     try:
         yield World(
-            MoleculeService(molecule_uow, QueryIndex(molecule_db)),
+            MoleculeService(molecule_transactions(molecule_db), QueryIndex(molecule_db)),
             molecule_uow,
             UnitOfWork(prediction_db),
             client,

@@ -19,3 +19,10 @@ def molecules_changed(organization_id: str, molecule_ids: Sequence[str]) -> list
         MoleculesChanged(organization_id=organization_id, molecule_ids=molecule_ids[start : start + size])
         for start in range(0, len(molecule_ids), size)
     ]
+
+
+def molecule_changed(organization_id: str, molecule_id: str, *, archived: bool = False) -> MoleculesChanged:
+    """One molecule changed; an archived one is named in `archived_ids` (indexes drop it from lists)."""
+    event = MoleculesChanged(organization_id=organization_id)
+    (event.archived_ids if archived else event.molecule_ids).append(molecule_id)
+    return event

@@ -32,6 +32,7 @@ from services.molecule.domain import properties
 from services.runtime.auth import Principal
 from services.runtime.db import canonical_uuid
 from services.runtime.errors import AuthorizationError, NotFoundError, ValidationError
+from services.runtime.validation import Violations
 
 MAX_NAME_LENGTH = 100
 MAX_DESCRIPTION_LENGTH = 2000
@@ -142,41 +143,41 @@ class Details:
 
 def check_new(name: str, description: str, category: str, visibility: str) -> Details:
     """A new library's details; empty category/visibility take the defaults."""
-    violations: list[tuple[str, str]] = []
+    violations = Violations()
     details = Details(
         name=_name(name, violations),
         description=_description(description, violations),
         category=_choice("category", category or DEFAULT_CATEGORY, CATEGORIES, violations),
         visibility=_choice("visibility", visibility or DEFAULT_VISIBILITY, VISIBILITIES, violations),
     )
-    _raise_if_any("Invalid library", violations)
+    violations.raise_if_any("Invalid library")
     return details
 
 
 def check_changes(name: str, description: str, category: str, visibility: str) -> Details:
     """Changes to a library: empty fields stay as they are (the UpdateLibrary contract)."""
-    violations: list[tuple[str, str]] = []
+    violations = Violations()
     details = Details(
         name=_name(name, violations) if name else None,
         description=_description(description, violations) if description else None,
         category=_choice("category", category, CATEGORIES, violations) if category else None,
         visibility=_choice("visibility", visibility, VISIBILITIES, violations) if visibility else None,
     )
-    _raise_if_any("Invalid library changes", violations)
+    violations.raise_if_any("Invalid library changes")
     return details
 
 
 def check_grant(library: LibraryFacts, user_id: str, level: Level) -> str:
     """The grantee's canonical id; NONE revokes."""
     canonical = canonical_uuid(user_id)
-    violations: list[tuple[str, str]] = []
+    violations = Violations()
     if canonical is None:
-        violations.append(("user_id", "must be a user id (UUID)"))
+        violations.add("user_id", "must be a user id (UUID)")
     elif canonical == library.owner_id:
-        violations.append(("user_id", "the owner always has OWNER access"))
+        violations.add("user_id", "the owner always has OWNER access")
     if level not in (Level.NONE, *GRANTABLE_LEVELS):
-        violations.append(("level", "must be ACCESS_LEVEL_VIEWER, ACCESS_LEVEL_EDITOR or UNSPECIFIED (revoke)"))
-    _raise_if_any("Invalid grant", violations)
+        violations.add("level", "must be ACCESS_LEVEL_VIEWER, ACCESS_LEVEL_EDITOR or UNSPECIFIED (revoke)")
+    violations.raise_if_any("Invalid grant")
     assert canonical is not None
     return canonical
 
@@ -223,48 +224,43 @@ def check_bins(bins: int) -> int:
 
 def check_plot_size(width: int, height: int) -> tuple[int, int]:
     width, height = width or DEFAULT_PLOT_SIZE[0], height or DEFAULT_PLOT_SIZE[1]
-    violations = [
-        (name, f"between {MIN_PLOT_PX} and {MAX_PLOT_PX} pixels")
-        for name, value in (("width", width), ("height", height))
-        if not MIN_PLOT_PX <= value <= MAX_PLOT_PX
-    ]
-    _raise_if_any("Invalid plot size", violations)
+    violations = Violations()
+    for name, value in (("width", width), ("height", height)):
+        if not MIN_PLOT_PX <= value <= MAX_PLOT_PX:
+            violations.add(name, f"between {MIN_PLOT_PX} and {MAX_PLOT_PX} pixels")
+    violations.raise_if_any("Invalid plot size")
     return width, height
 
 
-def _name(name: str, violations: list[tuple[str, str]]) -> str:
+def _name(name: str, violations: Violations) -> str:
     name = name.strip()
     if not name:
-        violations.append(("name", "required"))
+        violations.add("name", "required")
     elif len(name) > MAX_NAME_LENGTH:
-        violations.append(("name", f"at most {MAX_NAME_LENGTH} characters (got {len(name)})"))
+        violations.add("name", f"at most {MAX_NAME_LENGTH} characters (got {len(name)})")
     elif _CONTROL.search(name):
-        violations.append(("name", "must not contain control characters"))
+        violations.add("name", "must not contain control characters")
     return name
 
 
-def _description(description: str, violations: list[tuple[str, str]]) -> str:
+def _description(description: str, violations: Violations) -> str:
     description = description.strip()
     if len(description) > MAX_DESCRIPTION_LENGTH:
-        violations.append(("description", f"at most {MAX_DESCRIPTION_LENGTH} characters (got {len(description)})"))
+        violations.add("description", f"at most {MAX_DESCRIPTION_LENGTH} characters (got {len(description)})")
     elif _CONTROL_EXCEPT_LINES.search(description):
-        violations.append(("description", "must not contain control characters other than tabs and newlines"))
+        violations.add("description", "must not contain control characters other than tabs and newlines")
     return description
 
 
-def _choice(field_name: str, value: str, allowed: tuple[str, ...], violations: list[tuple[str, str]]) -> str:
+def _choice(field_name: str, value: str, allowed: tuple[str, ...], violations: Violations) -> str:
     if value not in allowed:
-        violations.append((field_name, f"one of {', '.join(allowed)}"))
+        violations.add(field_name, f"one of {', '.join(allowed)}")
     return value
 
 
 def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
-
-def _raise_if_any(message: str, violations: list[tuple[str, str]]) -> None:
-    if violations:
-        raise ValidationError(message, field_violations=violations)
 
 
 # ---- listing and distributions --------------------------------------------------------------------
@@ -279,14 +275,14 @@ class LibraryFilter:
 
 
 def check_filter(filters: LibraryFilter) -> None:
-    violations: list[tuple[str, str]] = []
+    violations = Violations()
     if filters.name_contains and len(filters.name_contains) > MAX_NAME_LENGTH:
-        violations.append(("name_contains", f"at most {MAX_NAME_LENGTH} characters"))
+        violations.add("name_contains", f"at most {MAX_NAME_LENGTH} characters")
     if filters.categories and set(filters.categories) - set(CATEGORIES):
-        violations.append(("categories", f"one of {', '.join(CATEGORIES)}"))
+        violations.add("categories", f"one of {', '.join(CATEGORIES)}")
     if filters.visibility and filters.visibility not in VISIBILITIES:
-        violations.append(("visibility", f"one of {', '.join(VISIBILITIES)}"))
-    _raise_if_any("Invalid library filter", violations)
+        violations.add("visibility", f"one of {', '.join(VISIBILITIES)}")
+    violations.raise_if_any("Invalid library filter")
 
 
 def numeric_property(name: str) -> properties.PropertyDefinition:

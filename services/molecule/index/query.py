@@ -26,7 +26,7 @@ from typing import Any
 from services.molecule.domain import properties
 from services.molecule.domain.vocabulary import FLAG_TYPES, SOURCES, STATUSES
 from services.molecule.index.ids import parse_uuid
-from services.runtime.errors import ValidationError
+from services.runtime.validation import Violations
 
 MEMORY_FIELDS = ("name", "inchi_key", "formula")  # molecule text columns held in the index
 SQL_FIELDS = ("smiles", "canonical_smiles")  # molecule text columns filtered in PostgreSQL
@@ -99,26 +99,25 @@ def parse_query(
     sort_desc: bool = False,
 ) -> MoleculeQuery:
     """Validate a query; every problem is reported at once (400 with one field violation each)."""
-    violations: list[tuple[str, str]] = []
+    violations = Violations()
     if len(filters) > MAX_CONDITIONS:
-        violations.append(("filters", f"at most {MAX_CONDITIONS} conditions"))
+        violations.add("filters", f"at most {MAX_CONDITIONS} conditions")
     conditions = []
     for i, raw in enumerate(filters[:MAX_CONDITIONS]):
         try:
             conditions.append(parse_condition(raw))
         except _Invalid as problem:
-            violations.append((f"filters[{i}].{problem.field}", problem.reason))
+            violations.add(f"filters[{i}].{problem.field}", problem.reason)
     flag_set = _names(flags, FLAG_TYPES, "flags", violations)
     status_set = _names(statuses, STATUSES, "status", violations)
     if library_id and parse_uuid(library_id) is None:
-        violations.append(("library_id", "not a library id"))
+        violations.add("library_id", "not a library id")
     sort_key = sort_by.strip()
     if sort_key and not _sortable(sort_key):
-        violations.append(("sort_by", "name, inchi_key, formula, created_at, updated_at or a property name"))
+        violations.add("sort_by", "name, inchi_key, formula, created_at, updated_at or a property name")
     if violations:
-        raise ValidationError(
-            f"Invalid query: {violations[0][0]}: {violations[0][1]}", field_violations=violations
-        )
+        field_name, reason = violations.items[0]
+        violations.raise_if_any(f"Invalid query: {field_name}: {reason}")
     return MoleculeQuery(
         conditions=tuple(conditions),
         flags=flag_set,
@@ -220,15 +219,13 @@ def parse_number(text: str) -> float | None:
 
 
 def _names(
-    given: Iterable[str], allowed: Sequence[str], field_name: str, violations: list[tuple[str, str]]
+    given: Iterable[str], allowed: Sequence[str], field_name: str, violations: Violations
 ) -> tuple[str, ...]:
     out: list[str] = []
     for value in given:
         name = value.strip().upper()
         if name not in allowed:
-            violations.append(
-                (field_name, f"unknown {field_name} {value[:40]!r}: one of {', '.join(allowed)}")
-            )
+            violations.add(field_name, f"unknown {field_name} {value[:40]!r}: one of {', '.join(allowed)}")
         elif name not in out:
             out.append(name)
     return tuple(out)

@@ -28,6 +28,7 @@ from services.molecule.index.columnar import QueryIndex
 from services.molecule.index.query import MoleculeQuery, RawFilter, parse_query
 from services.molecule.server.libraries import molecule_pb, shared_query_index
 from services.molecule.service.molecules import MoleculeService, NewMolecule, PropertyInput
+from services.molecule.store.uow import molecule_transactions
 from services.runtime.auth import current_principal
 from services.runtime.pagination import PageRequest
 
@@ -295,7 +296,7 @@ def build(ctx: MoleculeContext) -> ServicePart:
     ctx.shared["molecules"], and runs the index's bus follower, which also preloads every organization,
     in the background: no other part needs to feed the index."""
     index = shared_query_index(ctx)
-    service = MoleculeService(ctx.uow, index)
+    service = MoleculeService(molecule_transactions(ctx.engine), index)
     ctx.shared[MOLECULES] = service
 
     async def follow() -> None:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from services.molecule.domain.vocabulary import EVENT_SOURCE
 from services.molecule.store.libraries import LibraryRepository
 from services.molecule.store.molecule_views import MoleculeViews
+from services.molecule.store.molecules import MoleculeRepository
 from services.molecule.store.tables import SCHEMA
 from services.runtime.idempotency import idempotent
 from services.runtime.uow import EventSink, Transactions, UnitOfWork
@@ -20,6 +21,7 @@ MOLECULE_EVENTS = EventSink(source=EVENT_SOURCE, schema=SCHEMA)
 class MoleculeUnitOfWork(UnitOfWork):
     def __init__(self, session: AsyncSession, sink: EventSink) -> None:
         super().__init__(session, sink)
+        self.molecules = MoleculeRepository(session)
         self.libraries = LibraryRepository(session)
         self.molecule_views = MoleculeViews(session)
 
