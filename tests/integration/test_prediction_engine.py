@@ -129,7 +129,8 @@ async def world(database_url: str, nats_server: object, ai_engine: Engine) -> As
     await ensure_streams(js)
     runners = prediction_worker.runners(js, prediction_db, client)
     molecule_uow = UnitOfWork(molecule_db)
-    runners += [PredictionConsumer(molecule_uow).consumer(js), OutboxRelay(molecule_db, MOLECULE_SCHEMA, js)]
+    predictions = PredictionConsumer(molecule_transactions(molecule_db))
+    runners += [predictions.consumer(js), OutboxRelay(molecule_db, MOLECULE_SCHEMA, js)]
     tasks = [asyncio.create_task(r.run()) for r in runners]
     batch_consumers = [r for r in runners if isinstance(r, Consumer) and r.durable == prediction_worker.BATCH_DURABLE]
     try:

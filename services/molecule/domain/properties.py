@@ -107,7 +107,7 @@ _CATALOGUE = (
     _numeric("half_life", "Half-life", "h", 0, 100, predictable=True),
     _numeric("bioavailability", "Bioavailability", "%", 0, 100, predictable=True),
     _numeric("volume_of_distribution", "Volume of distribution", "L/kg", 0, 100),
-    # Written by the prediction service (services/prediction/score.py) as a PREDICTED value.
+    # Computed by the prediction service; arrives as a PredictedValue in PredictionCompleted (stored PREDICTED).
     _numeric("desirability_score", "Desirability score (multi-parameter, 0–1)", "", 0, 1),
 )
 

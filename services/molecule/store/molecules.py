@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from molbridge.events.v1.prediction_pb2 import PredictedValue
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.molecule.domain.imports import PropertyValue, StructureRow
-from services.molecule.domain.vocabulary import IMPORTED
+from services.molecule.domain.vocabulary import IMPORTED, PREDICTED
 from services.molecule.store.registration import RegistrationResult, register_structures
 from services.molecule.store.tables import flags, molecule_properties, molecules
 from services.runtime.auth import Principal
@@ -124,3 +125,51 @@ class MoleculeRepository:
             )
         )
         return bool(removed.rowcount)  # type: ignore[attr-defined]
+
+    async def lock_owned(self, organization_id: str, molecule_ids: Sequence[str]) -> set[str]:
+        """Which of these molecules the organization has, locked (in id order, so writers never deadlock)."""
+        return set(
+            map(
+                str,
+                await self._session.scalars(
+                    sa.select(molecules.c.id)
+                    .where(molecules.c.id.in_(molecule_ids), molecules.c.organization_id == organization_id)
+                    .order_by(molecules.c.id)
+                    .with_for_update()
+                ),
+            )
+        )
+
+    async def write_predicted(self, job_id: str, values: Sequence[PredictedValue]) -> None:
+        """Sets PREDICTED values (one per molecule and property: a later prediction replaces an earlier one)."""
+        rows = [
+            {
+                "molecule_id": v.molecule_id,
+                "name": v.property,
+                "source": PREDICTED,
+                "value_num": v.value,
+                "value_text": None,
+                "units": v.units,
+                "provenance": {
+                    "prediction_job_id": job_id,
+                    "model": v.model_name,
+                    "model_version": v.model_version,
+                    "confidence": v.confidence,
+                },
+            }
+            for v in values
+        ]
+        statement = insert(molecule_properties)
+        await self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["molecule_id", "name", "source"],
+                set_={
+                    "value_num": statement.excluded.value_num,
+                    "value_text": statement.excluded.value_text,
+                    "units": statement.excluded.units,
+                    "provenance": statement.excluded.provenance,
+                    "updated_at": sa.func.now(),
+                },
+            ),
+            sorted(rows, key=lambda r: (str(r["molecule_id"]), str(r["name"]))),
+        )

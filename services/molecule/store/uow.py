@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from bus.idempotency import first_delivery
 from services.molecule.domain.vocabulary import EVENT_SOURCE
 from services.molecule.store.libraries import LibraryRepository
 from services.molecule.store.molecule_views import MoleculeViews
@@ -28,6 +29,10 @@ class MoleculeUnitOfWork(UnitOfWork):
     async def once(self, scope: str, request_id: str, create: Callable[[], Awaitable[str]]) -> str:
         """Runs `create` (which returns the new resource's id) once per (scope, request_id) (AIP-155)."""
         return await idempotent(self.session, scope, request_id, create)
+
+    async def first_delivery(self, consumer: str, event_id: str) -> bool:
+        """True the first time `consumer` handles this event (the marker commits with the change)."""
+        return await first_delivery(self.session, consumer, event_id, schema=SCHEMA)
 
 
 MoleculeTransactions = Transactions[MoleculeUnitOfWork]
