@@ -1,59 +1,23 @@
-"""Composition root of the molecule service: builds every part, then serves.
-
-`python -m services.molecule` serves MoleculeService, SearchService, ImportService and
-LibraryService; CSV chunks are processed by `python -m services.molecule.worker` processes.
-"""
+"""`python -m services.molecule`: serves MoleculeService, SearchService, ImportService and LibraryService
+(built by bootstrap.py); CSV chunks are processed by `python -m services.molecule.worker` processes."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-from bus.runner import run_bus
-from services.molecule.context import MoleculeContext, ServicePart
-from services.molecule.server import imports, libraries, molecules, search
-from services.molecule.service.predictions import PredictionConsumer
+from services.molecule.bootstrap import build_server
 from services.molecule.store.tables import SCHEMA
 from services.runtime import migrations, server, telemetry
-from services.runtime.db import UnitOfWork, make_engine
-from services.runtime.identity_client import RemoteIdentity, remote_authenticator
 from services.runtime.logs import configure_logging
 from services.runtime.settings import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def build(settings: Settings) -> server.ServiceApp:
-    engine = make_engine(settings.database_url, SCHEMA)
-    telemetry.instrument_engine(engine)
-    ctx = MoleculeContext(settings=settings, engine=engine, uow=UnitOfWork(engine))
-    identity = RemoteIdentity(settings.addr_of("identity"))
-    parts: list[ServicePart] = [
-        imports.build(ctx),
-        molecules.build(ctx),
-        libraries.build(ctx),
-        search.build(ctx),
-    ]
-
-    predictions = PredictionConsumer(ctx.uow)  # PREDICTED values from the prediction service
-
-    async def publish_outbox() -> None:
-        await run_bus(
-            settings.nats_url, name="molecule", engine=engine, schema=SCHEMA, consumers=[predictions.consumer]
-        )
-
-    return server.ServiceApp(
-        settings=settings,
-        servicers=[s for part in parts for s in part.servicers],
-        authenticator=remote_authenticator(identity),
-        background=[publish_outbox, *(job for part in parts for job in part.background)],
-        on_stop=[*(hook for part in parts for hook in part.on_stop), identity.close, engine.dispose],
-    )
-
-
 async def serve(settings: Settings) -> None:
     # Built inside the running loop: gRPC aio channels and engines bind to the loop that creates them.
-    await server.run(build(settings))
+    await server.run(build_server(settings))
 
 
 def main() -> None:

@@ -32,11 +32,10 @@ from services.identity.server import PUBLIC_METHODS, IdentityServicer
 from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
 from services.molecule.adapters.identity_users import IdentityUserDirectory
-from services.molecule.context import MoleculeContext
+from services.molecule.bootstrap import build_parts
 from services.molecule.domain import chemistry
 from services.molecule.domain.library_rules import Level, LibraryFilter
 from services.molecule.index.columnar import QueryIndex
-from services.molecule.server.libraries import build
 from services.molecule.service.libraries import LibraryService
 from services.molecule.store.tables import SCHEMA, molecule_properties, molecules
 from services.molecule.store.uow import molecule_transactions
@@ -570,9 +569,7 @@ async def test_grpc_service_maps_requests_errors_and_forwards_credentials(world:
     settings = Settings.from_env(
         "molecule", {"MOLBRIDGE_MOLECULE_ADDR": f"127.0.0.1:{port}", "MOLBRIDGE_IDENTITY_ADDR": world.identity_addr}
     )
-    ctx = MoleculeContext(settings=settings, engine=world.engine, uow=UnitOfWork(world.engine))
-    part = build(ctx)
-    assert isinstance(ctx.shared["libraries"], LibraryService)
+    part = build_parts(settings, world.engine)
     remote = RemoteIdentity(world.identity_addr)
     app = server.ServiceApp(
         settings=settings, servicers=part.servicers, authenticator=remote_authenticator(remote),

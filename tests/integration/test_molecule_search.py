@@ -32,9 +32,9 @@ from services.molecule.domain import chemistry
 from services.molecule.domain.imports import StructureRow
 from services.molecule.index.columnar import QueryIndex
 from services.molecule.index.query import RawFilter, parse_query
+from services.molecule.index.query_sync import follow_changes
 from services.molecule.index.search_index import SearchIndex
 from services.molecule.index.search_sync import SearchIndexSync
-from services.molecule.server.molecules import follow_changes
 from services.molecule.server.search import SearchServicer
 from services.molecule.service.molecules import MoleculeService
 from services.molecule.service.search import WARMING_UP, Budgets, SearchOutcome, SearchService

@@ -35,7 +35,8 @@ from services.molecule.domain.imports import StructureRow
 from services.molecule.domain.vocabulary import STATUSES
 from services.molecule.index.columnar import QueryIndex
 from services.molecule.index.query import MoleculeQuery, RawFilter, parse_query
-from services.molecule.server.molecules import MoleculeServicer, follow_changes
+from services.molecule.index.query_sync import follow_changes
+from services.molecule.server.molecules import MoleculeServicer
 from services.molecule.service.molecules import MoleculeService, NewMolecule, PropertyInput
 from services.molecule.store.registration import register_structures
 from services.molecule.store.tables import SCHEMA

@@ -27,8 +27,7 @@ from services.identity.__main__ import MIGRATIONS as IDENTITY_MIGRATIONS
 from services.identity.keys import KeyRing
 from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
-from services.molecule.context import MoleculeContext
-from services.molecule.server.imports import STORAGE, build
+from services.molecule.bootstrap import build_parts
 from services.molecule.service.uploads import ImportLimits, UploadService, upload_object_key
 from services.molecule.store.tables import SCHEMA as MOLECULE_SCHEMA
 from services.runtime import migrations, server
@@ -111,15 +110,15 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
         },
     )
     engine = make_engine(database_url, MOLECULE_SCHEMA)
-    ctx = MoleculeContext(settings, engine, UnitOfWork(engine))
-    part = build(ctx)
+    part = build_parts(settings, engine)
     app = server.ServiceApp(
-        settings=settings, servicers=part.servicers, authenticator=Authenticator(verifier, identity)
+        settings=settings, servicers=part.servicers, authenticator=Authenticator(verifier, identity),
+        on_stop=part.on_stop,
     )
     grpc_server, health, tasks = await server.start_server(app)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield World(pb_grpc.ImportServiceStub(channel), ctx.shared[STORAGE], engine, tokens, orgs)
+            yield World(pb_grpc.ImportServiceStub(channel), part.storage, engine, tokens, orgs)
     finally:
         await server.stop_server(app, grpc_server, health, tasks)
         await engine.dispose()

@@ -11,15 +11,11 @@ from molbridge.molecule.v1 import library_service_pb2 as pb
 from molbridge.molecule.v1 import library_service_pb2_grpc as pb_grpc
 from molbridge.molecule.v1 import molecule_pb2
 
-from services.molecule.adapters.identity_users import IdentityUserDirectory
-from services.molecule.context import MoleculeContext, ServicePart
 from services.molecule.domain.distributions import Histogram
 from services.molecule.domain.library_rules import Level, LibraryFilter
-from services.molecule.index.columnar import QueryIndex
 from services.molecule.service.libraries import LibraryService
 from services.molecule.store.libraries import Library, LibraryAccess
 from services.molecule.store.molecule_views import MoleculeView
-from services.molecule.store.uow import molecule_transactions
 from services.runtime.auth import current_principal
 from services.runtime.errors import ValidationError
 from services.runtime.pagination import PageRequest
@@ -27,8 +23,6 @@ from services.runtime.protomap import timestamp
 
 Context: TypeAlias = grpc.aio.ServicerContext
 
-QUERY_INDEX = "query_index"  # ctx.shared keys
-LIBRARIES = "libraries"
 
 # Metadata that proves who the caller is, forwarded when the service asks identity on their behalf.
 CREDENTIAL_HEADERS = ("authorization", "x-api-key")
@@ -246,24 +240,3 @@ class LibraryServicer(pb_grpc.LibraryServiceServicer):
             height=request.height,
         )
         return HttpBody(content_type="image/png", data=png)
-
-
-def shared_query_index(ctx: MoleculeContext) -> QueryIndex:
-    """The service's one molecule query index (made on first use, whichever part asks first)."""
-    if QUERY_INDEX not in ctx.shared:
-        ctx.shared[QUERY_INDEX] = QueryIndex(ctx.engine)
-    index: QueryIndex = ctx.shared[QUERY_INDEX]
-    return index
-
-
-def build(ctx: MoleculeContext) -> ServicePart:
-    """Needs ctx.uow, ctx.engine and ctx.settings (identity's address, to check grantees). Uses the query
-    index ctx.shared["query_index"] (made here if no part made it yet; feeding it MoleculesChanged events
-    and preloading it is the composition root's job) and shares the service as ctx.shared["libraries"]."""
-    users = IdentityUserDirectory(ctx.settings.addr_of("identity"))
-    service = LibraryService(molecule_transactions(ctx.engine), users, shared_query_index(ctx))
-    ctx.shared[LIBRARIES] = service
-    return ServicePart(
-        servicers=[(pb_grpc.add_LibraryServiceServicer_to_server, LibraryServicer(service))],
-        on_stop=[users.close],
-    )

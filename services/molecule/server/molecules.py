@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any, TypeAlias
@@ -11,33 +10,20 @@ import grpc
 from google.api.httpbody_pb2 import HttpBody
 from google.protobuf import struct_pb2
 from molbridge.common.v1.page_pb2 import PageMeta
-from molbridge.events.v1.envelope_pb2 import EventEnvelope
-from molbridge.events.v1.molecule_pb2 import MoleculesChanged
 from molbridge.molecule.v1 import molecule_pb2
 from molbridge.molecule.v1 import molecule_service_pb2 as pb
 from molbridge.molecule.v1 import molecule_service_pb2_grpc as pb_grpc
-from nats.js.api import DeliverPolicy
 
-from bus.connection import connect
-from bus.streams import ensure_streams
-from bus.subjects import event_subject
-from services.molecule.context import MoleculeContext, ServicePart
 from services.molecule.domain import properties
-from services.molecule.domain.vocabulary import EVENT_SOURCE
-from services.molecule.index.columnar import QueryIndex
 from services.molecule.index.query import MoleculeQuery, RawFilter, parse_query
-from services.molecule.server.libraries import molecule_pb, shared_query_index
+from services.molecule.server.libraries import molecule_pb
 from services.molecule.service.molecules import MoleculeService, NewMolecule, PropertyInput
-from services.molecule.store.uow import molecule_transactions
 from services.runtime.auth import current_principal
 from services.runtime.pagination import PageRequest
 
 Context: TypeAlias = grpc.aio.ServicerContext
 log = logging.getLogger("molbridge.molecule.server")
 
-MOLECULES = "molecules"
-CHANGES_SUBJECT = event_subject(EVENT_SOURCE, MoleculesChanged)
-_RETRY_DELAYS_S = (0.5, 2.0, 5.0, 15.0, 30.0)
 
 
 def _name(enum: Any, prefix: str, value: int) -> str:
@@ -255,54 +241,3 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
             current_principal(), request.id, request.format, request.width, request.height
         )
         return HttpBody(content_type=image.content_type, data=image.data)
-
-
-async def follow_changes(index: QueryIndex, nats_url: str) -> None:
-    """Keep the index fresh from the bus, then load every organization. Each replica reads every
-    MoleculesChanged (an ordered consumer of its own, from now on: what came before, the load reads)."""
-    nats = await connect(nats_url, name="molecule-query-index")
-    try:
-        js = nats.jetstream()
-        await ensure_streams(js)
-        subscription = await js.subscribe(
-            CHANGES_SUBJECT, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
-        )
-        await index.preload()
-        async for message in subscription.messages:
-            await _apply_change(index, message.data)
-    finally:
-        await nats.close()
-
-
-async def _apply_change(index: QueryIndex, data: bytes) -> None:
-    for delay in _RETRY_DELAYS_S:
-        try:
-            await index.on_event(EventEnvelope.FromString(data))
-            return
-        except (TypeError, ValueError) as error:  # not a MoleculesChanged: nothing to retry
-            log.warning("query index: unreadable change event skipped (%s)", error)
-            return
-        except Exception as error:  # PostgreSQL unreachable: the refresh is retried
-            log.warning("query index: refresh failed (%r), retrying in %.1f s", error, delay)
-            await asyncio.sleep(delay)
-    log.error(
-        "query index: a change could not be applied; the organization's list may be stale until restart"
-    )
-
-
-def build(ctx: MoleculeContext) -> ServicePart:
-    """Needs ctx.engine, ctx.uow and ctx.settings.nats_url. Uses the one query index
-    (ctx.shared["query_index"], see server/libraries.shared_query_index), shares the service as
-    ctx.shared["molecules"], and runs the index's bus follower, which also preloads every organization,
-    in the background: no other part needs to feed the index."""
-    index = shared_query_index(ctx)
-    service = MoleculeService(molecule_transactions(ctx.engine), index)
-    ctx.shared[MOLECULES] = service
-
-    async def follow() -> None:
-        await follow_changes(index, ctx.settings.nats_url)
-
-    return ServicePart(
-        servicers=[(pb_grpc.add_MoleculeServiceServicer_to_server, MoleculeServicer(service))],
-        background=[follow],
-    )

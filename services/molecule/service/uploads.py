@@ -26,7 +26,6 @@ from services.runtime.auth import Principal
 from services.runtime.db import UnitOfWork
 from services.runtime.errors import NotFoundError, ValidationError
 from services.runtime.multipart import Event, MultipartParser, PartEnd, PartStart, boundary_of, header_params
-from services.runtime.settings import Settings
 from services.runtime.storage import MIB, ObjectStorage
 
 DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_ROWS = 100 * MIB, 500_000
@@ -55,17 +54,6 @@ _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
 class ImportLimits:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_rows: int = DEFAULT_MAX_ROWS
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ImportLimits:
-        """MOLBRIDGE_MAX_UPLOAD_BYTES and MOLBRIDGE_MAX_IMPORT_ROWS; a bad value stops the start."""
-        limits = cls(
-            max_upload_bytes=int(settings.get("MOLBRIDGE_MAX_UPLOAD_BYTES") or DEFAULT_MAX_UPLOAD_BYTES),
-            max_rows=int(settings.get("MOLBRIDGE_MAX_IMPORT_ROWS") or DEFAULT_MAX_ROWS),
-        )
-        if limits.max_upload_bytes < 1 or limits.max_rows < 1:
-            raise ValueError("MOLBRIDGE_MAX_UPLOAD_BYTES and MOLBRIDGE_MAX_IMPORT_ROWS must be positive")
-        return limits
 
     @property
     def csv(self) -> csv_format.CsvLimits:

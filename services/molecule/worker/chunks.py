@@ -31,7 +31,6 @@ import asyncio
 import logging
 import math
 import multiprocessing
-import os
 import signal
 import time
 from collections.abc import Sequence
@@ -70,7 +69,8 @@ from services.molecule.domain.imports import (
 )
 from services.molecule.domain.vocabulary import EVENT_SOURCE
 from services.molecule.service.import_jobs import CSV_QUEUE, end_job, load_job
-from services.molecule.service.uploads import ImportLimits, upload_object_key
+from services.molecule.service.uploads import upload_object_key
+from services.molecule.settings import MoleculeSettings
 from services.molecule.store.registration import register_structures
 from services.molecule.store.tables import (
     SCHEMA,
@@ -559,8 +559,9 @@ async def run(settings: Settings, stopping: asyncio.Event) -> None:
     """Consume chunks (and publish the schema's outbox) until `stopping` is set; chunks in hand finish."""
     engine = make_engine(settings.database_url, SCHEMA, pool_size=IN_FLIGHT + 2)
     telemetry.instrument_engine(engine)
-    queue = settings.get("MOLBRIDGE_CSV_QUEUE") or CSV_QUEUE
-    pool = RowPool(int(settings.get("MOLBRIDGE_CSV_PROCESSES") or os.cpu_count() or 1))
+    config = MoleculeSettings.from_settings(settings)
+    queue = config.csv_queue
+    pool = RowPool(config.csv_processes)
     try:
         await pool.warm()
         worker = ChunkWorker(
@@ -568,7 +569,7 @@ async def run(settings: Settings, stopping: asyncio.Event) -> None:
             make_storage(settings),
             pool,
             queue=queue,
-            limits=ImportLimits.from_settings(settings).csv,
+            limits=config.import_limits.csv,
         )
         nats = await connect(settings.nats_url, name="molecule-worker")
         try:
