@@ -158,3 +158,13 @@ def _part_start(block: bytes) -> PartStart:
         filename=params.get_filename(),
         content_type=headers.get("content-type", ""),
     )
+
+
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def clean_filename(name: str | None, default: str) -> str:
+    """The last path segment of a client's file name, without control characters; `default` if none."""
+    base = re.split(r"[/\\]", name or "")[-1]
+    base = _UNSAFE_NAME.sub("", base).strip()[:255]
+    return base if base.strip(".") else default

@@ -296,7 +296,7 @@ class S3Storage(ObjectStorage):
     ) -> str | None:
         params = {"Bucket": self.bucket, "Key": check_key(key)}
         if download_name:
-            params["ResponseContentDisposition"] = _attachment(download_name)
+            params["ResponseContentDisposition"] = attachment_disposition(download_name)
         return str(self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s))
 
     def open_reader(self, key: str) -> BinaryIO:
@@ -333,7 +333,7 @@ def _error_code(exc: botocore.exceptions.ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _attachment(filename: str) -> str:
+def attachment_disposition(filename: str) -> str:
     """Content-Disposition for a download: an ASCII fallback and the exact name (RFC 6266)."""
     ascii_name = filename.encode("ascii", "replace").decode().replace('"', "'").replace("\\", "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"

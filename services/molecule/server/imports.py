@@ -18,7 +18,7 @@ from services.molecule.service.uploads import StoredUpload, UploadService
 from services.runtime.auth import current_principal
 from services.runtime.pagination import PageRequest
 from services.runtime.protomap import timestamp
-from services.runtime.storage import _attachment
+from services.runtime.storage import attachment_disposition
 
 Context: TypeAlias = grpc.aio.ServicerContext
 
@@ -137,7 +137,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     async def GetImportErrors(self, request: pb.GetImportErrorsRequest, context: Context) -> HttpBody:
         report = await self._jobs.error_report_inline(current_principal(), request.job_id)
         # The file name, for native gRPC clients and for the gateway to pass on where it does.
-        await context.send_initial_metadata((("content-disposition", _attachment(report.filename)),))
+        await context.send_initial_metadata((("content-disposition", attachment_disposition(report.filename)),))
         return HttpBody(content_type=REPORT_CONTENT_TYPE, data=report.data)
 
     async def GetImportErrorsLink(

@@ -1,5 +1,4 @@
-"""SearchService servicer: maps protos to the service layer (services/molecule/search.py) and back; and the
-search part of the molecule service (the index, its loader and bus follower)."""
+"""SearchService servicer: maps protos to the use cases (service/search.py) and back."""
 
 from __future__ import annotations
 
@@ -9,8 +8,7 @@ import grpc
 from molbridge.molecule.v1 import search_service_pb2 as pb
 from molbridge.molecule.v1 import search_service_pb2_grpc
 
-from services.molecule.server.libraries import molecule_pb
-from services.molecule.server.molecules import query_from_proto
+from services.molecule.server.mapping import molecule_pb, query_from_proto
 from services.molecule.service.search import SearchOutcome, SearchService
 from services.runtime.auth import current_principal
 

@@ -25,7 +25,15 @@ from services.molecule.store import tables as store
 from services.runtime.auth import Principal
 from services.runtime.db import UnitOfWork
 from services.runtime.errors import NotFoundError, ValidationError
-from services.runtime.multipart import Event, MultipartParser, PartEnd, PartStart, boundary_of, header_params
+from services.runtime.multipart import (
+    Event,
+    MultipartParser,
+    PartEnd,
+    PartStart,
+    boundary_of,
+    clean_filename,
+    header_params,
+)
 from services.runtime.storage import MIB, ObjectStorage
 
 DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_ROWS = 100 * MIB, 500_000
@@ -47,7 +55,6 @@ MULTIPART = "multipart/form-data"
 FILE_FIELD = "file"
 MAX_OTHER_FIELD_BYTES = 1 * MIB  # form fields besides `file` are read and dropped, up to this much
 _STORAGE_KEY = re.compile(r"^[0-9a-f]{32}$")
-_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,13 +180,6 @@ def _upload(row: sa.Row) -> StoredUpload:
     )
 
 
-def clean_filename(name: str | None) -> str:
-    """The last path segment of a client's file name, without control characters; "upload.csv" if none."""
-    base = re.split(r"[/\\]", name or "")[-1]
-    base = _UNSAFE_NAME.sub("", base).strip()[:255]
-    return base if base.strip(".") else DEFAULT_FILENAME
-
-
 async def _sniffed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """Refuse a body that is not text before any of it is stored; give back the whole body."""
     head = bytearray()
@@ -213,7 +213,7 @@ class _Body:
 class _RawBody(_Body):
     def __init__(self, chunks: AsyncIterator[bytes], filename: str | None) -> None:
         self._chunks = chunks
-        self.filename = clean_filename(filename)
+        self.filename = clean_filename(filename, DEFAULT_FILENAME)
 
     async def content(self) -> AsyncIterator[bytes]:
         async for chunk in self._chunks:
@@ -243,7 +243,7 @@ class _MultipartFile(_Body):
                 in_file = event.name == FILE_FIELD and not self._found
                 if in_file:
                     self._found = True
-                    self.filename = clean_filename(event.filename)
+                    self.filename = clean_filename(event.filename, DEFAULT_FILENAME)
             elif isinstance(event, PartEnd):
                 if in_file:
                     return

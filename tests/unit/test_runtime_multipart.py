@@ -1,4 +1,5 @@
-"""The incremental multipart/form-data parser: the same result however the body is cut."""
+"""The incremental multipart/form-data parser (services/runtime/multipart.py): the same result however the
+body is cut; and client file names."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import random
 
 import pytest
 
-from services.molecule.service.uploads import clean_filename
 from services.runtime.multipart import (
     MAX_HEADER_BYTES,
     MultipartError,
@@ -14,6 +14,7 @@ from services.runtime.multipart import (
     PartEnd,
     PartStart,
     boundary_of,
+    clean_filename,
 )
 
 BOUNDARY = "----WebKitFormBoundaryQx3"
@@ -118,8 +119,9 @@ def test_boundary_parameter() -> None:
 
 
 def test_client_file_names_are_cleaned() -> None:
-    assert clean_filename("C:\\Users\\me\\screen.csv") == "screen.csv"
-    assert clean_filename("../../etc/passwd") == "passwd"
-    assert clean_filename("a\x00b\nc.csv") == "abc.csv"
-    assert clean_filename(None) == clean_filename("") == clean_filename("..") == "upload.csv"
-    assert len(clean_filename("x" * 1000 + ".csv")) == 255
+    assert clean_filename("C:\\Users\\me\\screen.csv", "upload.csv") == "screen.csv"
+    assert clean_filename("../../etc/passwd", "upload.csv") == "passwd"
+    assert clean_filename("a\x00b\nc.csv", "upload.csv") == "abc.csv"
+    for nameless in (None, "", ".."):
+        assert clean_filename(nameless, "upload.csv") == "upload.csv"
+    assert len(clean_filename("x" * 1000 + ".csv", "upload.csv")) == 255
