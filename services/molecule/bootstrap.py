@@ -87,7 +87,7 @@ def build_parts(settings: Settings, engine: AsyncEngine) -> MoleculeParts:
     search_index = SearchIndex()
     search_sync = SearchIndexSync(engine, search_index, settings.nats_url)
     users = IdentityUserDirectory(settings.addr_of("identity"))  # grantees must be users of the organization
-    uploads = UploadService(UnitOfWork(engine), storage, config.import_limits)
+    uploads = UploadService(transactions, storage, config.import_limits)
     return MoleculeParts(
         settings=config,
         storage=storage,

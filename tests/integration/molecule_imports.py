@@ -29,6 +29,7 @@ from services.molecule.domain.imports import ImportJob
 from services.molecule.service.import_jobs import ImportJobService
 from services.molecule.service.uploads import ImportLimits, StoredUpload, UploadService
 from services.molecule.store.tables import SCHEMA
+from services.molecule.store.uow import molecule_transactions
 from services.molecule.worker.chunks import MIGRATIONS, ChunkWorker, RowPool, durable_name
 from services.runtime import migrations
 from services.runtime.auth import Principal
@@ -242,7 +243,7 @@ async def import_world(
             engine,
             uow,
             storage,
-            UploadService(uow, storage, ImportLimits()),
+            UploadService(molecule_transactions(engine), storage, ImportLimits()),
             f"csv_t{uuid.uuid4().hex[:12]}",
         )
     finally:

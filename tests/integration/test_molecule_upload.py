@@ -30,6 +30,7 @@ from services.identity.store import SCHEMA as IDENTITY_SCHEMA
 from services.molecule.bootstrap import build_parts
 from services.molecule.service.uploads import ImportLimits, UploadService, upload_object_key
 from services.molecule.store.tables import SCHEMA as MOLECULE_SCHEMA
+from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations, server
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
@@ -402,7 +403,7 @@ async def test_upload_and_preview_on_s3(database_url: str, tmp_path: Path) -> No
     with MotoS3(tmp_path / "moto.log") as s3:
         storage = S3Storage("uploads-test", endpoint_url=s3.url, part_bytes=5 * MIB, **s3.credentials)
         storage.create_bucket_if_missing()
-        uploads = UploadService(UnitOfWork(engine), storage, ImportLimits(max_upload_bytes=20 * MIB))
+        uploads = UploadService(molecule_transactions(engine), storage, ImportLimits(max_upload_bytes=20 * MIB))
         scientist = Principal("user-1", str(uuid.uuid4()), "PHARMA", frozenset({"pharma_scientist"}))
         content = csv_bytes(200_000, seed=4)
         assert 5 * MIB < len(content) < 20 * MIB

@@ -13,17 +13,19 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime
-
-import sqlalchemy as sa
 
 from services.molecule.domain import csv_format
 from services.molecule.domain.properties import KNOWN_PROPERTIES
+from services.molecule.domain.uploads import (
+    DEFAULT_MAX_ROWS,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    ImportLimits,
+    StoredUpload,
+    upload_object_key,
+)
 from services.molecule.domain.vocabulary import WRITER_ROLES
-from services.molecule.store import tables as store
+from services.molecule.store.uow import MoleculeTransactions
 from services.runtime.auth import Principal
-from services.runtime.db import UnitOfWork
 from services.runtime.errors import NotFoundError, ValidationError
 from services.runtime.multipart import (
     Event,
@@ -36,7 +38,6 @@ from services.runtime.multipart import (
 )
 from services.runtime.storage import MIB, ObjectStorage
 
-DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_ROWS = 100 * MIB, 500_000
 DEFAULT_FILENAME = "upload.csv"
 PREVIEW_ROWS, MAX_PREVIEW_ROWS = 20, 100
 # What browsers and tools send for a CSV body; anything else but multipart is refused by name.
@@ -57,44 +58,23 @@ MAX_OTHER_FIELD_BYTES = 1 * MIB  # form fields besides `file` are read and dropp
 _STORAGE_KEY = re.compile(r"^[0-9a-f]{32}$")
 
 
-@dataclass(frozen=True, slots=True)
-class ImportLimits:
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
-    max_rows: int = DEFAULT_MAX_ROWS
-
-    @property
-    def csv(self) -> csv_format.CsvLimits:
-        """For csv_format.plan_chunks / iter_rows / preview: the row limit is enforced while reading."""
-        return csv_format.CsvLimits(max_rows=self.max_rows)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredUpload:
-    storage_key: str
-    organization_id: str
-    filename: str
-    size_bytes: int
-    content_type: str
-    created_by: str
-    created_at: datetime | None = None
-
-    @property
-    def object_key(self) -> str:
-        return upload_object_key(self.organization_id, self.storage_key)
-
-
-def upload_object_key(organization_id: str, storage_key: str) -> str:
-    """Where an upload's bytes live in object storage."""
-    return f"uploads/{organization_id}/{storage_key}"
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "DEFAULT_MAX_UPLOAD_BYTES",
+    "ImportLimits",
+    "StoredUpload",
+    "UploadService",
+    "upload_object_key",
+]
 
 
 class UploadService:
     def __init__(
-        self, uow: UnitOfWork, storage: ObjectStorage, limits: ImportLimits = ImportLimits()
+        self, uow: MoleculeTransactions, storage: ObjectStorage, limits: ImportLimits | None = None
     ) -> None:
         self._uow = uow
         self.storage = storage
-        self.limits = limits
+        self.limits = limits or ImportLimits()
 
     async def upload(
         self, principal: Principal, content_type: str, chunks: AsyncIterator[bytes], *, disposition: str = ""
@@ -121,20 +101,12 @@ class UploadService:
         size = await self.storage.put_stream(object_key, body, max_bytes=self.limits.max_upload_bytes)
         try:
             await source.finish()
-            async with self._uow() as session:
-                row = await session.execute(
-                    sa.insert(store.uploads)
-                    .values(
-                        storage_key=storage_key,
-                        organization_id=principal.organization_id,
-                        filename=source.filename,
-                        size_bytes=size,
-                        content_type=media_type,
-                        created_by=principal.subject,
-                    )
-                    .returning(*store.uploads.c)
-                )
-                return _upload(row.one())
+            upload = StoredUpload(
+                storage_key=storage_key, organization_id=principal.organization_id, filename=source.filename,
+                size_bytes=size, content_type=media_type, created_by=principal.subject,
+            )
+            async with self._uow() as uow:
+                return await uow.uploads.add(upload)
         except BaseException:
             await asyncio.shield(self.storage.delete(object_key))
             raise
@@ -142,14 +114,10 @@ class UploadService:
     async def get_upload(self, principal: Principal, storage_key: str) -> StoredUpload:
         """An upload the caller's organization owns; any other key answers 404 (never 403)."""
         if _STORAGE_KEY.match(storage_key):
-            async with self._uow() as session:
-                row = (
-                    await session.execute(
-                        sa.select(store.uploads).where(store.uploads.c.storage_key == storage_key)
-                    )
-                ).one_or_none()
-            if row is not None and principal.can_see_organization(str(row.organization_id)):
-                return _upload(row)
+            async with self._uow() as uow:
+                upload = await uow.uploads.get(storage_key)
+            if upload is not None and principal.can_see_organization(upload.organization_id):
+                return upload
         raise NotFoundError("upload not found", detail="UPLOAD_NOT_FOUND")
 
     async def preview(
@@ -166,18 +134,6 @@ class UploadService:
                 )
 
         return await asyncio.to_thread(read)
-
-
-def _upload(row: sa.Row) -> StoredUpload:
-    return StoredUpload(
-        storage_key=row.storage_key,
-        organization_id=str(row.organization_id),
-        filename=row.filename,
-        size_bytes=row.size_bytes,
-        content_type=row.content_type,
-        created_by=row.created_by,
-        created_at=row.created_at,
-    )
 
 
 async def _sniffed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -13,6 +13,7 @@ from services.molecule.store.libraries import LibraryRepository
 from services.molecule.store.molecule_views import MoleculeViews
 from services.molecule.store.molecules import MoleculeRepository
 from services.molecule.store.tables import SCHEMA
+from services.molecule.store.uploads import UploadRepository
 from services.runtime.idempotency import idempotent
 from services.runtime.uow import EventSink, Transactions, UnitOfWork
 
@@ -25,6 +26,7 @@ class MoleculeUnitOfWork(UnitOfWork):
         self.molecules = MoleculeRepository(session)
         self.libraries = LibraryRepository(session)
         self.molecule_views = MoleculeViews(session)
+        self.uploads = UploadRepository(session)
 
     async def once(self, scope: str, request_id: str, create: Callable[[], Awaitable[str]]) -> str:
         """Runs `create` (which returns the new resource's id) once per (scope, request_id) (AIP-155)."""
