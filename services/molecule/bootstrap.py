@@ -102,7 +102,7 @@ def build_parts(settings: Settings, engine: AsyncEngine) -> MoleculeParts:
         ),
         uploads=uploads,
         import_jobs=ImportJobService(
-            UnitOfWork(engine), storage, uploads, public_url=config.public_url, limits=config.import_limits,
+            transactions, storage, uploads, public_url=config.public_url, limits=config.import_limits,
             queue=config.csv_queue,
         ),
         predictions=PredictionConsumer(transactions),  # PREDICTED values from the prediction service

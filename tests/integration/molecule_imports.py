@@ -86,7 +86,7 @@ class ImportWorld:
 
     def jobs(self, rows_per_chunk: int = 1000) -> ImportJobService:
         return ImportJobService(
-            self.uow,
+            molecule_transactions(self.engine),
             self.storage,
             self.uploads,
             public_url="http://gw.test",

@@ -1,8 +1,8 @@
-"""CSV ingestion, second half: import jobs (service layer, no protos). Uploading and previewing: imports.py.
+"""CSV ingestion, second half: import jobs (use cases, no protos). Uploading and previewing: uploads.py.
 
 StartImport reads the file's header, checks the mapping, cuts the file into chunks and, in one
 transaction, creates the job and one ImportChunkRequested per chunk in the outbox (subject
-`work_subject(queue)` on the WORK stream): the relay publishes them, CSV workers (worker.py) on
+`work_subject(queue)` on the WORK stream): the relay publishes them, CSV workers (worker/) on
 any machine take them, and the job row is where their progress meets. Everything here is scoped to
 the caller's organization: another organization's job answers 404, system admins included (as for
 libraries: data is seen outside its organization only when shared on purpose).
@@ -26,39 +26,24 @@ import asyncio
 import io
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePath
-from typing import Any
 
-import sqlalchemy as sa
-from molbridge.events.v1.molecule_pb2 import ImportChunkRequested, ImportFinished
-from sqlalchemy.ext.asyncio import AsyncSession
+from molbridge.events.v1.molecule_pb2 import ImportChunkRequested
 
-from bus.outbox import add_event
 from bus.subjects import work_subject
 from services.molecule.domain import csv_format
-from services.molecule.domain.imports import (
-    ACTIVE_STATUSES,
-    ImportJob,
-    JobStatus,
-    Mode,
-    chunk_phase,
-    parse_mode,
-    throughput,
-)
+from services.molecule.domain.imports import ImportJob, JobStatus, chunk_phase, parse_mode
 from services.molecule.domain.library_rules import Action
 from services.molecule.domain.properties import KNOWN_PROPERTIES, PREDICTABLE_PROPERTIES
-from services.molecule.domain.vocabulary import EVENT_SOURCE, IMPORT_MANAGER_ROLES, WRITER_ROLES
-from services.molecule.service.uploads import ImportLimits, StoredUpload, UploadService
-from services.molecule.store.libraries import library_for
-from services.molecule.store.tables import SCHEMA, import_chunks, import_jobs, import_rejections
+from services.molecule.domain.uploads import ImportLimits, StoredUpload
+from services.molecule.domain.vocabulary import IMPORT_MANAGER_ROLES, WRITER_ROLES
+from services.molecule.service.uploads import UploadService
+from services.molecule.store.uow import MoleculeTransactions
 from services.runtime.auth import Principal
-from services.runtime.db import UnitOfWork, canonical_uuid
-from services.runtime.errors import AuthorizationError, NotFoundError, PreconditionError, ValidationError
-from services.runtime.idempotency import idempotent
+from services.runtime.errors import AuthorizationError, PreconditionError, ValidationError
 from services.runtime.pagination import PageRequest
 from services.runtime.storage import ObjectStorage
 
@@ -89,7 +74,7 @@ class DownloadLink:
 class ImportJobService:
     def __init__(
         self,
-        uow: UnitOfWork,
+        uow: MoleculeTransactions,
         storage: ObjectStorage,
         uploads: UploadService,
         *,
@@ -103,6 +88,7 @@ class ImportJobService:
         self._uploads = uploads
         self._public_url = public_url.rstrip("/")
         self._limits = limits or ImportLimits()
+        self._queue = queue
         self.subject = work_subject(queue)
         self._rows_per_chunk = rows_per_chunk
 
@@ -123,37 +109,21 @@ class ImportJobService:
         headers, dialect = await asyncio.to_thread(self._header, upload)
         csv_format.validate_mapping(headers, mapping, KNOWN_PROPERTIES.keys())
         chunks = await asyncio.to_thread(self._plan, upload, dialect)
-        async with self._uow() as session:
+        async with self._uow() as uow:
             library = None
             if library_id:
-                library = (await library_for(session, principal, library_id, Action.CHANGE_MOLECULES)).id
+                library = (await uow.libraries.get(principal, library_id, Action.CHANGE_MOLECULES)).id
 
             async def create() -> str:
-                job_id = str(uuid.uuid4())
-                await session.execute(
-                    import_jobs.insert().values(
-                        id=job_id,
-                        organization_id=principal.organization_id,
-                        storage_key=upload.storage_key,
-                        filename=upload.filename,
-                        mapping=dict(mapping),
-                        dialect=asdict(dialect),
-                        headers=headers,
-                        mode=chosen_mode.value,
-                        library_id=library,
-                        predict=wanted,
-                        status=JobStatus.QUEUED.value,
-                        total_rows=sum(chunk.row_count for chunk in chunks),
-                        chunk_count=len(chunks),
-                        created_by=principal.subject,
-                    )
+                job_id = await uow.import_jobs.add(
+                    principal, upload, mapping=mapping, dialect=dialect, headers=headers, mode=chosen_mode,
+                    library_id=library, predict=wanted, chunks=chunks,
                 )
                 phase = chunk_phase(chosen_mode)
                 for chunk in chunks:
-                    await add_event(
-                        session,
-                        source=EVENT_SOURCE,
-                        payload=ImportChunkRequested(
+                    uow.enqueue(
+                        self._queue,
+                        ImportChunkRequested(
                             job_id=job_id,
                             chunk_index=chunk.index,
                             byte_start=chunk.byte_start,
@@ -162,18 +132,12 @@ class ImportJobService:
                             row_count=chunk.row_count,
                             phase=phase.value,
                         ),
-                        organization_id=principal.organization_id,
-                        actor_id=principal.subject,
-                        schema=SCHEMA,
-                        subject=self.subject,
-                        notify=chunk is chunks[-1],  # one wake-up for the relay is enough
+                        actor=principal,
                     )
                 return job_id
 
-            job_id = await idempotent(
-                session, f"import:{principal.organization_id}:{principal.subject}", request_id, create
-            )
-            job = await load_job(session, job_id)
+            job_id = await uow.once(f"import:{principal.organization_id}:{principal.subject}", request_id, create)
+            job = await uow.import_jobs.get(job_id)
         assert job is not None
         return job
 
@@ -189,23 +153,13 @@ class ImportJobService:
             return csv_format.plan_chunks(stream, dialect, self._rows_per_chunk, limits=self._limits.csv)
 
     async def get_import(self, principal: Principal, job_id: str) -> ImportJob:
-        async with self._uow() as session:
-            return await _visible_job(session, principal, job_id)
+        async with self._uow() as uow:
+            return await uow.import_jobs.visible(principal, job_id)
 
     async def list_imports(self, principal: Principal, page: PageRequest) -> tuple[list[ImportJob], int]:
         """The organization's jobs, newest first."""
-        mine = import_jobs.c.organization_id == principal.organization_id
-        async with self._uow() as session:
-            total = await session.scalar(sa.select(sa.func.count()).select_from(import_jobs).where(mine))
-            rows = await session.execute(
-                sa.select(import_jobs)
-                .where(mine)
-                .order_by(import_jobs.c.created_at.desc(), import_jobs.c.id)
-                .offset(page.offset)
-                .limit(page.page_size)
-            )
-            now = datetime.now(UTC)
-            return [job_from_row(row, now) for row in rows], int(total or 0)
+        async with self._uow() as uow:
+            return await uow.import_jobs.page(principal, page)
 
     async def watch_import(
         self,
@@ -233,8 +187,8 @@ class ImportJobService:
 
     async def cancel_import(self, principal: Principal, job_id: str) -> ImportJob:
         """Stop a job: its remaining chunks are skipped; in reject_all mode nothing stays registered."""
-        async with self._uow() as session:
-            job = await _visible_job(session, principal, job_id, lock=True)
+        async with self._uow() as uow:
+            job = await uow.import_jobs.visible(principal, job_id, lock=True)
             if principal.subject != job.created_by and not principal.has_any_role(*IMPORT_MANAGER_ROLES):
                 raise AuthorizationError(
                     "Only the user who started an import, or an organization admin, may cancel it",
@@ -246,16 +200,22 @@ class ImportJobService:
                 raise PreconditionError(
                     f"The import has already {job.status.value.lower()}", detail="IMPORT_ENDED"
                 )
-            await end_job(session, job, JobStatus.CANCELLED, actor_id=principal.subject)
-            ended = await load_job(session, job.id)
+            finished = await uow.import_jobs.end(job, JobStatus.CANCELLED)
+            if finished is not None:
+                uow.record(finished, organization_id=job.organization_id, actor=principal)
+            ended = await uow.import_jobs.get(job.id)
         assert ended is not None
         return ended
 
     async def error_report(self, principal: Principal, job_id: str) -> ErrorReport:
         """The rejected rows as CSV (row, the original cells under the file's headers, reason)."""
-        async with self._uow() as session:
-            job = await _visible_job(session, principal, job_id)
-            return await _report(session, job)
+        async with self._uow() as uow:
+            job = await uow.import_jobs.visible(principal, job_id)
+            rejected = await uow.import_jobs.rejections(job)
+        out = io.StringIO(newline="")
+        count = csv_format.write_error_report(rejected, out, job.headers)
+        # With a BOM, spreadsheets read the UTF-8 (the original may have been Latin-1: cells are text now).
+        return ErrorReport(report_filename(job.filename), out.getvalue().encode("utf-8-sig"), count)
 
     async def error_report_inline(self, principal: Principal, job_id: str) -> ErrorReport:
         """error_report, refused when it is too large for one response."""
@@ -283,124 +243,11 @@ class ImportJobService:
         return DownloadLink(url, expires_at)
 
 
-# --- shared with the CSV worker ---------------------------------------------------------------------------
-
-
-def job_from_row(row: Any, now: datetime) -> ImportJob:
-    status = JobStatus(row.status)
-    return ImportJob(
-        id=str(row.id),
-        organization_id=str(row.organization_id),
-        status=status,
-        mode=Mode(row.mode),
-        storage_key=row.storage_key,
-        filename=row.filename,
-        headers=tuple(row.headers),
-        mapping=dict(row.mapping),
-        dialect=csv_format.Dialect(**row.dialect),
-        library_id=str(row.library_id) if row.library_id else None,
-        predict=tuple(row.predict),
-        total_rows=row.total_rows,
-        chunk_count=row.chunk_count,
-        chunks_done=row.chunks_done,
-        processed_rows=row.processed_rows,
-        registered=row.registered,
-        merged=row.merged,
-        rejected=row.rejected,
-        failure_reason=row.failure_reason,
-        created_by=row.created_by,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        throughput=throughput(
-            row.processed_rows,
-            row.total_rows,
-            row.started_at,
-            row.finished_at if status.terminal and row.finished_at else now,
-            ended=status.terminal,
-        ),
-    )
-
-
-async def load_job(session: AsyncSession, job_id: str, *, lock: bool = False) -> ImportJob | None:
-    query = sa.select(import_jobs).where(import_jobs.c.id == job_id)
-    if lock:
-        query = query.with_for_update()
-    row = (await session.execute(query)).one_or_none()
-    return None if row is None else job_from_row(row, datetime.now(UTC))
-
-
-async def end_job(
-    session: AsyncSession, job: ImportJob, status: JobStatus, *, reason: str = "", actor_id: str = ""
-) -> bool:
-    """Move an active job to an end state and record ImportFinished; False if it had ended already."""
-    ended = await session.scalar(
-        import_jobs.update()
-        .where(import_jobs.c.id == job.id, import_jobs.c.status.in_([s.value for s in ACTIVE_STATUSES]))
-        .values(
-            status=status.value, failure_reason=reason, finished_at=sa.func.now(), updated_at=sa.func.now()
-        )
-        .returning(import_jobs.c.id)
-    )
-    if ended is None:
-        return False
-    current = await session.execute(
-        sa.select(import_jobs.c.registered, import_jobs.c.merged, import_jobs.c.rejected).where(
-            import_jobs.c.id == job.id
-        )
-    )
-    registered, merged, rejected = current.one()
-    # Validated results waiting for a commit that will never come (reject_all).
-    await session.execute(
-        import_chunks.update()
-        .where(import_chunks.c.job_id == job.id, import_chunks.c.results.is_not(None))
-        .values(results=None)
-    )
-    await add_event(
-        session,
-        source=EVENT_SOURCE,
-        payload=ImportFinished(
-            job_id=job.id,
-            status=status.value.lower(),
-            registered=registered,
-            merged=merged,
-            rejected=rejected,
-        ),
-        organization_id=job.organization_id,
-        actor_id=actor_id or job.created_by,
-        schema=SCHEMA,
-    )
-    return True
+# --- helpers ------------------------------------------------------------------------------------------
 
 
 def report_filename(filename: str) -> str:
     return f"{PurePath(filename).stem or 'import'}-errors.csv"
-
-
-async def _visible_job(
-    session: AsyncSession, principal: Principal, job_id: str, *, lock: bool = False
-) -> ImportJob:
-    canonical = canonical_uuid(job_id)
-    job = None if canonical is None else await load_job(session, canonical, lock=lock)
-    if job is None or job.organization_id != principal.organization_id:
-        raise NotFoundError("Import not found", detail="IMPORT_NOT_FOUND")
-    return job
-
-
-async def _report(session: AsyncSession, job: ImportJob) -> ErrorReport:
-    rows = await session.execute(
-        sa.select(import_rejections.c.row_number, import_rejections.c.cells, import_rejections.c.reason)
-        .where(import_rejections.c.job_id == job.id)
-        .order_by(import_rejections.c.row_number)
-    )
-    out = io.StringIO(newline="")
-    count = csv_format.write_error_report(
-        (csv_format.RejectedRow(row.row_number, list(row.cells), row.reason) for row in rows),
-        out,
-        job.headers,
-    )
-    # With a BOM, spreadsheets read the UTF-8 (the original may have been Latin-1: cells are text now).
-    return ErrorReport(report_filename(job.filename), out.getvalue().encode("utf-8-sig"), count)
 
 
 def _predictable(predict: Sequence[str]) -> list[str]:
@@ -415,12 +262,4 @@ def _predictable(predict: Sequence[str]) -> list[str]:
     return wanted
 
 
-__all__ = [
-    "CSV_QUEUE",
-    "DownloadLink",
-    "ErrorReport",
-    "ImportJobService",
-    "end_job",
-    "job_from_row",
-    "load_job",
-]
+__all__ = ["CSV_QUEUE", "DownloadLink", "ErrorReport", "ImportJobService"]

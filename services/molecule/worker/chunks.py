@@ -68,9 +68,10 @@ from services.molecule.domain.imports import (
     evaluate_rows,
 )
 from services.molecule.domain.vocabulary import EVENT_SOURCE
-from services.molecule.service.import_jobs import CSV_QUEUE, end_job, load_job
+from services.molecule.service.import_jobs import CSV_QUEUE
 from services.molecule.service.uploads import upload_object_key
 from services.molecule.settings import MoleculeSettings
+from services.molecule.store.import_jobs import end_job, load_job
 from services.molecule.store.registration import register_structures
 from services.molecule.store.tables import (
     SCHEMA,
