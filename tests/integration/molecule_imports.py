@@ -258,7 +258,9 @@ async def pipeline(
     nc = await connect(world.nats_url, name="import-tests")
     js = nc.jetstream()
     await ensure_streams(js)
-    worker = ChunkWorker(world.uow, world.storage, pool, queue=world.queue, max_deliver=max_deliver)
+    worker = ChunkWorker(
+        molecule_transactions(world.engine), world.storage, pool, queue=world.queue, max_deliver=max_deliver
+    )
     consumer = Consumer(
         js,
         WORK_STREAM,

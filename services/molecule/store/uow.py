@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bus.idempotency import first_delivery
 from services.molecule.domain.vocabulary import EVENT_SOURCE
+from services.molecule.store.import_chunks import ImportChunkRepository
 from services.molecule.store.import_jobs import ImportJobRepository
 from services.molecule.store.libraries import LibraryRepository
 from services.molecule.store.molecule_views import MoleculeViews
@@ -29,6 +30,7 @@ class MoleculeUnitOfWork(UnitOfWork):
         self.molecule_views = MoleculeViews(session)
         self.uploads = UploadRepository(session)
         self.import_jobs = ImportJobRepository(session)
+        self.import_chunks = ImportChunkRepository(session)
 
     async def once(self, scope: str, request_id: str, create: Callable[[], Awaitable[str]]) -> str:
         """Runs `create` (which returns the new resource's id) once per (scope, request_id) (AIP-155)."""

@@ -3,8 +3,9 @@
 Each takes ImportChunkRequested messages from the WORK stream's csv_chunks queue (one durable
 consumer shared by all workers, so each chunk goes to one of them), reads the chunk's byte range
 from object storage, evaluates its rows on a process pool that uses every core (RDKit is ~95% of
-the work), and writes the outcome in one transaction: registration (registration.py), rejected
-rows, the import_chunks row, and the job's counters — and, with the last chunk, the job's end.
+the work), and writes the outcome in one transaction: registration (store/registration.py), rejected
+rows, the import_chunks row, and the job's counters — and, with the last chunk, the job's end (SQL in
+store/import_chunks.py, on the molecule unit of work).
 
 Exactly once on an at-least-once bus: a chunk's effects and its import_chunks row commit together,
 and the transaction starts by claiming that row, so a redelivered chunk (a worker killed after the
@@ -16,7 +17,7 @@ recorded, the RDKit results kept in import_chunks.results, nothing registered); 
 completes validation either fails the job (any rejection) or publishes one "commit" message, whose
 handler registers every chunk from the kept results in ONE transaction. So nothing is registered
 unless every row is valid, and a cancel before that transaction commits leaves nothing behind.
-Keeping the results (import_domain.encode_valid) avoids running RDKit twice; recomputing would
+Keeping the results (domain/imports.encode_valid) avoids running RDKit twice; recomputing would
 double the CPU of a reject_all import for about 1 MB of bytea per 5,000-row chunk saved.
 
 Failures: a chunk that can never succeed (its byte range no longer holds the planned rows, the
@@ -37,25 +38,21 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
-import sqlalchemy as sa
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
-from molbridge.events.v1.molecule_pb2 import ImportChunkRequested, MoleculeStructure, PredictionRequested
+from molbridge.events.v1.molecule_pb2 import ImportChunkRequested, PredictionRequested
 from nats.aio.msg import Msg
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bus.connection import connect
 from bus.consumer import Consumer, PoisonError, TransientError
 from bus.envelope import unpack
-from bus.outbox import add_event
 from bus.relay import OutboxRelay
 from bus.streams import WORK_STREAM, ensure_streams
 from bus.subjects import work_subject
 from services.molecule.domain import csv_format
 from services.molecule.domain.events import MOLECULES_PER_EVENT
 from services.molecule.domain.imports import (
-    ACTIVE_STATUSES,
     ChunkCounts,
     ColumnPlan,
     ImportJob,
@@ -67,22 +64,13 @@ from services.molecule.domain.imports import (
     encode_valid,
     evaluate_rows,
 )
-from services.molecule.domain.vocabulary import EVENT_SOURCE
+from services.molecule.domain.uploads import upload_object_key
 from services.molecule.service.import_jobs import CSV_QUEUE
-from services.molecule.service.uploads import upload_object_key
 from services.molecule.settings import MoleculeSettings
-from services.molecule.store.import_jobs import end_job, load_job
-from services.molecule.store.registration import register_structures
-from services.molecule.store.tables import (
-    SCHEMA,
-    import_chunks,
-    import_jobs,
-    import_rejections,
-    molecule_provenance,
-    molecules,
-)
+from services.molecule.store.tables import SCHEMA
+from services.molecule.store.uow import MoleculeTransactions, MoleculeUnitOfWork, molecule_transactions
 from services.runtime import migrations, telemetry
-from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.db import make_engine
 from services.runtime.errors import IntegrationError, NotFoundError
 from services.runtime.logs import configure_logging
 from services.runtime.settings import Settings
@@ -172,7 +160,7 @@ class RowPool:
 class ChunkWorker:
     def __init__(
         self,
-        uow: UnitOfWork,
+        uow: MoleculeTransactions,
         storage: ObjectStorage,
         pool: RowPool,
         *,
@@ -184,6 +172,7 @@ class ChunkWorker:
         self._storage = storage
         self._pool = pool
         self._limits = limits or csv_format.CsvLimits()
+        self._queue = queue
         self.subject = work_subject(queue)
         self.max_deliver = max_deliver
 
@@ -212,12 +201,12 @@ class ChunkWorker:
             phase = Phase(request.phase or Phase.REGISTER)
         except ValueError:
             raise PoisonError(f"unknown phase {request.phase!r}") from None
-        async with self._uow() as session:
-            job = await load_job(session, request.job_id)
+        async with self._uow() as uow:
+            job = await uow.import_jobs.get(request.job_id)
             done = (
                 job is not None
                 and phase is not Phase.COMMIT
-                and await _chunk_done(session, job.id, request.chunk_index, phase)
+                and await uow.import_chunks.done(job.id, request.chunk_index, phase)
             )
         if job is None:
             log.warning("chunk %d of unknown job %s dropped", request.chunk_index, request.job_id)
@@ -229,7 +218,8 @@ class ChunkWorker:
                 await self._commit(job)
                 return
             started = time.perf_counter()
-            await _mark_started(self._uow, job.id)
+            async with self._uow() as uow:
+                await uow.import_chunks.mark_started(job.id)
             rows = await asyncio.to_thread(self._read, job, request)
             read = time.perf_counter()
             valid, rejected = await self._evaluate(job, rows)
@@ -308,16 +298,16 @@ class ChunkWorker:
         valid: list[StructureRow],
         rejected: list[csv_format.RejectedRow],
     ) -> None:
-        async with self._uow() as session:
-            if not await _claim(session, job.id, request.chunk_index, Phase.REGISTER):
+        async with self._uow() as uow:
+            if not await uow.import_chunks.claim(job.id, request.chunk_index, Phase.REGISTER):
                 return
-            created = await _register(session, job, valid)
-            await _save_rejections(session, job.id, rejected)
+            created = await uow.import_chunks.register(job, valid)
+            await uow.import_chunks.save_rejections(job.id, rejected)
             counts = ChunkCounts.of(len(rejected), created)
-            await _record(session, job.id, request.chunk_index, Phase.REGISTER, counts)
-            progress = await _advance(session, job.id, counts, chunks=1)
+            await uow.import_chunks.record(job.id, request.chunk_index, Phase.REGISTER, counts)
+            progress = await _advance(uow, job.id, counts, chunks=1)
             if progress.chunks_done == progress.chunk_count:
-                await self._complete(session, job)
+                await self._complete(uow, job)
 
     async def _save_validation(
         self,
@@ -328,15 +318,13 @@ class ChunkWorker:
     ) -> None:
         # Results are kept only while the job can still succeed: one rejection anywhere and it will fail.
         results = await asyncio.to_thread(encode_valid, valid) if not rejected else None
-        async with self._uow() as session:
-            if not await _claim(session, job.id, request.chunk_index, Phase.VALIDATE):
+        async with self._uow() as uow:
+            if not await uow.import_chunks.claim(job.id, request.chunk_index, Phase.VALIDATE):
                 return
-            await _save_rejections(session, job.id, rejected)
+            await uow.import_chunks.save_rejections(job.id, rejected)
             counts = ChunkCounts.of(len(rejected), [False] * len(valid))
-            await _record(session, job.id, request.chunk_index, Phase.VALIDATE, counts, results=results)
-            progress = await _advance(
-                session, job.id, ChunkCounts(counts.processed, rejected=counts.rejected)
-            )
+            await uow.import_chunks.record(job.id, request.chunk_index, Phase.VALIDATE, counts, results=results)
+            progress = await _advance(uow, job.id, ChunkCounts(counts.processed, rejected=counts.rejected))
             if progress.processed_rows < progress.total_rows:
                 return
             if progress.rejected:
@@ -344,62 +332,45 @@ class ChunkWorker:
                     f"{progress.rejected:,} of {progress.total_rows:,} rows were rejected; in reject_all mode"
                     " nothing is registered (see the error report)"
                 )
-                await end_job(session, job, JobStatus.FAILED, reason=reason)
+                await _end(uow, job, JobStatus.FAILED, reason=reason)
                 return
-            await add_event(
-                session,
-                source=EVENT_SOURCE,
-                payload=ImportChunkRequested(job_id=job.id, phase=Phase.COMMIT.value),
+            uow.enqueue(
+                self._queue,
+                ImportChunkRequested(job_id=job.id, phase=Phase.COMMIT.value),
                 organization_id=job.organization_id,
                 actor_id=job.created_by,
-                schema=SCHEMA,
-                subject=self.subject,
             )
 
     async def _commit(self, job: ImportJob) -> None:
         """reject_all, second pass: every chunk from its validated results, in one transaction."""
-        async with self._uow() as session:
+        async with self._uow() as uow:
             total = ChunkCounts()
             for index in range(job.chunk_count):
-                if not await _claim(session, job.id, index, Phase.REGISTER):
+                if not await uow.import_chunks.claim(job.id, index, Phase.REGISTER):
                     if index == 0:  # committed already, by an earlier delivery of this message
                         return
                     raise RuntimeError(f"chunk {index + 1} of job {job.id} was registered outside its commit")
-                stored = await session.scalar(
-                    sa.select(import_chunks.c.results).where(_chunk_row(job.id, index, Phase.VALIDATE))
-                )
+                stored = await uow.import_chunks.kept_results(job.id, index)
                 if stored is None:
                     raise ChunkFailure(f"the validated rows of chunk {index + 1} are missing")
                 valid = await asyncio.to_thread(decode_valid, stored)
-                counts = ChunkCounts.of(0, await _register(session, job, valid))
-                await _record(session, job.id, index, Phase.REGISTER, counts)
+                counts = ChunkCounts.of(0, await uow.import_chunks.register(job, valid))
+                await uow.import_chunks.record(job.id, index, Phase.REGISTER, counts)
                 total += counts
             # Rows were counted as processed by the validation pass.
-            await _advance(
-                session, job.id, ChunkCounts(0, total.registered, total.merged), chunks=job.chunk_count
-            )
-            await self._complete(session, job)
+            await _advance(uow, job.id, ChunkCounts(0, total.registered, total.merged), chunks=job.chunk_count)
+            await self._complete(uow, job)
 
-    async def _complete(self, session: AsyncSession, job: ImportJob) -> None:
-        await end_job(session, job, JobStatus.COMPLETED)
+    async def _complete(self, uow: MoleculeUnitOfWork, job: ImportJob) -> None:
+        await _end(uow, job, JobStatus.COMPLETED)
         if not job.predict:
             return
         # The structures travel with the request: the prediction service does not read this schema.
-        imported = sa.select(molecule_provenance.c.molecule_id).where(molecule_provenance.c.job_id == job.id)
-        structures = [
-            MoleculeStructure(molecule_id=str(row.id), smiles=row.canonical_smiles)
-            for row in await session.execute(
-                sa.select(molecules.c.id, molecules.c.canonical_smiles)
-                .where(molecules.c.id.in_(imported))
-                .order_by(molecules.c.id)
-            )
-        ]
+        structures = await uow.import_chunks.imported_structures(job.id)
         for start in range(0, len(structures), MOLECULES_PER_EVENT):
             part = structures[start : start + MOLECULES_PER_EVENT]
-            await add_event(
-                session,
-                source=EVENT_SOURCE,
-                payload=PredictionRequested(
+            uow.record(
+                PredictionRequested(
                     organization_id=job.organization_id,
                     requested_by=job.created_by,
                     molecule_ids=[m.molecule_id for m in part],
@@ -409,7 +380,6 @@ class ChunkWorker:
                 ),
                 organization_id=job.organization_id,
                 actor_id=job.created_by,
-                schema=SCHEMA,
             )
 
     async def _fail(self, request: ImportChunkRequested, reason: str) -> None:
@@ -420,137 +390,29 @@ class ChunkWorker:
             f"–{request.first_row_number + request.row_count - 1:,})"
         )
         message = f"{where}: {reason}"[:MAX_REASON_LENGTH]
-        async with self._uow() as session:
-            job = await load_job(session, request.job_id, lock=True)
-            if job is not None and await end_job(session, job, JobStatus.FAILED, reason=message):
+        async with self._uow() as uow:
+            job = await uow.import_jobs.get(request.job_id, lock=True)
+            if job is not None and await _end(uow, job, JobStatus.FAILED, reason=message):
                 log.error("import %s failed: %s", job.id, message)
 
 
-# --- statements ---------------------------------------------------------------------------------------------
+# --- helpers -----------------------------------------------------------------------------------------------
 
 
-async def _register(session: AsyncSession, job: ImportJob, valid: list[StructureRow]) -> list[bool]:
-    """Register a chunk's valid rows for the job; per row, whether it created its molecule."""
-    result = await register_structures(
-        session,
-        valid,
-        organization_id=job.organization_id,
-        actor_id=job.created_by,
-        job_id=job.id,
-        library_id=job.library_id,
-    )
-    return [outcome.registered for outcome in result.outcomes]
-
-
-def _chunk_row(job_id: str, index: int, phase: Phase) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        import_chunks.c.job_id == job_id,
-        import_chunks.c.chunk_index == index,
-        import_chunks.c.phase == phase.value,
-    )
-
-
-async def _chunk_done(session: AsyncSession, job_id: str, index: int, phase: Phase) -> bool:
-    return bool(await session.scalar(sa.select(sa.literal(True)).where(_chunk_row(job_id, index, phase))))
-
-
-async def _claim(session: AsyncSession, job_id: str, index: int, phase: Phase) -> bool:
-    """Insert the chunk's row first: a concurrent copy of the same chunk waits here, then finds it."""
-    claimed = await session.scalar(
-        insert(import_chunks)
-        .values(
-            job_id=job_id,
-            chunk_index=index,
-            phase=phase.value,
-            processed_rows=0,
-            registered=0,
-            merged=0,
-            rejected=0,
-        )
-        .on_conflict_do_nothing()
-        .returning(import_chunks.c.chunk_index)
-    )
-    return claimed is not None
-
-
-async def _record(
-    session: AsyncSession,
-    job_id: str,
-    index: int,
-    phase: Phase,
-    counts: ChunkCounts,
-    *,
-    results: bytes | None = None,
-) -> None:
-    await session.execute(
-        import_chunks.update()
-        .where(_chunk_row(job_id, index, phase))
-        .values(
-            processed_rows=counts.processed,
-            registered=counts.registered,
-            merged=counts.merged,
-            rejected=counts.rejected,
-            results=results,
-        )
-    )
-
-
-async def _save_rejections(
-    session: AsyncSession, job_id: str, rejected: list[csv_format.RejectedRow]
-) -> None:
-    if rejected:
-        await session.execute(
-            insert(import_rejections).on_conflict_do_nothing(),
-            [
-                {"job_id": job_id, "row_number": r.row_number, "cells": r.cells, "reason": r.reason}
-                for r in rejected
-            ],
-        )
-
-
-async def _advance(session: AsyncSession, job_id: str, counts: ChunkCounts, *, chunks: int = 0) -> sa.Row:
-    """Add a chunk's counts to its job; raises _JobStopped (rolling the chunk back) if the job has ended.
-
-    Every chunk of a job takes this row's lock last, so chunks commit one after the other here and
-    the one that sees chunks_done == chunk_count is the last.
-    """
-    active = [status.value for status in ACTIVE_STATUSES]
-    progress = (
-        await session.execute(
-            import_jobs.update()
-            .where(import_jobs.c.id == job_id, import_jobs.c.status.in_(active))
-            .values(
-                processed_rows=import_jobs.c.processed_rows + counts.processed,
-                registered=import_jobs.c.registered + counts.registered,
-                merged=import_jobs.c.merged + counts.merged,
-                rejected=import_jobs.c.rejected + counts.rejected,
-                chunks_done=import_jobs.c.chunks_done + chunks,
-                status=JobStatus.PROCESSING.value,
-                started_at=sa.func.coalesce(import_jobs.c.started_at, sa.func.now()),
-                updated_at=sa.func.now(),
-            )
-            .returning(
-                import_jobs.c.processed_rows,
-                import_jobs.c.total_rows,
-                import_jobs.c.chunks_done,
-                import_jobs.c.chunk_count,
-                import_jobs.c.rejected,
-            )
-        )
-    ).one_or_none()
+async def _advance(uow: MoleculeUnitOfWork, job_id: str, counts: ChunkCounts, *, chunks: int = 0) -> Any:
+    """Add a chunk's counts to its job; raises _JobStopped (rolling the chunk back) if the job has ended."""
+    progress = await uow.import_chunks.advance(job_id, counts, chunks=chunks)
     if progress is None:
         raise _JobStopped
     return progress
 
 
-async def _mark_started(uow: UnitOfWork, job_id: str) -> None:
-    """The job's clock starts when a worker first takes one of its chunks (rows/s and ETA count from it)."""
-    async with uow() as session:
-        await session.execute(
-            import_jobs.update()
-            .where(import_jobs.c.id == job_id, import_jobs.c.status == JobStatus.QUEUED.value)
-            .values(status=JobStatus.PROCESSING.value, started_at=sa.func.now(), updated_at=sa.func.now())
-        )
+async def _end(uow: MoleculeUnitOfWork, job: ImportJob, status: JobStatus, *, reason: str = "") -> bool:
+    """Ends an active job and records ImportFinished (by its creator); False if it had ended already."""
+    finished = await uow.import_jobs.end(job, status, reason=reason)
+    if finished is not None:
+        uow.record(finished, organization_id=job.organization_id, actor_id=job.created_by)
+    return finished is not None
 
 
 # --- the process ----------------------------------------------------------------------------------
@@ -566,7 +428,7 @@ async def run(settings: Settings, stopping: asyncio.Event) -> None:
     try:
         await pool.warm()
         worker = ChunkWorker(
-            UnitOfWork(engine),
+            molecule_transactions(engine),
             make_storage(settings),
             pool,
             queue=queue,
