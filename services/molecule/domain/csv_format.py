@@ -162,7 +162,7 @@ def _sniff_delimiter(body: bytes, complete: bool) -> str:
     choice = DELIMITERS[0]
     for rank, delimiter in enumerate(DELIMITERS):
         counts = []
-        for _, end, data, problem in _records(iter([body]), 0, delimiter, len(body) + 1):
+        for _, end, data, problem in split_records(iter([body]), 0, delimiter, len(body) + 1):
             if not complete and end >= len(body):
                 break  # the sample may cut this record
             if problem or data is None or not data.translate(None, _BLANK_ANY):
@@ -220,7 +220,7 @@ def _advance(buf: bytes, start: int, end: int, state: int, delimiter: int) -> in
     return state
 
 
-def _records(blocks: Iterator[bytes], offset: int, delimiter: str, max_bytes: int) -> Iterator[_Record]:
+def split_records(blocks: Iterator[bytes], offset: int, delimiter: str, max_bytes: int) -> Iterator[_Record]:
     """Cut a byte stream (starting at file offset `offset`, at a record boundary) into CSV records.
 
     `data` is the record without its final line terminator; it is None when the record exceeds
@@ -364,7 +364,7 @@ def _skip(blocks: Iterator[bytes], count: int) -> Iterator[bytes]:
 
 def _file_records(blocks: Iterator[bytes], dialect: Dialect, limits: CsvLimits) -> Iterator[_Record]:
     bom = len(codecs.BOM_UTF8) if dialect.has_bom else 0
-    return _records(_skip(blocks, bom), bom, dialect.delimiter, limits.max_row_bytes)
+    return split_records(_skip(blocks, bom), bom, dialect.delimiter, limits.max_row_bytes)
 
 
 def _read_header(records: Iterator[_Record], dialect: Dialect) -> tuple[list[str], int]:
@@ -535,7 +535,7 @@ def read_chunk(
         if isinstance(source, str | os.PathLike):
             stream.seek(chunk.byte_start)
         blocks = _blocks(stream, chunk.byte_end - chunk.byte_start)
-        records = _records(blocks, chunk.byte_start, dialect.delimiter, limits.max_row_bytes)
+        records = split_records(blocks, chunk.byte_start, dialect.delimiter, limits.max_row_bytes)
         count = 0
         for row in _rows(records, dialect, columns, chunk.first_row_number, None):
             count += 1

@@ -12,12 +12,10 @@ import sqlalchemy as sa
 from molbridge.events.v1.molecule_pb2 import ImportFinished
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bus.outbox import add_event
 from services.molecule.domain import csv_format
 from services.molecule.domain.imports import ACTIVE_STATUSES, ImportJob, JobStatus, Mode, throughput
 from services.molecule.domain.uploads import StoredUpload
-from services.molecule.domain.vocabulary import EVENT_SOURCE
-from services.molecule.store.tables import SCHEMA, import_chunks, import_jobs, import_rejections
+from services.molecule.store.tables import import_chunks, import_jobs, import_rejections
 from services.runtime.auth import Principal
 from services.runtime.db import canonical_uuid
 from services.runtime.errors import NotFoundError
@@ -142,24 +140,6 @@ async def load_job(session: AsyncSession, job_id: str, *, lock: bool = False) ->
         query = query.with_for_update()
     row = (await session.execute(query)).one_or_none()
     return None if row is None else job_from_row(row, datetime.now(UTC))
-
-
-async def end_job(
-    session: AsyncSession, job: ImportJob, status: JobStatus, *, reason: str = "", actor_id: str = ""
-) -> bool:
-    """end() for the CSV worker, which writes through a plain session: records ImportFinished itself."""
-    finished = await _end(session, job, status, reason)
-    if finished is None:
-        return False
-    await add_event(
-        session,
-        source=EVENT_SOURCE,
-        payload=finished,
-        organization_id=job.organization_id,
-        actor_id=actor_id or job.created_by,
-        schema=SCHEMA,
-    )
-    return True
 
 
 async def _end(session: AsyncSession, job: ImportJob, status: JobStatus, reason: str) -> ImportFinished | None:
