@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -17,16 +17,9 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-class ProtoEnum(Protocol):
-    """A generated enum wrapper (`molecule_pb2.MoleculeStatus` and the like)."""
-
-    def Name(self, number: int) -> str: ...  # noqa: N802 (protobuf's name)
-
-    def Value(self, name: str) -> int: ...  # noqa: N802
-
-
-def enum_name(enum: ProtoEnum, prefix: str, number: int) -> str:
-    """A request's enum number as the domain's plain name: MOLECULE_STATUS_ARCHIVED → "ARCHIVED".
+def enum_name(enum: Any, prefix: str, number: int) -> str:
+    """A request's enum number as the domain's plain name: MOLECULE_STATUS_ARCHIVED → "ARCHIVED"
+    (`enum` is a generated enum wrapper such as molecule_pb2.MoleculeStatus).
 
     UNSPECIFIED (0) is "" (not given). A number the contract does not define becomes "#<number>",
     a name no domain vocabulary holds, so the domain's own check refuses it with a 400 that names
@@ -35,12 +28,12 @@ def enum_name(enum: ProtoEnum, prefix: str, number: int) -> str:
     if number == 0:
         return ""
     try:
-        return enum.Name(number).removeprefix(prefix)
+        return str(enum.Name(number)).removeprefix(prefix)
     except ValueError:
         return f"#{number}"
 
 
-def enum_number(enum: ProtoEnum, prefix: str, name: str) -> int:
+def enum_number(enum: Any, prefix: str, name: str) -> Any:
     """A stored domain name as the response's enum number: "ARCHIVED" → MOLECULE_STATUS_ARCHIVED.
 
     A name the contract does not know (stored before the contract had it) is UNSPECIFIED (0), so a
