@@ -1,7 +1,7 @@
 """MoleculeService and its query engine against a real PostgreSQL (and NATS for the bus follower).
 
 The filter/sort test registers ~2,000 NCI structures through chemistry.register and
-registration.register_structures (the import path), adds PREDICTED / EXPERIMENTAL values, statuses,
+the molecule repository's register (the import path), adds PREDICTED / EXPERIMENTAL values, statuses,
 flags and a library, and compares every answer of the service with a brute-force evaluation over the
 rows read back from PostgreSQL (tests/molecule_oracle.py).
 """
@@ -38,7 +38,6 @@ from services.molecule.index.query import MoleculeQuery, RawFilter, parse_query
 from services.molecule.index.query_sync import follow_changes
 from services.molecule.server.molecules import MoleculeServicer
 from services.molecule.service.molecules import MoleculeService, NewMolecule, PropertyInput
-from services.molecule.store.registration import register_structures
 from services.molecule.store.tables import SCHEMA
 from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations, server
@@ -116,10 +115,8 @@ async def register_nci(world: World, org: str, count: int, rng: random.Random) -
             StructureRow(i + 1, structure, f"NSC-{rng.randint(1, 400)}" if rng.random() < 0.8 else "", values)
         )
     for start in range(0, len(rows), 400):  # chunks: several created_at values, with ties inside each
-        async with world.uow() as session:
-            await register_structures(
-                session, rows[start : start + 400], organization_id=org, actor_id="importer"
-            )
+        async with molecule_transactions(world.engine)() as uow:
+            await uow.molecules.register(rows[start : start + 400], organization_id=org, actor_id="importer")
 
 
 async def add_values(world: World, org: str, source: str, name: str, fraction: float, seed: float) -> None:

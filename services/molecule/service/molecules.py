@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.molecule.domain import chemistry, properties
-from services.molecule.domain.events import molecule_changed
+from services.molecule.domain.events import molecule_changed, molecules_changed
 from services.molecule.domain.imports import StructureRow
 from services.molecule.domain.library_rules import Action
 from services.molecule.domain.molecules import (
@@ -57,6 +57,7 @@ from services.molecule.domain.vocabulary import ARCHIVED, IMPORTED, WRITER_ROLES
 from services.molecule.index.columnar import QueryIndex
 from services.molecule.index.query import MoleculeQuery
 from services.molecule.store.molecule_views import MoleculeView
+from services.molecule.store.registration import RegistrationResult
 from services.molecule.store.uow import MoleculeTransactions, MoleculeUnitOfWork
 from services.runtime.auth import Principal
 from services.runtime.db import canonical_uuid
@@ -142,7 +143,7 @@ class MoleculeService:
             library = await _writable_library(uow, principal, library_id)
 
             async def register() -> str:
-                result = await uow.molecules.register(principal, [row], library_id=library)
+                result = await _register(uow, principal, [row], library)
                 return result.outcomes[0].molecule_id
 
             molecule_id = await uow.once(_scope(principal, "create"), request_id, register)
@@ -170,7 +171,7 @@ class MoleculeService:
 
             async def register() -> str:
                 if rows:
-                    result = await uow.molecules.register(principal, [row for _, row in rows], library_id=library)
+                    result = await _register(uow, principal, [row for _, row in rows], library)
                     for (i, _), done in zip(rows, result.outcomes, strict=True):
                         outcomes[i] = Outcome(
                             i, "registered" if done.registered else "merged", done.molecule_id
@@ -264,6 +265,17 @@ async def _writable_library(uow: MoleculeUnitOfWork, principal: Principal, libra
     if not library_id:
         return None
     return (await uow.libraries.get(principal, library_id, Action.CHANGE_MOLECULES, lock=True)).id
+
+
+async def _register(
+    uow: MoleculeUnitOfWork, principal: Principal, rows: list[StructureRow], library_id: str | None
+) -> RegistrationResult:
+    result = await uow.molecules.register(
+        rows, organization_id=principal.organization_id, actor_id=principal.subject, library_id=library_id
+    )
+    for event in molecules_changed(principal.organization_id, result.molecule_ids):
+        uow.record(event, actor=principal)
+    return result
 
 
 def _record_change(uow: MoleculeUnitOfWork, principal: Principal, molecule_id: str, *, archived: bool = False) -> None:

@@ -11,8 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.molecule.domain import csv_format
-from services.molecule.domain.imports import ACTIVE_STATUSES, ChunkCounts, ImportJob, JobStatus, Phase, StructureRow
-from services.molecule.store.registration import register_structures
+from services.molecule.domain.imports import ACTIVE_STATUSES, ChunkCounts, JobStatus, Phase
 from services.molecule.store.tables import import_chunks, import_jobs, import_rejections, molecule_provenance, molecules
 
 
@@ -73,19 +72,6 @@ class ImportChunkRepository:
                     for r in rejected
                 ],
             )
-
-    async def register(self, job: ImportJob, valid: list[StructureRow]) -> list[bool]:
-        """Register a chunk's valid rows for the job (records their MoleculesChanged); per row, whether
-        it created its molecule."""
-        result = await register_structures(
-            self._session,
-            valid,
-            organization_id=job.organization_id,
-            actor_id=job.created_by,
-            job_id=job.id,
-            library_id=job.library_id,
-        )
-        return [outcome.registered for outcome in result.outcomes]
 
     async def advance(self, job_id: str, counts: ChunkCounts, *, chunks: int = 0) -> Any | None:
         """Add a chunk's counts to its job; None if the job has ended (the caller rolls the chunk back).

@@ -47,11 +47,17 @@ class MoleculeRepository:
         return [by_id[i] for i in ids if i in by_id]
 
     async def register(
-        self, principal: Principal, rows: Sequence[StructureRow], *, library_id: str | None
+        self,
+        rows: Sequence[StructureRow],
+        *,
+        organization_id: str,
+        actor_id: str,
+        job_id: str | None = None,
+        library_id: str | None = None,
     ) -> RegistrationResult:
-        """Registers or merges the structures (records their MoleculesChanged, see store/registration.py)."""
+        """Registers new structures and merges known ones (store/registration.py); `job_id` marks an import."""
         return await register_structures(
-            self._session, rows, organization_id=principal.organization_id, actor_id=principal.subject,
+            self._session, rows, organization_id=organization_id, actor_id=actor_id, job_id=job_id,
             library_id=library_id,
         )
 

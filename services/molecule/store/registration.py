@@ -34,16 +34,12 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from molbridge.events.v1.molecule_pb2 import MoleculesChanged
 from psycopg import AsyncCursor, sql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bus.outbox import add_event
-from services.molecule.domain.events import MOLECULES_PER_EVENT
 from services.molecule.domain.imports import PropertyValue, StructureRow, stored_value
 from services.molecule.domain.properties import KNOWN_PROPERTIES
-from services.molecule.domain.vocabulary import CALCULATED, EVENT_SOURCE
-from services.molecule.store.tables import SCHEMA
+from services.molecule.domain.vocabulary import CALCULATED
 
 __all__ = [
     "PropertyValue",
@@ -92,24 +88,12 @@ async def register_structures(
     job_id: str | None = None,
     library_id: str | None = None,
 ) -> RegistrationResult:
-    """Register or merge every row in the caller's transaction; records one MoleculesChanged per
-    MOLECULES_PER_EVENT molecules. `job_id` marks an import (provenance rows are then unique per file row)."""
+    """Register or merge every row in the caller's transaction (its use case records the MoleculesChanged,
+    domain.events.molecules_changed). `job_id` marks an import (provenance rows are then unique per file row)."""
     if not rows:
         return RegistrationResult([])
     async with await _cursor(session) as cursor:
         result = await _write(cursor, rows, organization_id, actor_id, job_id, library_id)
-    molecule_ids = result.molecule_ids
-    for start in range(0, len(molecule_ids), MOLECULES_PER_EVENT):  # tell every replica's search index
-        await add_event(
-            session,
-            source=EVENT_SOURCE,
-            payload=MoleculesChanged(
-                organization_id=organization_id, molecule_ids=molecule_ids[start : start + MOLECULES_PER_EVENT]
-            ),
-            organization_id=organization_id,
-            actor_id=actor_id,
-            schema=SCHEMA,
-        )
     return result
 
 

@@ -51,7 +51,7 @@ from bus.relay import OutboxRelay
 from bus.streams import WORK_STREAM, ensure_streams
 from bus.subjects import work_subject
 from services.molecule.domain import csv_format
-from services.molecule.domain.events import MOLECULES_PER_EVENT
+from services.molecule.domain.events import MOLECULES_PER_EVENT, molecules_changed
 from services.molecule.domain.imports import (
     ChunkCounts,
     ColumnPlan,
@@ -301,7 +301,7 @@ class ChunkWorker:
         async with self._uow() as uow:
             if not await uow.import_chunks.claim(job.id, request.chunk_index, Phase.REGISTER):
                 return
-            created = await uow.import_chunks.register(job, valid)
+            created = await _register(uow, job, valid)
             await uow.import_chunks.save_rejections(job.id, rejected)
             counts = ChunkCounts.of(len(rejected), created)
             await uow.import_chunks.record(job.id, request.chunk_index, Phase.REGISTER, counts)
@@ -354,7 +354,7 @@ class ChunkWorker:
                 if stored is None:
                     raise ChunkFailure(f"the validated rows of chunk {index + 1} are missing")
                 valid = await asyncio.to_thread(decode_valid, stored)
-                counts = ChunkCounts.of(0, await uow.import_chunks.register(job, valid))
+                counts = ChunkCounts.of(0, await _register(uow, job, valid))
                 await uow.import_chunks.record(job.id, index, Phase.REGISTER, counts)
                 total += counts
             # Rows were counted as processed by the validation pass.
@@ -397,6 +397,17 @@ class ChunkWorker:
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
+
+
+async def _register(uow: MoleculeUnitOfWork, job: ImportJob, valid: list[StructureRow]) -> list[bool]:
+    """Register a chunk's valid rows for the job (MoleculesChanged tells every replica's indexes); per row,
+    whether it created its molecule."""
+    result = await uow.molecules.register(
+        valid, organization_id=job.organization_id, actor_id=job.created_by, job_id=job.id, library_id=job.library_id
+    )
+    for event in molecules_changed(job.organization_id, result.molecule_ids):
+        uow.record(event, organization_id=job.organization_id, actor_id=job.created_by)
+    return [outcome.registered for outcome in result.outcomes]
 
 
 async def _advance(uow: MoleculeUnitOfWork, job_id: str, counts: ChunkCounts, *, chunks: int = 0) -> Any:
