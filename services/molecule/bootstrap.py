@@ -1,18 +1,22 @@
 """Composition root of the molecule service: builds every part once, typed, and nothing at import time.
 
 `build_parts` makes the storage, the indexes, the use cases and the servicers over one engine (tests
-use it to serve the real servicers); `build_server` adds what the process runs beside them: the
-outbox relay with the PredictionCompleted consumer, the query index's and the search index's bus
-followers (each preloads every organization), and their stops.
+use it to serve the real servicers); `build_server` declares the process services.runtime.process runs:
+the servicers, the PredictionCompleted subscription, the outbox, and two supervised jobs — the query
+index's and the search index's followers of MoleculesChanged. Those two are not durable subscriptions
+on purpose: every replica must see every change (each has its own ordered consumer from "now"; what
+came before, its load reads), where a durable consumer would hand each change to one replica only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
+from molbridge.events.v1.prediction_pb2 import PredictionCompleted
 from molbridge.molecule.v1 import (
     import_service_pb2_grpc,
     library_service_pb2_grpc,
@@ -21,7 +25,6 @@ from molbridge.molecule.v1 import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bus.runner import run_bus
 from services.molecule.adapters.identity_users import IdentityUserDirectory
 from services.molecule.index.columnar import QueryIndex
 from services.molecule.index.query_sync import follow_changes
@@ -34,19 +37,22 @@ from services.molecule.server.search import SearchServicer
 from services.molecule.service.import_jobs import ImportJobService
 from services.molecule.service.libraries import LibraryService
 from services.molecule.service.molecules import MoleculeService
-from services.molecule.service.predictions import PredictionConsumer
+from services.molecule.service.predictions import DURABLE as PREDICTIONS_DURABLE
+from services.molecule.service.predictions import PREDICTIONS_SOURCE, PredictionConsumer
 from services.molecule.service.search import SearchService
 from services.molecule.service.uploads import UploadService
 from services.molecule.settings import MoleculeSettings
 from services.molecule.store.tables import SCHEMA
 from services.molecule.store.uow import molecule_transactions
-from services.runtime import server, telemetry
+from services.runtime import telemetry
 from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
-from services.runtime.settings import Settings
+from services.runtime.migrations import MigrationSpec
+from services.runtime.process import Outbox, Process, Subscription
 from services.runtime.storage import ObjectStorage, make_storage
 
 Servicer = tuple[Callable[[Any, grpc.aio.Server], None], Any]
+MIGRATIONS = MigrationSpec(SCHEMA, Path(__file__).parent / "migrations")
 
 
 @dataclass(frozen=True)
@@ -77,19 +83,18 @@ class MoleculeParts:
         ]
 
 
-def build_parts(settings: Settings, engine: AsyncEngine) -> MoleculeParts:
+def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculeParts:
     """Every part of the service over `engine`; call it inside the running event loop (gRPC channels
     bind to the loop that makes them)."""
-    config = MoleculeSettings.from_settings(settings)
     transactions = molecule_transactions(engine)
     storage = make_storage(settings)
     query_index = QueryIndex(engine)
     search_index = SearchIndex()
     search_sync = SearchIndexSync(engine, search_index, settings.nats_url)
     users = IdentityUserDirectory(settings.addr_of("identity"))  # grantees must be users of the organization
-    uploads = UploadService(transactions, storage, config.import_limits)
+    uploads = UploadService(transactions, storage, settings.import_limits)
     return MoleculeParts(
-        settings=config,
+        settings=settings,
         storage=storage,
         query_index=query_index,
         search_index=search_index,
@@ -98,38 +103,45 @@ def build_parts(settings: Settings, engine: AsyncEngine) -> MoleculeParts:
         libraries=LibraryService(transactions, users, query_index),
         # Search reads through a plain session (its SQL is still inline; see service/search.py).
         search=SearchService(
-            UnitOfWork(engine), search_index, query_index, is_ready=search_sync.is_ready, budgets=config.search_budgets
+            UnitOfWork(engine),
+            search_index,
+            query_index,
+            is_ready=search_sync.is_ready,
+            budgets=settings.search_budgets,
         ),
         uploads=uploads,
         import_jobs=ImportJobService(
-            transactions, storage, uploads, public_url=config.public_url, limits=config.import_limits,
-            queue=config.csv_queue,
+            transactions, storage, uploads, public_url=settings.public_url, limits=settings.import_limits,
+            queue=settings.csv_queue,
         ),
         predictions=PredictionConsumer(transactions),  # PREDICTED values from the prediction service
         on_stop=[users.close],
     )
 
 
-def build_server(settings: Settings) -> server.ServiceApp:
+def build_server(settings: MoleculeSettings) -> Process:
     engine = make_engine(settings.database_url, SCHEMA)
     telemetry.instrument_engine(engine)
     parts = build_parts(settings, engine)
     identity = RemoteIdentity(settings.addr_of("identity"))
 
-    async def publish_outbox() -> None:
-        await run_bus(
-            settings.nats_url, name="molecule", engine=engine, schema=SCHEMA, consumers=[parts.predictions.consumer]
-        )
-
     async def follow_molecule_changes() -> None:
         await follow_changes(parts.query_index, settings.nats_url)
 
-    return server.ServiceApp(
-        settings=settings,
+    return Process(
         servicers=parts.servicers,
         authenticator=remote_authenticator(identity),
+        subscriptions=[
+            Subscription(
+                PredictionCompleted,
+                durable=PREDICTIONS_DURABLE,
+                handler=parts.predictions.on_completed,
+                source=PREDICTIONS_SOURCE,
+            )
+        ],
+        outbox=Outbox(engine, SCHEMA),
         # The search index loads in the background: the service serves at once and answers UNAVAILABLE
         # for an organization until its molecules are loaded.
-        background=[publish_outbox, follow_molecule_changes, parts.search_sync.run],
+        jobs=[follow_molecule_changes, parts.search_sync.run],
         on_stop=[*parts.on_stop, identity.close, engine.dispose],
     )

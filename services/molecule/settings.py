@@ -1,49 +1,40 @@
-"""The molecule service's own settings, read and checked once at start (a bad value stops the start,
-naming the variable and what it accepts). The mesh-wide ones (database, bus, addresses) are
-services.runtime.settings.Settings; object storage is configured by services.runtime.storage."""
+"""The molecule service's settings: what every process reads (services.runtime.settings.Settings: database,
+bus, addresses, object storage) plus the molecule service's own variables, typed and checked at start —
+a bad value stops the process naming the variable and what it accepts."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
+from pydantic import Field
+
+from services.molecule.domain.uploads import DEFAULT_MAX_ROWS, DEFAULT_MAX_UPLOAD_BYTES, ImportLimits
 from services.molecule.service.import_jobs import CSV_QUEUE
-from services.molecule.service.search import Budgets
-from services.molecule.service.uploads import DEFAULT_MAX_ROWS, DEFAULT_MAX_UPLOAD_BYTES, ImportLimits
+from services.molecule.service.search import SIMILARITY_BUDGET_ENV, SUBSTRUCTURE_BUDGET_ENV, Budgets
 from services.runtime.settings import Settings
 
 
-@dataclass(frozen=True)
-class MoleculeSettings:
-    public_url: str  # MOLBRIDGE_PUBLIC_URL: where error-report links point (default: the local gateway)
-    csv_queue: str  # MOLBRIDGE_CSV_QUEUE: the work queue of CSV chunks (tests give each run its own)
-    csv_processes: int  # MOLBRIDGE_CSV_PROCESSES: chemistry processes per CSV worker (default: the cores)
-    import_limits: ImportLimits  # MOLBRIDGE_MAX_UPLOAD_BYTES, MOLBRIDGE_MAX_IMPORT_ROWS
-    search_budgets: Budgets  # MOLBRIDGE_SEARCH_SIMILARITY_BUDGET_MS, MOLBRIDGE_SEARCH_SUBSTRUCTURE_BUDGET_MS
+class MoleculeSettings(Settings):
+    # The work queue of CSV chunks (tests give each run its own).
+    csv_queue: str = Field(CSV_QUEUE, min_length=1, validation_alias="MOLBRIDGE_CSV_QUEUE")
+    # Chemistry processes per CSV worker (default: the cores).
+    csv_processes: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, validation_alias="MOLBRIDGE_CSV_PROCESSES"
+    )
+    max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, ge=1, validation_alias="MOLBRIDGE_MAX_UPLOAD_BYTES")
+    max_import_rows: int = Field(DEFAULT_MAX_ROWS, ge=1, validation_alias="MOLBRIDGE_MAX_IMPORT_ROWS")
+    # How long a structure search may run before it stops and says `truncated` (milliseconds).
+    similarity_budget_ms: float = Field(1000 * Budgets.similarity_s, gt=0, validation_alias=SIMILARITY_BUDGET_ENV)
+    substructure_budget_ms: float = Field(
+        1000 * Budgets.substructure_s, gt=0, validation_alias=SUBSTRUCTURE_BUDGET_ENV
+    )
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> MoleculeSettings:
-        gateway_port = _positive_int(settings, "GATEWAY_PORT", 8080)
-        return cls(
-            public_url=settings.get("MOLBRIDGE_PUBLIC_URL") or f"http://127.0.0.1:{gateway_port}",
-            csv_queue=settings.get("MOLBRIDGE_CSV_QUEUE") or CSV_QUEUE,
-            csv_processes=_positive_int(settings, "MOLBRIDGE_CSV_PROCESSES", os.cpu_count() or 1),
-            import_limits=ImportLimits(
-                max_upload_bytes=_positive_int(settings, "MOLBRIDGE_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES),
-                max_rows=_positive_int(settings, "MOLBRIDGE_MAX_IMPORT_ROWS", DEFAULT_MAX_ROWS),
-            ),
-            search_budgets=Budgets.from_settings(settings),
+    @property
+    def import_limits(self) -> ImportLimits:
+        return ImportLimits(max_upload_bytes=self.max_upload_bytes, max_rows=self.max_import_rows)
+
+    @property
+    def search_budgets(self) -> Budgets:
+        return Budgets(
+            similarity_s=self.similarity_budget_ms / 1000, substructure_s=self.substructure_budget_ms / 1000
         )
-
-
-def _positive_int(settings: Settings, name: str, default: int) -> int:
-    raw = settings.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a positive whole number, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be a positive whole number, got {raw!r}")
-    return value

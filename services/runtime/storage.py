@@ -358,17 +358,16 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 def make_storage(settings: Settings) -> ObjectStorage:
     """S3 when S3_BUCKET is set (S3_ENDPOINT_URL, S3_REGION, AWS_* credentials, S3_CREATE_BUCKET=1 to
     create the bucket now), else a directory under the data dir."""
-    bucket = settings.get("S3_BUCKET")
-    if not bucket:
+    if not settings.s3_bucket:
         return LocalStorage(settings.data_dir / "objects")
     storage = S3Storage(
-        bucket,
-        endpoint_url=settings.get("S3_ENDPOINT_URL") or None,
-        region=settings.get("S3_REGION") or settings.get("AWS_DEFAULT_REGION") or "us-east-1",
-        access_key_id=settings.get("AWS_ACCESS_KEY_ID") or None,
-        secret_access_key=settings.get("AWS_SECRET_ACCESS_KEY") or None,
-        session_token=settings.get("AWS_SESSION_TOKEN") or None,
+        settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region or settings.aws_default_region or "us-east-1",
+        access_key_id=settings.aws_access_key_id,
+        secret_access_key=settings.aws_secret_access_key,
+        session_token=settings.aws_session_token,
     )
-    if settings.get("S3_CREATE_BUCKET") == "1":
+    if settings.s3_create_bucket:
         storage.create_bucket_if_missing()
     return storage

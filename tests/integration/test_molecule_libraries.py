@@ -37,6 +37,7 @@ from services.molecule.domain import chemistry
 from services.molecule.domain.library_rules import Level, LibraryFilter
 from services.molecule.index.columnar import QueryIndex
 from services.molecule.service.libraries import LibraryService
+from services.molecule.settings import MoleculeSettings
 from services.molecule.store.tables import SCHEMA, molecule_properties, molecules
 from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations, server
@@ -566,7 +567,7 @@ async def test_grpc_service_maps_requests_errors_and_forwards_credentials(world:
     mallory = await world.user((await world.organization()).principal.organization_id)
     ids = await world.molecules(alice, 3)
     port = free_port()
-    settings = Settings.from_env(
+    settings = MoleculeSettings.from_env(
         "molecule", {"MOLBRIDGE_MOLECULE_ADDR": f"127.0.0.1:{port}", "MOLBRIDGE_IDENTITY_ADDR": world.identity_addr}
     )
     part = build_parts(settings, world.engine)

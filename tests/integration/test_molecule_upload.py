@@ -29,13 +29,13 @@ from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
 from services.molecule.bootstrap import build_parts
 from services.molecule.service.uploads import ImportLimits, UploadService, upload_object_key
+from services.molecule.settings import MoleculeSettings
 from services.molecule.store.tables import SCHEMA as MOLECULE_SCHEMA
 from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations, server
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.email import FolderSender
-from services.runtime.settings import Settings
 from services.runtime.storage import MIB, ObjectStorage, S3Storage
 from stack.ports import free_port
 from tests.data.csv import corpus
@@ -102,7 +102,7 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
             tokens[f"{org_name}_{role.split('_')[1]}"] = (await identity.login(email, PASSWORD)).access_token
 
     port = free_port()
-    settings = Settings.from_env(
+    settings = MoleculeSettings.from_env(
         "molecule",
         {
             "MOLBRIDGE_MOLECULE_ADDR": f"127.0.0.1:{port}",

@@ -33,7 +33,7 @@ class PredictionConsumer:
         self.subject = event_subject(PREDICTIONS_SOURCE, PredictionCompleted)
 
     def consumer(self, js: JetStreamContext) -> Consumer:
-        """A bus.runner ConsumerFactory: run_bus(…, consumers=[predictions.consumer])."""
+        """The same consumer for a caller that runs its own bus (tests that start both services in one process)."""
         return Consumer(js, EVENTS_STREAM, DURABLE, self.subject, self.handle)
 
     async def handle(self, envelope: EventEnvelope, msg: Msg) -> None:
@@ -41,6 +41,10 @@ class PredictionConsumer:
             event = unpack(envelope, PredictionCompleted)
         except TypeError as error:
             raise PoisonError(str(error)) from error
+        await self.on_completed(event, envelope)
+
+    async def on_completed(self, event: PredictionCompleted, envelope: EventEnvelope) -> None:
+        """The handler of the declared subscription (bootstrap.py): exactly once per event."""
         async with self._uow() as uow:
             if await uow.first_delivery(DURABLE, envelope.id):
                 await store_predictions(uow, event)

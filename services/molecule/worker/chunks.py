@@ -73,7 +73,7 @@ from services.runtime import migrations, telemetry
 from services.runtime.db import make_engine
 from services.runtime.errors import IntegrationError, NotFoundError
 from services.runtime.logs import configure_logging
-from services.runtime.settings import Settings
+from services.runtime.settings import SettingsError
 from services.runtime.storage import ObjectStorage, make_storage
 
 log = logging.getLogger("molbridge.molecule.worker")
@@ -429,13 +429,15 @@ async def _end(uow: MoleculeUnitOfWork, job: ImportJob, status: JobStatus, *, re
 # --- the process ----------------------------------------------------------------------------------
 
 
-async def run(settings: Settings, stopping: asyncio.Event) -> None:
-    """Consume chunks (and publish the schema's outbox) until `stopping` is set; chunks in hand finish."""
+async def run(settings: MoleculeSettings, stopping: asyncio.Event) -> None:
+    """Consume chunks (and publish the schema's outbox) until `stopping` is set; chunks in hand finish.
+
+    Not a services.runtime.process Subscription yet: a chunk that fails on its last delivery must fail
+    its job (else the job waits forever), and a Subscription's handler is not told the delivery count."""
     engine = make_engine(settings.database_url, SCHEMA, pool_size=IN_FLIGHT + 2)
     telemetry.instrument_engine(engine)
-    config = MoleculeSettings.from_settings(settings)
-    queue = config.csv_queue
-    pool = RowPool(config.csv_processes)
+    queue = settings.csv_queue
+    pool = RowPool(settings.csv_processes)
     try:
         await pool.warm()
         worker = ChunkWorker(
@@ -443,7 +445,7 @@ async def run(settings: Settings, stopping: asyncio.Event) -> None:
             make_storage(settings),
             pool,
             queue=queue,
-            limits=config.import_limits.csv,
+            limits=settings.import_limits.csv,
         )
         nats = await connect(settings.nats_url, name="molecule-worker")
         try:
@@ -480,7 +482,10 @@ async def run(settings: Settings, stopping: asyncio.Event) -> None:
 
 
 def main() -> None:
-    settings = Settings.from_env("molecule")  # the molecule service's database, bus and storage
+    try:
+        settings = MoleculeSettings.from_env("molecule")  # the molecule service's database, bus and storage
+    except SettingsError as error:
+        raise SystemExit(f"molecule-worker: {error}") from None
     configure_logging("molecule-worker", settings.log_level)
     telemetry.configure_tracing("molecule-worker", settings.data_dir, settings.otlp_endpoint)
     migrations.upgrade(settings.database_url, SCHEMA, MIGRATIONS)
