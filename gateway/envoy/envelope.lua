@@ -1,6 +1,11 @@
 -- Molbridge gateway: first HTTP filter of the public listener (inlined by render.py).
 --
 -- Request side (before jwt_authn):
+--   * drops every header a gRPC server could refuse as metadata (names outside [a-z0-9_.-], any
+--     `-bin`): HTTP allows `a+b` or `#`, the Python gRPC server answers them with an internal
+--     error, REST and native gRPC alike;
+--   * replaces an x-request-id that is not 1-64 characters of [A-Za-z0-9._-] (it reaches logs
+--     and the audit trail);
 --   * drops any client-sent x-molbridge-sub: only jwt_authn may set it (it keys the rate limits);
 --   * `authorization: Bearer mbk_…` is an API key, not a JWT: moved to x-api-key so jwt_authn
 --     skips it and the service's interceptor verifies it; with an API key, no authorization
@@ -135,6 +140,38 @@ end
 local escape = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n", ["\r"] = "\\r",
   ["\t"] = "\\t" }
 
+-- Error bodies are JSON, so valid UTF-8: an invalid byte (echoed from a request, or a lone
+-- surrogate from a \u escape) becomes U+FFFD.
+local REPLACEMENT = "\239\191\189"
+
+local function utf8_length(s, i)
+  local c = s:byte(i)
+  if c < 0x80 then return 1 end
+  local len = (c >= 0xC2 and c <= 0xDF and 2) or (c >= 0xE0 and c <= 0xEF and 3) or (c >= 0xF0 and c <= 0xF4 and 4)
+  if not len or i + len - 1 > #s then return nil end
+  for k = i + 1, i + len - 1 do
+    local b = s:byte(k)
+    if b < 0x80 or b > 0xBF then return nil end
+  end
+  local b2 = s:byte(i + 1)
+  -- overlong forms, UTF-16 surrogates, code points above U+10FFFF
+  if (c == 0xE0 and b2 < 0xA0) or (c == 0xED and b2 > 0x9F) or (c == 0xF0 and b2 < 0x90) or (c == 0xF4 and b2 > 0x8F) then
+    return nil
+  end
+  return len
+end
+
+local function utf8_clean(s)
+  if not s:find("[\128-\255]") then return s end
+  local out, i = {}, 1
+  while i <= #s do
+    local len = utf8_length(s, i)
+    out[#out + 1] = len and s:sub(i, i + len - 1) or REPLACEMENT
+    i = i + (len or 1)
+  end
+  return table.concat(out)
+end
+
 local function json_encode(v)
   if v == nil or v == json_null then return "null" end
   local t = type(v)
@@ -145,7 +182,7 @@ local function json_encode(v)
     return string.format("%.17g", v)
   end
   if t == "string" then
-    return '"' .. v:gsub('[%c"\\]', function(c) return escape[c] or string.format("\\u%04x", c:byte()) end) .. '"'
+    return '"' .. utf8_clean(v):gsub('[%c"\\]', function(c) return escape[c] or string.format("\\u%04x", c:byte()) end) .. '"'
   end
   local parts = {}
   if getmetatable(v) == array_mt then
@@ -164,8 +201,35 @@ local CONFIG = json_decode(CONFIG_JSON)
 -- Request side -----------------------------------------------------------------------------------
 local function starts_with(s, prefix) return s ~= nil and s:sub(1, #prefix) == prefix end
 
+-- gRPC metadata names are lower-case [a-z0-9_.-]. Binary (`-bin`) metadata is dropped whatever
+-- its value: no service reads any, and the gRPC server refuses values it cannot base64-decode
+-- (which ones is its own business) with an internal error.
+local function grpc_metadata_ok(name)
+  if name:sub(1, 1) == ":" then return true end -- pseudo-headers (:path, :authority, …)
+  return name:find("^[%l%d_.%-]+$") ~= nil and name:sub(-4) ~= "-bin"
+end
+
+local SAFE_REQUEST_ID = "^[%w._%-]+$"
+-- Each worker has its own Lua state: the address of a fresh table tells them apart in the seed.
+math.randomseed(os.time() + math.floor(os.clock() * 1e6) + (tonumber(tostring({}):match("(%x+)$"), 16) or 0) % 1e9)
+
+local function new_request_id()
+  local parts = {}
+  for k = 1, 4 do parts[k] = string.format("%08x", math.random(0, 0x7fffffff) * 2 + math.random(0, 1)) end
+  return table.concat(parts)
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
+  local refused = {}
+  for name in pairs(headers) do
+    if not grpc_metadata_ok(name) then refused[#refused + 1] = name end
+  end
+  for _, name in ipairs(refused) do headers:remove(name) end
+  local request_id = headers:get("x-request-id")
+  if request_id and (#request_id > 64 or not request_id:find(SAFE_REQUEST_ID)) then
+    headers:replace("x-request-id", new_request_id())
+  end
   headers:remove("x-molbridge-sub")
   local auth = headers:get("authorization")
   if auth then

@@ -21,6 +21,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from gateway.envoy import protoset
+from gateway.envoy.policy import load_policy
 
 OPENAPI_PATH = "/api/v1/openapi.json"
 ERROR_CODES = [
@@ -35,15 +36,43 @@ ERROR_CODES = [
 ]
 _ERROR_RESPONSES = {
     "400": "Invalid request (VALIDATION_ERROR)",
-    "401": "Missing, invalid or expired token or API key (AUTHENTICATION_ERROR)",
+    # Public operations answer it too: login, refresh, MFA verification check the credentials
+    # they carry in their body.
+    "401": "Missing, invalid or expired credentials: token, API key, or those the call checks (AUTHENTICATION_ERROR)",
     "403": "Not allowed for the caller's roles or organization (AUTHORIZATION_ERROR)",
     "404": "No such resource or route (RESOURCE_NOT_FOUND)",
     "409": "Conflicts with the resource's current state (RESOURCE_CONFLICT)",
+    "413": "Request body over the gateway's limit (VALIDATION_ERROR)",
     "429": "Rate limit exceeded (RATE_LIMITED); see Retry-After",
     "500": "Unexpected failure (INTERNAL_ERROR)",
     "502": "A service or external system is unavailable (INTEGRATION_ERROR)",
+    "504": "A service did not answer in time (INTEGRATION_ERROR)",
 }
-_SECURED_ONLY = {"401", "403"}
+_SECURED_ONLY = {"403"}
+# What GET <jwks_path> answers (a JWK Set, RFC 7517), though the RPC returns a google.api.HttpBody.
+_JWK_SET = {
+    "type": "object",
+    "required": ["keys"],
+    "description": "The identity service's public signing keys (RFC 7517 JWK Set).",
+    "properties": {
+        "keys": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["kty", "kid"],
+                "properties": {
+                    "kty": {"type": "string", "example": "OKP"},
+                    "crv": {"type": "string", "example": "Ed25519"},
+                    "x": {"type": "string", "description": "Public key, base64url"},
+                    "kid": {"type": "string"},
+                    "alg": {"type": "string", "example": "EdDSA"},
+                    "use": {"type": "string", "example": "sig"},
+                },
+                "additionalProperties": True,
+            },
+        }
+    },
+}
 
 _F = FieldDescriptor
 _SCALARS: dict[int, dict[str, Any]] = {
@@ -303,12 +332,19 @@ def _operation(
         out_desc = _message(out_field) if out_field.type == _F.TYPE_MESSAGE else response
     else:
         out_schema = schemas.message_ref(response)
+    ok_content: dict[str, Any]
     if out_desc.full_name == HTTP_BODY:
         ok_content = {"*/*": {"schema": dict(_BINARY)}}
     elif method.server_streaming:
+        # The body is text (`data: {…}` events), not one JSON value: the schema says so, and
+        # x-event-schema names the message each event carries.
         ok_content = {
             "text/event-stream": {
-                "schema": _described(out_schema, "Server-sent events: each `data:` line holds one JSON message.")
+                "schema": {
+                    "type": "string",
+                    "description": f"Server-sent events: each `data:` line holds one JSON `{out_desc.name}`.",
+                    "x-event-schema": out_schema,
+                }
             }
         }
     else:
@@ -386,6 +422,7 @@ def build(
     *,
     public_paths: Iterable[str] = (),
     internal_methods: Iterable[str] = (),
+    jwks_path: str | None = None,
     title: str = "Molbridge API",
     version: str = "v1",
 ) -> dict[str, Any]:
@@ -393,6 +430,7 @@ def build(
 
     public_paths: policy patterns (see policy.toml) of routes that need no credentials.
     internal_methods: gRPC paths never exposed by the gateway (left out).
+    jwks_path: the REST path of the JWKS, documented as the JWK Set it answers.
     """
     pool = descriptor_pool.DescriptorPool()
     for file in fds.file:
@@ -411,6 +449,10 @@ def build(
             path, op = _operation(method, binding, index, pool, schemas, is_public)
             paths.setdefault(path, {})[binding.verb] = op
             tags[method.service.rsplit(".", 1)[1]] = docs.get(method.service, "")
+    if jwks_path and "get" in paths.get(jwks_path, {}):
+        ok = paths[jwks_path]["get"]["responses"]["200"]
+        ok["content"] = {"application/json": {"schema": _ref("JwkSet")}}
+        schemas.components["JwkSet"] = _JWK_SET
     paths[OPENAPI_PATH] = {
         "get": {
             "operationId": "Gateway_GetOpenApi",
@@ -438,15 +480,16 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from gateway.envoy.render import load_policy
-
     parser = argparse.ArgumentParser(description="Write the OpenAPI document generated from the descriptor set.")
     parser.add_argument("--descriptor", type=Path, default=Path("build/descriptor.pb"))
     parser.add_argument("--out", type=Path, help="file to write (default: stdout)")
     args = parser.parse_args(argv)
     auth = load_policy()["auth"]
     doc = build(
-        protoset.load(args.descriptor), public_paths=auth["public_paths"], internal_methods=auth["internal_methods"]
+        protoset.load(args.descriptor),
+        public_paths=auth["public_paths"],
+        internal_methods=auth["internal_methods"],
+        jwks_path=auth["jwks_path"],
     )
     text = json.dumps(doc, indent=2) + "\n"
     if args.out:

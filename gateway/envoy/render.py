@@ -13,17 +13,16 @@ import json
 import math
 import os
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gateway.envoy import openapi, protoset
+from gateway.envoy.policy import load_policy
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "envoy.yaml.tmpl"
-POLICY = HERE / "policy.toml"
 ENVELOPE_LUA = HERE / "envelope.lua"
 DOCS_HTML = HERE / "docs.html"
 
@@ -108,11 +107,6 @@ class GatewaySettings:
         )
 
 
-def load_policy(path: Path = POLICY) -> dict[str, Any]:
-    with path.open("rb") as f:
-        return tomllib.load(f)
-
-
 # --- small builders ------------------------------------------------------------------------------
 
 
@@ -149,32 +143,19 @@ def _cluster(name: str, addr: str, *, http2: bool = True) -> dict[str, Any]:
     return cluster
 
 
-def _jwks_cluster() -> dict[str, Any]:
+def jwks_socket(gateway_port: int) -> str:
+    """The abstract unix socket of the gateway's JWKS listener (one per gateway, no file to clean up)."""
+    return f"@molbridge-gateway-{gateway_port}-jwks"
+
+
+def _jwks_cluster(socket: str) -> dict[str, Any]:
     return {
         "name": "jwks",
+        "type": "STATIC",
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": "jwks",
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {"endpoint": {"address": {"envoy_internal_address": {"server_listener_name": "jwks"}}}}
-                    ]
-                }
-            ],
-        },
-        "transport_socket": {
-            "name": "envoy.transport_sockets.internal_upstream",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.internal_upstream.v3"
-                ".InternalUpstreamTransport",
-                "transport_socket": {
-                    "name": "envoy.transport_sockets.raw_buffer",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
-                    },
-                },
-            },
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket}}}}]}],
         },
     }
 
@@ -288,14 +269,29 @@ class _Renderer:
     # -- rate limits
 
     def rate_limit_descriptors(self) -> list[dict[str, Any]]:
+        """Token buckets per category for each kind of client key (see the `rate_limits` actions
+        in envoy.yaml.tmpl): verified token subject, client address on public routes, client
+        address for API-key calls (all at the category's rate), and the client address of every
+        authenticated call (at address_rate_factor times it: several users behind one address)."""
         scale = self.settings.rate_limit_scale
+        factor = float(self.policy["limits"]["address_rate_factor"])
         out = []
         for name, limits in self.policy["categories"].items():
-            bucket = _token_bucket(limits["per_minute"] * scale, max(1.0, limits["burst"] * scale))
-            for client_key in ("client", "remote_address"):
-                out.append(
-                    {"entries": [{"key": "category", "value": name}, {"key": client_key}], "token_bucket": bucket}
-                )
+            rate, burst = limits["per_minute"] * scale, limits["burst"] * scale
+            bucket = _token_bucket(rate, max(1.0, burst))
+            category = {"key": "category", "value": name}
+            for entries in (
+                [category, {"key": "client"}],
+                [category, {"key": "remote_address"}],
+                [category, {"key": "credential", "value": "api_key"}, {"key": "remote_address"}],
+            ):
+                out.append({"entries": entries, "token_bucket": bucket})
+            out.append(
+                {
+                    "entries": [{"key": "address_category", "value": name}, {"key": "remote_address"}],
+                    "token_bucket": _token_bucket(rate * factor, max(1.0, burst * factor)),
+                }
+            )
         return out
 
     # -- routes
@@ -377,8 +373,16 @@ class _Renderer:
             rc = self.method_class(m)
             if rc != standard:
                 routes.append(self.route({"path": m.grpc_path}, self.cluster_of(m.upstream), rc))
+        # Standard services' streams (health Watch, reflection) would be cut at the unary timeout.
+        streams = [str(p) for p in self.timeouts.get("streaming_grpc", [])]
+        streaming = float(self.timeouts["streaming"])
         for prefix in self.auth["public_grpc_prefixes"]:
-            rc = _RouteClass(self.grpc_category(prefix), True, standard.timeout)
+            category = self.grpc_category(prefix)
+            for path in streams:
+                if path != prefix and _grpc_covers(prefix, path):
+                    stream = _RouteClass(category, True, streaming)
+                    routes.append(self.route(_grpc_match(path), default_cluster, stream))
+            rc = _RouteClass(category, True, streaming if prefix in streams else standard.timeout)
             routes.append(self.route(_grpc_match(prefix), default_cluster, rc))
         for package, upstream in sorted({(m.service.rsplit(".", 1)[0], m.upstream) for m in self.methods}):
             routes.append(self.route({"prefix": f"/{package}."}, self.cluster_of(upstream), standard))
@@ -469,7 +473,7 @@ class _Renderer:
 
     def clusters(self) -> list[dict[str, Any]]:
         clusters = [_cluster(f"svc_{name}", addr) for name, addr in sorted(self.settings.upstreams.items())]
-        clusters.append(_jwks_cluster())
+        clusters.append(_jwks_cluster(jwks_socket(self.settings.gateway_port)))
         if self.settings.otlp_endpoint:
             clusters.append(_cluster("otlp", self.settings.otlp_endpoint))
         return clusters
@@ -554,6 +558,7 @@ def build_config(settings: GatewaySettings, policy: Mapping[str, Any] | None = N
         protoset.load(settings.descriptor_path),
         public_paths=policy["auth"]["public_paths"],
         internal_methods=policy["auth"]["internal_methods"],
+        jwks_path=policy["auth"]["jwks_path"],
     )
     if settings.openapi_path:
         settings.openapi_path.parent.mkdir(parents=True, exist_ok=True)
@@ -580,6 +585,7 @@ def build_config(settings: GatewaySettings, policy: Mapping[str, Any] | None = N
         "rate_limit_descriptors": r.rate_limit_descriptors(),
         "transcoder": r.transcoder(molbridge_services),
         "jwks_routes": r.jwks_routes(),
+        "jwks_socket": jwks_socket(settings.gateway_port),
         "jwks_transcoder": r.transcoder([jwks_method.service]),
         "clusters": r.clusters(),
     }
@@ -600,12 +606,12 @@ def _fill(template: str, values: Mapping[str, Any]) -> str:
     return re.sub(r"\$\{(\w+)\}", value, template)
 
 
-def write_config(settings: GatewaySettings, path: Path) -> Path:
+def write_config(settings: GatewaySettings, path: Path, policy: Mapping[str, Any] | None = None) -> Path:
     """Render the gateway config to `path` (YAML: Envoy picks the format from the extension)."""
     path = Path(path)
     if path.suffix not in (".yaml", ".yml"):
         raise ValueError(f"{path}: the gateway config is YAML, name it *.yaml")
-    text = build_config(settings)
+    text = build_config(settings, policy)
     path.parent.mkdir(parents=True, exist_ok=True)
     if settings.access_log_path:
         settings.access_log_path.parent.mkdir(parents=True, exist_ok=True)

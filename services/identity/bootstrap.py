@@ -21,20 +21,21 @@ from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bus.subjects import EVENTS_PREFIX, event_type_name
-from services.identity.audit import CONSUMER_NAME as AUDIT_CONSUMER
-from services.identity.audit import AuditTrail
-from services.identity.keys import KeyRing
 from services.identity.server import PUBLIC_METHODS, IdentityServicer
-from services.identity.service import IdentityService
-from services.identity.store import SCHEMA
+from services.identity.service import CONSUMER_NAME as AUDIT_CONSUMER
+from services.identity.service import AuditTrail, IdentityService
+from services.identity.store import SCHEMA, IdentityUnitOfWork, identity_transactions
+from services.identity.store.signing_keys import KeyRing
 from services.runtime import telemetry
 from services.runtime.auth import Authenticator, TokenVerifier
-from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.db import make_engine
 from services.runtime.email import make_email_sender
 from services.runtime.mesh_health import HealthServicer
 from services.runtime.migrations import MigrationSpec
 from services.runtime.process import Command, Outbox, Process, Subscription
+from services.runtime.revocation import revocation_feed
 from services.runtime.settings import Settings, initial_credentials_path
+from services.runtime.uow import Transactions
 
 MIGRATIONS = MigrationSpec(SCHEMA, Path(__file__).parent / "migrations")
 AUDIT_SUBJECT = f"{EVENTS_PREFIX}.*.{event_type_name(AuditRecorded)}"  # from every service
@@ -56,14 +57,14 @@ class Identity:
     """The parts every identity entry point needs (server and CLI commands)."""
 
     engine: AsyncEngine
-    uow: UnitOfWork
+    uow: Transactions[IdentityUnitOfWork]
     service: IdentityService
 
 
 def build_identity(settings: IdentitySettings) -> Identity:
     engine = make_engine(settings.database_url, SCHEMA)
     telemetry.instrument_engine(engine)
-    uow = UnitOfWork(engine)
+    uow = identity_transactions(engine)
     service = IdentityService(
         uow,
         KeyRing(settings.key_passphrase),
@@ -91,9 +92,11 @@ def build_server(settings: IdentitySettings) -> Process:
             (identity_service_pb2_grpc.add_IdentityServiceServicer_to_server, IdentityServicer(service)),
             (health_service_pb2_grpc.add_HealthServiceServicer_to_server, mesh_health),
         ],
-        authenticator=Authenticator(TokenVerifier(service.jwks), service),
+        # Identity applies its own revocations at once, and other identity replicas' from the bus.
+        authenticator=Authenticator(TokenVerifier(service.jwks, service.revocations), service),
         public_methods=PUBLIC_METHODS,
         subscriptions=[Subscription(AuditRecorded, durable=AUDIT_CONSUMER, handler=record_audit)],
+        consumers=[revocation_feed(service.revocations, "identity")],
         outbox=Outbox(identity.engine, SCHEMA),
         on_start=[prepare],
         on_stop=[mesh_health.close, identity.engine.dispose],

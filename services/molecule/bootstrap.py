@@ -10,6 +10,8 @@ came before, its load reads), where a durable consumer would hand each change to
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,15 +46,18 @@ from services.molecule.service.uploads import UploadService
 from services.molecule.settings import MoleculeSettings
 from services.molecule.store.tables import SCHEMA
 from services.molecule.store.uow import molecule_transactions
+from services.molecule.worker.chunks import IN_FLIGHT, ChunkWorker, RowPool, chunk_consumer
 from services.runtime import telemetry
 from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
 from services.runtime.migrations import MigrationSpec
 from services.runtime.process import Outbox, Process, Subscription
+from services.runtime.revocation import revocation_feed
 from services.runtime.storage import ObjectStorage, make_storage
 
 Servicer = tuple[Callable[[Any, grpc.aio.Server], None], Any]
 MIGRATIONS = MigrationSpec(SCHEMA, Path(__file__).parent / "migrations")
+log = logging.getLogger("molbridge.molecule")
 
 
 @dataclass(frozen=True)
@@ -139,9 +144,41 @@ def build_server(settings: MoleculeSettings) -> Process:
                 source=PREDICTIONS_SOURCE,
             )
         ],
+        # Revoked tokens and API keys, from identity's PrincipalRevoked events (a feed per process).
+        consumers=[revocation_feed(identity.revocations, "molecule")],
         outbox=Outbox(engine, SCHEMA),
         # The search index loads in the background: the service serves at once and answers UNAVAILABLE
         # for an organization until its molecules are loaded.
         jobs=[follow_molecule_changes, parts.search_sync.run],
         on_stop=[*parts.on_stop, identity.close, engine.dispose],
     )
+
+
+def build_worker(settings: MoleculeSettings) -> Process:
+    """The CSV worker: chunks from the work queue on a process pool of RDKit workers; it also relays the
+    schema's outbox (job ends, the commit pass), so imports finish even with no server running."""
+    engine = make_engine(settings.database_url, SCHEMA, pool_size=IN_FLIGHT + 2)
+    telemetry.instrument_engine(engine)
+    pool = RowPool(settings.csv_processes)
+    worker = ChunkWorker(
+        molecule_transactions(engine),
+        make_storage(settings),
+        pool,
+        queue=settings.csv_queue,
+        limits=settings.import_limits.csv,
+    )
+
+    async def warm_pool() -> None:
+        await pool.warm()
+        log.info("csv worker: %d chemistry processes, queue %s", pool.processes, worker.subject)
+
+    async def close_pool() -> None:
+        pool.close()
+
+    return Process(
+        consumers=[functools.partial(chunk_consumer, worker=worker, queue=settings.csv_queue)] * IN_FLIGHT,
+        outbox=Outbox(engine, SCHEMA),
+        on_start=[warm_pool],
+        on_stop=[close_pool, engine.dispose],
+    )
+

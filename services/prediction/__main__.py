@@ -20,6 +20,7 @@ from services.runtime import migrations, server, telemetry
 from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
 from services.runtime.logs import configure_logging
+from services.runtime.revocation import revocation_feed
 from services.runtime.settings import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -34,7 +35,10 @@ def build(settings: Settings) -> server.ServiceApp:
     service = PredictionService(UnitOfWork(engine), ai_engine, molecules)
 
     async def publish_outbox() -> None:
-        await run_bus(settings.nats_url, name="prediction", engine=engine, schema=SCHEMA)
+        await run_bus(
+            settings.nats_url, name="prediction", engine=engine, schema=SCHEMA,
+            consumers=[revocation_feed(identity.revocations, "prediction")],
+        )
 
     return server.ServiceApp(
         settings=settings,

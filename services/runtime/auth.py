@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import jwt
 
 from services.runtime.errors import AuthenticationError, AuthorizationError
+from services.runtime.revocation import Revocations
 
 ISSUER = "molbridge-identity"
 AUDIENCE = "molbridge"
@@ -40,6 +41,7 @@ class Principal:
     organization_kind: str  # PHARMA | CRO | PLATFORM
     roles: frozenset[str]
     via: str = "token"  # "token" | "api_key"
+    session_id: str = ""  # the login session an access token belongs to (its `sid` claim)
 
     @property
     def effective_roles(self) -> frozenset[str]:
@@ -86,8 +88,9 @@ class TokenVerifier:
 
     REFETCH_INTERVAL_S = 5.0
 
-    def __init__(self, jwks_provider: JwksProvider) -> None:
+    def __init__(self, jwks_provider: JwksProvider, revocations: Revocations | None = None) -> None:
         self._jwks_provider = jwks_provider
+        self._revocations = revocations
         self._keys: dict[str, Any] = {}
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
@@ -125,12 +128,25 @@ class TokenVerifier:
             ) from exc
         except jwt.PyJWTError as exc:
             raise AuthenticationError("Invalid access token", detail="TOKEN_INVALID") from exc
+        subject, session_id = str(claims["sub"]), str(claims.get("sid", ""))
+        if self._revocations is not None and self._revocations.is_revoked(subject, session_id, issued_at(claims)):
+            raise AuthenticationError("Access token revoked: log in again", detail="TOKEN_REVOKED")
         return Principal(
-            subject=claims["sub"],
+            subject=subject,
             organization_id=claims.get("org", ""),
             organization_kind=claims.get("org_kind", ""),
             roles=frozenset(claims.get("roles", [])),
+            session_id=session_id,
         )
+
+
+def issued_at(claims: Mapping[str, Any]) -> float:
+    """When a token was issued, in epoch seconds: `iat_ms` (milliseconds) when present, so a token
+    issued in the same second as a revocation but after it is told apart; else `iat`."""
+    iat_ms = claims.get("iat_ms")
+    if isinstance(iat_ms, int) and not isinstance(iat_ms, bool):
+        return iat_ms / 1000
+    return float(claims["iat"])
 
 
 class Authenticator:

@@ -1,19 +1,17 @@
 """Domain errors: raised anywhere in the service layer, turned into google.rpc.Status at the edge.
 
 Each class carries the DOMAIN.md error code (the ErrorInfo `reason` the gateway puts in the
-envelope) and the gRPC status code that maps to the documented HTTP status.
+envelope). Which gRPC status code a class becomes is decided at the edge
+(services/runtime/interceptors.py): this module knows nothing of gRPC.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-import grpc
-
 
 class DomainError(Exception):
     code = "INTERNAL_ERROR"
-    grpc_status = grpc.StatusCode.INTERNAL
 
     def __init__(
         self,
@@ -33,50 +31,41 @@ class DomainError(Exception):
 
 class ValidationError(DomainError):
     code = "VALIDATION_ERROR"
-    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class AuthenticationError(DomainError):
     code = "AUTHENTICATION_ERROR"
-    grpc_status = grpc.StatusCode.UNAUTHENTICATED
 
 
 class AuthorizationError(DomainError):
     code = "AUTHORIZATION_ERROR"
-    grpc_status = grpc.StatusCode.PERMISSION_DENIED
 
 
 class NotFoundError(DomainError):
     code = "RESOURCE_NOT_FOUND"
-    grpc_status = grpc.StatusCode.NOT_FOUND
 
 
 class ConflictError(DomainError):
     """The resource already exists (unique name, email, …)."""
 
     code = "RESOURCE_CONFLICT"
-    grpc_status = grpc.StatusCode.ALREADY_EXISTS
 
 
 class PreconditionError(DomainError):
     """The resource is in a state that forbids the action (locked account, wrong workflow state)."""
 
     code = "RESOURCE_CONFLICT"
-    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class RateLimitedError(DomainError):
     code = "RATE_LIMITED"
-    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class IntegrationError(DomainError):
     """An external system (AI engine, DocuSign, S3, SMTP) failed."""
 
     code = "INTEGRATION_ERROR"
-    grpc_status = grpc.StatusCode.UNAVAILABLE
 
 
 class InternalError(DomainError):
     code = "INTERNAL_ERROR"
-    grpc_status = grpc.StatusCode.INTERNAL

@@ -15,16 +15,20 @@ from molbridge.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from services.runtime import telemetry
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.errors import AuthenticationError, IntegrationError
+from services.runtime.revocation import Revocations
 
-API_KEY_CACHE_SECONDS = 30.0  # a revoked key keeps working at most this long on other services
+# A cached verification lives this long, or until the next revocation event (which drops them all).
+API_KEY_CACHE_SECONDS = 30.0
 API_KEY_CACHE_SIZE = 10_000
 
 
 class RemoteIdentity:
-    def __init__(self, identity_addr: str) -> None:
+    def __init__(self, identity_addr: str, revocations: Revocations | None = None) -> None:
         self._channel = telemetry.traced_channel(identity_addr)
         self._stub = pb_grpc.IdentityServiceStub(self._channel)
-        self._keys: dict[bytes, tuple[float, Principal | None]] = {}
+        # Fed by runtime.revocation's feed (see revocation_feed); token checks and the key cache use it.
+        self.revocations = revocations or Revocations()
+        self._keys: dict[bytes, tuple[float, int, Principal | None]] = {}  # expiry, generation, principal
 
     async def jwks(self) -> dict[str, Any]:
         try:
@@ -36,13 +40,15 @@ class RemoteIdentity:
     async def resolve_api_key(self, secret: str) -> Principal:
         digest = hashlib.sha256(secret.encode()).digest()
         cached = self._keys.get(digest)
-        if cached is not None and cached[0] > time.monotonic():
-            principal = cached[1]
+        # An entry counts only while no revocation has arrived since the lookup began.
+        if cached is not None and cached[0] > time.monotonic() and cached[1] == self.revocations.generation:
+            principal = cached[2]
         else:
+            generation = self.revocations.generation
             principal = await self._lookup(secret)
             if len(self._keys) >= API_KEY_CACHE_SIZE:
                 self._keys.clear()
-            self._keys[digest] = (time.monotonic() + API_KEY_CACHE_SECONDS, principal)
+            self._keys[digest] = (time.monotonic() + API_KEY_CACHE_SECONDS, generation, principal)
         if principal is None:
             raise AuthenticationError("Invalid or revoked API key", detail="API_KEY_INVALID")
         return principal
@@ -67,4 +73,4 @@ class RemoteIdentity:
 
 
 def remote_authenticator(identity: RemoteIdentity) -> Authenticator:
-    return Authenticator(TokenVerifier(identity.jwks), identity)
+    return Authenticator(TokenVerifier(identity.jwks, identity.revocations), identity)

@@ -177,6 +177,9 @@ class Process:
     authenticator: Authenticator | None = None
     public_methods: Collection[str] = ()
     subscriptions: Sequence[Subscription[Any]] = ()
+    # Consumers that are not a shared durable (e.g. runtime.revocation's per-process feed), built on
+    # the process's NATS connection.
+    consumers: Sequence[Callable[[JetStreamContext], Consumer]] = ()
     outbox: Outbox | None = None
     # Long-running coroutines, supervised: restarted with jittered backoff if they raise.
     jobs: Sequence[Hook] = ()
@@ -333,7 +336,7 @@ class RunningProcess:
         log.info("%s: health on %s:%d", self.name, addr.rpartition(":")[0], self.health_port)
 
     async def _start_bus(self) -> None:
-        if not self.process.subscriptions and self.process.outbox is None:
+        if not self.process.subscriptions and not self.process.consumers and self.process.outbox is None:
             return
         # One connection per process, shared by the relay and every consumer.
         self._nats = await connect(self.config.nats_url, name=self.name)
@@ -351,6 +354,10 @@ class RunningProcess:
                 self.consumers.append(consumer)
                 job = supervise(consumer.run, name=f"consumer {consumer.durable}")
                 self._bus_tasks.append(asyncio.create_task(job))
+        for make in self.process.consumers:
+            consumer = make(js)
+            self.consumers.append(consumer)
+            self._bus_tasks.append(asyncio.create_task(supervise(consumer.run, name=f"consumer {consumer.durable}")))
         log.info(
             "%s: bus on %s (outbox: %s; subscriptions: %s)",
             self.name,

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cli.trace import load_trace, render_trace
 from gateway.envoy import protoset
-from services.identity.audit import CONSUMER_NAME as AUDIT_CONSUMER
+from services.identity.service import CONSUMER_NAME as AUDIT_CONSUMER
 from services.runtime.telemetry import SpanRecord
 from stack.mesh import DESCRIPTOR_PATH
 

@@ -205,8 +205,10 @@ class Gateway:
     config: Path
 
 
-def _start_envoy(tmp: Path, settings: GatewaySettings) -> tuple[ManagedProcess, Gateway]:
-    config = write_config(settings, tmp / "envoy.yaml")
+def _start_envoy(
+    tmp: Path, settings: GatewaySettings, policy: dict[str, Any] | None = None
+) -> tuple[ManagedProcess, Gateway]:
+    config = write_config(settings, tmp / "envoy.yaml", policy)
     # Access log lines reach the file within a second (Envoy's default flush interval is 10 s).
     extra = list(EXTRA_ENVOY_ARGS)
     process = envoy_process(config, admin_port=settings.admin_port, log_path=tmp / "envoy.log", extra_args=extra)
@@ -233,8 +235,10 @@ async def _wait_for_jwks(gateway: Gateway) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _running(tmp: Path, settings: GatewaySettings) -> AsyncIterator[Gateway]:
-    process, gateway = _start_envoy(tmp, settings)
+async def _running(
+    tmp: Path, settings: GatewaySettings, policy: dict[str, Any] | None = None
+) -> AsyncIterator[Gateway]:
+    process, gateway = _start_envoy(tmp, settings, policy)
     try:
         await _wait_for_jwks(gateway)
         yield gateway
@@ -554,10 +558,33 @@ async def test_rate_limit_is_per_user(strict_gateway: Gateway) -> None:
             assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-async def test_rate_limit_is_per_api_key(strict_gateway: Gateway) -> None:
-    async with httpx.AsyncClient(base_url=strict_gateway.url) as client:
-        await _until_429(client, "GET", "/api/v1/users/me", headers={"x-api-key": "mbk_busy"})
-        assert (await client.get("/api/v1/users/me", headers={"x-api-key": "mbk_calm"})).status_code == 200
+async def test_api_keys_cannot_mint_buckets(strict_gateway: Gateway) -> None:
+    """An API key is verified only by the service: the gateway limits API-key calls per client
+    address, so a fresh random key on every call gains nothing."""
+    async with client_from(strict_gateway, "127.0.0.5") as busy, client_from(strict_gateway, "127.0.0.6") as calm:
+        for _ in range(10):
+            response = await busy.get("/api/v1/users/me", headers={"x-api-key": f"mbk_{uuid.uuid4().hex}"})
+            if response.status_code == 429:
+                break
+            assert response.status_code == 200, response.text
+        assert_envelope(response, 429, "RATE_LIMITED")
+        assert (await busy.get("/api/v1/users/me", headers={"x-api-key": "mbk_another"})).status_code == 429
+        # Another address has its own bucket; a verified token user at the busy address too.
+        assert (await calm.get("/api/v1/users/me", headers={"x-api-key": "mbk_calm"})).status_code == 200
+        assert (await busy.get("/api/v1/users/me", headers=bearer(token("carol")))).status_code == 200
+
+
+async def test_one_address_is_limited_across_users(strict_gateway: Gateway) -> None:
+    """Every authenticated call also counts against its address (address_rate_factor × the
+    category): fresh users, even with valid tokens, cannot multiply one address's rate."""
+    async with client_from(strict_gateway, "127.0.0.7") as client:
+        for attempt in range(40):
+            response = await client.get("/api/v1/users/me", headers=bearer(token(f"user-{attempt}")))
+            if response.status_code == 429:
+                break
+            assert response.status_code == 200, response.text
+        assert_envelope(response, 429, "RATE_LIMITED")
+        assert attempt >= 2  # several users fit in one address's bucket
 
 
 async def test_anonymous_rate_limit_is_per_address(strict_gateway: Gateway) -> None:

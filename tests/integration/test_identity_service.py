@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
+from typing import Literal
 
 import grpc
 import jwt
@@ -20,16 +22,18 @@ from molbridge.identity.v1 import identity_service_pb2 as pb
 from molbridge.identity.v1 import identity_service_pb2_grpc as pb_grpc
 
 from services.identity.bootstrap import MIGRATIONS
-from services.identity.keys import KeyRing
+from services.identity.domain import Session
 from services.identity.server import PUBLIC_METHODS, IdentityServicer
 from services.identity.service import IdentityService
-from services.identity.store import SCHEMA
+from services.identity.store import SCHEMA, identity_transactions
+from services.identity.store.signing_keys import KeyRing
 from services.runtime import server
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
-from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.db import make_engine
 from services.runtime.email import FolderSender
 from services.runtime.errors import (
     AuthenticationError,
+    AuthorizationError,
     ConflictError,
     NotFoundError,
     PreconditionError,
@@ -73,7 +77,18 @@ class World:
         )
         return organization.id, await self.principal(email, PASSWORD)
 
-    def last_mail(self):  # type: ignore[no-untyped-def]
+    def mail_count(self) -> int:
+        return len(list(self.mail_dir.glob("*.eml")))
+
+    async def reset_mail(self, email: str):  # type: ignore[no-untyped-def]
+        """Requests a reset and waits for its email (sent after the answer, so the answer's timing
+        does not depend on whether the address exists)."""
+        before = self.mail_count()
+        await self.service.request_password_reset(email)
+        for _ in range(200):
+            if self.mail_count() > before:
+                break
+            await asyncio.sleep(0.02)
         newest = max(self.mail_dir.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)
         return message_from_bytes(newest.read_bytes(), policy=policy.default)
 
@@ -86,7 +101,7 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
     # Cheap Argon2id parameters: the tests exercise our rules, not the hash's cost.
     hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     service = IdentityService(
-        UnitOfWork(engine), KeyRing(""), FolderSender(tmp_path / "mail"), public_url="http://gw.test",
+        identity_transactions(engine), KeyRing(""), FolderSender(tmp_path / "mail"), public_url="http://gw.test",
         clock=clock, hasher=hasher,
     )
     await service.ensure_signing_key()
@@ -127,8 +142,8 @@ async def test_five_failures_lock_the_account_for_thirty_minutes(world: World) -
             await world.service.login(email, "Wrong-Pass-123!")
     with pytest.raises(AuthenticationError) as error:
         await world.service.login(email, PASSWORD)  # right password, still refused
-    assert error.value.detail == "ACCOUNT_LOCKED"
-    assert "30 minutes" in error.value.message
+    # Answered like a wrong password: a locked account must not show that the email exists.
+    assert (error.value.detail, error.value.message) == ("INVALID_CREDENTIALS", "Wrong email or password")
     world.clock.advance(timedelta(minutes=31))
     assert (await world.service.login(email, PASSWORD)).access_token
 
@@ -176,8 +191,7 @@ async def test_password_change_rejects_weak_and_recent_passwords(world: World) -
 
 async def test_password_reset_by_email_is_single_use_and_ends_sessions(world: World) -> None:
     old = await world.service.login(*ADMIN)
-    await world.service.request_password_reset(ADMIN[0])
-    mail = world.last_mail()
+    mail = await world.reset_mail(ADMIN[0])
     assert mail["To"] == ADMIN[0]
     token = re.search(r"reset token: (\S+)", mail.get_content()).group(1)  # type: ignore[union-attr]
     await world.service.confirm_password_reset(token, "Reset-New-Pass-9!")
@@ -187,14 +201,14 @@ async def test_password_reset_by_email_is_single_use_and_ends_sessions(world: Wo
         await world.service.refresh(old.refresh_token)
     assert (await world.service.login(ADMIN[0], "Reset-New-Pass-9!")).access_token
     # Unknown emails get the same silent answer and no mail.
-    count = len(list(world.mail_dir.glob("*.eml")))
+    count = world.mail_count()
     await world.service.request_password_reset("nobody@nowhere.test")
-    assert len(list(world.mail_dir.glob("*.eml"))) == count
+    assert world.mail_count() == count
 
 
 async def test_reset_token_expires(world: World) -> None:
-    await world.service.request_password_reset(ADMIN[0])
-    token = re.search(r"reset token: (\S+)", world.last_mail().get_content()).group(1)  # type: ignore[union-attr]
+    mail = await world.reset_mail(ADMIN[0])
+    token = re.search(r"reset token: (\S+)", mail.get_content()).group(1)  # type: ignore[union-attr]
     world.clock.advance(timedelta(minutes=31))
     with pytest.raises(ValidationError):
         await world.service.confirm_password_reset(token, "Reset-New-Pass-9!")
@@ -375,9 +389,9 @@ async def test_audit_trail_is_fed_from_the_bus_and_tamper_evident(world: World, 
     from bus.consumer import Consumer
     from bus.relay import OutboxRelay
     from bus.streams import EVENTS_STREAM, ensure_streams
-    from services.identity.audit import AuditTrail
     from services.identity.bootstrap import AUDIT_SUBJECT
     from services.identity.domain import first_broken_link
+    from services.identity.service import AuditTrail
 
     await world.organization_with_admin("Audited Pharma")
     nats = await connect(nats_server.url)
@@ -385,7 +399,7 @@ async def test_audit_trail_is_fed_from_the_bus_and_tamper_evident(world: World, 
     await ensure_streams(js)
     relay = OutboxRelay(world.engine, SCHEMA, js)
     consumer = Consumer(js, EVENTS_STREAM, f"audit-{uuid.uuid4().hex[:8]}", AUDIT_SUBJECT,
-                        AuditTrail(UnitOfWork(world.engine)).handle)
+                        AuditTrail(identity_transactions(world.engine)).handle)
     tasks = [asyncio.create_task(relay.run()), asyncio.create_task(consumer.run())]
     try:
         async with world.engine.connect() as connection:
@@ -412,3 +426,150 @@ async def test_audit_trail_is_fed_from_the_bus_and_tamper_evident(world: World, 
     async with world.engine.begin() as connection:
         await connection.execute(sa.text("UPDATE identity.audit_log SET actor_id = 'mallory' WHERE sequence = 2"))
     assert first_broken_link(await world.service.audit_trail()) == 2
+
+
+class CountingHasher(PasswordHasher):
+    """Argon2id with cheap parameters that counts verifications (the cost every login must pay)."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=1024, parallelism=1)
+        self.verifications = 0
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:  # noqa: A002
+        self.verifications += 1
+        return super().verify(hash, password)
+
+
+async def test_failed_logins_look_alike_whatever_the_reason(world: World, database_url: str, tmp_path: Path) -> None:
+    _, admin = await world.organization_with_admin("Alike Pharma")
+    for email in ("locked@alike.test", "gone@alike.test", "wrong@alike.test"):
+        await world.service.create_user(admin, email=email, full_name="U", password=PASSWORD, roles=[],
+                                        organization_id="", request_id="")
+    gone = await world.service.login("gone@alike.test", PASSWORD)
+    await world.service.delete_user(admin, gone.user.id)
+    for _ in range(5):
+        with pytest.raises(AuthenticationError):
+            await world.service.login("locked@alike.test", "Wrong-Pass-123!")
+    hasher = CountingHasher()
+    service = IdentityService(
+        identity_transactions(world.engine), KeyRing(""), FolderSender(tmp_path / "mail2"),
+        public_url="http://gw.test", clock=world.clock, hasher=hasher,
+    )
+    answers = {}
+    for case, (email, password) in {
+        "unknown email": ("nobody@alike.test", PASSWORD),
+        "deleted user": ("gone@alike.test", PASSWORD),
+        "locked account, right password": ("locked@alike.test", PASSWORD),
+        "wrong password": ("wrong@alike.test", "Wrong-Pass-123!"),
+    }.items():
+        before = hasher.verifications
+        with pytest.raises(AuthenticationError) as refused:
+            await service.login(email, password)
+        answers[case] = (refused.value.detail, refused.value.message, str(refused.value.metadata),
+                         hasher.verifications - before)
+    assert set(answers.values()) == {("INVALID_CREDENTIALS", "Wrong email or password", "{}", 1)}, answers
+
+
+async def test_reset_emails_are_limited_per_account_and_answer_alike(world: World) -> None:
+    _, admin = await world.organization_with_admin("Reset Pharma")
+    email = "admin@reset-pharma.test"
+    for _ in range(3):
+        await world.reset_mail(email)
+    sent = world.mail_count()
+    await world.service.request_password_reset(email)  # the 4th within the hour: same answer
+    await world.service.request_password_reset("nobody@reset-pharma.test")
+    world.clock.advance(timedelta(minutes=61))
+    mail = await world.reset_mail(email)  # a new hour: sent again
+    assert world.mail_count() == sent + 1 and mail["To"] == email
+
+
+async def test_removed_rights_end_tokens_and_keys_at_once(world: World) -> None:
+    _, admin = await world.organization_with_admin("Revoking Pharma")
+    verifier = TokenVerifier(world.service.jwks, world.service.revocations)
+
+    async def member(email: str, roles: list[str]) -> tuple[str, Session]:
+        user = await world.service.create_user(admin, email=email, full_name="M", password=PASSWORD, roles=roles,
+                                               organization_id="", request_id="")
+        return user.id, await world.service.login(email, PASSWORD)
+
+    # A deleted admin: the old token is refused, their API key stops working.
+    leaver_id, leaver = await member("leaver@revoking.test", ["pharma_admin"])
+    leaver_principal = await verifier.verify(leaver.access_token)
+    key = await world.service.create_api_key(leaver_principal, "sync", [])
+    assert (await world.service.resolve_api_key(key.secret)).roles == frozenset({"pharma_admin"})
+    world.clock.advance(timedelta(milliseconds=1))  # the service clock is frozen otherwise
+    await world.service.delete_user(admin, leaver_id)
+    with pytest.raises(AuthenticationError) as revoked:
+        await verifier.verify(leaver.access_token)
+    assert revoked.value.detail == "TOKEN_REVOKED"
+    with pytest.raises(AuthenticationError):
+        await world.service.resolve_api_key(key.secret)
+    with pytest.raises(AuthenticationError):  # identity checks the live account, whatever the token says
+        await world.service.create_api_key(leaver_principal, "again", [])
+
+    # A demoted admin: old token refused; keys shrink to the creator's current roles; no admin keys.
+    demoted_id, demoted = await member("demoted@revoking.test", ["pharma_admin"])
+    demoted_principal = await verifier.verify(demoted.access_token)
+    admin_key = await world.service.create_api_key(demoted_principal, "admin key", ["pharma_admin"])
+    both_key = await world.service.create_api_key(demoted_principal, "both", ["pharma_admin", "pharma_scientist"])
+    world.clock.advance(timedelta(milliseconds=1))
+    await world.service.update_user(admin, demoted_id, full_name="", roles=["pharma_scientist"], unlock=False)
+    with pytest.raises(AuthenticationError):
+        await verifier.verify(demoted.access_token)
+    with pytest.raises(AuthorizationError):  # the stale token's admin role no longer counts
+        await world.service.create_api_key(demoted_principal, "sneaky", ["pharma_admin"])
+    with pytest.raises(AuthenticationError):
+        await world.service.resolve_api_key(admin_key.secret)  # nothing left of its roles
+    assert (await world.service.resolve_api_key(both_key.secret)).roles == frozenset({"pharma_scientist"})
+    world.clock.advance(timedelta(milliseconds=1))
+    fresh = await verifier.verify((await world.service.login("demoted@revoking.test", PASSWORD)).access_token)
+    assert fresh.roles == frozenset({"pharma_scientist"})  # a new login a millisecond later works
+    with pytest.raises(AuthorizationError):
+        await world.service.create_api_key(fresh, "admin again", ["pharma_admin"])
+
+    # Logout ends that session's access token; another session of the same user lives on.
+    _, first = await member("leaving@revoking.test", [])
+    second = await world.service.login("leaving@revoking.test", PASSWORD)
+    world.clock.advance(timedelta(milliseconds=1))
+    await world.service.logout(await verifier.verify(first.access_token), first.refresh_token)
+    with pytest.raises(AuthenticationError):
+        await verifier.verify(first.access_token)
+    assert (await verifier.verify(second.access_token)).subject == first.user.id
+
+
+async def test_revocations_reach_other_processes_through_the_bus(  # type: ignore[no-untyped-def]
+    world: World, database_url: str, nats_server
+) -> None:
+    from services.runtime.process import Outbox, Process, running
+    from services.runtime.revocation import Revocations, revocation_feed
+
+    _, admin = await world.organization_with_admin("Bus Pharma")
+    user = await world.service.create_user(admin, email="bus@bus.test", full_name="B", password=PASSWORD,
+                                           roles=[], organization_id="", request_id="")
+    session = await world.service.login("bus@bus.test", PASSWORD)
+    settings = Settings.from_env("revocations", {"NATS_URL": nats_server.url, "DATABASE_URL": database_url})
+
+    async def revoked_in(revocations: Revocations) -> None:
+        for _ in range(500):
+            if revocations.is_revoked(user.id, "", world.clock.now.timestamp() - 1):
+                return
+            await asyncio.sleep(0.02)
+
+    # Another process (it relays identity's outbox here, as the identity process does).
+    elsewhere = Revocations()
+    other = Process(outbox=Outbox(world.engine, SCHEMA), consumers=[revocation_feed(elsewhere, "other")])
+    async with running("other", other, settings):
+        verifier = TokenVerifier(world.service.jwks, elsewhere)
+        assert (await verifier.verify(session.access_token)).subject == user.id
+        world.clock.advance(timedelta(milliseconds=1))
+        await world.service.delete_user(admin, user.id)
+        await revoked_in(elsewhere)
+        with pytest.raises(AuthenticationError):
+            await verifier.verify(session.access_token)
+
+    # A process started afterwards replays the recent revocations.
+    late = Revocations()
+    async with running("late", Process(consumers=[revocation_feed(late, "late")]), settings):
+        await revoked_in(late)
+        with pytest.raises(AuthenticationError):
+            await TokenVerifier(world.service.jwks, late).verify(session.access_token)

@@ -27,10 +27,11 @@ from molbridge.molecule.v1 import library_service_pb2 as pb
 from molbridge.molecule.v1 import library_service_pb2_grpc as pb_grpc
 
 from services.identity.bootstrap import MIGRATIONS as IDENTITY_MIGRATIONS
-from services.identity.keys import KeyRing
 from services.identity.server import PUBLIC_METHODS, IdentityServicer
 from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
+from services.identity.store import identity_transactions
+from services.identity.store.signing_keys import KeyRing
 from services.molecule.adapters.identity_users import IdentityUserDirectory
 from services.molecule.bootstrap import build_parts
 from services.molecule.domain import chemistry
@@ -42,7 +43,7 @@ from services.molecule.store.tables import SCHEMA, molecule_properties, molecule
 from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations, server
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
-from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.db import make_engine
 from services.runtime.email import FolderSender
 from services.runtime.errors import AuthorizationError, ConflictError, NotFoundError, ValidationError
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
@@ -173,7 +174,7 @@ async def world(postgres_server, tmp_path_factory) -> AsyncIterator[World]:  # t
     migrations.upgrade(url, SCHEMA, MOLECULE_MIGRATIONS)
     identity_engine, engine = make_engine(url, IDENTITY_SCHEMA), make_engine(url, SCHEMA)
     identity = IdentityService(
-        UnitOfWork(identity_engine), KeyRing(""), FolderSender(tmp_path_factory.mktemp("mail")),
+        identity_transactions(identity_engine), KeyRing(""), FolderSender(tmp_path_factory.mktemp("mail")),
         public_url="http://gw.test", hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
     )
     await identity.ensure_signing_key()

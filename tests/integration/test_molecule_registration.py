@@ -152,3 +152,32 @@ async def test_text_with_tabs_backslashes_and_newlines_is_stored_as_given(world:
         )
         == "x\\N\ty\r\nz"
     )
+
+
+async def test_metal_complexes_and_inorganic_salts_are_not_merged_with_their_ligands(world: ImportWorld) -> None:
+    org = str(uuid.uuid4())
+    rows = [
+        structure("N.N.Cl[Pt]Cl", name="cisplatin"),
+        structure("N", name="ammonia"),
+        structure("[cH-]1cccc1.[cH-]1cccc1.[Fe+2]", name="ferrocene"),
+        structure("C1=CC=CC1", name="cyclopentadiene"),
+        structure("[Na+].[Cl-]", name="sodium chloride"),
+        structure("Cl", name="hydrogen chloride"),
+        structure("N.N.[Cl-].[Cl-].[Pt+2]"),  # cisplatin drawn as ions: the same record
+        structure("[NH4+].[Cl-]"),  # ammonium chloride is neither ammonia nor HCl
+    ]
+    result = await register(world, rows, org)
+    assert [o.registered for o in result.outcomes] == [True] * 6 + [False, True]
+    assert result.outcomes[6].molecule_id == result.outcomes[0].molecule_id
+    stored = await world.rows(
+        "SELECT name, formula, canonical_smiles FROM molecules WHERE organization_id = :o ORDER BY name", o=org
+    )
+    assert [tuple(row) for row in stored] == [
+        ("", "H4ClN", "Cl.N"),
+        ("ammonia", "H3N", "N"),
+        ("cisplatin", "H6Cl2N2Pt", "N.N.[Cl][Pt][Cl]"),
+        ("cyclopentadiene", "C5H6", "C1=CCC=C1"),
+        ("ferrocene", "C10H10Fe", "[Fe+2].c1cc[cH-]c1.c1cc[cH-]c1"),
+        ("hydrogen chloride", "HCl", "Cl"),
+        ("sodium chloride", "ClNa", "[Cl-].[Na+]"),
+    ]

@@ -24,9 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import services.molecule
 from services.identity.bootstrap import MIGRATIONS as IDENTITY_MIGRATIONS
-from services.identity.keys import KeyRing
 from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
+from services.identity.store import identity_transactions
+from services.identity.store.signing_keys import KeyRing
 from services.molecule.bootstrap import build_parts
 from services.molecule.service.uploads import ImportLimits, UploadService, upload_object_key
 from services.molecule.settings import MoleculeSettings
@@ -34,7 +35,7 @@ from services.molecule.store.tables import SCHEMA as MOLECULE_SCHEMA
 from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations, server
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
-from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.db import make_engine
 from services.runtime.email import FolderSender
 from services.runtime.storage import MIB, ObjectStorage, S3Storage
 from stack.ports import free_port
@@ -68,7 +69,7 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
     migrations.upgrade(database_url, MOLECULE_SCHEMA, MOLECULE_MIGRATIONS)
     identity_engine = make_engine(database_url, IDENTITY_SCHEMA)
     identity = IdentityService(
-        UnitOfWork(identity_engine),
+        identity_transactions(identity_engine),
         KeyRing(""),
         FolderSender(tmp_path / "mail"),
         public_url="http://gw.test",

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from gateway.envoy import protoset
-from gateway.envoy.render import GatewaySettings, _Renderer, build_config, load_policy, write_config
+from gateway.envoy.policy import load_policy
+from gateway.envoy.render import GatewaySettings, _Renderer, build_config, write_config
 
 DESCRIPTOR = Path(__file__).resolve().parents[2] / "build" / "descriptor.pb"
 
@@ -31,13 +32,34 @@ def settings(**overrides: Any) -> GatewaySettings:
     return GatewaySettings(**values)
 
 
-def buckets(renderer: _Renderer) -> dict[str, dict[str, Any]]:
+def buckets(renderer: _Renderer, kind: tuple[str, ...] = ("category", "client")) -> dict[str, dict[str, Any]]:
+    """Category -> token bucket of the descriptors whose entry keys are `kind` (the last one a
+    wildcard: one bucket per distinct client value)."""
     out = {}
     for descriptor in renderer.rate_limit_descriptors():
-        category, client = descriptor["entries"]
-        assert client["key"] in ("client", "remote_address") and "value" not in client  # wildcard: per client
-        out[category["value"]] = descriptor["token_bucket"]
+        entries = descriptor["entries"]
+        if tuple(e["key"] for e in entries) == kind:
+            assert "value" not in entries[-1]
+            out[entries[0]["value"]] = descriptor["token_bucket"]
     return out
+
+
+def test_no_bucket_is_keyed_by_an_unverified_credential() -> None:
+    renderer = _Renderer(settings(), load_policy())
+    kinds = {tuple(e["key"] for e in d["entries"]) for d in renderer.rate_limit_descriptors()}
+    assert kinds == {
+        ("category", "client"),  # x-molbridge-sub: set by jwt_authn from a verified token
+        ("category", "remote_address"),  # public routes
+        ("category", "credential", "remote_address"),  # API-key calls: per address
+        ("address_category", "remote_address"),  # every authenticated call: per address too
+    }
+    for descriptor in renderer.rate_limit_descriptors():
+        assert all(e["key"] != "x-api-key" for e in descriptor["entries"])
+    api_key = buckets(renderer, ("category", "credential", "remote_address"))
+    assert api_key == buckets(renderer)  # an API-key address gets one client's rate, not more
+    address = buckets(renderer, ("address_category", "remote_address"))
+    factor = load_policy()["limits"]["address_rate_factor"]
+    assert address["standard"]["max_tokens"] == 20 * factor
 
 
 def test_default_limits_are_domain_md() -> None:
@@ -121,3 +143,13 @@ def test_cors_origins_and_scale_from_the_environment(monkeypatch: pytest.MonkeyP
     configured = GatewaySettings(8080, 9901, {}, DESCRIPTOR, None, None, None)
     assert configured.cors_origins == ("https://a.example", "https://b.example")
     assert configured.rate_limit_scale == 0.5
+
+
+def test_standard_streams_get_the_streaming_timeout() -> None:
+    routes = _Renderer(settings(), load_policy()).routes(None, {})
+    timeouts = {
+        r["match"].get("path") or r["match"].get("prefix"): r["route"]["timeout"] for r in routes if "route" in r
+    }
+    assert timeouts["/grpc.health.v1.Health/Watch"] == "3600s"  # a Watch lasts as long as the client wants
+    assert timeouts["/grpc.health.v1.Health/"] == "30s"  # Check stays unary
+    assert timeouts["/grpc.reflection.v1alpha.ServerReflection/"] == "3600s"

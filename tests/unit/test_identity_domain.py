@@ -1,10 +1,11 @@
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.identity import domain
 from services.runtime.auth import Principal
-from services.runtime.errors import AuthorizationError, ValidationError
+from services.runtime.errors import AuthenticationError, AuthorizationError, ValidationError
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -91,3 +92,52 @@ def test_email_checks() -> None:
     domain.check_email("ok@example.com", violations)
     assert [f for f, _ in violations.items] == ["email", "email"]
     assert domain.normalize_email("  Mixed@Example.COM ") == "mixed@example.com"
+
+
+def key_holder(key_roles: tuple[str, ...], creator_roles: tuple[str, ...], *, active: bool = True,
+               revoked: bool = False) -> domain.KeyHolder:
+    key = domain.ApiKey(
+        id="k1", name="sync", organization_id="org-a", roles=key_roles, prefix="mbk_", created_by="u1",
+        created_at=NOW, revoked_at=NOW if revoked else None,
+    )
+    return domain.KeyHolder(key=key, organization_kind="PHARMA", creator_active=active, creator_roles=creator_roles)
+
+
+def test_an_api_key_acts_with_at_most_its_creators_current_roles() -> None:
+    acting = key_holder(("pharma_admin",), ("pharma_admin",)).principal()
+    assert acting is not None and acting.roles == frozenset({"pharma_admin"}) and acting.via == "api_key"
+    # The creator was demoted: the admin role goes, an implied one stays.
+    narrowed = key_holder(("pharma_admin", "pharma_scientist"), ("pharma_scientist",)).principal()
+    assert narrowed is not None and narrowed.roles == frozenset({"pharma_scientist"})
+    assert key_holder(("pharma_scientist",), ("pharma_admin",)).principal() is not None  # implied by admin
+    assert key_holder(("pharma_admin",), ("pharma_scientist",)).principal() is None  # nothing left
+    assert key_holder(("pharma_scientist",), ("pharma_scientist",), active=False).principal() is None
+    assert key_holder(("pharma_scientist",), ("pharma_scientist",), revoked=True).principal() is None
+
+
+def test_acting_principal_follows_the_account_not_the_token() -> None:
+    user = domain.User(
+        id="u1", email="a@b.test", full_name="A", organization_id="org-a", roles=("pharma_scientist",),
+        active=True, mfa_enabled=False, locked_until=None, created_at=NOW, updated_at=NOW, last_login_at=None,
+    )
+    account = domain.Account(user=user, organization_kind="PHARMA", password_hash="", failed_logins=0,
+                             mfa_secret=None, mfa_last_step=0)
+    stale = principal({"pharma_admin"})
+    assert account.acting_principal(stale).roles == frozenset({"pharma_scientist"})
+    gone = domain.Account(**{**account.__dict__, "user": replace(user, active=False)})
+    with pytest.raises(AuthenticationError) as refused:
+        gone.acting_principal(stale)
+    assert refused.value.detail == "TOKEN_REVOKED"
+
+
+def test_every_login_refusal_is_one_and_the_same_answer() -> None:
+    first, second = domain.invalid_credentials(), domain.invalid_credentials()
+    assert (first.detail, first.message) == (second.detail, second.message) == (
+        "INVALID_CREDENTIALS", "Wrong email or password",
+    )
+    assert "lock" not in first.message.lower()
+
+
+def test_reset_emails_stop_after_three_per_window() -> None:
+    assert [domain.may_send_reset_email(n) for n in range(5)] == [True, True, True, False, False]
+    assert timedelta(hours=1) == domain.RESET_EMAIL_WINDOW

@@ -9,7 +9,7 @@ import rdkit
 from rdkit import Chem, DataStructs, rdBase
 from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 
-from services.molecule.domain import chemistry, properties
+from services.molecule.domain import chemistry, fragment_parent, properties
 from services.molecule.domain.chemistry import InvalidStructure, Registered, register, register_many
 
 NCI = Path(rdkit.__file__).parent / "Data" / "NCI"
@@ -119,6 +119,177 @@ def test_a_normalization_that_breaks_aromaticity_keeps_the_structure_as_drawn() 
     molsidomine = register("CCOC(=O)[N-]c1c[n+](N2CCOCC2)no1")
     assert molsidomine.formula == "C9H14N4O4"
     assert molsidomine.canonical_smiles == "CCOC(=O)[N-]c1c[n+](N2CCOCC2)no1"
+
+
+# --- the parent: metals, counter-ions, solvents (fragment_parent's rules) -------------------
+
+CISPLATIN = "N.N.Cl[Pt]Cl"
+FERROCENE = "[cH-]1cccc1.[cH-]1cccc1.[Fe+2]"
+GADOTERATE = "[Gd+3].[O-]C(=O)CN1CCN(CC([O-])=O)CCN(CC([O-])=O)CCN(CC([O-])=O)CC1"
+MEGLUMINE = "CNC[C@H](O)[C@@H](O)[C@H](O)[C@H](O)CO"
+STEARATE = "CCCCCCCCCCCCCCCCCC(=O)[O-]"
+KETOROLAC = "OC(=O)C1CCn2c1ccc2C(=O)c1ccccc1"
+METFORMIN = "CN(C)C(=N)NC(N)=N"
+
+# (case, input, canonical SMILES of the registered parent, fragments removed)
+PARENTS = [
+    # Metal complexes and organometallics keep their metal (and, as ChEMBL does, all their fragments).
+    ("cisplatin", CISPLATIN, "N.N.[Cl][Pt][Cl]", False),
+    ("cisplatin, ionic", "N.N.[Cl-].[Cl-].[Pt+2]", "N.N.[Cl-].[Cl-].[Pt+2]", False),
+    ("cisplatin, dative bonds", "N->[Pt](<-N)(Cl)Cl", "[NH3]->[Pt](<-[NH3])([Cl])[Cl]", False),
+    ("carboplatin", "N.N.O=C1O[Pt]OC(=O)C12CCC2", "N.N.O=C1[O][Pt][O]C(=O)C12CCC2", False),
+    ("ferrocene", FERROCENE, "[Fe+2].c1cc[cH-]c1.c1cc[cH-]c1", False),
+    ("iron(III) chloride", "[Fe+3].[Cl-].[Cl-].[Cl-]", "[Cl-].[Cl-].[Cl-].[Fe+3]", False),
+    (
+        "ferrous gluconate",
+        "[Fe+2].OCC(O)C(O)C(O)C(O)C([O-])=O.OCC(O)C(O)C(O)C(O)C([O-])=O",
+        "O=C([O-])C(O)C(O)C(O)C(O)CO.O=C([O-])C(O)C(O)C(O)C(O)CO.[Fe+2]",
+        False,
+    ),
+    (
+        "zinc pyrithione, Zn–O bonds drawn",
+        "[S-]c1cccc[n+]1O[Zn]O[n+]1ccccc1[S-]",
+        "S=c1ccccn1[O][Zn][O]n1ccccc1=S",
+        False,
+    ),
+    (
+        "copper salen complex",
+        "C1C[N+]2=CC3=CC=CC=C3O[Cu]24OC5=CC=CC=C5C=[N+]14",
+        "C1=[N+]2CC[N+]3=Cc4ccccc4[O][Cu]23[O]c2ccccc21",
+        False,
+    ),
+    ("tributyltin chloride", "CCCC[Sn](CCCC)(CCCC)Cl", "CCC[CH2][Sn]([Cl])([CH2]CCC)[CH2]CCC", False),
+    ("tributyltin chloride, ionic", "[Cl-].CCCC[Sn+](CCCC)CCCC", "CCC[CH2][Sn+]([CH2]CCC)[CH2]CCC.[Cl-]", False),
+    (
+        "gadoterate meglumine",
+        f"{MEGLUMINE}.{GADOTERATE}",
+        f"{MEGLUMINE}.O=C([O-])CN1CCN(CC(=O)[O-])CCN(CC(=O)O)CCN(CC(=O)[O-])CC1.[Gd+3]",
+        False,
+    ),
+    ("methylmagnesium bromide (Grignard)", "C[Mg]Br", "[CH3][Mg][Br]", False),
+    ("butyllithium", "CCCC[Li]", "[Li][CH2]CCC", False),
+    ("Mg–N complex (chlorophyll-like)", "c1ccn([Mg]n2cccc2)c1", "c1cc[n]([Mg][n]2cccc2)c1", False),
+    (
+        "silver sulfadiazine, Ag–N bond drawn",
+        "Nc1ccc(cc1)S(=O)(=O)N([Ag])c1ncccn1",
+        "Nc1ccc(S(=O)(=O)[N]([Ag])c2ncccn2)cc1",
+        False,
+    ),
+    # Inorganic substances with no organic part register as themselves.
+    ("sodium chloride", "[Na+].[Cl-]", "[Cl-].[Na+]", False),
+    ("sodium chloride, drawn covalent", "[Na]Cl", "[Cl-].[Na+]", False),
+    ("potassium chloride", "[K+].[Cl-]", "[Cl-].[K+]", False),
+    ("lithium carbonate", "[Li+].[Li+].[O-]C([O-])=O", "O=C([O-])[O-].[Li+].[Li+]", False),
+    ("sodium sulfate", "[Na+].[Na+].[O-]S([O-])(=O)=O", "O=S(=O)([O-])[O-].[Na+].[Na+]", False),
+    ("ammonium chloride", "[NH4+].[Cl-]", "Cl.N", False),
+    ("potassium cyanide", "[K+].[C-]#N", "[C-]#N.[K+]", False),
+    ("zinc chloride", "[Zn+2].[Cl-].[Cl-]", "[Cl-].[Cl-].[Zn+2]", False),
+    # Salts of an organic parent: counter-ions go, the parent is neutralized.
+    ("sodium acetate", "CC(=O)[O-].[Na+]", "CC(=O)O", True),
+    ("sodium acetate, drawn covalent", "CC(=O)O[Na]", "CC(=O)O", True),
+    ("ammonium acetate", "CC(=O)[O-].[NH4+]", "CC(=O)O", True),
+    ("magnesium stearate", f"{STEARATE}.{STEARATE}.[Mg+2]", "CCCCCCCCCCCCCCCCCC(=O)O", True),
+    (
+        "magnesium stearate, drawn covalent",
+        f"{STEARATE[:-4]}O[Mg]OC(=O)CCCCCCCCCCCCCCCCC",
+        "CCCCCCCCCCCCCCCCCC(=O)O",
+        True,
+    ),
+    ("zinc pyrithione, free Zn2+ (a counter-ion)", "[O-]n1ccccc1=S.[O-]n1ccccc1=S.[Zn+2]", "On1ccccc1=S", True),
+    ("silver sulfadiazine, free Ag+", "Nc1ccc(cc1)S(=O)(=O)[N-]c1ncccn1.[Ag+]", "Nc1ccc(S(=O)(=O)Nc2ncccn2)cc1", True),
+    ("sodium saccharin", "[Na]N1C(=O)c2ccccc2S1(=O)=O", "O=C1NS(=O)(=O)c2ccccc21", True),
+    ("aspirin + HCl", ASPIRIN + ".Cl", "CC(=O)Oc1ccccc1C(=O)O", True),
+    ("metformin hydrochloride", METFORMIN + ".Cl", "CN(C)C(=N)NC(=N)N", True),
+    ("methylammonium chloride", "C[NH3+].[Cl-]", "CN", True),
+    ("ketorolac tromethamine (tris salt)", f"{KETOROLAC}.NC(CO)(CO)CO", "O=C(c1ccccc1)c1ccc2n1CCC2C(=O)O", True),
+    ("tris hydrochloride", "NC(CO)(CO)CO.Cl", "NC(CO)(CO)CO", True),
+    ("guanidine carbonate", "NC(N)=N.OC(O)=O", "N=C(N)N", True),  # guanidine is organic, carbonate not
+    ("guanidine thiocyanate", "NC(N)=N.SC#N", "N=C(N)N", True),
+    ("urea oxalate", "NC(N)=O.OC(=O)C(O)=O", "NC(N)=O", True),
+    ("dibutylamine oleate", "CCCCCCCCC=CCCCCCCCC(O)=O.CCCCNCCCC", "CCCCNCCCC", True),
+    ("hydrazine borate (nothing organic)", "NN.OB1OB(O1)OB2OB(O)O2", "NN.OB1OB(OB2OB(O)O2)O1", False),
+    ("hemisulfate (two parent molecules)", "CN.CN.OS(O)(=O)=O", "CN", True),
+    (
+        "diphenhydramine, unusual counter-ion pair",
+        "[Na+].[O-]C(=O)c1ccccc1.CN(C)CCOC(c1ccccc1)c1ccccc1",
+        "CN(C)CCOC(c1ccccc1)c1ccccc1",
+        True,
+    ),
+    # Solvates.
+    ("aspirin dihydrate", "O.O." + ASPIRIN, "CC(=O)Oc1ccccc1C(=O)O", True),
+    ("aspirin DMSO solvate", ASPIRIN + ".CS(C)=O", "CC(=O)Oc1ccccc1C(=O)O", True),
+    ("aspirin ethanol solvate", ASPIRIN + ".CCO", "CC(=O)Oc1ccccc1C(=O)O", True),
+    ("ethanol hydrate", "CCO.O", "CCO", True),
+    # One fragment: nothing to choose.
+    ("ammonia", "N", "N", False),
+    ("DMSO", "CS(C)=O", "C[S+](C)[O-]", False),
+]
+
+
+@pytest.mark.parametrize(("case", "smiles", "parent", "stripped"), PARENTS, ids=[row[0] for row in PARENTS])
+def test_the_registered_parent_follows_the_documented_rules(
+    case: str, smiles: str, parent: str, stripped: bool
+) -> None:
+    registered = register(smiles)
+    assert (registered.canonical_smiles, registered.salt_stripped) == (parent, stripped), case
+    again = register(registered.canonical_smiles)  # a parent is its own parent
+    assert (again.inchi_key, again.canonical_smiles) == (registered.inchi_key, registered.canonical_smiles)
+
+
+@pytest.mark.parametrize(
+    ("compound", "not_this"),
+    [
+        (CISPLATIN, "N"),  # not ammonia
+        ("N.N.O=C1O[Pt]OC(=O)C12CCC2", "OC(=O)C1(CCC1)C(=O)O"),  # carboplatin is not its dicarboxylic acid
+        (FERROCENE, "C1=CC=CC1"),  # not cyclopentadiene
+        ("[Na+].[Cl-]", "Cl"),  # sodium chloride is not hydrogen chloride
+        ("[Na+].[Cl-]", "[K+].[Cl-]"),
+        ("[Li+].[Li+].[O-]C([O-])=O", "OC(=O)O"),  # lithium carbonate is not carbonic acid
+        ("CCCC[Sn](CCCC)(CCCC)Cl", "CCCC"),
+        (GADOTERATE, "OC(=O)CN1CCN(CC(O)=O)CCN(CC(O)=O)CCN(CC(O)=O)CC1"),  # not DOTA
+        ("[S-]c1cccc[n+]1O[Zn]O[n+]1ccccc1[S-]", "On1ccccc1=S"),  # the drawn complex is not pyrithione
+        ("[NH4+].[Cl-]", "N"),
+    ],
+)
+def test_distinct_compounds_keep_distinct_identities(compound: str, not_this: str) -> None:
+    assert register(compound).inchi_key != register(not_this).inchi_key
+
+
+@pytest.mark.parametrize(
+    "drawings",
+    [
+        # Standard InChI disconnects metal–ligand bonds: one complex, however its bonds are drawn.
+        [CISPLATIN, "N.N.[Cl-].[Cl-].[Pt+2]", "[NH3+][Pt-2]([NH3+])(Cl)Cl", "N->[Pt](<-N)(Cl)Cl"],
+        [FERROCENE, "C1=CC=C[CH-]1.C1=CC=C[CH-]1.[Fe+2]"],
+        ["[Fe+3].[Cl-].[Cl-].[Cl-]", "Cl[Fe](Cl)Cl"],
+        ["CCCC[Sn](CCCC)(CCCC)Cl", "[Cl-].CCCC[Sn+](CCCC)CCCC"],
+        ["[Na+].[Cl-]", "[Na]Cl"],
+        # Salts, solvates and the free parent: one molecule.
+        [METFORMIN, METFORMIN + ".Cl", "CN(C)C(=N)NC(N)=[NH2+].[Cl-]"],
+        ["CC(=O)O", "CC(=O)[O-].[Na+]", "CC(=O)[O-].[K+]", "CC(=O)O[Na]", "CC(=O)[O-].[NH4+]"],
+        [ASPIRIN, ASPIRIN + ".O", ASPIRIN + ".CS(C)=O", ASPIRIN + ".CCO", ASPIRIN + ".Cl"],
+        [KETOROLAC, f"{KETOROLAC}.NC(CO)(CO)CO", "[O-]C(=O)C1CCn2c1ccc2C(=O)c1ccccc1.[NH3+]C(CO)(CO)CO"],
+    ],
+)
+def test_one_compound_however_drawn_has_one_identity(drawings: list[str]) -> None:
+    assert len({register(smiles).inchi_key for smiles in drawings}) == 1
+
+
+def test_complexes_are_described_with_their_metal() -> None:
+    cisplatin = register(CISPLATIN)
+    assert cisplatin.formula == "H6Cl2N2Pt"
+    assert cisplatin.molecular_weight == pytest.approx(300.05, abs=0.01)
+    assert cisplatin.inchi_key == "LXZZYRPGZAFOLE-UHFFFAOYSA-L"  # PubChem's cisplatin
+    assert register(FERROCENE).inchi_key == "KTWOOEGAPBSYNW-UHFFFAOYSA-N"  # PubChem's ferrocene
+    assert register("[Na+].[Cl-]").inchi_key == "FAPWRFPIFSIZLT-UHFFFAOYSA-M"  # PubChem's sodium chloride
+
+
+def test_the_salt_and_solvent_lists_are_chembls_and_all_parse() -> None:
+    assert len(fragment_parent.SALTS) == 163 and len(fragment_parent.SOLVENTS) == 9
+    for _, smarts in (*fragment_parent.SALTS, *fragment_parent.SOLVENTS):
+        assert Chem.MolFromSmarts(smarts) is not None, smarts
+    assert {"Pt", "Fe", "Gd", "Sn", "Cu"} <= fragment_parent.STRUCTURAL_METALS
+    assert "Zn" not in fragment_parent.STRUCTURAL_METALS  # ChEMBL: zinc compounds are mostly simple salts
 
 
 # --- invalid input --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.envoy import openapi, protoset
-from gateway.envoy.render import load_policy
+from gateway.envoy.policy import load_policy
 
 DESCRIPTOR = Path(__file__).resolve().parents[2] / "build" / "descriptor.pb"
 IDENTITY = "molbridge.identity.v1"
@@ -18,7 +18,10 @@ IDENTITY = "molbridge.identity.v1"
 def doc() -> dict[str, Any]:
     auth = load_policy()["auth"]
     return openapi.build(
-        protoset.load(DESCRIPTOR), public_paths=auth["public_paths"], internal_methods=auth["internal_methods"]
+        protoset.load(DESCRIPTOR),
+        public_paths=auth["public_paths"],
+        internal_methods=auth["internal_methods"],
+        jwks_path=auth["jwks_path"],
     )
 
 
@@ -93,7 +96,28 @@ def test_comments_are_descriptions(doc: dict[str, Any]) -> None:
     assert "/molbridge.identity.v1.IdentityService/GetMe" in me["description"]
     jwks = doc["paths"]["/api/v1/auth/jwks"]["get"]
     assert "buf:lint" not in jwks["description"]
-    assert jwks["responses"]["200"]["content"] == {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+
+
+def test_jwks_is_documented_as_the_jwk_set_it_answers(doc: dict[str, Any]) -> None:
+    ok = doc["paths"]["/api/v1/auth/jwks"]["get"]["responses"]["200"]["content"]
+    assert set(ok) == {"application/json"}
+    jwk_set = schema(doc, ok["application/json"]["schema"])
+    assert jwk_set["required"] == ["keys"] and jwk_set["properties"]["keys"]["type"] == "array"
+
+
+def test_server_streams_are_text_event_streams(doc: dict[str, Any]) -> None:
+    watch = doc["paths"]["/api/v1/molecules/imports/{job_id}/watch"]["get"]["responses"]["200"]["content"]
+    body = watch["text/event-stream"]["schema"]
+    assert body["type"] == "string"  # the body is `data: {…}` lines, not one JSON value
+    event = schema(doc, body["x-event-schema"])
+    assert "data" in event["properties"]
+
+
+def test_credential_checking_public_routes_document_401(doc: dict[str, Any]) -> None:
+    for path in ["/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/mfa/verify"]:
+        responses = doc["paths"][path]["post"]["responses"]
+        assert "401" in responses and "403" not in responses, path
+    assert "413" in doc["paths"]["/api/v1/users"]["post"]["responses"]
 
 
 def test_security_schemes_and_public_routes(doc: dict[str, Any]) -> None:

@@ -1,9 +1,15 @@
+import ast
+import re
+from pathlib import Path
+
 import grpc
 import pytest
-from google.rpc import error_details_pb2
+from google.rpc import code_pb2, error_details_pb2
 
-from services.runtime.errors import PreconditionError, ValidationError
-from services.runtime.interceptors import status_of
+from services.runtime import errors
+from services.runtime.context import safe_request_id
+from services.runtime.errors import DomainError, PreconditionError, ValidationError
+from services.runtime.interceptors import GRPC_CODES, grpc_code_of, status_of
 from services.runtime.pagination import PageRequest
 
 
@@ -37,3 +43,32 @@ def test_paging_defaults_and_bounds() -> None:
         PageRequest.of(1, 101)
     with pytest.raises(ValidationError):
         PageRequest.of(-1, 10)
+
+
+def test_errors_module_knows_nothing_of_grpc() -> None:
+    tree = ast.parse(Path(errors.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not any(name.split(".")[0] == "grpc" for name in imported), imported
+
+
+def test_every_domain_error_class_has_a_grpc_code() -> None:
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, DomainError)]
+    assert set(classes) <= set(GRPC_CODES)
+
+    class TooBig(ValidationError):  # a service's own subclass takes its ancestor's code
+        pass
+
+    assert grpc_code_of(TooBig("x")) == code_pb2.INVALID_ARGUMENT
+    assert grpc_code_of(DomainError("x")) == code_pb2.INTERNAL
+
+
+@pytest.mark.parametrize("kept", ["3f2c1a9e-5d7b-4c1e-9a0b-2e4f6a8c0d1e", "abc", "req.1_2-3", "a" * 64])
+def test_plain_request_ids_are_kept(kept: str) -> None:
+    assert safe_request_id(kept) == kept
+
+
+@pytest.mark.parametrize("unsafe", [None, "", "a" * 65, "a b", "x/y", "é", "id\n", "<script>", "a;drop"])
+def test_unsafe_request_ids_are_replaced(unsafe: str | None) -> None:
+    replaced = safe_request_id(unsafe)
+    assert replaced != unsafe and re.fullmatch(r"[0-9a-f]{32}", replaced)

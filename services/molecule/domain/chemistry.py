@@ -5,14 +5,24 @@ object is created once per process (RDKit's own `Cleanup()` rebuilds its normali
 from their SMARTS on every call, which is half its cost), each conversion happens once, and the
 log handling is a scope, not a global switch.
 
-Standardization (the identity is the InChIKey of the result):
+Standardization (the identity is the standard InChIKey of the result):
   parse + sanitize (RDKit's SMILES reader, which also removes explicit hydrogens)
-  → Cleanup: metal disconnection, normalization, reionization, stereo reassignment — the steps of
-    rdMolStandardize.CleanupInPlace, with reused objects
-  → largest fragment, organic preferred (salts and solvents stripped)
+  → the fragment parent (fragment_parent.py, after the ChEMBL structure pipeline): ionic bonds of
+    alkali and alkaline-earth metals drawn as covalent ones become ions; solvents (ChEMBL's list)
+    go; a metal complex or organometallic keeps its metal and every other fragment (cisplatin is
+    "N.N.Cl[Pt]Cl", ferrocene keeps its iron); otherwise counter-ions (ChEMBL's list) go, unless
+    nothing organic would be left (NaCl, lithium carbonate register as themselves); of several
+    different remaining fragments the largest organic one is the parent
+  → normalization, reionization, stereo reassignment — rdMolStandardize.CleanupInPlace's steps,
+    with reused objects, but without its MetalDisconnector, which cuts every metal–ligand bond and
+    so made cisplatin ammonia
   → Uncharger (neutralize what can be neutralized; canonical order, so the atom order of the input
     does not matter) → sanitize
   → optionally the canonical tautomer.
+Metal–ligand bonds do not change the identity however they are drawn (covalent, dative, ionic):
+standard InChI disconnects them (for dative bonds, which RDKit's InChI writer refuses, the key is
+that of the structure without them). A change to these rules changes identities of stored
+molecules: `python -m services.molecule.restandardize` reports the records it affects.
 
 Decisions:
 - num_atoms counts every atom including implicit hydrogens (DOMAIN.md allows 1–1000, twice the
@@ -44,6 +54,8 @@ from rdkit import Chem, DataStructs, rdBase
 from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 from rdkit.Chem.Draw import rdMolDraw2D
 from rdkit.Chem.MolStandardize import rdMolStandardize
+
+from services.molecule.domain.fragment_parent import break_ionic_metal_bonds, fragment_parent
 
 MAX_SMILES_LENGTH = 2000
 MAX_HEAVY_ATOMS = 500
@@ -85,10 +97,8 @@ class _Unsanitizable(Exception):
 
 
 # Created once per process: building these parses their transform SMARTS.
-_METAL_DISCONNECTOR = rdMolStandardize.MetalDisconnector()
 _NORMALIZER = rdMolStandardize.Normalizer()
 _REIONIZER = rdMolStandardize.Reionizer()
-_FRAGMENT_CHOOSER = rdMolStandardize.LargestFragmentChooser(preferOrganic=True)
 _UNCHARGER = rdMolStandardize.Uncharger(canonicalOrder=True)
 _TAUTOMER_ENUMERATOR = rdMolStandardize.TautomerEnumerator()
 _CHARGED_ATOM = Chem.MolFromSmarts("[!+0]")
@@ -221,8 +231,13 @@ def depict_png(smiles: str, width: int = 300, height: int = 300) -> bytes:
 
 def _standardize(mol: Chem.Mol, tautomers: bool, normalize: bool = True) -> tuple[Chem.Mol, bool, bool]:
     """Standardize (in place where RDKit can); return (parent, salt_stripped, neutralized)."""
-    # rdMolStandardize.CleanupInPlace minus its RemoveHs, which the SMILES reader already did.
-    _METAL_DISCONNECTOR.DisconnectInPlace(mol)
+    # Fragments first: the salt and solvent lists describe fragments as drawn (DMSO's S=O, not
+    # the normalizer's [S+][O-]), and the normalizer and reionizer then see only the parent.
+    parent = fragment_parent(break_ionic_metal_bonds(mol))
+    mol = parent.mol  # the input itself when it is one fragment (the steps below work in place)
+    salt_stripped = bool(parent.removed)
+    # The rest of rdMolStandardize.CleanupInPlace (minus RemoveHs, which the SMILES reader did and
+    # MetalDisconnector, which would cut every metal–ligand bond), with reused objects.
     if normalize:
         with rdBase.CaptureErrorLog() as log:
             _NORMALIZER.normalizeInPlace(mol)
@@ -230,9 +245,6 @@ def _standardize(mol: Chem.Mol, tautomers: bool, normalize: bool = True) -> tupl
             raise _Unsanitizable(f"normalization failed: {_log_lines(log.messages)[0]}")
     _REIONIZER.reionizeInPlace(mol)
     Chem.AssignStereochemistry(mol, cleanIt=True, force=True)
-    salt_stripped = len(Chem.GetMolFrags(mol)) > 1
-    if salt_stripped:
-        _FRAGMENT_CHOOSER.chooseInPlace(mol)
     neutralized = False
     charged = len(mol.GetSubstructMatches(_CHARGED_ATOM))  # in C++: a Python loop over atoms costs more
     if charged:
@@ -253,7 +265,7 @@ def _describe(text: str, mol: Chem.Mol, salt_stripped: bool, neutralized: bool) 
     atoms = mol.GetNumAtoms(onlyExplicit=False)
     if atoms > MAX_ATOMS:
         raise InvalidStructure(f"too many atoms: {atoms} including hydrogens (limit {MAX_ATOMS})")
-    inchi_key = Chem.MolToInchiKey(mol)
+    inchi_key = _inchi_key(mol)
     if not inchi_key:
         if any(atom.GetAtomicNum() == 0 for atom in mol.GetAtoms()):
             raise InvalidStructure("contains dummy atoms ('*'): a registered molecule must be complete")
@@ -288,6 +300,21 @@ def _describe(text: str, mol: Chem.Mol, salt_stripped: bool, neutralized: bool) 
         salt_stripped=salt_stripped,
         neutralized=neutralized,
     )
+
+
+def _inchi_key(mol: Chem.Mol) -> str:
+    """The standard InChIKey; for dative (coordination) bonds, which RDKit's InChI writer refuses,
+    that of the structure without them — standard InChI disconnects metal–ligand bonds anyway, so
+    "N->[Pt](<-N)(Cl)Cl" and "N.N.Cl[Pt]Cl" are one cisplatin."""
+    inchi_key = Chem.MolToInchiKey(mol)
+    dative = [bond for bond in mol.GetBonds() if bond.GetBondType() == Chem.BondType.DATIVE]
+    if inchi_key or not dative:
+        return inchi_key
+    disconnected = Chem.RWMol(mol)
+    for bond in dative:
+        disconnected.RemoveBond(bond.GetBeginAtomIdx(), bond.GetEndAtomIdx())
+    Chem.SanitizeMol(disconnected)
+    return Chem.MolToInchiKey(disconnected)
 
 
 def _checked_text(value: object, limit: int, what: str) -> str:

@@ -32,7 +32,6 @@ import asyncio
 import logging
 import math
 import multiprocessing
-import signal
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -43,12 +42,11 @@ from typing import Any
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from molbridge.events.v1.molecule_pb2 import ImportChunkRequested, PredictionRequested
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
-from bus.connection import connect
 from bus.consumer import Consumer, PoisonError, TransientError
 from bus.envelope import unpack
-from bus.relay import OutboxRelay
-from bus.streams import WORK_STREAM, ensure_streams
+from bus.streams import WORK_STREAM
 from bus.subjects import work_subject
 from services.molecule.domain import csv_format
 from services.molecule.domain.events import MOLECULES_PER_EVENT, molecules_changed
@@ -66,15 +64,9 @@ from services.molecule.domain.imports import (
 )
 from services.molecule.domain.uploads import upload_object_key
 from services.molecule.service.import_jobs import CSV_QUEUE
-from services.molecule.settings import MoleculeSettings
-from services.molecule.store.tables import SCHEMA
-from services.molecule.store.uow import MoleculeTransactions, MoleculeUnitOfWork, molecule_transactions
-from services.runtime import migrations, telemetry
-from services.runtime.db import make_engine
+from services.molecule.store.uow import MoleculeTransactions, MoleculeUnitOfWork
 from services.runtime.errors import IntegrationError, NotFoundError
-from services.runtime.logs import configure_logging
-from services.runtime.settings import SettingsError
-from services.runtime.storage import ObjectStorage, make_storage
+from services.runtime.storage import ObjectStorage
 
 log = logging.getLogger("molbridge.molecule.worker")
 
@@ -429,79 +421,18 @@ async def _end(uow: MoleculeUnitOfWork, job: ImportJob, status: JobStatus, *, re
 # --- the process ----------------------------------------------------------------------------------
 
 
-async def run(settings: MoleculeSettings, stopping: asyncio.Event) -> None:
-    """Consume chunks (and publish the schema's outbox) until `stopping` is set; chunks in hand finish.
-
-    Not a services.runtime.process Subscription yet: a chunk that fails on its last delivery must fail
-    its job (else the job waits forever), and a Subscription's handler is not told the delivery count."""
-    engine = make_engine(settings.database_url, SCHEMA, pool_size=IN_FLIGHT + 2)
-    telemetry.instrument_engine(engine)
-    queue = settings.csv_queue
-    pool = RowPool(settings.csv_processes)
-    try:
-        await pool.warm()
-        worker = ChunkWorker(
-            molecule_transactions(engine),
-            make_storage(settings),
-            pool,
-            queue=queue,
-            limits=settings.import_limits.csv,
-        )
-        nats = await connect(settings.nats_url, name="molecule-worker")
-        try:
-            js = nats.jetstream()
-            await ensure_streams(js)
-            consumers = [
-                Consumer(
-                    js,
-                    WORK_STREAM,
-                    durable_name(queue),
-                    worker.subject,
-                    worker.handle,
-                    max_deliver=MAX_DELIVER,
-                    backoff=BACKOFF_S,
-                    batch=1,
-                    ack_wait=ACK_WAIT_S,
-                )
-                for _ in range(IN_FLIGHT)
-            ]
-            # Also publishes what the chunks record (job ends, the commit pass), even with no service running.
-            relay = OutboxRelay(engine, SCHEMA, js)
-            runners: list[Consumer | OutboxRelay] = [*consumers, relay]
-            tasks = [asyncio.create_task(runner.run()) for runner in runners]
-            log.info("csv worker: %d chemistry processes, queue %s", pool.processes, worker.subject)
-            await stopping.wait()
-            for runner in runners:
-                runner.stop()
-            await asyncio.gather(*tasks)
-        finally:
-            await nats.close()
-    finally:
-        pool.close()
-        await engine.dispose()
-
-
-def main() -> None:
-    try:
-        settings = MoleculeSettings.from_env("molecule")  # the molecule service's database, bus and storage
-    except SettingsError as error:
-        raise SystemExit(f"molecule-worker: {error}") from None
-    configure_logging("molecule-worker", settings.log_level)
-    telemetry.configure_tracing("molecule-worker", settings.data_dir, settings.otlp_endpoint)
-    migrations.upgrade(settings.database_url, SCHEMA, MIGRATIONS)
-
-    async def serve() -> None:
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stopping.set)
-        await run(settings, stopping)
-
-    try:
-        asyncio.run(serve())
-    finally:
-        telemetry.shutdown_tracing()
-
-
-if __name__ == "__main__":
-    main()
+def chunk_consumer(js: JetStreamContext, *, worker: ChunkWorker, queue: str) -> Consumer:
+    """A consumer of the queue's one durable (shared by every worker process: a chunk goes to one of
+    them); a process runs IN_FLIGHT. A Consumer rather than a Subscription: `handle` needs the delivery
+    count, to fail the job when a chunk fails on its last delivery (else the job would wait forever)."""
+    return Consumer(
+        js,
+        WORK_STREAM,
+        durable_name(queue),
+        worker.subject,
+        worker.handle,
+        max_deliver=MAX_DELIVER,
+        backoff=BACKOFF_S,
+        batch=1,
+        ack_wait=ACK_WAIT_S,
+    )

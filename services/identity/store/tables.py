@@ -1,4 +1,4 @@
-"""Identity tables (schema `identity`) as SQLAlchemy Core; the migration creates the same shapes."""
+"""Identity tables (schema `identity`) as SQLAlchemy Core; the migrations create the same shapes."""
 
 from __future__ import annotations
 

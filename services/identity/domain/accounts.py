@@ -1,25 +1,17 @@
-"""Identity rules in plain Python: no I/O, so they are tested in microseconds and shared by every entrypoint."""
+"""Accounts: organizations, users, sessions, API keys and the rules for creating and managing them."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from services.runtime.auth import ADMIN_ROLES, Principal
-from services.runtime.errors import AuthorizationError, ValidationError
+from services.runtime.auth import ADMIN_ROLES, ROLE_IMPLIES, Principal
+from services.runtime.errors import AuthenticationError, AuthorizationError, PreconditionError, ValidationError
 
 ACCESS_TOKEN_TTL = timedelta(minutes=15)
 REFRESH_TOKEN_TTL = timedelta(days=7)
 MFA_CHALLENGE_TTL = timedelta(minutes=5)
-PASSWORD_RESET_TTL = timedelta(minutes=30)
-MAX_FAILED_LOGINS = 5
-LOCKOUT_DURATION = timedelta(minutes=30)
-PASSWORD_HISTORY_DEPTH = 10
-MIN_PASSWORD_LENGTH = 12
-MAX_PASSWORD_LENGTH = 256  # bounds the hashing work an attacker can ask for
 MAX_NAME_LENGTH = 200
 MAX_EMAIL_LENGTH = 254
 
@@ -58,6 +50,29 @@ class User:
 
 
 @dataclass(frozen=True)
+class Account:
+    """A user with what only the credential checks see (never mapped to the wire)."""
+
+    user: User
+    organization_kind: str
+    password_hash: str
+    failed_logins: int
+    mfa_secret: str | None
+    mfa_last_step: int
+
+    def acting_principal(self, principal: Principal) -> Principal:
+        """The caller as the account stands now: a deleted user is refused, a demoted one acts with
+        the roles they hold today, whatever their (up to 15 minutes old) token says."""
+        if not self.user.active:
+            raise AuthenticationError("This account was deactivated: log in again", detail="TOKEN_REVOKED")
+        return Principal(
+            subject=principal.subject, organization_id=self.user.organization_id,
+            organization_kind=self.organization_kind, roles=frozenset(self.user.roles), via=principal.via,
+            session_id=principal.session_id,
+        )
+
+
+@dataclass(frozen=True)
 class Session:
     user: User
     access_token: str = ""
@@ -84,6 +99,29 @@ class ApiKey:
 
 
 @dataclass(frozen=True)
+class KeyHolder:
+    """An API key as verification sees it: its own roles and the creator's standing today."""
+
+    key: ApiKey
+    organization_kind: str
+    creator_active: bool
+    creator_roles: tuple[str, ...]
+
+    def principal(self) -> Principal | None:
+        """The key acts with at most its creator's current roles; a deleted creator's keys, and keys
+        left with no role, do not work."""
+        if self.key.revoked_at is not None or not self.creator_active:
+            return None
+        roles = frozenset(r for r in self.key.roles if holds_role(self.creator_roles, r))
+        if not roles:
+            return None
+        return Principal(
+            subject=self.key.id, organization_id=self.key.organization_id,
+            organization_kind=self.organization_kind, roles=roles, via="api_key",
+        )
+
+
+@dataclass(frozen=True)
 class CreatedApiKey:
     api_key: ApiKey
     secret: str
@@ -101,33 +139,6 @@ class Violations:
     def raise_if_any(self, message: str) -> None:
         if self.items:
             raise ValidationError(message, field_violations=self.items)
-
-
-def password_problems(password: str) -> list[str]:
-    problems = []
-    if len(password) < MIN_PASSWORD_LENGTH:
-        problems.append(f"at least {MIN_PASSWORD_LENGTH} characters")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        problems.append(f"at most {MAX_PASSWORD_LENGTH} characters")
-    if not re.search(r"[a-z]", password):
-        problems.append("a lowercase letter")
-    if not re.search(r"[A-Z]", password):
-        problems.append("an uppercase letter")
-    if not re.search(r"\d", password):
-        problems.append("a digit")
-    if not re.search(r"[^A-Za-z0-9]", password):
-        problems.append("a symbol")
-    return problems
-
-
-def check_password(password: str, field_name: str = "password") -> None:
-    problems = password_problems(password)
-    if problems:
-        raise ValidationError(
-            "Password is too weak: it needs " + ", ".join(problems),
-            detail="WEAK_PASSWORD",
-            field_violations=[(field_name, f"needs {p}") for p in problems],
-        )
 
 
 def normalize_email(email: str) -> str:
@@ -169,6 +180,20 @@ def require_user_admin(principal: Principal, organization_id: str) -> None:
         raise AuthorizationError("Only an administrator of this organization can manage its users")
 
 
+def holds_role(roles: tuple[str, ...] | frozenset[str], role: str) -> bool:
+    """Whether someone with `roles` holds `role`, directly, by implication, or as system_admin."""
+    return "system_admin" in roles or role in roles or any(role in ROLE_IMPLIES.get(r, ()) for r in roles)
+
+
+def require_user(principal: Principal) -> None:
+    if principal.via != "token":
+        raise PreconditionError("This action needs a user's login, not an API key", detail="USER_REQUIRED")
+
+
+def roles_changed(before: tuple[str, ...], after: tuple[str, ...]) -> bool:
+    return set(before) != set(after)
+
+
 def grantable_roles(principal: Principal, requested: tuple[str, ...]) -> tuple[str, ...]:
     """An API key never holds more than its creator."""
     if not requested:
@@ -177,63 +202,3 @@ def grantable_roles(principal: Principal, requested: tuple[str, ...]) -> tuple[s
     if excess:
         raise AuthorizationError(f"You cannot grant roles you do not hold: {', '.join(excess)}")
     return tuple(sorted(set(requested)))
-
-
-@dataclass(frozen=True)
-class LoginFailure:
-    failed_logins: int
-    locked_until: datetime | None
-
-
-def after_failed_login(failed_logins: int, now: datetime) -> LoginFailure:
-    """The fifth failure in a row locks the account for 30 minutes and starts the count again."""
-    failed = failed_logins + 1
-    if failed >= MAX_FAILED_LOGINS:
-        return LoginFailure(failed_logins=0, locked_until=now + LOCKOUT_DURATION)
-    return LoginFailure(failed_logins=failed, locked_until=None)
-
-
-def is_locked(locked_until: datetime | None, now: datetime) -> bool:
-    return locked_until is not None and locked_until > now
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    id: str
-    sequence: int
-    occurred_at: datetime
-    source: str
-    action: str
-    outcome: str
-    actor_id: str
-    organization_id: str
-    target_type: str
-    target_id: str
-    client_address: str
-    request_id: str
-    details: dict[str, str]
-    hash: bytes = b""
-
-
-GENESIS_HASH = bytes(32)
-
-
-def audit_hash(previous: bytes, entry: AuditEntry) -> bytes:
-    """Chains each entry to the one before: changing or deleting any entry changes every later hash."""
-    canonical = json.dumps(
-        [entry.id, entry.sequence, entry.occurred_at.isoformat(), entry.source, entry.action, entry.outcome,
-         entry.actor_id, entry.organization_id, entry.target_type, entry.target_id, entry.client_address,
-         entry.request_id, sorted(entry.details.items())],
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(previous + canonical.encode()).digest()
-
-
-def first_broken_link(entries: list[AuditEntry]) -> int | None:
-    """The sequence of the first entry whose hash does not follow from its predecessors, or None."""
-    previous = GENESIS_HASH
-    for entry in entries:
-        if audit_hash(previous, entry) != entry.hash:
-            return entry.sequence
-        previous = entry.hash
-    return None

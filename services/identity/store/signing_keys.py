@@ -16,10 +16,10 @@ import jwt
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.identity.store import signing_keys
+from services.identity.store.tables import signing_keys
 from services.runtime.errors import InternalError
+from services.runtime.uow import UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -38,32 +38,32 @@ class KeyRing:
             return serialization.BestAvailableEncryption(self._passphrase)
         return serialization.NoEncryption()
 
-    async def create(self, session: AsyncSession, activates_at: datetime) -> str:
+    async def create(self, uow: UnitOfWork, activates_at: datetime) -> str:
         key = Ed25519PrivateKey.generate()
         kid = secrets.token_urlsafe(12)
         public_jwk: dict[str, Any] = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key()))
         public_jwk.update(kid=kid, alg="EdDSA", use="sig")
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, self._encryption())
-        await session.execute(
+        await uow.session.execute(
             signing_keys.insert().values(kid=kid, private_pem=pem, public_jwk=public_jwk, activates_at=activates_at)
         )
         return kid
 
-    async def ensure_active(self, session: AsyncSession, now: datetime) -> None:
+    async def ensure_active(self, uow: UnitOfWork, now: datetime) -> None:
         """First start: make a key usable at once."""
-        await session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext("identity:keys"))))
-        if await session.scalar(sa.select(sa.func.count()).select_from(signing_keys).where(_usable(now))) == 0:
-            await self.create(session, activates_at=now)
+        await uow.session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext("identity:keys"))))
+        if await uow.session.scalar(sa.select(sa.func.count()).select_from(signing_keys).where(_usable(now))) == 0:
+            await self.create(uow, activates_at=now)
 
-    async def rotate(self, session: AsyncSession, now: datetime, publish_ahead: timedelta) -> str:
+    async def rotate(self, uow: UnitOfWork, now: datetime, publish_ahead: timedelta) -> str:
         """Publish a new key now, sign with it from `now + publish_ahead`; older keys stay published
         until every token they signed has expired (see `retire_expired`)."""
-        return await self.create(session, activates_at=now + publish_ahead)
+        return await self.create(uow, activates_at=now + publish_ahead)
 
-    async def retire_expired(self, session: AsyncSession, now: datetime, token_ttl: timedelta) -> None:
-        current = await self._current_kid(session, now)
+    async def retire_expired(self, uow: UnitOfWork, now: datetime, token_ttl: timedelta) -> None:
+        current = await self._current_kid(uow, now)
         newer = signing_keys.alias("newer")
-        await session.execute(
+        await uow.session.execute(
             signing_keys.update()
             .where(signing_keys.c.kid != current, signing_keys.c.retired_at.is_(None))
             .where(signing_keys.c.activates_at <= now)
@@ -77,14 +77,14 @@ class KeyRing:
             .values(retired_at=now)
         )
 
-    async def _current_kid(self, session: AsyncSession, now: datetime) -> str | None:
-        return await session.scalar(
+    async def _current_kid(self, uow: UnitOfWork, now: datetime) -> str | None:
+        return await uow.session.scalar(
             sa.select(signing_keys.c.kid).where(_usable(now)).order_by(signing_keys.c.activates_at.desc()).limit(1)
         )
 
-    async def signing_key(self, session: AsyncSession, now: datetime) -> SigningKey:
+    async def signing_key(self, uow: UnitOfWork, now: datetime) -> SigningKey:
         row = (
-            await session.execute(
+            await uow.session.execute(
                 sa.select(signing_keys.c.kid, signing_keys.c.private_pem)
                 .where(_usable(now))
                 .order_by(signing_keys.c.activates_at.desc())
@@ -99,8 +99,8 @@ class KeyRing:
             self._loaded[row.kid] = SigningKey(kid=row.kid, private_key=private_key)
         return self._loaded[row.kid]
 
-    async def jwks(self, session: AsyncSession) -> dict[str, Any]:
-        rows = await session.scalars(
+    async def jwks(self, uow: UnitOfWork) -> dict[str, Any]:
+        rows = await uow.session.scalars(
             sa.select(signing_keys.c.public_jwk)
             .where(signing_keys.c.retired_at.is_(None))
             .order_by(signing_keys.c.activates_at.desc())

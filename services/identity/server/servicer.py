@@ -10,11 +10,18 @@ from google.api.httpbody_pb2 import HttpBody
 from molbridge.identity.v1 import identity_service_pb2 as pb
 from molbridge.identity.v1 import identity_service_pb2_grpc as pb_grpc
 
-from services.identity import domain
+from services.identity.server.mapping import (
+    api_key_pb,
+    audit_event_pb,
+    kind_name,
+    kind_pb,
+    organization_pb,
+    session_pb,
+    user_pb,
+)
 from services.identity.service import IdentityService
 from services.runtime.auth import current_principal
 from services.runtime.pagination import PageRequest
-from services.runtime.protomap import timestamp
 
 Context: TypeAlias = grpc.aio.ServicerContext
 
@@ -24,56 +31,6 @@ PUBLIC_METHODS = frozenset(
     for m in ("Login", "RefreshToken", "RequestPasswordReset", "ConfirmPasswordReset", "VerifyMfa", "GetJwks",
               "AuthenticateApiKey")
 ) | {"/molbridge.health.v1.HealthService/GetHealth"}
-
-
-def _kind(kind: str) -> pb.OrganizationKind.ValueType:
-    return pb.OrganizationKind.Value(f"ORGANIZATION_KIND_{kind}")
-
-
-def _kind_name(kind: pb.OrganizationKind.ValueType) -> str:
-    return pb.OrganizationKind.Name(kind).removeprefix("ORGANIZATION_KIND_")
-
-
-def user_pb(user: domain.User) -> pb.User:
-    return pb.User(
-        id=user.id, email=user.email, full_name=user.full_name, organization_id=user.organization_id,
-        roles=list(user.roles), active=user.active, mfa_enabled=user.mfa_enabled,
-        locked_until=timestamp(user.locked_until), created_at=timestamp(user.created_at),
-        updated_at=timestamp(user.updated_at), last_login_at=timestamp(user.last_login_at),
-    )
-
-
-def organization_pb(organization: domain.Organization) -> pb.Organization:
-    return pb.Organization(
-        id=organization.id, name=organization.name, kind=_kind(organization.kind),
-        created_at=timestamp(organization.created_at),
-    )
-
-
-def session_pb(session: domain.Session) -> pb.Session:
-    return pb.Session(
-        access_token=session.access_token, refresh_token=session.refresh_token,
-        token_type="bearer" if session.access_token else "", expires_in=session.expires_in,
-        user=user_pb(session.user), mfa_token=session.mfa_token, mfa_required=session.mfa_required,
-    )
-
-
-def api_key_pb(key: domain.ApiKey) -> pb.ApiKey:
-    return pb.ApiKey(
-        id=key.id, name=key.name, organization_id=key.organization_id, roles=list(key.roles), prefix=key.prefix,
-        created_by=key.created_by, created_at=timestamp(key.created_at), revoked_at=timestamp(key.revoked_at),
-        last_used_at=timestamp(key.last_used_at),
-    )
-
-
-def audit_event_pb(entry: domain.AuditEntry) -> pb.AuditEvent:
-    return pb.AuditEvent(
-        id=entry.id, sequence=entry.sequence, occurred_at=timestamp(entry.occurred_at), source=entry.source,
-        action=entry.action, outcome=entry.outcome, actor_id=entry.actor_id, organization_id=entry.organization_id,
-        target_type=entry.target_type, target_id=entry.target_id, client_address=entry.client_address,
-        request_id=entry.request_id, details=entry.details, hash=entry.hash.hex(),
-    )
-
 
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
     SERVICE_FULL_NAME = "molbridge.identity.v1.IdentityService"
@@ -122,7 +79,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     async def CreateOrganization(
         self, request: pb.CreateOrganizationRequest, context: Context
     ) -> pb.CreateOrganizationResponse:
-        kind = _kind_name(request.kind) if request.kind else ""
+        kind = kind_name(request.kind) if request.kind else ""
         organization = await self._service.create_organization(
             current_principal(), request.name, kind, request.request_id
         )
@@ -208,5 +165,5 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         principal = await self._service.resolve_api_key(request.secret)
         return pb.AuthenticateApiKeyResponse(
             key_id=principal.subject, organization_id=principal.organization_id, roles=sorted(principal.roles),
-            organization_kind=_kind(principal.organization_kind),
+            organization_kind=kind_pb(principal.organization_kind),
         )

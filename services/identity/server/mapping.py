@@ -1,0 +1,59 @@
+"""Proto ↔ domain mapping for the identity API."""
+
+from __future__ import annotations
+
+from molbridge.identity.v1 import identity_service_pb2 as pb
+
+from services.identity import domain
+from services.runtime.protomap import timestamp
+
+
+def kind_pb(kind: str) -> pb.OrganizationKind.ValueType:
+    return pb.OrganizationKind.Value(f"ORGANIZATION_KIND_{kind}")
+
+
+def kind_name(kind: pb.OrganizationKind.ValueType) -> str:
+    return pb.OrganizationKind.Name(kind).removeprefix("ORGANIZATION_KIND_")
+
+
+def user_pb(user: domain.User) -> pb.User:
+    return pb.User(
+        id=user.id, email=user.email, full_name=user.full_name, organization_id=user.organization_id,
+        roles=list(user.roles), active=user.active, mfa_enabled=user.mfa_enabled,
+        locked_until=timestamp(user.locked_until), created_at=timestamp(user.created_at),
+        updated_at=timestamp(user.updated_at), last_login_at=timestamp(user.last_login_at),
+    )
+
+
+def organization_pb(organization: domain.Organization) -> pb.Organization:
+    return pb.Organization(
+        id=organization.id, name=organization.name, kind=kind_pb(organization.kind),
+        created_at=timestamp(organization.created_at),
+    )
+
+
+def session_pb(session: domain.Session) -> pb.Session:
+    return pb.Session(
+        access_token=session.access_token, refresh_token=session.refresh_token,
+        token_type="bearer" if session.access_token else "", expires_in=session.expires_in,
+        user=user_pb(session.user), mfa_token=session.mfa_token, mfa_required=session.mfa_required,
+    )
+
+
+def api_key_pb(key: domain.ApiKey) -> pb.ApiKey:
+    return pb.ApiKey(
+        id=key.id, name=key.name, organization_id=key.organization_id, roles=list(key.roles), prefix=key.prefix,
+        created_by=key.created_by, created_at=timestamp(key.created_at), revoked_at=timestamp(key.revoked_at),
+        last_used_at=timestamp(key.last_used_at),
+    )
+
+
+def audit_event_pb(entry: domain.AuditEntry) -> pb.AuditEvent:
+    return pb.AuditEvent(
+        id=entry.id, sequence=entry.sequence, occurred_at=timestamp(entry.occurred_at), source=entry.source,
+        action=entry.action, outcome=entry.outcome, actor_id=entry.actor_id, organization_id=entry.organization_id,
+        target_type=entry.target_type, target_id=entry.target_id, client_address=entry.client_address,
+        request_id=entry.request_id, details=entry.details, hash=entry.hash.hex(),
+    )
+
+
