@@ -36,17 +36,19 @@ from typing import Any
 import psutil
 import sqlalchemy as sa
 
-from services.molecule import chemistry
-from services.molecule.molecules import MoleculeService
-from services.molecule.queries import MoleculeQuery, QueryIndex, RawFilter, parse_query
-from services.molecule.store import SCHEMA
+from services.molecule.domain import chemistry
+from services.molecule.index.columnar import QueryIndex
+from services.molecule.index.query import MoleculeQuery, RawFilter, parse_query
+from services.molecule.service.molecules import MoleculeService
+from services.molecule.store.tables import SCHEMA
+from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations
 from services.runtime.auth import Principal
-from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.db import make_engine
 from services.runtime.pagination import PageRequest
 from stack.postgres import PostgresServer
 
-MIGRATIONS = Path(chemistry.__file__).parent / "migrations"
+MIGRATIONS = Path(chemistry.__file__).parents[1] / "migrations"
 TARGET_P95_MS = 300.0
 ORGANIZATION = "0b5e55ed-0000-4000-8000-000000000001"
 LIBRARY = "0b5e55ed-0000-4000-8000-00000000000b"
@@ -215,7 +217,7 @@ async def measure(
 ) -> dict[str, Timings]:
     engine = make_engine(database_url, SCHEMA, pool_size=max(2, concurrency))
     index = QueryIndex(engine)
-    service = MoleculeService(UnitOfWork(engine), index)
+    service = MoleculeService(molecule_transactions(engine), index)
     process = psutil.Process()
     rss = process.memory_info().rss
     started = time.perf_counter()

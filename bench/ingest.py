@@ -50,8 +50,8 @@ import psutil
 from bench.report import Figure, table
 from bench.search import read_smiles
 from bench.stack import CLIENT, cpu_seconds, isolated_stack, login, process_trees, say
-from services.molecule.imports import DEFAULT_MAX_ROWS, DEFAULT_MAX_UPLOAD_BYTES
-from services.molecule.worker import IN_FLIGHT, SUB_BATCH_ROWS
+from services.molecule.service.uploads import DEFAULT_MAX_ROWS, DEFAULT_MAX_UPLOAD_BYTES
+from services.molecule.worker.chunks import IN_FLIGHT, SUB_BATCH_ROWS
 from stack.mesh import Stack
 
 TARGET_FLOOR_SHARE = 0.85
@@ -92,7 +92,7 @@ class Floor:
 
 
 def measure_floor(sample: Sequence[str], warmup: Sequence[str]) -> Floor:
-    from services.molecule import chemistry
+    from services.molecule.domain import chemistry
 
     chemistry.register_many(warmup)
     began, cpu = time.perf_counter(), time.process_time()
@@ -103,7 +103,7 @@ def measure_floor(sample: Sequence[str], warmup: Sequence[str]) -> Floor:
 
 def _register(smiles: Sequence[str]) -> int:
     """register_many, returning how many were invalid (the results stay in their process)."""
-    from services.molecule import chemistry
+    from services.molecule.domain import chemistry
 
     return sum(isinstance(r, chemistry.InvalidStructure) for r in chemistry.register_many(smiles))
 

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from services.molecule.search_index import FP_BYTES, SearchIndex
+from services.molecule.index.search_index import FP_BYTES, SearchIndex
 from services.runtime.settings import REPO_ROOT
 
 T = TypeVar("T")
@@ -122,7 +122,7 @@ def _describe(smiles: list[str]) -> tuple[list[str], bytes, bytes]:
     """Worker: canonical SMILES and the registration's two fingerprints (unparsable input is skipped)."""
     from rdkit import Chem, rdBase
 
-    from services.molecule import chemistry
+    from services.molecule.domain import chemistry
 
     canonical, morgan, pattern = [], [], []
     with rdBase.BlockLogs():
@@ -196,7 +196,7 @@ def fpsim2_engine(data: Dataset, directory: Path) -> Any:
     from FPSim2.io.backends.pytables import create_schema, sort_db_file
     from FPSim2.io.chem import process_fp
 
-    from services.molecule import chemistry
+    from services.molecule.domain import chemistry
 
     # FPSim2's word k holds bits 64k..64k+63 most significant first: chemistry's little-endian word k with
     # its bits reversed, i.e. every byte bit-reversed and the 8 bytes read big-endian.
@@ -227,7 +227,7 @@ def fpsim2_engine(data: Dataset, directory: Path) -> Any:
 
 
 def similarity(index: SearchIndex, data: Dataset, queries: list[bytes], out: Callable[[str], None]) -> None:
-    from services.molecule import chemistry
+    from services.molecule.domain import chemistry
 
     with tempfile.TemporaryDirectory(prefix="molbridge-fpsim2-") as directory:
         engine = fpsim2_engine(data, Path(directory))
@@ -258,7 +258,7 @@ def substructure(index: SearchIndex, data: Dataset, out: Callable[[str], None]) 
     from rdkit import rdBase
     from rdkit.Chem import rdSubstructLibrary
 
-    from services.molecule import chemistry
+    from services.molecule.domain import chemistry
 
     holder = rdSubstructLibrary.CachedTrustedSmilesMolHolder()
     patterns = rdSubstructLibrary.PatternHolder(2048)
@@ -299,9 +299,9 @@ def substructure(index: SearchIndex, data: Dataset, out: Callable[[str], None]) 
 
 def startup_from_postgres(data: Dataset, out: Callable[[str], None]) -> None:
     """Write the molecules to the molecule schema, then time the service's loader into a fresh index."""
-    from services.molecule import chemistry
-    from services.molecule.search_sync import SearchIndexSync
-    from services.molecule.store import SCHEMA
+    from services.molecule.domain import chemistry
+    from services.molecule.index.search_sync import SearchIndexSync
+    from services.molecule.store.tables import SCHEMA
     from services.runtime import migrations
     from services.runtime.db import make_engine
     from stack.postgres import PostgresServer
@@ -312,7 +312,7 @@ def startup_from_postgres(data: Dataset, out: Callable[[str], None]) -> None:
     postgres.start()
     try:
         url = postgres.create_database()
-        migrations.upgrade(url, SCHEMA, Path(chemistry.__file__).parent / "migrations")
+        migrations.upgrade(url, SCHEMA, Path(chemistry.__file__).parents[1] / "migrations")
         started = time.perf_counter()
         _copy_molecules(url, data)
         out(f"(wrote {data.n:,} molecules to PostgreSQL in {time.perf_counter() - started:.0f} s)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from services.molecule.queries import Condition, MoleculeQuery
+from services.molecule.index.query import Condition, MoleculeQuery
 
 Value = float | str
 PRECEDENCE = ("EXPERIMENTAL", "IMPORTED", "PREDICTED", "CALCULATED")  # DOMAIN.md: most trusted first

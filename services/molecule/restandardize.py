@@ -46,10 +46,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bus.outbox import add_event
-from services.molecule import chemistry
-from services.molecule.properties import KNOWN_PROPERTIES
-from services.molecule.registration import CALCULATED
-from services.molecule.store import SCHEMA, molecule_properties, molecule_provenance, molecules
+from services.molecule.domain import chemistry
+from services.molecule.domain.properties import KNOWN_PROPERTIES
+from services.molecule.domain.vocabulary import CALCULATED
+from services.molecule.store.tables import SCHEMA, molecule_properties, molecule_provenance, molecules
 from services.runtime.db import UnitOfWork, make_engine
 
 ACTOR = "system:restandardize"

@@ -25,16 +25,17 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bus import WORK_STREAM, Consumer, OutboxRelay, connect, ensure_streams
-from services.molecule.import_domain import ImportJob
-from services.molecule.import_jobs import ImportJobService
-from services.molecule.imports import ImportLimits, StoredUpload, UploadService
-from services.molecule.storage import LocalStorage, ObjectStorage
-from services.molecule.store import SCHEMA
-from services.molecule.worker import MIGRATIONS, ChunkWorker, RowPool, durable_name
+from services.molecule.domain.imports import ImportJob
+from services.molecule.service.import_jobs import ImportJobService
+from services.molecule.service.uploads import ImportLimits, StoredUpload, UploadService
+from services.molecule.store.tables import SCHEMA
+from services.molecule.store.uow import molecule_transactions
+from services.molecule.worker.chunks import MIGRATIONS, ChunkWorker, RowPool, durable_name
 from services.runtime import migrations
 from services.runtime.auth import Principal
 from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.settings import REPO_ROOT
+from services.runtime.storage import LocalStorage, ObjectStorage
 
 
 def scientist(organization_id: str | None = None, *roles: str) -> Principal:
@@ -85,7 +86,7 @@ class ImportWorld:
 
     def jobs(self, rows_per_chunk: int = 1000) -> ImportJobService:
         return ImportJobService(
-            self.uow,
+            molecule_transactions(self.engine),
             self.storage,
             self.uploads,
             public_url="http://gw.test",
@@ -242,7 +243,7 @@ async def import_world(
             engine,
             uow,
             storage,
-            UploadService(uow, storage, ImportLimits()),
+            UploadService(molecule_transactions(engine), storage, ImportLimits()),
             f"csv_t{uuid.uuid4().hex[:12]}",
         )
     finally:
@@ -257,7 +258,9 @@ async def pipeline(
     nc = await connect(world.nats_url, name="import-tests")
     js = nc.jetstream()
     await ensure_streams(js)
-    worker = ChunkWorker(world.uow, world.storage, pool, queue=world.queue, max_deliver=max_deliver)
+    worker = ChunkWorker(
+        molecule_transactions(world.engine), world.storage, pool, queue=world.queue, max_deliver=max_deliver
+    )
     consumer = Consumer(
         js,
         WORK_STREAM,

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from services.molecule.molecules import NewMolecule
+from services.molecule.service.molecules import NewMolecule
 from services.runtime.errors import ValidationError
 from tests.integration import test_molecule_service as molecule_tests
 from tests.integration.test_molecule_service import World, person

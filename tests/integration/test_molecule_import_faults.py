@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from services.molecule.import_domain import ImportJob, JobStatus
+from services.molecule.domain.imports import ImportJob, JobStatus
 from services.runtime.auth import Principal
 from tests.integration.molecule_imports import (
     ImportWorld,

@@ -21,7 +21,7 @@ from molbridge.molecule.v1 import import_service_pb2 as pb
 from molbridge.molecule.v1 import import_service_pb2_grpc as pb_grpc
 
 from services.molecule.server.imports import ImportServicer
-from services.molecule.worker import RowPool
+from services.molecule.worker.chunks import RowPool
 from services.runtime import server
 from services.runtime.auth import AUDIENCE, ISSUER, Authenticator, Principal, TokenVerifier
 from services.runtime.errors import AuthenticationError

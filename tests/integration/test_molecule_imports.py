@@ -22,10 +22,10 @@ from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from molbridge.events.v1.molecule_pb2 import ImportChunkRequested, ImportFinished, PredictionRequested
 
 from bus import unpack, work_subject
-from services.molecule.import_domain import ImportJob, JobStatus
-from services.molecule.imports import upload_object_key
-from services.molecule.storage import S3Storage
-from services.molecule.worker import ChunkWorker, RowPool
+from services.molecule.domain.imports import ImportJob, JobStatus
+from services.molecule.service.uploads import upload_object_key
+from services.molecule.store.uow import molecule_transactions
+from services.molecule.worker.chunks import ChunkWorker, RowPool
 from services.runtime.auth import Principal
 from services.runtime.errors import (
     AuthorizationError,
@@ -34,6 +34,7 @@ from services.runtime.errors import (
     ValidationError,
 )
 from services.runtime.pagination import PageRequest
+from services.runtime.storage import S3Storage
 from tests.integration.molecule_imports import (
     ImportWorld,
     csv_bytes,
@@ -309,7 +310,7 @@ async def test_a_redelivered_chunk_changes_nothing(world: ImportWorld, row_pool:
     stored = await world.rows("SELECT subject, payload FROM outbox ORDER BY created_at")
     assert {row.subject for row in stored} == {work_subject(world.queue)}
     requests = [unpack(EventEnvelope.FromString(row.payload), ImportChunkRequested) for row in stored]
-    worker = ChunkWorker(world.uow, world.storage, row_pool, queue=world.queue)
+    worker = ChunkWorker(molecule_transactions(world.engine), world.storage, row_pool, queue=world.queue)
 
     async def snapshot() -> tuple[Any, ...]:
         return (

@@ -32,16 +32,18 @@ from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
 from services.identity.store import identity_transactions
 from services.identity.store.signing_keys import KeyRing
-from services.molecule import chemistry
-from services.molecule.context import MoleculeContext
-from services.molecule.libraries import IdentityUserDirectory, LibraryFilter, LibraryService
-from services.molecule.library_rules import Level
-from services.molecule.queries import QueryIndex
-from services.molecule.server.libraries import build
-from services.molecule.store import SCHEMA, molecule_properties, molecules
+from services.molecule.adapters.identity_users import IdentityUserDirectory
+from services.molecule.bootstrap import build_parts
+from services.molecule.domain import chemistry
+from services.molecule.domain.library_rules import Level, LibraryFilter
+from services.molecule.index.columnar import QueryIndex
+from services.molecule.service.libraries import LibraryService
+from services.molecule.settings import MoleculeSettings
+from services.molecule.store.tables import SCHEMA, molecule_properties, molecules
+from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations, server
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
-from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.db import make_engine
 from services.runtime.email import FolderSender
 from services.runtime.errors import AuthorizationError, ConflictError, NotFoundError, ValidationError
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
@@ -186,7 +188,7 @@ async def world(postgres_server, tmp_path_factory) -> AsyncIterator[World]:  # t
     )
     grpc_server, health, tasks = await server.start_server(app)
     directory = IdentityUserDirectory(f"127.0.0.1:{port}")
-    w = World(identity, LibraryService(UnitOfWork(engine), directory), engine, f"127.0.0.1:{port}")
+    w = World(identity, LibraryService(molecule_transactions(engine), directory), engine, f"127.0.0.1:{port}")
     w.directory = directory
     w.root = await w.login("root@lib.test", PASSWORD)
     try:
@@ -488,7 +490,7 @@ async def test_with_the_query_index_molecules_sort_by_properties_and_changes_sho
     admin = await world.organization()
     alice = await world.user(admin.principal.organization_id)
     ids = await world.molecules(alice, 8)
-    indexed = LibraryService(UnitOfWork(world.engine), world.directory, QueryIndex(world.engine))
+    indexed = LibraryService(molecule_transactions(world.engine), world.directory, QueryIndex(world.engine))
     library_id = await world.create(alice)
     await indexed.add_molecules(alice.principal, library_id, ids[:6])  # loads the organization's index
     await indexed.add_molecules(alice.principal, library_id, ids[6:])  # refreshes it
@@ -566,12 +568,10 @@ async def test_grpc_service_maps_requests_errors_and_forwards_credentials(world:
     mallory = await world.user((await world.organization()).principal.organization_id)
     ids = await world.molecules(alice, 3)
     port = free_port()
-    settings = Settings.from_env(
+    settings = MoleculeSettings.from_env(
         "molecule", {"MOLBRIDGE_MOLECULE_ADDR": f"127.0.0.1:{port}", "MOLBRIDGE_IDENTITY_ADDR": world.identity_addr}
     )
-    ctx = MoleculeContext(settings=settings, engine=world.engine, uow=UnitOfWork(world.engine))
-    part = build(ctx)
-    assert isinstance(ctx.shared["libraries"], LibraryService)
+    part = build_parts(settings, world.engine)
     remote = RemoteIdentity(world.identity_addr)
     app = server.ServiceApp(
         settings=settings, servicers=part.servicers, authenticator=remote_authenticator(remote),

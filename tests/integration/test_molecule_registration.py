@@ -1,4 +1,5 @@
-"""registration.register_structures against a real PostgreSQL: identity, merging, values, races."""
+"""Registration (MoleculeRepository.register, store/registration.py) against a real PostgreSQL: identity,
+merging, values, races."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import asyncio
 import uuid
 from typing import Any
 
-from services.molecule import chemistry
-from services.molecule.import_domain import StructureRow
-from services.molecule.registration import RegistrationResult, register_structures
+from services.molecule.domain import chemistry
+from services.molecule.domain.imports import StructureRow
+from services.molecule.store.registration import RegistrationResult
+from services.molecule.store.uow import molecule_transactions
 from tests.integration.molecule_imports import ImportWorld, molsets_smiles, world_fixture
 
 world = world_fixture()
@@ -24,8 +26,8 @@ def structure(smiles: str, row: int | None = None, name: str = "", **values: Any
 async def register(
     world: ImportWorld, rows: list[StructureRow], org: str, **options: Any
 ) -> RegistrationResult:
-    async with world.uow() as session:
-        return await register_structures(session, rows, organization_id=org, actor_id="user-1", **options)
+    async with molecule_transactions(world.engine)() as uow:
+        return await uow.molecules.register(rows, organization_id=org, actor_id="user-1", **options)
 
 
 async def test_first_row_of_each_parent_registers_and_the_rest_merge(world: ImportWorld) -> None:
@@ -50,7 +52,6 @@ async def test_first_row_of_each_parent_registers_and_the_rest_merge(world: Impo
     # The same structure in another organization is another molecule.
     elsewhere = await register(world, [structure("CCO")], str(uuid.uuid4()))
     assert elsewhere.registered == 1 and elsewhere.molecule_ids[0] != result.molecule_ids[0]
-    assert await world.scalar("SELECT count(*) FROM outbox WHERE subject LIKE '%molecules_changed'") == 3
 
 
 async def test_a_merge_names_an_unnamed_molecule_and_adds_values(world: ImportWorld) -> None:

@@ -9,9 +9,10 @@ import uuid
 from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
 
-from services.molecule import chemistry, restandardize
-from services.molecule.import_domain import StructureRow
-from services.molecule.registration import register_structures
+from services.molecule import restandardize
+from services.molecule.domain import chemistry
+from services.molecule.domain.imports import StructureRow
+from services.molecule.store.registration import register_structures
 from tests.integration.molecule_imports import ImportWorld, world_fixture
 
 world = world_fixture()

@@ -1,7 +1,7 @@
 """Structure search (SearchService, SearchIndexSync) on a real PostgreSQL and NATS.
 
-Molecules of rdkit's NCI sample are registered the way an import does (chemistry.register_many +
-registration.register_structures) before the index starts; the index then loads them from PostgreSQL and
+Molecules of rdkit's NCI sample are registered the way an import does (chemistry.register_many, then the
+molecule repository, recording MoleculesChanged) before the index starts; the index then loads them from PostgreSQL and
 follows MoleculesChanged from the outbox. Every answer is compared with brute-force RDKit over the rows read
 back from PostgreSQL: Tanimoto of the stored fingerprints (DataStructs) and HasSubstructMatch of the stored
 canonical SMILES.
@@ -28,17 +28,19 @@ from rdkit import Chem, DataStructs
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bus import OutboxRelay, connect, ensure_streams
-from services.molecule import chemistry
-from services.molecule.import_domain import StructureRow
-from services.molecule.molecules import MoleculeService
-from services.molecule.queries import QueryIndex, RawFilter, parse_query
-from services.molecule.registration import register_structures
-from services.molecule.search import WARMING_UP, Budgets, SearchOutcome, SearchService
-from services.molecule.search_index import SearchIndex
-from services.molecule.search_sync import SearchIndexSync
-from services.molecule.server.molecules import follow_changes
+from services.molecule.domain import chemistry
+from services.molecule.domain.events import molecules_changed
+from services.molecule.domain.imports import StructureRow
+from services.molecule.index.columnar import QueryIndex
+from services.molecule.index.query import RawFilter, parse_query
+from services.molecule.index.query_sync import follow_changes
+from services.molecule.index.search_index import SearchIndex
+from services.molecule.index.search_sync import SearchIndexSync
 from services.molecule.server.search import SearchServicer
-from services.molecule.store import SCHEMA
+from services.molecule.service.molecules import MoleculeService
+from services.molecule.service.search import WARMING_UP, Budgets, SearchOutcome, SearchService
+from services.molecule.store.tables import SCHEMA
+from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations, server
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
@@ -48,7 +50,7 @@ from stack.ports import free_port
 from tests.integration.molecule_imports import scientist
 from tests.integration.test_molecule_import_rpc import NoApiKeys, Tokens, error_reason
 
-MIGRATIONS = Path(chemistry.__file__).parent / "migrations"
+MIGRATIONS = Path(chemistry.__file__).parents[1] / "migrations"
 NCI = Path(rdkit.__file__).parent / "Data" / "NCI" / "first_5K.smi"
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
 ASPIRIN_SODIUM = "CC(=O)Oc1ccccc1C(=O)[O-].[Na+]"
@@ -107,7 +109,7 @@ def nci_smiles(start: int, count: int) -> list[str]:
     return lines[start : start + count]
 
 
-async def register(uow: UnitOfWork, org: str, smiles: list[str]) -> list[str]:
+async def register(engine: AsyncEngine, org: str, smiles: list[str]) -> list[str]:
     """Register valid structures the way an import does; returns the molecule ids (outbox events included)."""
     structures = await asyncio.to_thread(chemistry.register_many, smiles)
     rows = [
@@ -115,8 +117,10 @@ async def register(uow: UnitOfWork, org: str, smiles: list[str]) -> list[str]:
         for i, s in enumerate(structures)
         if not isinstance(s, chemistry.InvalidStructure)
     ]
-    async with uow() as session:
-        result = await register_structures(session, rows, organization_id=org, actor_id="importer")
+    async with molecule_transactions(engine)() as uow:  # as an import chunk does
+        result = await uow.molecules.register(rows, organization_id=org, actor_id="importer")
+        for event in molecules_changed(org, result.molecule_ids):
+            uow.record(event, organization_id=org, actor_id="importer")
     return result.molecule_ids
 
 
@@ -136,8 +140,8 @@ async def world(postgres_server: Any, nats_server: Any) -> AsyncIterator[World]:
     uow = UnitOfWork(engine)
     org, other_org = str(uuid.uuid4()), str(uuid.uuid4())
     # Registered before the index starts: the load from PostgreSQL must find them.
-    await register(uow, org, [*nci_smiles(0, 700), ASPIRIN])
-    await register(uow, other_org, [*nci_smiles(700, 60), ASPIRIN])
+    await register(engine, org, [*nci_smiles(0, 700), ASPIRIN])
+    await register(engine, other_org, [*nci_smiles(700, 60), ASPIRIN])
     queries = QueryIndex(engine)
     index = SearchIndex()
     sync = SearchIndexSync(engine, index, nats_server.url)
@@ -157,7 +161,7 @@ async def world(postgres_server: Any, nats_server: Any) -> AsyncIterator[World]:
         index,
         sync,
         SearchService(uow, index, queries, is_ready=sync.is_ready),
-        MoleculeService(uow, queries),
+        MoleculeService(molecule_transactions(engine), queries),
         org,
         other_org,
         scientist(org),
@@ -311,7 +315,7 @@ async def test_another_organization_is_never_seen(world: World) -> None:
 
 
 async def test_changes_reach_the_index_through_the_bus(world: World) -> None:
-    new = await register(world.uow, world.org, ["CCCCCCCCCCCCCCCCCCCCO", "OCCCCCCCCCCCCCCCCCCCCCCCCO"])
+    new = await register(world.engine, world.org, ["CCCCCCCCCCCCCCCCCCCCO", "OCCCCCCCCCCCCCCCCCCCCCCCCO"])
     assert len(new) == 2
 
     async def found() -> bool:
@@ -340,7 +344,7 @@ async def test_changes_reach_the_index_through_the_bus(world: World) -> None:
 
     await eventually(back)
     # another organization's change does not leak into this one
-    theirs = await register(world.uow, world.other_org, ["C" * 30 + "O"])
+    theirs = await register(world.engine, world.other_org, ["C" * 30 + "O"])
 
     async def theirs_found() -> bool:
         outcome = await world.service.similar(scientist(world.other_org), "C" * 30 + "O", threshold=0.99)
@@ -352,7 +356,7 @@ async def test_changes_reach_the_index_through_the_bus(world: World) -> None:
 
 
 async def test_a_write_of_this_replica_is_searchable_at_once(world: World) -> None:
-    new = await register(world.uow, world.org, ["OCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCO"])
+    new = await register(world.engine, world.org, ["OCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCO"])
     await world.sync.after_write(world.org, new)
     outcome = await world.service.exact(world.alice, smiles="OCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCO")
     assert [m.id for m in outcome] == new

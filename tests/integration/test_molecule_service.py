@@ -1,7 +1,7 @@
 """MoleculeService and its query engine against a real PostgreSQL (and NATS for the bus follower).
 
 The filter/sort test registers ~2,000 NCI structures through chemistry.register and
-registration.register_structures (the import path), adds PREDICTED / EXPERIMENTAL values, statuses,
+the molecule repository's register (the import path), adds PREDICTED / EXPERIMENTAL values, statuses,
 flags and a library, and compares every answer of the service with a brute-force evaluation over the
 rows read back from PostgreSQL (tests/molecule_oracle.py).
 """
@@ -30,13 +30,16 @@ from molbridge.molecule.v1 import molecule_service_pb2_grpc as pb_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bus import OutboxRelay, connect, ensure_streams
-from services.molecule import chemistry
-from services.molecule.import_domain import StructureRow
-from services.molecule.molecules import MoleculeService, NewMolecule, PropertyInput
-from services.molecule.queries import STATUSES, MoleculeQuery, QueryIndex, RawFilter, parse_query
-from services.molecule.registration import register_structures
-from services.molecule.server.molecules import MoleculeServicer, follow_changes
-from services.molecule.store import SCHEMA
+from services.molecule.domain import chemistry
+from services.molecule.domain.imports import StructureRow
+from services.molecule.domain.vocabulary import STATUSES
+from services.molecule.index.columnar import QueryIndex
+from services.molecule.index.query import MoleculeQuery, RawFilter, parse_query
+from services.molecule.index.query_sync import follow_changes
+from services.molecule.server.molecules import MoleculeServicer
+from services.molecule.service.molecules import MoleculeService, NewMolecule, PropertyInput
+from services.molecule.store.tables import SCHEMA
+from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations, server
 from services.runtime.auth import AUDIENCE, ISSUER, Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
@@ -51,7 +54,7 @@ from services.runtime.settings import Settings
 from stack.ports import free_port
 from tests import molecule_oracle as oracle
 
-MIGRATIONS = Path(chemistry.__file__).parent / "migrations"
+MIGRATIONS = Path(chemistry.__file__).parents[1] / "migrations"
 NCI = Path(rdkit.__file__).parent / "Data" / "NCI" / "first_5K.smi"
 SERIES = ["hit", "lead", "Lead-2", "backup", "007"]
 
@@ -81,7 +84,7 @@ async def world(database_url: str) -> AsyncIterator[World]:
     engine = make_engine(database_url, SCHEMA)
     uow = UnitOfWork(engine)
     index = QueryIndex(engine)
-    yield World(engine, uow, index, MoleculeService(uow, index))
+    yield World(engine, uow, index, MoleculeService(molecule_transactions(engine), index))
     await engine.dispose()
 
 
@@ -112,10 +115,8 @@ async def register_nci(world: World, org: str, count: int, rng: random.Random) -
             StructureRow(i + 1, structure, f"NSC-{rng.randint(1, 400)}" if rng.random() < 0.8 else "", values)
         )
     for start in range(0, len(rows), 400):  # chunks: several created_at values, with ties inside each
-        async with world.uow() as session:
-            await register_structures(
-                session, rows[start : start + 400], organization_id=org, actor_id="importer"
-            )
+        async with molecule_transactions(world.engine)() as uow:
+            await uow.molecules.register(rows[start : start + 400], organization_id=org, actor_id="importer")
 
 
 async def add_values(world: World, org: str, source: str, name: str, fraction: float, seed: float) -> None:
@@ -268,7 +269,7 @@ async def test_filter_and_sort_agree_with_brute_force_on_two_thousand_molecules(
         views, total = await world.service.list_molecules(who, query, PageRequest.of(page, size))
         assert ([v.id for v in views], total) == oracle.evaluate(rows, query, who.subject, page, size), query
     # a fresh replica (full load) answers the same
-    replica = MoleculeService(world.uow, QueryIndex(world.engine))
+    replica = MoleculeService(molecule_transactions(world.engine), QueryIndex(world.engine))
     for query, page, size in queries_for(rng, rows, library_id)[:20]:
         views, total = await replica.list_molecules(alice, query, PageRequest.of(page, size))
         assert ([v.id for v in views], total) == oracle.evaluate(rows, query, alice.subject, page, size)
@@ -489,7 +490,7 @@ async def test_another_replica_follows_changes_from_the_bus(world: World, nats_s
     alice = person(org)
     made = await world.service.create(alice, NewMolecule("CC(C)O", "isopropanol"))
     replica = QueryIndex(world.engine)
-    other = MoleculeService(world.uow, replica)
+    other = MoleculeService(molecule_transactions(world.engine), replica)
     nats = await connect(nats_server.url)
     js = nats.jetstream()
     await ensure_streams(js)

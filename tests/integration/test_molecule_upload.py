@@ -28,16 +28,16 @@ from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
 from services.identity.store import identity_transactions
 from services.identity.store.signing_keys import KeyRing
-from services.molecule.context import MoleculeContext
-from services.molecule.imports import ImportLimits, UploadService, upload_object_key
-from services.molecule.server.imports import STORAGE, build
-from services.molecule.storage import MIB, ObjectStorage, S3Storage
-from services.molecule.store import SCHEMA as MOLECULE_SCHEMA
+from services.molecule.bootstrap import build_parts
+from services.molecule.service.uploads import ImportLimits, UploadService, upload_object_key
+from services.molecule.settings import MoleculeSettings
+from services.molecule.store.tables import SCHEMA as MOLECULE_SCHEMA
+from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations, server
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
-from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.db import make_engine
 from services.runtime.email import FolderSender
-from services.runtime.settings import Settings
+from services.runtime.storage import MIB, ObjectStorage, S3Storage
 from stack.ports import free_port
 from tests.data.csv import corpus
 from tests.integration.s3_server import MotoS3
@@ -103,7 +103,7 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
             tokens[f"{org_name}_{role.split('_')[1]}"] = (await identity.login(email, PASSWORD)).access_token
 
     port = free_port()
-    settings = Settings.from_env(
+    settings = MoleculeSettings.from_env(
         "molecule",
         {
             "MOLBRIDGE_MOLECULE_ADDR": f"127.0.0.1:{port}",
@@ -112,15 +112,15 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
         },
     )
     engine = make_engine(database_url, MOLECULE_SCHEMA)
-    ctx = MoleculeContext(settings, engine, UnitOfWork(engine))
-    part = build(ctx)
+    part = build_parts(settings, engine)
     app = server.ServiceApp(
-        settings=settings, servicers=part.servicers, authenticator=Authenticator(verifier, identity)
+        settings=settings, servicers=part.servicers, authenticator=Authenticator(verifier, identity),
+        on_stop=part.on_stop,
     )
     grpc_server, health, tasks = await server.start_server(app)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield World(pb_grpc.ImportServiceStub(channel), ctx.shared[STORAGE], engine, tokens, orgs)
+            yield World(pb_grpc.ImportServiceStub(channel), part.storage, engine, tokens, orgs)
     finally:
         await server.stop_server(app, grpc_server, health, tasks)
         await engine.dispose()
@@ -404,7 +404,7 @@ async def test_upload_and_preview_on_s3(database_url: str, tmp_path: Path) -> No
     with MotoS3(tmp_path / "moto.log") as s3:
         storage = S3Storage("uploads-test", endpoint_url=s3.url, part_bytes=5 * MIB, **s3.credentials)
         storage.create_bucket_if_missing()
-        uploads = UploadService(UnitOfWork(engine), storage, ImportLimits(max_upload_bytes=20 * MIB))
+        uploads = UploadService(molecule_transactions(engine), storage, ImportLimits(max_upload_bytes=20 * MIB))
         scientist = Principal("user-1", str(uuid.uuid4()), "PHARMA", frozenset({"pharma_scientist"}))
         content = csv_bytes(200_000, seed=4)
         assert 5 * MIB < len(content) < 20 * MIB

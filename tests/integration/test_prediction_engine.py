@@ -40,11 +40,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bus import OutboxRelay, add_event, connect, ensure_streams, event_subject, outbox_table, unpack
 from bus.consumer import Consumer
-from services.molecule.molecules import MoleculeService, NewMolecule
-from services.molecule.predictions import PredictionConsumer
-from services.molecule.queries import QueryIndex
+from services.molecule.index.columnar import QueryIndex
 from services.molecule.server.molecules import MoleculeServicer
-from services.molecule.store import SCHEMA as MOLECULE_SCHEMA
+from services.molecule.service.molecules import MoleculeService, NewMolecule
+from services.molecule.service.predictions import PredictionConsumer
+from services.molecule.store.tables import SCHEMA as MOLECULE_SCHEMA
+from services.molecule.store.uow import molecule_transactions
 from services.prediction import bootstrap
 from services.prediction import worker as prediction_worker
 from services.prediction.bootstrap import PredictionSettings
@@ -162,12 +163,15 @@ async def world(database_url: str, nats_server: object, ai_engine: Engine) -> As
     await ensure_streams(js)
     molecule_uow = UnitOfWork(molecule_db)
     # The molecule side: stores what PredictionCompleted carries.
-    runners = [PredictionConsumer(molecule_uow).consumer(js), OutboxRelay(molecule_db, MOLECULE_SCHEMA, js)]
+    runners = [
+        PredictionConsumer(molecule_transactions(molecule_db)).consumer(js),
+        OutboxRelay(molecule_db, MOLECULE_SCHEMA, js),
+    ]
     tasks = [asyncio.create_task(r.run()) for r in runners]
     try:
         async with running("prediction-worker", bootstrap.worker_process(prediction_db, client), settings) as worker:
             yield World(
-                MoleculeService(molecule_uow, QueryIndex(molecule_db)),
+                MoleculeService(molecule_transactions(molecule_db), QueryIndex(molecule_db)),
                 molecule_uow,
                 UnitOfWork(prediction_db),
                 prediction_db,

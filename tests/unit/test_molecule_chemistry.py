@@ -9,8 +9,8 @@ import rdkit
 from rdkit import Chem, DataStructs, rdBase
 from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 
-from services.molecule import chemistry, fragment_parent, properties
-from services.molecule.chemistry import InvalidStructure, Registered, register, register_many
+from services.molecule.domain import chemistry, fragment_parent, properties
+from services.molecule.domain.chemistry import InvalidStructure, Registered, register, register_many
 
 NCI = Path(rdkit.__file__).parent / "Data" / "NCI"
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"

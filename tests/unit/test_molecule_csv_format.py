@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.molecule import csv_format as cf
-from services.molecule.csv_format import (
+from services.molecule.domain import csv_format as cf
+from services.molecule.domain.csv_format import (
     Chunk,
     CsvFormatError,
     CsvLimits,
@@ -121,7 +121,7 @@ def test_splitter_agrees_with_the_stdlib_reader_on_random_input() -> None:
         blocks = (data[i : i + 3] for i in range(0, len(data), 3))  # CRLF and quotes split across blocks
         ours = [
             split_record(record.decode(), ",") if record else []
-            for _, _, record, _ in cf._records(blocks, 0, ",", 1 << 20)
+            for _, _, record, _ in cf.split_records(blocks, 0, ",", 1 << 20)
             if record is not None
         ]
         assert ours == list(csv.reader(io.StringIO(text, newline=""))), repr(text)
@@ -129,7 +129,7 @@ def test_splitter_agrees_with_the_stdlib_reader_on_random_input() -> None:
 
 def test_record_offsets_are_record_boundaries() -> None:
     data = b'a,"x\r\ny"\r\nb,c\rd,"""q"""\n\ne'
-    records = list(cf._records(iter([data]), 0, ",", 100))
+    records = list(cf.split_records(iter([data]), 0, ",", 100))
     assert [(start, end) for start, end, _, _ in records] == [(0, 10), (10, 14), (14, 24), (24, 25), (25, 26)]
     assert [data[start:end] for start, end, _, _ in records][0] == b'a,"x\r\ny"\r\n'
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.molecule.import_domain import (
+from services.molecule.domain.imports import (
     ChunkCounts,
     ColumnPlan,
     JobStatus,

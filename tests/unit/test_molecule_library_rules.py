@@ -8,8 +8,8 @@ import uuid
 import numpy as np
 import pytest
 
-from services.molecule import distributions
-from services.molecule.library_rules import (
+from services.molecule.domain import distributions
+from services.molecule.domain.library_rules import (
     MAX_BATCH,
     Action,
     Level,

@@ -1,7 +1,7 @@
 import pytest
 
-from services.molecule import properties
-from services.molecule.properties import PropertyValueError, ValueType, check_value, definition, parse_value
+from services.molecule.domain import properties
+from services.molecule.domain.properties import PropertyValueError, ValueType, check_value, definition, parse_value
 
 DOMAIN_RANGES = {  # DOMAIN.md "Known properties": name → (units, low, high)
     "molecular_weight": ("g/mol", 0, 2000),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.molecule import chemistry
+from services.molecule.domain import chemistry
 from services.molecule.restandardize import Registration, StoredMolecule, plan
 
 AMMONIA = chemistry.register("N").inchi_key

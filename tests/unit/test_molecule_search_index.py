@@ -12,8 +12,8 @@ import pytest
 from rdkit import Chem, DataStructs, RDLogger
 from rdkit.Chem import rdFingerprintGenerator
 
-from services.molecule import search_index
-from services.molecule.search_index import (
+from services.molecule.index import search_index
+from services.molecule.index.search_index import (
     IndexEntry,
     SearchIndex,
     _nth_set_rows,

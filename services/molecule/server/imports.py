@@ -11,19 +11,17 @@ from google.api.httpbody_pb2 import HttpBody
 from molbridge.molecule.v1 import import_service_pb2 as pb
 from molbridge.molecule.v1 import import_service_pb2_grpc as pb_grpc
 
-from services.molecule import csv_format
-from services.molecule.context import MoleculeContext, ServicePart
-from services.molecule.import_domain import ImportJob
-from services.molecule.import_jobs import CSV_QUEUE, REPORT_CONTENT_TYPE, ImportJobService
-from services.molecule.imports import ImportLimits, StoredUpload, UploadService
-from services.molecule.storage import ObjectStorage, _attachment, make_storage
+from services.molecule.domain import csv_format
+from services.molecule.domain.imports import ImportJob
+from services.molecule.service.import_jobs import REPORT_CONTENT_TYPE, ImportJobService
+from services.molecule.service.uploads import StoredUpload, UploadService
 from services.runtime.auth import current_principal
 from services.runtime.pagination import PageRequest
 from services.runtime.protomap import timestamp
+from services.runtime.storage import attachment_disposition
 
 Context: TypeAlias = grpc.aio.ServicerContext
 
-STORAGE = "storage"  # ctx.shared keys
 UPLOADS = "uploads"
 IMPORT_JOBS = "import_jobs"
 
@@ -139,7 +137,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     async def GetImportErrors(self, request: pb.GetImportErrorsRequest, context: Context) -> HttpBody:
         report = await self._jobs.error_report_inline(current_principal(), request.job_id)
         # The file name, for native gRPC clients and for the gateway to pass on where it does.
-        await context.send_initial_metadata((("content-disposition", _attachment(report.filename)),))
+        await context.send_initial_metadata((("content-disposition", attachment_disposition(report.filename)),))
         return HttpBody(content_type=REPORT_CONTENT_TYPE, data=report.data)
 
     async def GetImportErrorsLink(
@@ -149,32 +147,3 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         return pb.GetImportErrorsLinkResponse(
             data=pb.DownloadLink(url=link.url, expires_at=timestamp(link.expires_at))
         )
-
-
-def shared_storage(ctx: MoleculeContext) -> ObjectStorage:
-    """The service's one object storage (made from the settings on first use)."""
-    if STORAGE not in ctx.shared:
-        ctx.shared[STORAGE] = make_storage(ctx.settings)
-    storage: ObjectStorage = ctx.shared[STORAGE]
-    return storage
-
-
-def build(ctx: MoleculeContext) -> ServicePart:
-    """Needs ctx.uow and ctx.settings (S3_* / data dir, upload limits, MOLBRIDGE_PUBLIC_URL,
-    MOLBRIDGE_CSV_QUEUE); shares the object storage as ctx.shared["storage"], the upload service as
-    ctx.shared["uploads"] and the import jobs as ctx.shared["import_jobs"]."""
-    limits = ImportLimits.from_settings(ctx.settings)
-    uploads = UploadService(ctx.uow, shared_storage(ctx), limits)
-    ctx.shared[UPLOADS] = uploads
-    gateway = f"http://127.0.0.1:{ctx.settings.get('GATEWAY_PORT', '8080')}"
-    jobs = ImportJobService(
-        ctx.uow,
-        shared_storage(ctx),
-        uploads,
-        public_url=ctx.settings.get("MOLBRIDGE_PUBLIC_URL", gateway),
-        limits=limits,
-        queue=ctx.settings.get("MOLBRIDGE_CSV_QUEUE") or CSV_QUEUE,
-    )
-    ctx.shared[IMPORT_JOBS] = jobs
-    servicer = ImportServicer(uploads, jobs)
-    return ServicePart(servicers=[(pb_grpc.add_ImportServiceServicer_to_server, servicer)])

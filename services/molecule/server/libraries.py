@@ -1,59 +1,37 @@
-"""LibraryService servicer: maps protos to the service layer (services/molecule/libraries.py) and back."""
+"""LibraryService servicer: maps protos to the use cases (service/libraries.py) and back."""
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import grpc
 from google.api.httpbody_pb2 import HttpBody
-from google.protobuf import struct_pb2
 from molbridge.molecule.v1 import library_service_pb2 as pb
 from molbridge.molecule.v1 import library_service_pb2_grpc as pb_grpc
-from molbridge.molecule.v1 import molecule_pb2
 
-from services.molecule.context import MoleculeContext, ServicePart
-from services.molecule.distributions import Histogram
-from services.molecule.libraries import (
-    IdentityUserDirectory,
-    Library,
-    LibraryAccess,
-    LibraryFilter,
-    LibraryService,
-    MoleculeView,
-)
-from services.molecule.library_rules import Level
-from services.molecule.queries import QueryIndex
+from services.molecule.domain.distributions import Histogram
+from services.molecule.domain.library_rules import Level, LibraryFilter
+from services.molecule.server.mapping import molecule_pb
+from services.molecule.service.libraries import LibraryService
+from services.molecule.store.libraries import Library, LibraryAccess
 from services.runtime.auth import current_principal
 from services.runtime.errors import ValidationError
 from services.runtime.pagination import PageRequest
-from services.runtime.protomap import timestamp
+from services.runtime.protomap import enum_name, timestamp
 
 Context: TypeAlias = grpc.aio.ServicerContext
 
-QUERY_INDEX = "query_index"  # ctx.shared keys
-LIBRARIES = "libraries"
 
 # Metadata that proves who the caller is, forwarded when the service asks identity on their behalf.
 CREDENTIAL_HEADERS = ("authorization", "x-api-key")
 
 
-def _name(enum: Any, prefix: str, value: int, field_name: str) -> str:
-    """A proto enum value as the service layer's plain name; UNSPECIFIED is ""."""
-    if value == 0:
-        return ""
-    try:
-        return str(enum.Name(value)).removeprefix(prefix)
-    except ValueError:
-        violation = (field_name, f"unknown value {value}")
-        raise ValidationError(f"Unknown {field_name}", field_violations=[violation]) from None
-
-
 def _category(value: int) -> str:
-    return _name(pb.LibraryCategory, "LIBRARY_CATEGORY_", value, "category")
+    return enum_name(pb.LibraryCategory, "LIBRARY_CATEGORY_", value)
 
 
 def _visibility(value: int) -> str:
-    return _name(pb.LibraryVisibility, "LIBRARY_VISIBILITY_", value, "visibility")
+    return enum_name(pb.LibraryVisibility, "LIBRARY_VISIBILITY_", value)
 
 
 def _level(value: int) -> Level:
@@ -90,48 +68,6 @@ def distribution_pb(hist: Histogram) -> pb.Distribution:
     return pb.Distribution(
         property=hist.property, units=hist.units, edges=hist.edges, counts=hist.counts,
         with_value=hist.with_value, missing=hist.missing, mean=hist.mean, median=hist.median,
-    )
-
-
-def _value(value: float | str | None) -> struct_pb2.Value:
-    if value is None:
-        return struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
-    if isinstance(value, str):
-        return struct_pb2.Value(string_value=value)
-    return struct_pb2.Value(number_value=value)
-
-
-def _enum_or_unspecified(enum: Any, name: str) -> Any:
-    """The enum value named `name`, or 0 (UNSPECIFIED) for a stored name the contract does not know."""
-    try:
-        return enum.Value(name)
-    except ValueError:
-        return 0
-
-
-def molecule_pb(view: MoleculeView) -> molecule_pb2.Molecule:
-    """The one Molecule mapping (MoleculeService's lists use it too)."""
-    return molecule_pb2.Molecule(
-        id=view.id, name=view.name, smiles=view.smiles, canonical_smiles=view.canonical_smiles,
-        inchi_key=view.inchi_key, formula=view.formula, molecular_weight=view.molecular_weight,
-        status=_enum_or_unspecified(molecule_pb2.MoleculeStatus, f"MOLECULE_STATUS_{view.status}"),
-        properties=[
-            molecule_pb2.Property(
-                name=p.name, value=_value(p.value), units=p.units,
-                source=_enum_or_unspecified(molecule_pb2.PropertySource, f"PROPERTY_SOURCE_{p.source}"),
-            )
-            for p in view.properties
-        ],
-        flags=[
-            molecule_pb2.Flag(
-                type=_enum_or_unspecified(molecule_pb2.FlagType, f"FLAG_TYPE_{f.type}"),
-                level=_enum_or_unspecified(molecule_pb2.FlagLevel, f"FLAG_LEVEL_{f.level}"),
-                notes=f.notes, user_id=f.user_id, created_at=timestamp(f.created_at),
-            )
-            for f in view.flags
-        ],
-        library_ids=view.library_ids, organization_id=view.organization_id, created_by=view.created_by,
-        created_at=timestamp(view.created_at), updated_at=timestamp(view.updated_at),
     )
 
 
@@ -249,24 +185,3 @@ class LibraryServicer(pb_grpc.LibraryServiceServicer):
             height=request.height,
         )
         return HttpBody(content_type="image/png", data=png)
-
-
-def shared_query_index(ctx: MoleculeContext) -> QueryIndex:
-    """The service's one molecule query index (made on first use, whichever part asks first)."""
-    if QUERY_INDEX not in ctx.shared:
-        ctx.shared[QUERY_INDEX] = QueryIndex(ctx.engine)
-    index: QueryIndex = ctx.shared[QUERY_INDEX]
-    return index
-
-
-def build(ctx: MoleculeContext) -> ServicePart:
-    """Needs ctx.uow, ctx.engine and ctx.settings (identity's address, to check grantees). Uses the query
-    index ctx.shared["query_index"] (made here if no part made it yet; feeding it MoleculesChanged events
-    and preloading it is the composition root's job) and shares the service as ctx.shared["libraries"]."""
-    users = IdentityUserDirectory(ctx.settings.addr_of("identity"))
-    service = LibraryService(ctx.uow, users, shared_query_index(ctx))
-    ctx.shared[LIBRARIES] = service
-    return ServicePart(
-        servicers=[(pb_grpc.add_LibraryServiceServicer_to_server, LibraryServicer(service))],
-        on_stop=[users.close],
-    )

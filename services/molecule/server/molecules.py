@@ -1,115 +1,45 @@
-"""MoleculeService servicer: maps protos to the service layer (services/molecule/molecules.py) and back."""
+"""MoleculeService servicer: maps protos to the use cases (service/molecules.py) and back."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import grpc
 from google.api.httpbody_pb2 import HttpBody
-from google.protobuf import struct_pb2
 from molbridge.common.v1.page_pb2 import PageMeta
-from molbridge.events.v1.envelope_pb2 import EventEnvelope
-from molbridge.events.v1.molecule_pb2 import MoleculesChanged
 from molbridge.molecule.v1 import molecule_pb2
 from molbridge.molecule.v1 import molecule_service_pb2 as pb
 from molbridge.molecule.v1 import molecule_service_pb2_grpc as pb_grpc
-from nats.js.api import DeliverPolicy
 
-from bus.connection import connect
-from bus.streams import ensure_streams
-from bus.subjects import event_subject
-from services.molecule import properties
-from services.molecule.context import MoleculeContext, ServicePart
-from services.molecule.molecules import EVENT_SOURCE, MoleculeService, NewMolecule, PropertyInput
-from services.molecule.queries import MoleculeQuery, QueryIndex, RawFilter, parse_query
-from services.molecule.server.libraries import molecule_pb, shared_query_index
+from services.molecule.domain import properties
+from services.molecule.index.query import MoleculeQuery, parse_query
+from services.molecule.server.mapping import (
+    flag_name,
+    molecule_pb,
+    python_value,
+    query_from_proto,
+    source_name,
+    status_name,
+)
+from services.molecule.service.molecules import MoleculeService, NewMolecule, PropertyInput
 from services.runtime.auth import current_principal
 from services.runtime.pagination import PageRequest
+from services.runtime.protomap import enum_name
 
 Context: TypeAlias = grpc.aio.ServicerContext
 log = logging.getLogger("molbridge.molecule.server")
 
-MOLECULES = "molecules"
-CHANGES_SUBJECT = event_subject(EVENT_SOURCE, MoleculesChanged)
-_RETRY_DELAYS_S = (0.5, 2.0, 5.0, 15.0, 30.0)
-
-
-def _name(enum: Any, prefix: str, value: int) -> str:
-    """A proto enum value as the service layer's plain name; UNSPECIFIED (or unknown) is ""."""
-    try:
-        return "" if value == 0 else str(enum.Name(value)).removeprefix(prefix)
-    except ValueError:
-        return f"#{value}"  # the service layer names it in its 400
-
-
-def _python(value: struct_pb2.Value | None) -> Any:
-    """google.protobuf.Value → None, float, str, bool, list (a struct stays a dict: rejected as a value)."""
-    if value is None:
-        return None
-    kind = value.WhichOneof("kind")
-    if kind == "number_value":
-        return value.number_value
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "list_value":
-        return [_python(v) for v in value.list_value.values]
-    if kind == "struct_value":
-        return {k: _python(v) for k, v in value.struct_value.fields.items()}
-    return None
-
-
-def _source(value: int) -> str:
-    return _name(molecule_pb2.PropertySource, "PROPERTY_SOURCE_", value)
-
-
-def _flag(value: int) -> str:
-    return _name(molecule_pb2.FlagType, "FLAG_TYPE_", value)
-
-
-def _status(value: int) -> str:
-    return _name(molecule_pb2.MoleculeStatus, "MOLECULE_STATUS_", value)
 
 
 def _property_input(p: molecule_pb2.Property) -> PropertyInput:
     return PropertyInput(
-        p.name, _python(p.value) if p.HasField("value") else None, p.units, _source(p.source)
+        p.name, python_value(p.value) if p.HasField("value") else None, p.units, source_name(p.source)
     )
 
 
 def _new_molecule(m: pb.NewMolecule) -> NewMolecule:
     return NewMolecule(m.smiles, m.name, [_property_input(p) for p in m.properties])
-
-
-def query_from_proto(
-    filters: Sequence[pb.PropertyFilter],
-    flags: Sequence[int],
-    statuses: Sequence[int],
-    library_id: str,
-    sort_by: str = "",
-    sort_desc: bool = False,
-) -> MoleculeQuery:
-    """A filter query's proto fields (FilterMolecules, and the searches that combine with filters)."""
-    return parse_query(
-        filters=[
-            RawFilter(
-                f.property,
-                f.operator,
-                _python(f.value) if f.HasField("value") else None,
-                _source(f.source),
-            )
-            for f in filters
-        ],
-        flags=[_flag(f) for f in flags],
-        statuses=[_status(s) for s in statuses],
-        library_id=library_id,
-        sort_by=sort_by,
-        sort_desc=sort_desc,
-    )
 
 
 def definition_pb(d: properties.PropertyDefinition) -> molecule_pb2.PropertyDefinition:
@@ -134,7 +64,7 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
     async def ListMolecules(
         self, request: pb.ListMoleculesRequest, context: Context
     ) -> pb.ListMoleculesResponse:
-        flag, status = _flag(request.flag), _status(request.status)
+        flag, status = flag_name(request.flag), status_name(request.status)
         query = parse_query(
             flags=[flag] if flag else [],
             statuses=[status] if status else [],
@@ -221,7 +151,7 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
             current_principal(),
             request.id,
             name=request.name,
-            status=_status(request.status),
+            status=status_name(request.status),
             values=[_property_input(p) for p in request.properties],
         )
         return pb.UpdateMoleculeResponse(data=molecule_pb(view))
@@ -237,14 +167,14 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
         view = await self._service.set_flag(
             current_principal(),
             request.molecule_id,
-            _flag(request.type),
-            _name(molecule_pb2.FlagLevel, "FLAG_LEVEL_", request.level),
+            flag_name(request.type),
+            enum_name(molecule_pb2.FlagLevel, "FLAG_LEVEL_", request.level),
             request.notes,
         )
         return pb.SetFlagResponse(data=molecule_pb(view))
 
     async def DeleteFlag(self, request: pb.DeleteFlagRequest, context: Context) -> pb.DeleteFlagResponse:
-        view = await self._service.delete_flag(current_principal(), request.molecule_id, _flag(request.type))
+        view = await self._service.delete_flag(current_principal(), request.molecule_id, flag_name(request.type))
         return pb.DeleteFlagResponse(data=molecule_pb(view))
 
     async def GetMoleculeImage(self, request: pb.GetMoleculeImageRequest, context: Context) -> HttpBody:
@@ -252,54 +182,3 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
             current_principal(), request.id, request.format, request.width, request.height
         )
         return HttpBody(content_type=image.content_type, data=image.data)
-
-
-async def follow_changes(index: QueryIndex, nats_url: str) -> None:
-    """Keep the index fresh from the bus, then load every organization. Each replica reads every
-    MoleculesChanged (an ordered consumer of its own, from now on: what came before, the load reads)."""
-    nats = await connect(nats_url, name="molecule-query-index")
-    try:
-        js = nats.jetstream()
-        await ensure_streams(js)
-        subscription = await js.subscribe(
-            CHANGES_SUBJECT, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
-        )
-        await index.preload()
-        async for message in subscription.messages:
-            await _apply_change(index, message.data)
-    finally:
-        await nats.close()
-
-
-async def _apply_change(index: QueryIndex, data: bytes) -> None:
-    for delay in _RETRY_DELAYS_S:
-        try:
-            await index.on_event(EventEnvelope.FromString(data))
-            return
-        except (TypeError, ValueError) as error:  # not a MoleculesChanged: nothing to retry
-            log.warning("query index: unreadable change event skipped (%s)", error)
-            return
-        except Exception as error:  # PostgreSQL unreachable: the refresh is retried
-            log.warning("query index: refresh failed (%r), retrying in %.1f s", error, delay)
-            await asyncio.sleep(delay)
-    log.error(
-        "query index: a change could not be applied; the organization's list may be stale until restart"
-    )
-
-
-def build(ctx: MoleculeContext) -> ServicePart:
-    """Needs ctx.engine, ctx.uow and ctx.settings.nats_url. Uses the one query index
-    (ctx.shared["query_index"], see server/libraries.shared_query_index), shares the service as
-    ctx.shared["molecules"], and runs the index's bus follower, which also preloads every organization,
-    in the background: no other part needs to feed the index."""
-    index = shared_query_index(ctx)
-    service = MoleculeService(ctx.uow, index)
-    ctx.shared[MOLECULES] = service
-
-    async def follow() -> None:
-        await follow_changes(index, ctx.settings.nats_url)
-
-    return ServicePart(
-        servicers=[(pb_grpc.add_MoleculeServiceServicer_to_server, MoleculeServicer(service))],
-        background=[follow],
-    )

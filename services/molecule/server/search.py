@@ -1,5 +1,4 @@
-"""SearchService servicer: maps protos to the service layer (services/molecule/search.py) and back; and the
-search part of the molecule service (the index, its loader and bus follower)."""
+"""SearchService servicer: maps protos to the use cases (service/search.py) and back."""
 
 from __future__ import annotations
 
@@ -9,12 +8,8 @@ import grpc
 from molbridge.molecule.v1 import search_service_pb2 as pb
 from molbridge.molecule.v1 import search_service_pb2_grpc
 
-from services.molecule.context import MoleculeContext, ServicePart
-from services.molecule.search import Budgets, SearchOutcome, SearchService
-from services.molecule.search_index import SearchIndex
-from services.molecule.search_sync import SearchIndexSync
-from services.molecule.server.libraries import molecule_pb, shared_query_index
-from services.molecule.server.molecules import query_from_proto
+from services.molecule.server.mapping import molecule_pb, query_from_proto
+from services.molecule.service.search import SearchOutcome, SearchService
 from services.runtime.auth import current_principal
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -76,26 +71,3 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
             current_principal(), smiles=request.smiles, inchi_key=request.inchi_key, query=query
         )
         return pb.SearchExactResponse(data=[molecule_pb(v) for v in views])
-
-
-def build(ctx: MoleculeContext) -> ServicePart:
-    """Needs ctx.engine, ctx.uow and ctx.settings (nats_url; MOLBRIDGE_SEARCH_*_BUDGET_MS). Uses the query
-    index ctx.shared["query_index"] (made if no part made it yet) for filters, and shares the service, the
-    index and its sync as ctx.shared["search"], ["search_index"] and ["search_sync"] (another part may
-    call `sync.after_write(org, ids)` after its own commits, for read-your-writes on this replica). Runs
-    the index's loader and bus follower as one background job: the service serves at once, and answers
-    UNAVAILABLE for an organization until its molecules are loaded."""
-    index = SearchIndex()
-    sync = SearchIndexSync(ctx.engine, index, ctx.settings.nats_url)
-    service = SearchService(
-        ctx.uow,
-        index,
-        shared_query_index(ctx),
-        is_ready=sync.is_ready,
-        budgets=Budgets.from_settings(ctx.settings),
-    )
-    ctx.shared.update({SEARCH: service, SEARCH_INDEX: index, SEARCH_SYNC: sync})
-    return ServicePart(
-        servicers=[(search_service_pb2_grpc.add_SearchServiceServicer_to_server, SearchServicer(service))],
-        background=[sync.run],
-    )

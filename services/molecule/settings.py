@@ -1,0 +1,40 @@
+"""The molecule service's settings: what every process reads (services.runtime.settings.Settings: database,
+bus, addresses, object storage) plus the molecule service's own variables, typed and checked at start —
+a bad value stops the process naming the variable and what it accepts."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+
+from services.molecule.domain.uploads import DEFAULT_MAX_ROWS, DEFAULT_MAX_UPLOAD_BYTES, ImportLimits
+from services.molecule.service.import_jobs import CSV_QUEUE
+from services.molecule.service.search import SIMILARITY_BUDGET_ENV, SUBSTRUCTURE_BUDGET_ENV, Budgets
+from services.runtime.settings import Settings
+
+
+class MoleculeSettings(Settings):
+    # The work queue of CSV chunks (tests give each run its own).
+    csv_queue: str = Field(CSV_QUEUE, min_length=1, validation_alias="MOLBRIDGE_CSV_QUEUE")
+    # Chemistry processes per CSV worker (default: the cores).
+    csv_processes: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, validation_alias="MOLBRIDGE_CSV_PROCESSES"
+    )
+    max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, ge=1, validation_alias="MOLBRIDGE_MAX_UPLOAD_BYTES")
+    max_import_rows: int = Field(DEFAULT_MAX_ROWS, ge=1, validation_alias="MOLBRIDGE_MAX_IMPORT_ROWS")
+    # How long a structure search may run before it stops and says `truncated` (milliseconds).
+    similarity_budget_ms: float = Field(1000 * Budgets.similarity_s, gt=0, validation_alias=SIMILARITY_BUDGET_ENV)
+    substructure_budget_ms: float = Field(
+        1000 * Budgets.substructure_s, gt=0, validation_alias=SUBSTRUCTURE_BUDGET_ENV
+    )
+
+    @property
+    def import_limits(self) -> ImportLimits:
+        return ImportLimits(max_upload_bytes=self.max_upload_bytes, max_rows=self.max_import_rows)
+
+    @property
+    def search_budgets(self) -> Budgets:
+        return Budgets(
+            similarity_s=self.similarity_budget_ms / 1000, substructure_s=self.substructure_budget_ms / 1000
+        )

@@ -1,0 +1,181 @@
+"""Molecules in PostgreSQL: the repository the molecule use cases load and save through."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from molbridge.events.v1.prediction_pb2 import PredictedValue
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.molecule.domain.imports import PropertyValue, StructureRow
+from services.molecule.domain.vocabulary import IMPORTED, PREDICTED
+from services.molecule.store.registration import RegistrationResult, register_structures
+from services.molecule.store.tables import flags, molecule_properties, molecules
+from services.runtime.auth import Principal
+from services.runtime.db import canonical_uuid
+from services.runtime.errors import NotFoundError
+
+
+class MoleculeRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, principal: Principal, molecule_id: str, *, lock: bool = False) -> Any:
+        """The caller's organization's molecule row, or 404 (another organization's is not found either)."""
+        canonical = canonical_uuid(molecule_id)
+        if canonical is None:
+            raise NotFoundError("Molecule not found")
+        query = sa.select(molecules).where(
+            molecules.c.id == canonical, molecules.c.organization_id == principal.organization_id
+        )
+        row = (await self._session.execute(query.with_for_update() if lock else query)).first()
+        if row is None:
+            raise NotFoundError("Molecule not found")
+        return row
+
+    async def rows_in_order(self, principal: Principal, ids: Sequence[str]) -> list[Any]:
+        """The caller's organization's molecule rows with these ids, in this order (missing ones left out)."""
+        found = await self._session.execute(
+            sa.select(molecules).where(
+                molecules.c.id.in_(ids), molecules.c.organization_id == principal.organization_id
+            )
+        )
+        by_id = {str(r.id): r for r in found}
+        return [by_id[i] for i in ids if i in by_id]
+
+    async def register(
+        self,
+        rows: Sequence[StructureRow],
+        *,
+        organization_id: str,
+        actor_id: str,
+        job_id: str | None = None,
+        library_id: str | None = None,
+    ) -> RegistrationResult:
+        """Registers new structures and merges known ones (store/registration.py); `job_id` marks an import."""
+        return await register_structures(
+            self._session, rows, organization_id=organization_id, actor_id=actor_id, job_id=job_id,
+            library_id=library_id,
+        )
+
+    async def update(self, molecule_id: str, changes: dict[str, Any]) -> None:
+        await self._session.execute(
+            molecules.update().where(molecules.c.id == molecule_id).values(**changes, updated_at=sa.func.now())
+        )
+
+    async def write_imported_values(
+        self, molecule_id: str, principal: Principal, values: dict[str, PropertyValue | None]
+    ) -> None:
+        """Sets the IMPORTED values (None removes one)."""
+        removed = [name for name, value in values.items() if value is None]
+        if removed:
+            await self._session.execute(
+                molecule_properties.delete().where(
+                    molecule_properties.c.molecule_id == molecule_id,
+                    molecule_properties.c.source == IMPORTED,
+                    molecule_properties.c.name.in_(removed),
+                )
+            )
+        rows = [
+            {
+                "molecule_id": molecule_id,
+                "name": name,
+                "source": IMPORTED,
+                "value_num": value[0],
+                "value_text": value[1],
+                "units": value[2],
+                "provenance": {"updated_by": principal.subject},
+            }
+            for name, value in sorted(values.items())
+            if value is not None
+        ]
+        if rows:
+            statement = insert(molecule_properties).values(rows)
+            excluded = statement.excluded
+            await self._session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[
+                        molecule_properties.c.molecule_id,
+                        molecule_properties.c.name,
+                        molecule_properties.c.source,
+                    ],
+                    set_={
+                        "value_num": excluded.value_num,
+                        "value_text": excluded.value_text,
+                        "units": excluded.units,
+                        "provenance": excluded.provenance,
+                        "updated_at": sa.func.now(),
+                    },
+                )
+            )
+
+    async def set_flag(self, molecule_id: str, principal: Principal, flag_type: str, level: str, notes: str) -> None:
+        statement = insert(flags).values(
+            molecule_id=molecule_id, user_id=principal.subject, type=flag_type, level=level, notes=notes
+        )
+        await self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[flags.c.molecule_id, flags.c.user_id, flags.c.type],
+                set_={"level": level, "notes": notes, "created_at": sa.func.now()},
+            )
+        )
+
+    async def delete_flag(self, molecule_id: str, principal: Principal, flag_type: str) -> bool:
+        """Whether a flag was removed."""
+        removed = await self._session.execute(
+            flags.delete().where(
+                flags.c.molecule_id == molecule_id, flags.c.user_id == principal.subject, flags.c.type == flag_type
+            )
+        )
+        return bool(removed.rowcount)  # type: ignore[attr-defined]
+
+    async def lock_owned(self, organization_id: str, molecule_ids: Sequence[str]) -> set[str]:
+        """Which of these molecules the organization has, locked (in id order, so writers never deadlock)."""
+        return set(
+            map(
+                str,
+                await self._session.scalars(
+                    sa.select(molecules.c.id)
+                    .where(molecules.c.id.in_(molecule_ids), molecules.c.organization_id == organization_id)
+                    .order_by(molecules.c.id)
+                    .with_for_update()
+                ),
+            )
+        )
+
+    async def write_predicted(self, job_id: str, values: Sequence[PredictedValue]) -> None:
+        """Sets PREDICTED values (one per molecule and property: a later prediction replaces an earlier one)."""
+        rows = [
+            {
+                "molecule_id": v.molecule_id,
+                "name": v.property,
+                "source": PREDICTED,
+                "value_num": v.value,
+                "value_text": None,
+                "units": v.units,
+                "provenance": {
+                    "prediction_job_id": job_id,
+                    "model": v.model_name,
+                    "model_version": v.model_version,
+                    "confidence": v.confidence,
+                },
+            }
+            for v in values
+        ]
+        statement = insert(molecule_properties)
+        await self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["molecule_id", "name", "source"],
+                set_={
+                    "value_num": statement.excluded.value_num,
+                    "value_text": statement.excluded.value_text,
+                    "units": statement.excluded.units,
+                    "provenance": statement.excluded.provenance,
+                    "updated_at": sa.func.now(),
+                },
+            ),
+            sorted(rows, key=lambda r: (str(r["molecule_id"]), str(r["name"]))),
+        )
