@@ -44,7 +44,7 @@ class ServiceSpec:
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("identity", "services.identity"),
     ServiceSpec("molecule", "services.molecule"),
-    ServiceSpec("molecule-worker", "services.molecule.worker", grpc=False),
+    ServiceSpec("molecule-worker", "services.molecule.worker", grpc=False, health=True),
     ServiceSpec("prediction", "services.prediction"),
     ServiceSpec("prediction-worker", "services.prediction.worker", grpc=False, health=True),
 )
