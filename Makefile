@@ -76,11 +76,12 @@ $(GEN_STAMP): $(INSTALLED) $(PROTOS)
 buf-lint: $(INSTALLED)
 	cd protos && ../$(VENV)/bin/buf lint
 
-# Compares with the previous commit of main (offline: buf reads the local git history).
+# Compares with the previous commit of main (offline: buf reads the local git history). A deliberate,
+# one-time break is declared in protos/CONTRACT_BREAK (why, and the exact findings it accepts): while
+# that declaration is new against HEAD~1 (its commit, its branch, the merge bringing it), only the
+# findings it lists pass; any other break fails, and later commits are checked in full again.
 buf-breaking: $(INSTALLED)
-	@if git rev-parse -q --verify HEAD~1 >/dev/null; then \
-	  cd protos && ../$(VENV)/bin/buf breaking --against "../.git#ref=HEAD~1,subdir=protos"; \
-	else echo "buf breaking: no previous commit to compare with"; fi
+	BUF=$(CURDIR)/$(VENV)/bin/buf protos/breaking.sh
 
 lint: $(GEN_STAMP) buf-lint buf-breaking
 	$(VENV)/bin/ruff check services bus cli stack gateway tests bench

@@ -93,7 +93,7 @@ def scientist(stack: Stack) -> dict[str, str]:
     admin = {"authorization": f"Bearer {login(stack)}"}
     api = f"{stack.gateway_url}/api/v1"
     org = httpx.post(f"{api}/organizations", json={"name": f"Bench {uuid.uuid4().hex[:8]}",
-                                                   "kind": "ORGANIZATION_KIND_PHARMA"}, headers=admin, timeout=30)
+                                                   "kind": "PHARMA"}, headers=admin, timeout=30)
     org.raise_for_status()
     org_id = org.json()["data"]["id"]
     email = f"scientist-{org_id[:8]}@bench.test"

@@ -84,7 +84,7 @@ def whoami(args: argparse.Namespace, gw: Gateway) -> None:
     organization = user.organization_id
     try:
         org = gw.call(gw.identity.GetOrganization, pb.GetOrganizationRequest(id=user.organization_id)).data
-        organization = f"{org.name} ({pb.OrganizationKind.Name(org.kind).removeprefix('ORGANIZATION_KIND_')})"
+        organization = f"{org.name} ({pb.Organization.Kind.Name(org.kind)})"
     except grpc.RpcError:
         pass  # the id alone is still useful
     print(

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import sqlalchemy as sa
-from molbridge.events.v1.audit_pb2 import AuditOutcome, AuditRecorded
+from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.molecule_pb2 import MoleculesChanged
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -265,7 +265,7 @@ async def _carry_out(session: AsyncSession, correction: Correction) -> None:
     }
     audit = AuditRecorded(
         action=f"molecule.{'split' if correction.moved else 'restandardized'}",
-        outcome=AuditOutcome.AUDIT_OUTCOME_SUCCESS,
+        outcome=AuditRecorded.SUCCESS,
         target_type="molecule",
         target_id=record.id,
         details=details,

@@ -63,7 +63,7 @@ class RemoteIdentity:
         return Principal(
             subject=reply.key_id,
             organization_id=reply.organization_id,
-            organization_kind=pb.OrganizationKind.Name(reply.organization_kind).removeprefix("ORGANIZATION_KIND_"),
+            organization_kind=pb.Organization.Kind.Name(reply.organization_kind),
             roles=frozenset(reply.roles),
             via="api_key",
         )

@@ -47,7 +47,7 @@ def admin(api: httpx.Client, mesh) -> dict:  # type: ignore[no-untyped-def]
 def new_org(api: httpx.Client, admin: dict, kind: str = "PHARMA") -> tuple[str, dict]:
     """An organization with its own admin, logged in."""
     name = f"Org {uuid.uuid4().hex[:8]}"
-    org = api.post("/organizations", json={"name": name, "kind": f"ORGANIZATION_KIND_{kind}"}, headers=bearer(admin))
+    org = api.post("/organizations", json={"name": name, "kind": kind}, headers=bearer(admin))
     assert org.status_code == 200, org.text
     org_id = org.json()["data"]["id"]
     email = f"admin-{org_id[:8]}@e2e.test"
@@ -119,13 +119,13 @@ def test_error_envelope_for_each_code(api: httpx.Client, admin: dict) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "RESOURCE_NOT_FOUND"
 
     name = f"Dup {uuid.uuid4().hex[:6]}"
-    first = api.post("/organizations", json={"name": name, "kind": "ORGANIZATION_KIND_CRO"}, headers=bearer(admin))
+    first = api.post("/organizations", json={"name": name, "kind": "CRO"}, headers=bearer(admin))
     assert first.status_code == 200
-    duplicate = api.post("/organizations", json={"name": name, "kind": "ORGANIZATION_KIND_CRO"}, headers=bearer(admin))
+    duplicate = api.post("/organizations", json={"name": name, "kind": "CRO"}, headers=bearer(admin))
     assert duplicate.status_code == 409 and duplicate.json()["error"]["code"] == "RESOURCE_CONFLICT"
 
     _, pharma_admin = new_org(api, admin)
-    forbidden = api.post("/organizations", json={"name": "Nope", "kind": "ORGANIZATION_KIND_CRO"},
+    forbidden = api.post("/organizations", json={"name": "Nope", "kind": "CRO"},
                          headers=bearer(pharma_admin))
     assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "AUTHORIZATION_ERROR"
 
@@ -230,7 +230,7 @@ def test_organizations_are_isolated(api: httpx.Client, admin: dict) -> None:
 
 
 def test_idempotent_create_with_request_id(api: httpx.Client, admin: dict) -> None:
-    body = {"name": f"Idem {uuid.uuid4().hex[:6]}", "kind": "ORGANIZATION_KIND_PHARMA", "request_id": uuid.uuid4().hex}
+    body = {"name": f"Idem {uuid.uuid4().hex[:6]}", "kind": "PHARMA", "request_id": uuid.uuid4().hex}
     first = api.post("/organizations", json=body, headers=bearer(admin)).json()["data"]
     second = api.post("/organizations", json=body, headers=bearer(admin)).json()["data"]
     assert first["id"] == second["id"]

@@ -126,7 +126,7 @@ class Identity(identity_service_pb2_grpc.IdentityServiceServicer):
     async def ListOrganizations(
         self, request: pb.ListOrganizationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListOrganizationsResponse:
-        org = pb.Organization(id="org-1", name="Acme", kind=pb.ORGANIZATION_KIND_PHARMA)
+        org = pb.Organization(id="org-1", name="Acme", kind=pb.Organization.PHARMA)
         meta = pb.ListOrganizationsResponse().meta
         meta.page, meta.page_size, meta.total = request.page or 1, request.page_size or 50, 1
         return pb.ListOrganizationsResponse(data=[org], meta=meta)
@@ -350,7 +350,7 @@ async def test_list_has_meta_and_enums_as_names(client: httpx.AsyncClient) -> No
     response = await client.get("/api/v1/organizations?page=2&page_size=10", headers=bearer(token()))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["data"][0]["kind"] == "ORGANIZATION_KIND_PHARMA"
+    assert body["data"][0]["kind"] == "PHARMA"
     assert body["meta"]["page"] == 2 and body["meta"]["page_size"] == 10
 
 

@@ -342,7 +342,7 @@ async def test_every_action_writes_an_audit_event_to_the_outbox(world: World) ->
             actions.append((audit.action, audit.outcome))
     names = [a for a, _ in actions]
     assert names[:2] == ["user.created", "auth.login_succeeded"]
-    assert names[-1] == "auth.login_failed" and actions[-1][1] == 2  # AUDIT_OUTCOME_FAILURE
+    assert names[-1] == "auth.login_failed" and actions[-1][1] == AuditRecorded.FAILURE
 
 
 async def test_servicer_authenticates_every_rpc_and_maps_errors(world: World) -> None:

@@ -1,7 +1,7 @@
 from datetime import UTC, datetime
 
 import pytest
-from molbridge.events.v1.audit_pb2 import AUDIT_OUTCOME_SUCCESS, AuditRecorded
+from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
 
 from bus.envelope import build_envelope, unpack
@@ -9,7 +9,7 @@ from bus.envelope import build_envelope, unpack
 
 def test_envelope_carries_metadata_and_typed_payload() -> None:
     when = datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=UTC)
-    audit = AuditRecorded(action="user.created", outcome=AUDIT_OUTCOME_SUCCESS, target_type="user", target_id="u1")
+    audit = AuditRecorded(action="user.created", outcome=AuditRecorded.SUCCESS, target_type="user", target_id="u1")
     envelope = build_envelope(
         event_id="e1", source="identity", payload=audit, occurred_at=when, organization_id="o1", actor_id="a1"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from molbridge.events.v1.identity_pb2 import PrincipalRevoked, RevocationReason
+from molbridge.events.v1.identity_pb2 import PrincipalRevoked
 
 from services.runtime.auth import issued_at
 from services.runtime.revocation import Revocations
@@ -14,7 +14,7 @@ T = 1_800_000_000.0  # an instant, in epoch seconds
 
 def revoked(user_id: str = "", session_id: str = "", api_key_id: str = "", at: float = T) -> PrincipalRevoked:
     event = PrincipalRevoked(user_id=user_id, session_id=session_id, api_key_id=api_key_id,
-                             reason=RevocationReason.REVOCATION_REASON_USER_DELETED)
+                             reason=PrincipalRevoked.USER_DELETED)
     event.not_before.seconds, event.not_before.nanos = int(at), round((at % 1) * 1e9)
     return event
 

@@ -8,12 +8,12 @@ from services.identity import domain
 from services.runtime.protomap import timestamp
 
 
-def kind_pb(kind: str) -> pb.OrganizationKind.ValueType:
-    return pb.OrganizationKind.Value(f"ORGANIZATION_KIND_{kind}")
+def kind_pb(kind: str) -> pb.Organization.Kind.ValueType:
+    return pb.Organization.Kind.Value(kind)
 
 
-def kind_name(kind: pb.OrganizationKind.ValueType) -> str:
-    return pb.OrganizationKind.Name(kind).removeprefix("ORGANIZATION_KIND_")
+def kind_name(kind: pb.Organization.Kind.ValueType) -> str:
+    return pb.Organization.Kind.Name(kind)
 
 
 def user_pb(user: domain.User) -> pb.User:

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 
-from molbridge.events.v1.identity_pb2 import RevocationReason
+from molbridge.events.v1.identity_pb2 import PrincipalRevoked
 
 from services.identity import domain
 from services.identity.domain import ApiKey, CreatedApiKey, Violations
@@ -55,7 +55,7 @@ class ApiKeyUseCases(UseCases):
             domain.require_user_admin(actor, key.organization_id)
             await uow.api_keys.revoke(key.id, self._now())
             # Other services cache key verifications for a while: tell them to forget.
-            self._revoke(uow, RevocationReason.REVOCATION_REASON_API_KEY_REVOKED, actor=actor,
+            self._revoke(uow, PrincipalRevoked.API_KEY_REVOKED, actor=actor,
                          organization_id=key.organization_id, api_key_id=key.id)
             uow.record(audit_event("api_key.revoked", target_type="api_key", target_id=key.id),
                        actor=actor, organization_id=key.organization_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC
 
-from molbridge.events.v1.audit_pb2 import AuditOutcome, AuditRecorded
+from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from nats.aio.msg import Msg
 
@@ -40,7 +40,7 @@ class AuditTrail:
                 occurred_at=envelope.occurred_at.ToDatetime(tzinfo=UTC),
                 source=envelope.source,
                 action=event.action,
-                outcome=AuditOutcome.Name(event.outcome).removeprefix("AUDIT_OUTCOME_"),
+                outcome=AuditRecorded.Outcome.Name(event.outcome),
                 actor_id=envelope.actor_id,
                 organization_id=envelope.organization_id,
                 target_type=event.target_type,

@@ -11,8 +11,8 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from molbridge.events.v1.audit_pb2 import AuditOutcome, AuditRecorded
-from molbridge.events.v1.identity_pb2 import PrincipalRevoked, RevocationReason
+from molbridge.events.v1.audit_pb2 import AuditRecorded
+from molbridge.events.v1.identity_pb2 import PrincipalRevoked
 
 from services.identity.domain import Account
 from services.identity.store import IdentityUnitOfWork
@@ -35,7 +35,7 @@ def audit_event(
 ) -> AuditRecorded:
     return AuditRecorded(
         action=action,
-        outcome=AuditOutcome.AUDIT_OUTCOME_SUCCESS if success else AuditOutcome.AUDIT_OUTCOME_FAILURE,
+        outcome=AuditRecorded.SUCCESS if success else AuditRecorded.FAILURE,
         target_type=target_type,
         target_id=target_id,
         client_address=client_address_var.get(),
@@ -98,7 +98,7 @@ class UseCases:
     # ---- revocation --------------------------------------------------------------------------
 
     def _revoke(
-        self, uow: IdentityUnitOfWork, reason: RevocationReason.ValueType, *, actor: Principal | None,
+        self, uow: IdentityUnitOfWork, reason: PrincipalRevoked.Reason.ValueType, *, actor: Principal | None,
         organization_id: str, user_id: str = "", session_id: str = "", api_key_id: str = "",
     ) -> None:
         """Tokens issued until now stop working everywhere: the event goes out with this change, and
@@ -114,7 +114,7 @@ class UseCases:
         self.revocations.apply(event)
 
     def _revoke_account(
-        self, uow: IdentityUnitOfWork, account: Account, reason: RevocationReason.ValueType,
+        self, uow: IdentityUnitOfWork, account: Account, reason: PrincipalRevoked.Reason.ValueType,
         actor: Principal | None,
     ) -> None:
         self._revoke(uow, reason, actor=actor, organization_id=account.user.organization_id, user_id=account.user.id)

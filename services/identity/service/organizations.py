@@ -18,7 +18,7 @@ class OrganizationUseCases(UseCases):
         violations = Violations()
         domain.check_name(name, "name", violations)
         if kind not in ("PHARMA", "CRO"):
-            violations.add("kind", "must be ORGANIZATION_KIND_PHARMA or ORGANIZATION_KIND_CRO")
+            violations.add("kind", "must be PHARMA or CRO")
         violations.raise_if_any("Invalid organization")
         async with self._uow() as uow:
             actor = await self._acting(uow, principal)

@@ -6,7 +6,7 @@ import secrets
 from email.message import EmailMessage
 
 import pyotp
-from molbridge.events.v1.identity_pb2 import RevocationReason
+from molbridge.events.v1.identity_pb2 import PrincipalRevoked
 
 from services.identity import domain
 from services.identity.domain import User, Violations
@@ -107,7 +107,7 @@ class PasswordUseCases(UseCases):
             await uow.users.set_password(account.user.id, await self._hash(new_password), now)
             await uow.password_resets.mark_used(reset, now)
             await uow.sessions.revoke_all(account.user.id, now)
-            self._revoke_account(uow, account, RevocationReason.REVOCATION_REASON_PASSWORD_RESET, actor=None)
+            self._revoke_account(uow, account, PrincipalRevoked.PASSWORD_RESET, actor=None)
             uow.record(
                 audit_event("auth.password_reset", target_type="user", target_id=account.user.id),
                 organization_id=account.user.organization_id, actor_id=account.user.id,

@@ -11,7 +11,7 @@ from typing import Any
 
 import jwt
 import pyotp
-from molbridge.events.v1.identity_pb2 import RevocationReason
+from molbridge.events.v1.identity_pb2 import PrincipalRevoked
 
 from services.identity import domain
 from services.identity.domain import Account, Session
@@ -165,7 +165,7 @@ class SessionUseCases(UseCases):
                 await uow.sessions.revoke_family(token.family_id, now)
                 account = await uow.users.get(token.user_id)
                 self._revoke(
-                    uow, RevocationReason.REVOCATION_REASON_LOGGED_OUT, actor=None,
+                    uow, PrincipalRevoked.LOGGED_OUT, actor=None,
                     organization_id=account.user.organization_id, session_id=token.family_id,
                 )
                 uow.record(
@@ -194,10 +194,10 @@ class SessionUseCases(UseCases):
             revoked = await uow.sessions.revoke_all(principal.subject, now, family_of=refresh_token)
             if refresh_token:
                 for session_id in {family, principal.session_id} - {""}:
-                    self._revoke(uow, RevocationReason.REVOCATION_REASON_LOGGED_OUT, actor=principal,
+                    self._revoke(uow, PrincipalRevoked.LOGGED_OUT, actor=principal,
                                  organization_id=principal.organization_id, session_id=session_id)
             else:
-                self._revoke(uow, RevocationReason.REVOCATION_REASON_LOGGED_OUT, actor=principal,
+                self._revoke(uow, PrincipalRevoked.LOGGED_OUT, actor=principal,
                              organization_id=principal.organization_id, user_id=principal.subject)
             uow.record(
                 audit_event("auth.token_revoked", target_type="user", target_id=principal.subject,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from molbridge.events.v1.identity_pb2 import RevocationReason
+from molbridge.events.v1.identity_pb2 import PrincipalRevoked
 
 from services.identity import domain
 from services.identity.domain import Account, User, Violations
@@ -146,7 +146,7 @@ class UserUseCases(UseCases):
             await uow.users.update(account.user.id, **changes)
             if roles and domain.roles_changed(account.user.roles, tuple(changes["roles"])):
                 # Tokens carry roles: the ones issued before the change must not keep the old ones.
-                self._revoke_account(uow, account, RevocationReason.REVOCATION_REASON_ROLES_CHANGED, actor)
+                self._revoke_account(uow, account, PrincipalRevoked.ROLES_CHANGED, actor)
             uow.record(
                 audit_event("user.updated", target_type="user", target_id=account.user.id,
                             details={"fields": ",".join(sorted(k for k in changes if k != "updated_at"))}),
@@ -164,7 +164,7 @@ class UserUseCases(UseCases):
                 raise PreconditionError("You cannot delete your own account", detail="SELF_DELETE")
             await uow.users.update(account.user.id, active=False, updated_at=now)
             await uow.sessions.revoke_all(account.user.id, now)
-            self._revoke_account(uow, account, RevocationReason.REVOCATION_REASON_USER_DELETED, actor)
+            self._revoke_account(uow, account, PrincipalRevoked.USER_DELETED, actor)
             uow.record(
                 audit_event("user.deleted", target_type="user", target_id=account.user.id),
                 actor=actor, organization_id=account.user.organization_id,
