@@ -40,8 +40,8 @@ def format_value(value: struct_pb2.Value) -> str:
     return "-"
 
 
-def enum_name(enum: Any, value: int, prefix: str) -> str:
-    return str(enum.Name(value)).removeprefix(prefix).lower()
+def enum_name(enum: Any, value: int) -> str:
+    return str(enum.Name(value)).lower()
 
 
 def molecule_table(molecules: Sequence[mol_pb.Molecule], *, similarity: bool) -> str:
@@ -112,7 +112,7 @@ def get_molecule(args: argparse.Namespace, gw: Gateway) -> None:
                 ("inchikey", m.inchi_key),
                 ("formula", m.formula),
                 ("molecular weight", f"{m.molecular_weight:.3f} g/mol"),
-                ("status", enum_name(mol_pb.MoleculeStatus, m.status, "MOLECULE_STATUS_")),
+                ("status", enum_name(mol_pb.Molecule.Status, m.status)),
                 ("libraries", ", ".join(m.library_ids) or "-"),
                 ("flags", ", ".join(_flag(f) for f in m.flags) or "-"),
                 ("created", output.timestamp(m.created_at)),
@@ -127,7 +127,7 @@ def get_molecule(args: argparse.Namespace, gw: Gateway) -> None:
                 p.name,
                 format_value(p.value),
                 p.units or "-",
-                enum_name(mol_pb.PropertySource, p.source, "PROPERTY_SOURCE_"),
+                enum_name(mol_pb.Property.Source, p.source),
             ]
             for p in m.properties
         ]
@@ -135,9 +135,9 @@ def get_molecule(args: argparse.Namespace, gw: Gateway) -> None:
 
 
 def _flag(flag: mol_pb.Flag) -> str:
-    name = enum_name(mol_pb.FlagType, flag.type, "FLAG_TYPE_")
+    name = enum_name(mol_pb.Flag.Type, flag.type)
     if flag.level:
-        name += f" ({enum_name(mol_pb.FlagLevel, flag.level, 'FLAG_LEVEL_')})"
+        name += f" ({enum_name(mol_pb.Flag.Level, flag.level)})"
     return name
 
 

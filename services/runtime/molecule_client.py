@@ -21,8 +21,8 @@ CALL_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True)
 class NumericValue:
-    """One numeric property value of a molecule; `source` is the PropertySource name without its
-    prefix (CALCULATED, IMPORTED, PREDICTED, EXPERIMENTAL)."""
+    """One numeric property value of a molecule; `source` is the Property.Source name (CALCULATED,
+    IMPORTED, PREDICTED, EXPERIMENTAL)."""
 
     name: str
     source: str
@@ -37,8 +37,8 @@ class MoleculeRecord:
 
 
 def source_name(source: int) -> str:
-    """A PropertySource value as its name without the prefix (PROPERTY_SOURCE_CALCULATED → CALCULATED)."""
-    return molecule_pb2.PropertySource.Name(source).removeprefix("PROPERTY_SOURCE_")  # type: ignore[arg-type]
+    """A Property.Source value as its name (3 → PREDICTED)."""
+    return molecule_pb2.Property.Source.Name(source)  # type: ignore[arg-type]
 
 
 def forwarded_credentials(metadata: Sequence[tuple[str, str | bytes]] | None) -> dict[str, str]:

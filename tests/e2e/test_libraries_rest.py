@@ -64,10 +64,10 @@ def library_ids_of(api: httpx.Client, headers: dict[str, str], molecule_id: str)
 
 def test_library_life_cycle(api: httpx.Client, beta: Beta) -> None:
     h = beta.org.headers
-    created = new_library(api, beta, description="hits of run 7", category="LIBRARY_CATEGORY_SCREENING")
-    assert created["category"] == "LIBRARY_CATEGORY_SCREENING" and created["visibility"] == "LIBRARY_VISIBILITY_PRIVATE"
+    created = new_library(api, beta, description="hits of run 7", category="SCREENING")
+    assert created["category"] == "SCREENING" and created["visibility"] == "PRIVATE"
     assert created["owner_id"] == beta.org.user_id and created["organization_id"] == beta.org.id
-    assert created["molecule_count"] == 0 and created["access_level"] == "ACCESS_LEVEL_OWNER"
+    assert created["molecule_count"] == 0 and created["access_level"] == "OWNER"
     assert data(api.get(f"/libraries/{created['id']}", headers=h)) == created
 
     duplicate = api.post("/libraries", json={"name": created["name"]}, headers=h)
@@ -76,19 +76,19 @@ def test_library_life_cycle(api: httpx.Client, beta: Beta) -> None:
     renamed = data(
         api.put(
             f"/libraries/{created['id']}",
-            json={"name": created["name"] + " (final)", "visibility": "LIBRARY_VISIBILITY_ORGANIZATION"},
+            json={"name": created["name"] + " (final)", "visibility": "ORGANIZATION"},
             headers=h,
         )
     )
     assert renamed["name"].endswith("(final)") and renamed["description"] == "hits of run 7"
-    assert renamed["visibility"] == "LIBRARY_VISIBILITY_ORGANIZATION"
+    assert renamed["visibility"] == "ORGANIZATION"
 
     mine = api.get("/libraries/my", params={"page_size": 100}, headers=h).json()
     assert created["id"] in [x["id"] for x in mine["data"]] and mine["meta"]["total"] == len(mine["data"])
     visible = api.get("/libraries", params={"page_size": 100}, headers=h).json()
     assert created["id"] in [x["id"] for x in visible["data"]]
     found = api.post(
-        "/libraries/filter", json={"name_contains": "(FINAL)", "categories": ["LIBRARY_CATEGORY_SCREENING"]}, headers=h
+        "/libraries/filter", json={"name_contains": "(FINAL)", "categories": ["SCREENING"]}, headers=h
     ).json()
     assert [x["id"] for x in found["data"]] == [created["id"]] and found["meta"]["total"] == 1
 
@@ -113,7 +113,7 @@ def test_one_molecule_in_and_out_by_either_route(api: httpx.Client, beta: Beta) 
     assert data(api.delete(f"/molecules/{phenol}/libraries/{library['id']}", headers=h))["molecule_count"] == 1
     assert data(api.delete(f"/libraries/{library['id']}/molecules/{aniline}", headers=h))["molecule_count"] == 0
     assert library["id"] not in library_ids_of(api, h, aniline)
-    assert data(api.get(f"/molecules/{aniline}", headers=h))["status"] == "MOLECULE_STATUS_AVAILABLE"
+    assert data(api.get(f"/molecules/{aniline}", headers=h))["status"] == "AVAILABLE"
 
 
 def test_batch_routes_reach_the_batch_methods(api: httpx.Client, beta: Beta) -> None:
@@ -168,20 +168,20 @@ def test_access_levels_and_sharing_within_the_organization(api: httpx.Client, be
     )
 
     shared = data(
-        api.put(f"{lib_path}/access", json={"user_id": colleague_id, "level": "ACCESS_LEVEL_VIEWER"}, headers=h)
+        api.put(f"{lib_path}/access", json={"user_id": colleague_id, "level": "VIEWER"}, headers=h)
     )
     assert {g["user_id"]: g["level"] for g in shared["grants"]} == {
-        beta.org.user_id: "ACCESS_LEVEL_OWNER",
-        colleague_id: "ACCESS_LEVEL_VIEWER",
+        beta.org.user_id: "OWNER",
+        colleague_id: "VIEWER",
     }
-    assert data(api.get(lib_path, headers=colleague))["access_level"] == "ACCESS_LEVEL_VIEWER"
-    assert data(api.get(f"{lib_path}/access", headers=colleague))["level"] == "ACCESS_LEVEL_VIEWER"
+    assert data(api.get(lib_path, headers=colleague))["access_level"] == "VIEWER"
+    assert data(api.get(f"{lib_path}/access", headers=colleague))["level"] == "VIEWER"
     assert [m["name"] for m in data(api.get(f"{lib_path}/molecules", headers=colleague))] == ["lib-toluene"]
     error = assert_error(api.post(add_phenol, json={}, headers=colleague), 403, "AUTHORIZATION_ERROR")
     assert "EDITOR" in error["message"]
     assert_error(api.put(lib_path, json={"name": "taken over"}, headers=colleague), 403, "AUTHORIZATION_ERROR")
     assert_error(api.delete(lib_path, headers=colleague), 403, "AUTHORIZATION_ERROR")
-    regrant = {"user_id": colleague_id, "level": "ACCESS_LEVEL_EDITOR"}
+    regrant = {"user_id": colleague_id, "level": "EDITOR"}
     assert_error(api.put(f"{lib_path}/access", json=regrant, headers=colleague), 403, "AUTHORIZATION_ERROR")
 
     data(api.put(f"{lib_path}/access", json=regrant, headers=h))
@@ -193,12 +193,12 @@ def test_access_levels_and_sharing_within_the_organization(api: httpx.Client, be
     assert_error(api.get(lib_path, headers=colleague), 404, "RESOURCE_NOT_FOUND")
 
     # Visible to the organization: everyone reads it, nobody else writes.
-    data(api.put(lib_path, json={"visibility": "LIBRARY_VISIBILITY_ORGANIZATION"}, headers=h))
-    assert data(api.get(lib_path, headers=colleague))["access_level"] == "ACCESS_LEVEL_VIEWER"
+    data(api.put(lib_path, json={"visibility": "ORGANIZATION"}, headers=h))
+    assert data(api.get(lib_path, headers=colleague))["access_level"] == "VIEWER"
     add_aniline = f"{lib_path}/molecules/{beta.ids['lib-aniline']}"
     assert_error(api.post(add_aniline, json={}, headers=colleague), 403, "AUTHORIZATION_ERROR")
 
-    stranger = {"user_id": str(uuid.uuid4()), "level": "ACCESS_LEVEL_VIEWER"}
+    stranger = {"user_id": str(uuid.uuid4()), "level": "VIEWER"}
     assert_error(api.put(f"{lib_path}/access", json=stranger, headers=h), 404, "RESOURCE_NOT_FOUND")
 
 

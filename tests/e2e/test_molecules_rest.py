@@ -265,18 +265,18 @@ def test_molecule_json_has_the_shape_of_the_issue(api: httpx.Client, alpha: Impo
     assert molecule["smiles"] == ASPIRIN and molecule["canonical_smiles"] == ASPIRIN
     assert molecule["inchi_key"] == ASPIRIN_KEY and molecule["formula"] == "C9H8O4"
     assert molecule["molecular_weight"] == pytest.approx(180.159, abs=0.01)
-    assert molecule["status"] == "MOLECULE_STATUS_AVAILABLE"
+    assert molecule["status"] == "AVAILABLE"
     assert molecule["library_ids"] == [alpha.library_id] and molecule["flags"] == []
     assert molecule["created_at"].endswith("Z") and molecule["updated_at"].endswith("Z")
     values = {}
     for p in molecule["properties"]:
         assert set(p) == {"name", "value", "units", "source"}, p
         values[(p["name"], p["source"])] = (p["value"], p["units"])
-    assert values[("ic50", "PROPERTY_SOURCE_IMPORTED")] == (12, "nM")
-    assert values[("logp", "PROPERTY_SOURCE_IMPORTED")] == (1.2, "")
-    assert ("logp", "PROPERTY_SOURCE_CALCULATED") in values
-    assert values[("tpsa", "PROPERTY_SOURCE_CALCULATED")][1] == "Å²"
-    assert values[("custom_notes", "PROPERTY_SOURCE_IMPORTED")][0] == "duplicate"  # the last merged row's
+    assert values[("ic50", "IMPORTED")] == (12, "nM")
+    assert values[("logp", "IMPORTED")] == (1.2, "")
+    assert ("logp", "CALCULATED") in values
+    assert values[("tpsa", "CALCULATED")][1] == "Å²"
+    assert values[("custom_notes", "IMPORTED")][0] == "duplicate"  # the last merged row's
 
 
 def test_property_catalogue(api: httpx.Client, alpha: Imported) -> None:
@@ -360,7 +360,7 @@ def test_create_batch_update_and_archive(api: httpx.Client, admin: dict) -> None
         )
     )
     assert updated["name"] == "acetaminophen"
-    assert {(p["name"], p["value"]) for p in updated["properties"] if p["source"] == "PROPERTY_SOURCE_IMPORTED"} == {
+    assert {(p["name"], p["value"]) for p in updated["properties"] if p["source"] == "IMPORTED"} == {
         ("ic50", 95)
     }
     out_of_range = api.put(
@@ -369,11 +369,11 @@ def test_create_batch_update_and_archive(api: httpx.Client, admin: dict) -> None
     assert "properties[0].value" in field_violations(assert_error(out_of_range, 400, "VALIDATION_ERROR"))
 
     archived = data(api.delete(f"/molecules/{created['id']}", headers=h))
-    assert archived["status"] == "MOLECULE_STATUS_ARCHIVED"
-    assert data(api.get(f"/molecules/{created['id']}", headers=h))["status"] == "MOLECULE_STATUS_ARCHIVED"
+    assert archived["status"] == "ARCHIVED"
+    assert data(api.get(f"/molecules/{created['id']}", headers=h))["status"] == "ARCHIVED"
     remaining = api.get("/molecules", headers=h).json()
     assert [m["name"] for m in remaining["data"]] == ["salicylic acid"] and remaining["meta"]["total"] == 1
-    reserved = api.put(f"/molecules/{created['id']}", json={"status": "MOLECULE_STATUS_TESTING"}, headers=h)
+    reserved = api.put(f"/molecules/{created['id']}", json={"status": "TESTING"}, headers=h)
     assert_error(reserved, 400, "VALIDATION_ERROR")
 
 
@@ -383,25 +383,25 @@ def test_priority_flags_with_level_and_notes(api: httpx.Client, alpha: Imported)
     flagged = data(
         api.post(
             f"/molecules/{ibuprofen_id}/flags",
-            json={"type": "FLAG_TYPE_PRIORITY", "level": "FLAG_LEVEL_HIGH", "notes": "order more"},
+            json={"type": "PRIORITY", "level": "HIGH", "notes": "order more"},
             headers=headers,
         )
     )
     [flag] = flagged["flags"]
-    assert (flag["type"], flag["level"], flag["notes"]) == ("FLAG_TYPE_PRIORITY", "FLAG_LEVEL_HIGH", "order more")
+    assert (flag["type"], flag["level"], flag["notes"]) == ("PRIORITY", "HIGH", "order more")
     assert flag["user_id"] == alpha.org.user_id
 
-    no_level = api.post(f"/molecules/{ibuprofen_id}/flags", json={"type": "FLAG_TYPE_PRIORITY"}, headers=headers)
+    no_level = api.post(f"/molecules/{ibuprofen_id}/flags", json={"type": "PRIORITY"}, headers=headers)
     assert "level" in field_violations(assert_error(no_level, 400, "VALIDATION_ERROR"))
 
-    names, _ = filtered(api, headers, flags=["FLAG_TYPE_PRIORITY"])
+    names, _ = filtered(api, headers, flags=["PRIORITY"])
     assert names == ["rest-ibuprofen"]
-    by_query = api.get("/molecules", params={"flag": "FLAG_TYPE_PRIORITY"}, headers=headers).json()
+    by_query = api.get("/molecules", params={"flag": "PRIORITY"}, headers=headers).json()
     assert [m["id"] for m in by_query["data"]] == [ibuprofen_id]
 
-    cleared = data(api.delete(f"/molecules/{ibuprofen_id}/flags/FLAG_TYPE_PRIORITY", headers=headers))
+    cleared = data(api.delete(f"/molecules/{ibuprofen_id}/flags/PRIORITY", headers=headers))
     assert cleared["flags"] == []
-    assert filtered(api, headers, flags=["FLAG_TYPE_PRIORITY"])[0] == []
+    assert filtered(api, headers, flags=["PRIORITY"])[0] == []
 
 
 def test_pictures_are_svg_by_default_and_png_on_request(api: httpx.Client, alpha: Imported) -> None:

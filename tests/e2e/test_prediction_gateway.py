@@ -87,7 +87,7 @@ def test_predictions_over_rest_fill_and_rank_molecules(api: httpx.Client, admin:
     scores = [next(p["value"] for p in r["properties"] if p["name"] == "desirability_score") for r in rows]
     assert scores == sorted(scores, reverse=True)
     sources = {(p["name"], p["source"]) for p in rows[0]["properties"]}
-    assert {("solubility", "PROPERTY_SOURCE_PREDICTED"), ("desirability_score", "PROPERTY_SOURCE_PREDICTED")} <= sources
+    assert {("solubility", "PREDICTED"), ("desirability_score", "PREDICTED")} <= sources
 
     # Another organization: not found, and cannot predict these molecules either.
     other = bearer(outsider)

@@ -586,12 +586,12 @@ async def test_grpc_service_maps_requests_errors_and_forwards_credentials(world:
             assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
             created = (await stub.CreateLibrary(
-                pb.CreateLibraryRequest(name="Over gRPC", category=pb.LIBRARY_CATEGORY_REFERENCE),
+                pb.CreateLibraryRequest(name="Over gRPC", category=pb.Library.REFERENCE),
                 metadata=alice.credentials,
             )).data
-            assert created.category == pb.LIBRARY_CATEGORY_REFERENCE
-            assert created.visibility == pb.LIBRARY_VISIBILITY_PRIVATE
-            assert created.access_level == pb.ACCESS_LEVEL_OWNER
+            assert created.category == pb.Library.REFERENCE
+            assert created.visibility == pb.Library.PRIVATE
+            assert created.access_level == pb.LibraryAccess.OWNER
             await stub.AddMolecules(pb.AddMoleculesRequest(library_id=created.id, molecule_ids=ids[:2]),
                                     metadata=alice.credentials)
             one = await stub.AddMolecule(pb.AddMoleculeRequest(library_id=created.id, molecule_id=ids[2]),
@@ -599,11 +599,11 @@ async def test_grpc_service_maps_requests_errors_and_forwards_credentials(world:
             assert one.data.molecule_count == 3
             # Bob is checked with identity using Alice's own credentials, forwarded.
             access = (await stub.SetLibraryAccess(
-                pb.SetLibraryAccessRequest(library_id=created.id, user_id=bob.id, level=pb.ACCESS_LEVEL_VIEWER),
+                pb.SetLibraryAccessRequest(library_id=created.id, user_id=bob.id, level=pb.LibraryAccess.VIEWER),
                 metadata=alice.credentials,
             )).data
             assert [(g.user_id, g.level) for g in access.grants] == [
-                (alice.id, pb.ACCESS_LEVEL_OWNER), (bob.id, pb.ACCESS_LEVEL_VIEWER),
+                (alice.id, pb.LibraryAccess.OWNER), (bob.id, pb.LibraryAccess.VIEWER),
             ]
             listed = await stub.ListLibraryMolecules(
                 pb.ListLibraryMoleculesRequest(library_id=created.id, page_size=2, sort_by="name"),
@@ -621,7 +621,7 @@ async def test_grpc_service_maps_requests_errors_and_forwards_credentials(world:
             )
             assert plot.content_type == "image/png" and struct.unpack(">II", plot.data[16:24]) == (300, 200)
             filtered = await stub.FilterLibraries(
-                pb.FilterLibrariesRequest(categories=[pb.LIBRARY_CATEGORY_REFERENCE]), metadata=bob.credentials
+                pb.FilterLibrariesRequest(categories=[pb.Library.REFERENCE]), metadata=bob.credentials
             )
             assert [x.id for x in filtered.data] == [created.id] and filtered.meta.total == 1
 

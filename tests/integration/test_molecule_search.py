@@ -449,7 +449,7 @@ async def test_the_servicer_speaks_the_contract(world: World) -> None:
                     smarts="c1ccccc1",
                     limit=1000,
                     filters=[heavy],
-                    status=[molecule_pb2.MOLECULE_STATUS_AVAILABLE],
+                    status=[molecule_pb2.Molecule.AVAILABLE],
                 ),
                 metadata=auth,
             )

@@ -588,12 +588,12 @@ async def test_servicer_speaks_the_issue_json(world: World) -> None:
                 "created_at",
                 "updated_at",
             } <= set(body)
-            assert body["status"] == "MOLECULE_STATUS_AVAILABLE" and body["formula"] == "C8H9NO2"
+            assert body["status"] == "AVAILABLE" and body["formula"] == "C8H9NO2"
             assert {
                 "name": "ic50",
                 "value": 250.0,
                 "units": "nM",
-                "source": "PROPERTY_SOURCE_IMPORTED",
+                "source": "IMPORTED",
             } in body["properties"]
             found = await stub.FilterMolecules(
                 pb.FilterMoleculesRequest(
@@ -621,12 +621,12 @@ async def test_servicer_speaks_the_issue_json(world: World) -> None:
             flagged = await stub.SetFlag(
                 pb.SetFlagRequest(
                     molecule_id=body["id"],
-                    type=molecule_pb2.FLAG_TYPE_PRIORITY,
-                    level=molecule_pb2.FLAG_LEVEL_MEDIUM,
+                    type=molecule_pb2.Flag.PRIORITY,
+                    level=molecule_pb2.Flag.MEDIUM,
                 ),
                 metadata=auth,
             )
-            assert flagged.data.flags[0].level == molecule_pb2.FLAG_LEVEL_MEDIUM
+            assert flagged.data.flags[0].level == molecule_pb2.Flag.MEDIUM
             picture = await stub.GetMoleculeImage(
                 pb.GetMoleculeImageRequest(id=body["id"], format="png"), metadata=auth
             )
@@ -640,6 +640,6 @@ async def test_servicer_speaks_the_issue_json(world: World) -> None:
                 await stub.GetMolecule(pb.GetMoleculeRequest(id=str(uuid.uuid4())), metadata=auth)
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
             archived = await stub.DeleteMolecule(pb.DeleteMoleculeRequest(id=body["id"]), metadata=auth)
-            assert archived.data.status == molecule_pb2.MOLECULE_STATUS_ARCHIVED
+            assert archived.data.status == molecule_pb2.Molecule.ARCHIVED
     finally:
         await server.stop_server(app, grpc_server, health, tasks)

@@ -33,7 +33,7 @@ from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from molbridge.events.v1.molecule_pb2 import MoleculeStructure, MoleculeValue, PredictionRequested
 from molbridge.events.v1.prediction_pb2 import PredictionCompleted
 from molbridge.molecule.v1 import molecule_service_pb2_grpc as molecule_grpc
-from molbridge.molecule.v1.molecule_pb2 import PropertySource
+from molbridge.molecule.v1.molecule_pb2 import Property
 from molbridge.prediction.v1 import prediction_service_pb2 as pb
 from molbridge.prediction.v1 import prediction_service_pb2_grpc as pb_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -469,7 +469,7 @@ async def test_a_prediction_requested_event_runs_the_same_path_once(world: World
                 smiles=m.canonical_smiles,
                 values=[
                     MoleculeValue(
-                        name=p.name, source=PropertySource.Value(f"PROPERTY_SOURCE_{p.source}"), value=p.value
+                        name=p.name, source=Property.Source.Value(p.source), value=p.value
                     )
                     for p in m.properties
                     if isinstance(p.value, float | int)

@@ -5,15 +5,16 @@ from __future__ import annotations
 from molbridge.identity.v1 import identity_service_pb2 as pb
 
 from services.identity import domain
-from services.runtime.protomap import timestamp
+from services.runtime.protomap import enum_name, enum_number, timestamp
 
 
 def kind_pb(kind: str) -> pb.Organization.Kind.ValueType:
-    return pb.Organization.Kind.Value(kind)
+    return enum_number(pb.Organization.Kind, kind)
 
 
 def kind_name(kind: pb.Organization.Kind.ValueType) -> str:
-    return pb.Organization.Kind.Name(kind)
+    """"" when not given; a number the contract does not define fails the domain's kind check (400)."""
+    return enum_name(pb.Organization.Kind, kind)
 
 
 def user_pb(user: domain.User) -> pb.User:

@@ -79,7 +79,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     async def CreateOrganization(
         self, request: pb.CreateOrganizationRequest, context: Context
     ) -> pb.CreateOrganizationResponse:
-        kind = kind_name(request.kind) if request.kind else ""
+        kind = kind_name(request.kind)
         organization = await self._service.create_organization(
             current_principal(), request.name, kind, request.request_id
         )

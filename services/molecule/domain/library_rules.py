@@ -56,7 +56,7 @@ _CONTROL_EXCEPT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # descr
 
 
 class Level(IntEnum):
-    """Access levels, numbered as molbridge.molecule.v1.AccessLevel (NONE is ACCESS_LEVEL_UNSPECIFIED)."""
+    """Access levels, numbered as molbridge.molecule.v1.LibraryAccess.Level (NONE is LEVEL_UNSPECIFIED)."""
 
     NONE = 0
     VIEWER = 1
@@ -176,7 +176,7 @@ def check_grant(library: LibraryFacts, user_id: str, level: Level) -> str:
     elif canonical == library.owner_id:
         violations.add("user_id", "the owner always has OWNER access")
     if level not in (Level.NONE, *GRANTABLE_LEVELS):
-        violations.add("level", "must be ACCESS_LEVEL_VIEWER, ACCESS_LEVEL_EDITOR or UNSPECIFIED (revoke)")
+        violations.add("level", "must be VIEWER or EDITOR (unset revokes)")
     violations.raise_if_any("Invalid grant")
     assert canonical is not None
     return canonical

@@ -17,7 +17,7 @@ from services.molecule.store.libraries import Library, LibraryAccess
 from services.runtime.auth import current_principal
 from services.runtime.errors import ValidationError
 from services.runtime.pagination import PageRequest
-from services.runtime.protomap import enum_name, timestamp
+from services.runtime.protomap import enum_name, enum_number, timestamp
 
 Context: TypeAlias = grpc.aio.ServicerContext
 
@@ -27,11 +27,11 @@ CREDENTIAL_HEADERS = ("authorization", "x-api-key")
 
 
 def _category(value: int) -> str:
-    return enum_name(pb.LibraryCategory, "LIBRARY_CATEGORY_", value)
+    return enum_name(pb.Library.Category, value)
 
 
 def _visibility(value: int) -> str:
-    return enum_name(pb.LibraryVisibility, "LIBRARY_VISIBILITY_", value)
+    return enum_name(pb.Library.Visibility, value)
 
 
 def _level(value: int) -> Level:
@@ -41,15 +41,15 @@ def _level(value: int) -> Level:
         raise ValidationError("Unknown access level", field_violations=[("level", f"unknown value {value}")]) from None
 
 
-def _access_level(level: Level) -> pb.AccessLevel.ValueType:
-    return pb.AccessLevel.Value("ACCESS_LEVEL_UNSPECIFIED" if level == Level.NONE else f"ACCESS_LEVEL_{level.name}")
+def _access_level(level: Level) -> pb.LibraryAccess.Level.ValueType:
+    return enum_number(pb.LibraryAccess.Level, level.name)  # NONE is no value name: LEVEL_UNSPECIFIED
 
 
 def library_pb(library: Library) -> pb.Library:
     return pb.Library(
         id=library.id, name=library.name, description=library.description,
-        category=pb.LibraryCategory.Value(f"LIBRARY_CATEGORY_{library.category}"),
-        visibility=pb.LibraryVisibility.Value(f"LIBRARY_VISIBILITY_{library.visibility}"),
+        category=enum_number(pb.Library.Category, library.category),
+        visibility=enum_number(pb.Library.Visibility, library.visibility),
         owner_id=library.owner_id, organization_id=library.organization_id, molecule_count=library.molecule_count,
         access_level=_access_level(library.access_level), created_at=timestamp(library.created_at),
         updated_at=timestamp(library.updated_at),
@@ -59,7 +59,7 @@ def library_pb(library: Library) -> pb.Library:
 def access_pb(access: LibraryAccess) -> pb.LibraryAccess:
     return pb.LibraryAccess(
         library_id=access.library_id, level=_access_level(access.level),
-        visibility=pb.LibraryVisibility.Value(f"LIBRARY_VISIBILITY_{access.visibility}"),
+        visibility=enum_number(pb.Library.Visibility, access.visibility),
         grants=[pb.LibraryGrant(user_id=g.user_id, level=_access_level(g.level)) for g in access.grants],
     )
 

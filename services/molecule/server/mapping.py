@@ -27,18 +27,18 @@ def molecule_pb(view: MoleculeView) -> molecule_pb2.Molecule:
     return molecule_pb2.Molecule(
         id=view.id, name=view.name, smiles=view.smiles, canonical_smiles=view.canonical_smiles,
         inchi_key=view.inchi_key, formula=view.formula, molecular_weight=view.molecular_weight,
-        status=enum_number(molecule_pb2.MoleculeStatus, "MOLECULE_STATUS_", view.status),
+        status=enum_number(molecule_pb2.Molecule.Status, view.status),
         properties=[
             molecule_pb2.Property(
                 name=p.name, value=_value(p.value), units=p.units,
-                source=enum_number(molecule_pb2.PropertySource, "PROPERTY_SOURCE_", p.source),
+                source=enum_number(molecule_pb2.Property.Source, p.source),
             )
             for p in view.properties
         ],
         flags=[
             molecule_pb2.Flag(
-                type=enum_number(molecule_pb2.FlagType, "FLAG_TYPE_", f.type),
-                level=enum_number(molecule_pb2.FlagLevel, "FLAG_LEVEL_", f.level),
+                type=enum_number(molecule_pb2.Flag.Type, f.type),
+                level=enum_number(molecule_pb2.Flag.Level, f.level),
                 notes=f.notes, user_id=f.user_id, created_at=timestamp(f.created_at),
             )
             for f in view.flags
@@ -67,15 +67,15 @@ def python_value(value: struct_pb2.Value | None) -> Any:
 
 
 def source_name(value: int) -> str:
-    return enum_name(molecule_pb2.PropertySource, "PROPERTY_SOURCE_", value)
+    return enum_name(molecule_pb2.Property.Source, value)
 
 
 def flag_name(value: int) -> str:
-    return enum_name(molecule_pb2.FlagType, "FLAG_TYPE_", value)
+    return enum_name(molecule_pb2.Flag.Type, value)
 
 
 def status_name(value: int) -> str:
-    return enum_name(molecule_pb2.MoleculeStatus, "MOLECULE_STATUS_", value)
+    return enum_name(molecule_pb2.Molecule.Status, value)
 
 
 def query_from_proto(

@@ -168,7 +168,7 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
             current_principal(),
             request.molecule_id,
             flag_name(request.type),
-            enum_name(molecule_pb2.FlagLevel, "FLAG_LEVEL_", request.level),
+            enum_name(molecule_pb2.Flag.Level, request.level),
             request.notes,
         )
         return pb.SetFlagResponse(data=molecule_pb(view))
