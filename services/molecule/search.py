@@ -17,6 +17,12 @@ Decisions:
   them finds nothing (exact search excepted). A library needs the caller's read access (404/403).
 - Bounds: similarity stops after MOLBRIDGE_SEARCH_SIMILARITY_BUDGET_MS (1000), substructure after
   MOLBRIDGE_SEARCH_SUBSTRUCTURE_BUDGET_MS (2000); meta.truncated then says so.
+- Substructure matching (RDKit, after the in-process fingerprint screen) runs in the StructureMatcher's worker
+  processes (services/molecule/matcher.py): RDKit cannot be interrupted, and some pairs of large fused ring
+  systems keep it busy for minutes, so a worker still busy at the budget is killed and replaced and the
+  answer is `truncated`. The matcher bounds how many matches run at once, in all and per organization
+  (waiting for a worker counts against the budget), so one organization's queries cannot take the
+  service's capacity; similarity, exact search and every other call never wait for it.
 - meta.total: similarity — the hits returned (every molecule at or above the threshold when fewer than
   limit); substructure — the matches found: the search stops at `limit` matches, so when truncated (limit
   reached with molecules left to check, or time out) it is a lower bound.
@@ -46,8 +52,9 @@ import sqlalchemy as sa
 from services.molecule import chemistry
 from services.molecule.libraries import MoleculeView, library_for, views_of
 from services.molecule.library_rules import Action
+from services.molecule.matcher import MatchTimeout, StructureMatcher
 from services.molecule.queries import ARCHIVED, Condition, MoleculeQuery, Operator, QueryIndex
-from services.molecule.search_index import SearchIndex, SimilarityResult, SubstructureResult
+from services.molecule.search_index import SearchIndex, SimilarityResult, SubstructureResult, SubstructureScan
 from services.molecule.store import molecules
 from services.runtime.auth import Principal
 from services.runtime.db import UnitOfWork
@@ -104,12 +111,14 @@ class SearchService:
         index: SearchIndex,
         queries: QueryIndex,
         *,
+        matcher: StructureMatcher,
         is_ready: Callable[[str], bool] = lambda organization_id: True,
         budgets: Budgets | None = None,
     ) -> None:
         self._uow = uow
         self._index = index
         self._queries = queries
+        self._matcher = matcher
         self._is_ready = is_ready
         self._budgets = budgets or Budgets()
 
@@ -170,11 +179,12 @@ class SearchService:
         fingerprint = chemistry.pattern_fingerprint(pattern)
         limit = limit or DEFAULT_LIMIT
 
-        def search(organization_id: str, candidates: np.ndarray | None) -> SubstructureResult:
-            budget = self._budgets.substructure_s
-            return self._index.substructure(organization_id, pattern, fingerprint, limit, candidates, budget)
+        def screen(organization_id: str, candidates: np.ndarray | None) -> SubstructureScan:
+            deadline = time.monotonic() + self._budgets.substructure_s
+            return self._index.substructure_scan(organization_id, fingerprint, limit, candidates, deadline)
 
-        result = await self._search(principal, query, search)
+        scan = await self._search(principal, query, screen)
+        result = await self._matched(principal.organization_id, scan, pattern.ToBinary())
         views = await self._views(principal, result.hits)
         return SearchOutcome(
             hits=[Hit(view) for view in views],
@@ -230,6 +240,22 @@ class SearchService:
             )
         candidates = await self._candidates(principal, query)
         return await asyncio.to_thread(search, principal.organization_id, candidates)
+
+    async def _matched(self, organization_id: str, scan: SubstructureScan, query: bytes) -> SubstructureResult:
+        """Match the screened molecules in a matcher worker, chunk by chunk, until the scan is over or the
+        budget is spent (then the worker is killed, and the result says timed out)."""
+        if not scan.screened:
+            return scan.result()
+        assert scan.deadline is not None
+        try:
+            async with self._matcher.session(organization_id, scan.deadline) as worker:
+                while (chunk := scan.next_chunk()) is not None:
+                    started = time.monotonic()
+                    found = await worker.match(query, scan.smiles(chunk), chunk.wanted)
+                    scan.record(chunk, chunk.rows[np.asarray(found, np.int64)], time.monotonic() - started)
+        except MatchTimeout:
+            scan.time_out()
+        return scan.result()
 
     async def _candidates(self, principal: Principal, query: MoleculeQuery | None) -> np.ndarray | None:
         """The ids the query engine matches (None: no restriction beyond the index's live molecules)."""

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bus import OutboxRelay, connect, ensure_streams
 from services.molecule import chemistry
 from services.molecule.import_domain import StructureRow
+from services.molecule.matcher import StructureMatcher
 from services.molecule.molecules import MoleculeService
 from services.molecule.queries import QueryIndex, RawFilter, parse_query
 from services.molecule.registration import register_structures
@@ -76,6 +77,7 @@ class World:
     queries: QueryIndex
     index: SearchIndex
     sync: SearchIndexSync
+    matcher: StructureMatcher
     service: SearchService
     molecules: MoleculeService
     org: str
@@ -99,7 +101,9 @@ class World:
         ]
 
     def search_as(self, budgets: Budgets) -> SearchService:
-        return SearchService(self.uow, self.index, self.queries, is_ready=self.sync.is_ready, budgets=budgets)
+        return SearchService(
+            self.uow, self.index, self.queries, matcher=self.matcher, is_ready=self.sync.is_ready, budgets=budgets
+        )
 
 
 def nci_smiles(start: int, count: int) -> list[str]:
@@ -141,6 +145,7 @@ async def world(postgres_server: Any, nats_server: Any) -> AsyncIterator[World]:
     queries = QueryIndex(engine)
     index = SearchIndex()
     sync = SearchIndexSync(engine, index, nats_server.url)
+    matcher = StructureMatcher()
     nats = await connect(nats_server.url)
     js = nats.jetstream()
     await ensure_streams(js)
@@ -156,7 +161,8 @@ async def world(postgres_server: Any, nats_server: Any) -> AsyncIterator[World]:
         queries,
         index,
         sync,
-        SearchService(uow, index, queries, is_ready=sync.is_ready),
+        matcher,
+        SearchService(uow, index, queries, matcher=matcher, is_ready=sync.is_ready),
         MoleculeService(uow, queries),
         org,
         other_org,
@@ -171,6 +177,7 @@ async def world(postgres_server: Any, nats_server: Any) -> AsyncIterator[World]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await nats.close()
+        await matcher.close()
         await engine.dispose()
         postgres_server.drop_database(url.rsplit("/", 1)[1])
 
@@ -396,7 +403,9 @@ async def test_a_tiny_time_budget_truncates_and_says_so(world: World) -> None:
 
 async def test_searches_wait_for_the_first_load(world: World) -> None:
     cold = SearchIndexSync(world.engine, SearchIndex(), "nats://127.0.0.1:1")  # never run: never loaded
-    service = SearchService(world.uow, SearchIndex(), world.queries, is_ready=cold.is_ready)
+    service = SearchService(
+        world.uow, SearchIndex(), world.queries, matcher=world.matcher, is_ready=cold.is_ready
+    )
     for call in (
         lambda: service.similar(world.alice, ASPIRIN),
         lambda: service.substructure(world.alice, smarts="c1ccccc1"),

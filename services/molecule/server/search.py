@@ -10,6 +10,7 @@ from molbridge.molecule.v1 import search_service_pb2 as pb
 from molbridge.molecule.v1 import search_service_pb2_grpc
 
 from services.molecule.context import MoleculeContext, ServicePart
+from services.molecule.matcher import MatcherLimits, StructureMatcher
 from services.molecule.search import Budgets, SearchOutcome, SearchService
 from services.molecule.search_index import SearchIndex
 from services.molecule.search_sync import SearchIndexSync
@@ -22,6 +23,7 @@ Context: TypeAlias = grpc.aio.ServicerContext
 SEARCH = "search"  # ctx.shared keys
 SEARCH_INDEX = "search_index"
 SEARCH_SYNC = "search_sync"
+SEARCH_MATCHER = "search_matcher"
 
 
 def meta_pb(outcome: SearchOutcome) -> pb.SearchMeta:
@@ -79,23 +81,28 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):
 
 
 def build(ctx: MoleculeContext) -> ServicePart:
-    """Needs ctx.engine, ctx.uow and ctx.settings (nats_url; MOLBRIDGE_SEARCH_*_BUDGET_MS). Uses the query
-    index ctx.shared["query_index"] (made if no part made it yet) for filters, and shares the service, the
-    index and its sync as ctx.shared["search"], ["search_index"] and ["search_sync"] (another part may
+    """Needs ctx.engine, ctx.uow and ctx.settings (nats_url; MOLBRIDGE_SEARCH_*_BUDGET_MS,
+    MOLBRIDGE_SEARCH_MATCH_WORKERS[_PER_ORG]). Uses the query index ctx.shared["query_index"] (made if no
+    part made it yet) for filters, and shares the service, the index, its sync and the substructure matcher
+    as ctx.shared["search"], ["search_index"], ["search_sync"] and ["search_matcher"] (another part may
     call `sync.after_write(org, ids)` after its own commits, for read-your-writes on this replica). Runs
     the index's loader and bus follower as one background job: the service serves at once, and answers
-    UNAVAILABLE for an organization until its molecules are loaded."""
+    UNAVAILABLE for an organization until its molecules are loaded. Starts the matcher's worker processes
+    in the background and stops them at shutdown."""
     index = SearchIndex()
     sync = SearchIndexSync(ctx.engine, index, ctx.settings.nats_url)
+    matcher = StructureMatcher(MatcherLimits.from_settings(ctx.settings))
     service = SearchService(
         ctx.uow,
         index,
         shared_query_index(ctx),
+        matcher=matcher,
         is_ready=sync.is_ready,
         budgets=Budgets.from_settings(ctx.settings),
     )
-    ctx.shared.update({SEARCH: service, SEARCH_INDEX: index, SEARCH_SYNC: sync})
+    ctx.shared.update({SEARCH: service, SEARCH_INDEX: index, SEARCH_SYNC: sync, SEARCH_MATCHER: matcher})
     return ServicePart(
         servicers=[(search_service_pb2_grpc.add_SearchServiceServicer_to_server, SearchServicer(service))],
-        background=[sync.run],
+        background=[sync.run, matcher.start],
+        on_stop=[matcher.close],
     )
