@@ -52,7 +52,7 @@ import sqlalchemy as sa
 from services.molecule import chemistry
 from services.molecule.libraries import MoleculeView, library_for, views_of
 from services.molecule.library_rules import Action
-from services.molecule.matcher import MatchTimeout, StructureMatcher
+from services.molecule.matcher import MatchInterrupted, StructureMatcher
 from services.molecule.queries import ARCHIVED, Condition, MoleculeQuery, Operator, QueryIndex
 from services.molecule.search_index import SearchIndex, SimilarityResult, SubstructureResult, SubstructureScan
 from services.molecule.store import molecules
@@ -253,7 +253,7 @@ class SearchService:
                     started = time.monotonic()
                     found = await worker.match(query, scan.smiles(chunk), chunk.wanted)
                     scan.record(chunk, chunk.rows[np.asarray(found, np.int64)], time.monotonic() - started)
-        except MatchTimeout:
+        except MatchInterrupted:
             scan.time_out()
         return scan.result()
 
