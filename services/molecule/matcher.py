@@ -13,9 +13,14 @@ MOLBRIDGE_SEARCH_MATCH_WORKERS_PER_ORG (1) for one organization, so one organiza
 worker. Waiting for a worker counts against the search's budget. The event loop only waits: sends and
 receives run on the matcher's own threads (one per worker), never on the default executor other calls use.
 
-Health: `is_healthy()` is False while a killed worker has not exited or been replaced within the grace
-period (KILL_GRACE_S), or a worker is busy past its deadline by more than that (the kill did not happen): the
-service then reports NOT_SERVING. It turns True again once the worker is gone and replaced.
+Health: `problem()` (a liveness check; `is_healthy()` is `problem() is None`) reports a killed worker not
+exited or replaced within the grace period (KILL_GRACE_S), a worker busy past its deadline by more than that
+(the kill did not happen), or FAILURES_BEFORE_UNHEALTHY workers in a row dying while matching: the service
+then reports NOT_SERVING. It is healthy again once the worker is gone and replaced (or a chunk is answered).
+
+Workers are multiprocessing children: like any, they import the parent's main module unless it is a
+package's `__main__` (`python -m services.molecule`, `python -m pytest`), so a script that starts a matcher
+needs the `if __name__ == "__main__":` guard.
 """
 
 from __future__ import annotations
@@ -27,14 +32,16 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
+import numpy as np
 from rdkit import Chem, RDLogger
 from rdkit.Chem import rdSubstructLibrary
 
+from services.molecule.search_index import SubstructureResult, SubstructureScan
 from services.runtime.settings import Settings
 
 log = logging.getLogger("molbridge.molecule.matcher")
@@ -45,6 +52,10 @@ DEFAULT_WORKERS = 2
 DEFAULT_WORKERS_PER_ORG = 1
 # How long a killed worker may take to exit and be replaced before the matcher counts as wedged.
 KILL_GRACE_S = 5.0
+STARTUP_TIMEOUT_S = 60.0  # a worker not ready by then is killed and another started
+READY = "ready"
+# Workers dying while matching, with no chunk answered in between, before the matcher counts as broken.
+FAILURES_BEFORE_UNHEALTHY = 3
 _PRELOAD = ["rdkit.Chem", "rdkit.Chem.rdSubstructLibrary", __name__]
 
 
@@ -69,8 +80,11 @@ class MatcherLimits:
 
 
 def _serve(conn: multiprocessing.connection.Connection) -> None:
-    """Worker loop: (job id, query mol binary, SMILES, wanted) -> (job id, positions of the matches)."""
+    """Worker loop: (job id, query mol binary, SMILES one a line, wanted) -> (job id, positions of matches)."""
     RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
+    # RDKit initialises lazily: a first match here, not in a search.
+    Chem.MolFromSmiles("c1ccccc1O").HasSubstructMatch(Chem.MolFromSmarts("[c;R]~[#8]"))
+    conn.send(READY)
     queries: dict[bytes, Chem.Mol] = {}
     while True:
         try:
@@ -82,11 +96,11 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
             queries.clear()
             query = queries[query_binary] = Chem.Mol(query_binary)
         holder = rdSubstructLibrary.CachedTrustedSmilesMolHolder()
-        for s in smiles:
-            holder.AddSmiles(s)
+        for s in smiles.split(b"\n"):
+            holder.AddSmiles(s.decode())
         library = rdSubstructLibrary.SubstructLibrary(holder)
         params = Chem.SubstructMatchParameters()
-        found = library.GetMatches(query, 0, len(smiles), params, 1, wanted)
+        found = library.GetMatches(query, 0, len(holder), params, 1, wanted)
         conn.send((job, list(found)))
 
 
@@ -99,6 +113,14 @@ class _Worker:
         self.conn = conn
         self.busy_until: float | None = None  # deadline of the chunk it works on
         self.organization_id = ""  # whose search holds it (while busy)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait (on a matcher thread) for the worker's first word. EOFError if it died starting."""
+        if not self.conn.poll(timeout):
+            raise TimeoutError(f"matcher worker {self.process.pid} not ready after {timeout:g} s")
+        word = self.conn.recv()
+        if word != READY:
+            raise RuntimeError(f"matcher worker {self.process.pid} said {word!r} instead of {READY!r}")
 
     def exchange(self, message: tuple, job: int) -> list[int]:
         """Send a job and wait for its answer (on a matcher thread). EOFError/OSError once killed."""
@@ -121,26 +143,27 @@ class StructureMatcher:
         self._threads = ThreadPoolExecutor(2 * self.limits.workers + 2, thread_name_prefix="matcher")
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._started = False
-        self._start_lock = asyncio.Lock()
         self._workers: set[_Worker] = set()  # every worker started and not yet reaped
         self._busy: set[_Worker] = set()
         self._per_org: dict[str, asyncio.Semaphore] = {}
         self._org_users: dict[str, int] = {}  # searches holding or waiting for the organization's semaphore
-        self._replacing: dict[_Worker, float] = {}  # killed workers not yet replaced -> since (monotonic)
+        # Workers being started, or killed and not yet replaced (a placeholder at start) -> since (monotonic)
+        self._replacing: dict[object, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._jobs = itertools.count(1)
         self.replaced = 0  # workers killed and replaced (timeouts, cancellations, crashes)
+        self._failures_in_a_row = 0  # workers that died while matching, since a chunk was last answered
 
     # -- life cycle ------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the workers (idempotent; the first search starts them if nobody did)."""
-        async with self._start_lock:
-            if self._started:
-                return
-            for _ in range(self.limits.workers):
-                self._idle.put_nowait(await self._spawn())
-            self._started = True
+        """Start the workers in the background (idempotent; the first search starts them if nobody did, and
+        waits for one within its budget)."""
+        if self._started:
+            return
+        self._started = True
+        for _ in range(self.limits.workers):
+            self._staff(object())
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -160,10 +183,12 @@ class StructureMatcher:
         late = time.monotonic() - self._kill_grace_s
         stuck = sum(since < late for since in self._replacing.values())
         if stuck:
-            return f"structure matcher: {stuck} killed worker(s) not exited or not replaced"
+            return f"structure matcher: {stuck} worker(s) not started, or killed and not exited or replaced"
         overdue = sum(w.busy_until is not None and w.busy_until < late for w in self._busy)
         if overdue:
             return f"structure matcher: {overdue} worker(s) busy past their deadline"
+        if self._failures_in_a_row >= FAILURES_BEFORE_UNHEALTHY:
+            return f"structure matcher: the last {self._failures_in_a_row} workers died while matching"
         return None
 
     @property
@@ -185,6 +210,25 @@ class StructureMatcher:
 
     # -- matching --------------------------------------------------------------------------------------------
 
+    async def run_scan(self, organization_id: str, scan: SubstructureScan, query: Chem.Mol) -> SubstructureResult:
+        """Match a search's screened molecules (SearchIndex.substructure_scan) in one worker, chunk by chunk,
+        until the scan is over or its deadline passes (then the worker is killed and the result says
+        timed out)."""
+        if not scan.screened:
+            return scan.result()
+        if scan.deadline is None:
+            raise ValueError("a scan matched in a worker needs a deadline")
+        query_binary = query.ToBinary()
+        try:
+            async with self.session(organization_id, scan.deadline) as worker:
+                while (chunk := scan.next_chunk()) is not None:
+                    started = time.monotonic()
+                    found = await worker.match(query_binary, scan.smiles(chunk), chunk.wanted)
+                    scan.record(chunk, chunk.rows[np.asarray(found, np.int64)], time.monotonic() - started)
+        except MatchInterrupted:
+            scan.time_out()
+        return scan.result()
+
     @contextlib.asynccontextmanager
     async def session(self, organization_id: str, deadline: float) -> AsyncIterator[MatchSession]:
         """A worker for one search, held until the block ends; MatchInterrupted if none is free for this
@@ -202,6 +246,9 @@ class StructureMatcher:
                 try:
                     async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                         worker = await self._idle.get()
+                        while not worker.process.is_alive():  # died idle (OOM killer, …): replace, take another
+                            self._release(worker, broken=True)
+                            worker = await self._idle.get()
                 except TimeoutError:
                     raise MatchInterrupted from None
                 session = MatchSession(self, worker, deadline)
@@ -219,20 +266,23 @@ class StructureMatcher:
             if not self._org_users[organization_id]:  # forget organizations nobody is searching
                 del self._org_users[organization_id], self._per_org[organization_id]
 
-    async def _match(self, session: MatchSession, query: bytes, smiles: Sequence[str], wanted: int) -> list[int]:
+    async def _match(self, session: MatchSession, query: bytes, smiles: bytes, wanted: int) -> list[int]:
         worker = session.worker
         job = next(self._jobs)
         loop = asyncio.get_running_loop()
         worker.busy_until = session.deadline
-        call = loop.run_in_executor(self._threads, worker.exchange, (job, query, list(smiles), wanted), job)
+        call = loop.run_in_executor(self._threads, worker.exchange, (job, query, smiles, wanted), job)
         try:
             async with asyncio.timeout(max(0.0, session.deadline - time.monotonic())):
-                return await asyncio.shield(call)
+                found = await asyncio.shield(call)
+            self._failures_in_a_row = 0
+            return found
         except TimeoutError:
             session.broken = True
             raise MatchInterrupted from None
         except (EOFError, OSError, RuntimeError) as error:  # the worker died (or spoke out of turn)
             log.warning("matcher worker %s failed: %r; replacing it", worker.process.pid, error)
+            self._failures_in_a_row += 1
             session.broken = True
             raise MatchInterrupted from None
         except BaseException:  # cancelled: the client left; the worker is still matching for nobody
@@ -248,35 +298,42 @@ class StructureMatcher:
             self._idle.put_nowait(worker)
             return
         worker.process.kill()
-        self._replacing[worker] = time.monotonic()
-        task = asyncio.get_running_loop().create_task(self._replace(worker))
+        self._staff(worker)
+
+    def _staff(self, vacancy: object) -> None:
+        """Fill a vacancy (a killed worker, or a placeholder at start) with a new worker, in the background:
+        answers do not wait for it."""
+        self._replacing[vacancy] = time.monotonic()
+        task = asyncio.get_running_loop().create_task(self._replace(vacancy))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _replace(self, worker: _Worker) -> None:
-        """Reap a killed worker and start another in its place (in the background: answers do not wait)."""
+    async def _replace(self, vacancy: object) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while True:
-                await loop.run_in_executor(self._threads, worker.process.join, self._kill_grace_s)
-                if worker.process.exitcode is not None:
-                    break
-                log.error("matcher worker %s has not exited after SIGKILL", worker.process.pid)
-            worker.conn.close()
+            if isinstance(vacancy, _Worker):  # reap it first: a worker that does not die is not replaced
+                while True:
+                    await loop.run_in_executor(self._threads, vacancy.process.join, self._kill_grace_s)
+                    if vacancy.process.exitcode is not None:
+                        break
+                    log.error("matcher worker %s has not exited after SIGKILL", vacancy.process.pid)
+                vacancy.conn.close()
+                self._workers.discard(vacancy)
             while True:
                 try:
-                    replacement = await self._spawn()
+                    worker = await self._spawn()
                     break
                 except Exception:
                     log.exception("could not start a matcher worker; retrying")
                     await asyncio.sleep(self._kill_grace_s)
-            self.replaced += 1
-            self._idle.put_nowait(replacement)
+            if isinstance(vacancy, _Worker):
+                self.replaced += 1
+            self._idle.put_nowait(worker)
         finally:
-            del self._replacing[worker]
-            self._workers.discard(worker)
+            del self._replacing[vacancy]
 
     async def _spawn(self) -> _Worker:
+        """A started worker, ready to match (its RDKit warmed up)."""
         parent, child = self._context.Pipe()
         process = self._context.Process(target=_serve, args=(child,), name="molecule-matcher", daemon=True)
         loop = asyncio.get_running_loop()
@@ -284,6 +341,13 @@ class StructureMatcher:
         child.close()
         worker = _Worker(process, parent)
         self._workers.add(worker)
+        try:
+            await loop.run_in_executor(self._threads, worker.wait_ready, STARTUP_TIMEOUT_S)
+        except BaseException:
+            process.kill()
+            parent.close()
+            self._workers.discard(worker)
+            raise
         return worker
 
 
@@ -300,8 +364,9 @@ class MatchSession:
     def pid(self) -> int | None:
         return self.worker.process.pid
 
-    async def match(self, query: bytes, smiles: Sequence[str], wanted: int) -> list[int]:
-        """Positions in `smiles` of the molecules containing `query` (a Chem.Mol's ToBinary()), in order;
+    async def match(self, query: bytes, smiles: bytes, wanted: int) -> list[int]:
+        """Positions in `smiles` (one a line) of the molecules containing `query` (a Chem.Mol's ToBinary()),
+        in order;
         at most `wanted` (-1: all). MatchInterrupted at the deadline or if the worker died (it is then replaced)."""
         if self.broken:
             raise MatchInterrupted

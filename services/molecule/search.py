@@ -52,9 +52,9 @@ import sqlalchemy as sa
 from services.molecule import chemistry
 from services.molecule.libraries import MoleculeView, library_for, views_of
 from services.molecule.library_rules import Action
-from services.molecule.matcher import MatchInterrupted, StructureMatcher
+from services.molecule.matcher import StructureMatcher
 from services.molecule.queries import ARCHIVED, Condition, MoleculeQuery, Operator, QueryIndex
-from services.molecule.search_index import SearchIndex, SimilarityResult, SubstructureResult, SubstructureScan
+from services.molecule.search_index import SearchIndex, SimilarityResult, SubstructureScan
 from services.molecule.store import molecules
 from services.runtime.auth import Principal
 from services.runtime.db import UnitOfWork
@@ -184,7 +184,7 @@ class SearchService:
             return self._index.substructure_scan(organization_id, fingerprint, limit, candidates, deadline)
 
         scan = await self._search(principal, query, screen)
-        result = await self._matched(principal.organization_id, scan, pattern.ToBinary())
+        result = await self._matcher.run_scan(principal.organization_id, scan, pattern)
         views = await self._views(principal, result.hits)
         return SearchOutcome(
             hits=[Hit(view) for view in views],
@@ -240,22 +240,6 @@ class SearchService:
             )
         candidates = await self._candidates(principal, query)
         return await asyncio.to_thread(search, principal.organization_id, candidates)
-
-    async def _matched(self, organization_id: str, scan: SubstructureScan, query: bytes) -> SubstructureResult:
-        """Match the screened molecules in a matcher worker, chunk by chunk, until the scan is over or the
-        budget is spent (then the worker is killed, and the result says timed out)."""
-        if not scan.screened:
-            return scan.result()
-        assert scan.deadline is not None
-        try:
-            async with self._matcher.session(organization_id, scan.deadline) as worker:
-                while (chunk := scan.next_chunk()) is not None:
-                    started = time.monotonic()
-                    found = await worker.match(query, scan.smiles(chunk), chunk.wanted)
-                    scan.record(chunk, chunk.rows[np.asarray(found, np.int64)], time.monotonic() - started)
-        except MatchInterrupted:
-            scan.time_out()
-        return scan.result()
 
     async def _candidates(self, principal: Principal, query: MoleculeQuery | None) -> np.ndarray | None:
         """The ids the query engine matches (None: no restriction beyond the index's live molecules)."""

@@ -459,17 +459,22 @@ class SubstructureScan:
         if self.deadline is not None and now >= self.deadline:
             self._timed_out = True
             return None
+        wanted = -1 if self._count_all else self._limit - len(self._hits)
         size = _MIN_MATCH_CHUNK
         if self._cost_per_mol is not None:
             budget = (self.deadline - now) / 2 if self.deadline is not None else math.inf
             size = int(min(_MAX_MATCH_CHUNK, max(_MIN_MATCH_CHUNK, budget / max(self._cost_per_mol, 1e-7))))
+        if wanted > 0 and self._checked:
+            # No more rows than twice what the hit rate so far says the remaining hits need: a matcher in
+            # another process gets every row of a chunk, even those after the hit it stops at.
+            rate = max(self._matched, 1) / self._checked
+            size = min(size, max(_MIN_MATCH_CHUNK, int(2 * wanted / rate)))
         rows = _nth_set_rows(mask, cum, self._pos, min(total, self._pos + size))
-        wanted = -1 if self._count_all else self._limit - len(self._hits)
         return MatchChunk(self._segment, rows, wanted)
 
-    def smiles(self, chunk: MatchChunk) -> list[str]:
-        """The chunk's canonical SMILES, in its order (for a matcher in another process)."""
-        return [s.decode() for s in self._segments[chunk.segment].smiles_of(chunk.rows)]
+    def smiles(self, chunk: MatchChunk) -> bytes:
+        """The chunk's canonical SMILES, in its order, one a line (for a matcher in another process)."""
+        return b"\n".join(self._segments[chunk.segment].smiles_of(chunk.rows))
 
     def holder(self, chunk: MatchChunk) -> rdSubstructLibrary.CachedTrustedSmilesMolHolder:
         """The chunk's segment's molecules for a SubstructLibrary in this process (rows are its indices)."""

@@ -157,6 +157,7 @@ def test_the_query_really_is_pathological() -> None:
 
 async def test_a_pathological_query_stops_at_its_budget_and_its_worker_is_replaced(world: World) -> None:
     await world.matcher.start()
+    await eventually(fully_staffed(world.matcher))
     before, pids = world.matcher.replaced, set(world.matcher.pids)
     outcome = await world.hasty.substructure(world.attacker, smiles=PATHOLOGICAL_QUERY, limit=10)
     assert outcome.truncated and outcome.hits == [] and outcome.total == 0
@@ -208,6 +209,7 @@ async def test_a_wedged_matcher_is_unhealthy_until_its_worker_is_gone_and_replac
     matcher = StructureMatcher(MatcherLimits(workers=1, per_organization=1), kill_grace_s=0.2)
     hasty = world.search(Budgets(substructure_s=0.5), matcher)
     await matcher.start()
+    await eventually(fully_staffed(matcher))
     [worker] = matcher.pids
     fork_server = parent_of(worker)
     assert fork_server != os.getpid() and matcher.problem() is None
@@ -216,7 +218,7 @@ async def test_a_wedged_matcher_is_unhealthy_until_its_worker_is_gone_and_replac
         outcome = await hasty.substructure(world.attacker, smiles=PATHOLOGICAL_QUERY)
         assert outcome.truncated
         await eventually(lambda: not matcher.is_healthy())
-        assert "not exited or not replaced" in (matcher.problem() or "")
+        assert "killed and not exited or replaced" in (matcher.problem() or "")
         # meanwhile the organization's searches answer (truncated: there is no worker to match with)
         waiting = await hasty.substructure(world.bystander, smarts="c1ccccc1")
         assert waiting.truncated and waiting.searched == 0
