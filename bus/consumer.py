@@ -24,10 +24,14 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from opentelemetry import propagate, trace
 
+from bus.retry import retry_until_stopped
+
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 
 Handler = Callable[[EventEnvelope, Msg], Awaitable[None]]
+
+RECONNECT_MAX_S = 10.0  # longest pause between bind or fetch attempts while NATS is away
 
 
 class TransientError(Exception):
@@ -93,13 +97,15 @@ class Consumer:
             return
         try:
             while not self._stopping.is_set():
-                try:
-                    messages = await subscription.fetch(self.batch, timeout=self.fetch_timeout)
-                except TimeoutError:  # nats-py's fetch timeouts all derive from it
-                    continue  # nothing to do
-                except Exception as error:  # disconnected or server restarting; the durable consumer waits
-                    log.warning("consumer %s: fetch failed (%r), retrying", self.durable, error)
-                    await self._pause(self.backoff[0])
+                # Disconnected or server restarting: the durable consumer waits; retry with jittered backoff.
+                messages = await retry_until_stopped(
+                    lambda: self._fetch(subscription),
+                    self._stopping,
+                    on=self._fetch_failed,
+                    wait_initial=self.backoff[0],
+                    wait_max=RECONNECT_MAX_S,
+                )
+                if not messages:
                     continue
                 # Every fetched message's ack timer runs from delivery, so the whole batch is kept alive
                 # while its messages wait their turn.
@@ -114,15 +120,29 @@ class Consumer:
         self._stopping.set()
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription | None:
+        # Stream not created yet, NATS not reachable yet: retry with jittered backoff until stopped.
+        return await retry_until_stopped(
+            self._bind, self._stopping, on=self._bind_failed, wait_initial=self.backoff[0], wait_max=RECONNECT_MAX_S
+        )
+
+    async def _bind(self) -> JetStreamContext.PullSubscription:
         # Create or update the durable consumer (so config changes apply on restart), then bind to it.
-        while not self._stopping.is_set():
-            try:
-                await self._js.add_consumer(self.stream, self.config())
-                return await self._js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
-            except Exception as error:  # stream not created yet, NATS not reachable yet
-                log.warning("consumer %s: cannot bind to %s (%r), retrying", self.durable, self.stream, error)
-                await self._pause(self.backoff[0])
-        return None
+        await self._js.add_consumer(self.stream, self.config())
+        return await self._js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+
+    def _bind_failed(self, error: Exception) -> bool:
+        log.warning("consumer %s: cannot bind to %s (%r), retrying", self.durable, self.stream, error)
+        return True
+
+    async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+        try:
+            return await subscription.fetch(self.batch, timeout=self.fetch_timeout)
+        except TimeoutError:  # nothing to do (nats-py's fetch timeouts all derive from it)
+            return []
+
+    def _fetch_failed(self, error: Exception) -> bool:
+        log.warning("consumer %s: fetch failed (%r), retrying", self.durable, error)
+        return True
 
     async def _process(self, msg: Msg) -> None:
         delivered = msg.metadata.num_delivered
@@ -209,7 +229,3 @@ class Consumer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-    async def _pause(self, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay)

@@ -3,8 +3,8 @@
 Rows are claimed with `FOR UPDATE SKIP LOCKED`, so any number of relays can run side by side; each
 row is published with `Nats-Msg-Id` = its id and marked published only after JetStream's PubAck.
 A crash or lost connection between publish and mark republishes the row, and JetStream drops the
-copy within its duplicate window. When NATS or PostgreSQL is unreachable the relay backs off and
-keeps trying; it never skips a row.
+copy within its duplicate window. When NATS or PostgreSQL is unreachable the relay backs off (jittered,
+exponential, up to max_backoff) and keeps trying; it never skips a row.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bus.outbox import notify_channel
+from bus.retry import retry_until_stopped
 from bus.tables import outbox_table
 
 log = logging.getLogger(__name__)
@@ -58,21 +59,20 @@ class OutboxRelay:
         """Publish until stop(); returns once the batch in flight is done."""
         self._stopping.clear()
         listener = asyncio.create_task(self._listen(), name=f"outbox-listen-{self._schema}")
-        failures = 0
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
-                try:
-                    published = await self.publish_batch()
-                except Exception as error:  # NATS or PostgreSQL unreachable: nothing is lost, try again later
-                    failures += 1
-                    delay = min(self.max_backoff, self.poll_interval * 2 ** (failures - 1))
-                    log.warning("outbox %s: publish failed (%r), retry in %.1fs", self._schema, error, delay)
-                    await self._pause(delay, wake_on_notify=False)
-                    continue
-                failures = 0
-                if published < self.batch_size:  # drained: sleep until a commit is notified or poll is due
-                    await self._pause(self.poll_interval, wake_on_notify=True)
+                # NATS or PostgreSQL unreachable: nothing is lost, retry with jittered backoff.
+                published = await retry_until_stopped(
+                    self.publish_batch,
+                    self._stopping,
+                    on=self._publish_failed,
+                    wait_initial=min(self.poll_interval, self.max_backoff),
+                    wait_max=self.max_backoff,
+                )
+                if published is not None and published < self.batch_size:
+                    # Drained: sleep until a commit is notified or the poll is due.
+                    await self._pause(self.poll_interval)
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -80,6 +80,10 @@ class OutboxRelay:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def _publish_failed(self, error: Exception) -> bool:
+        log.warning("outbox %s: publish failed (%r), retrying", self._schema, error)
+        return True
 
     async def publish_batch(self) -> int:
         """Publish up to batch_size unpublished rows, oldest first; returns how many went out.
@@ -137,10 +141,8 @@ class OutboxRelay:
         self.published += 1
         self.duplicates += bool(ack.duplicate)
 
-    async def _pause(self, timeout: float, *, wake_on_notify: bool) -> None:
-        waits = [asyncio.ensure_future(self._stopping.wait())]
-        if wake_on_notify:
-            waits.append(asyncio.ensure_future(self._wake.wait()))
+    async def _pause(self, timeout: float) -> None:
+        waits = [asyncio.ensure_future(self._stopping.wait()), asyncio.ensure_future(self._wake.wait())]
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -149,15 +151,22 @@ class OutboxRelay:
 
     async def _listen(self) -> None:
         """Wake the loop on NOTIFY so events go out right after commit; the poll covers any gap."""
+        while not self._stopping.is_set():
+            await retry_until_stopped(
+                self._listen_once, self._stopping, on=self._listen_lost, wait_initial=0.5, wait_max=self.max_backoff
+            )
+
+    async def _listen_once(self) -> None:
         url = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         listen = sql.SQL("LISTEN {}").format(sql.Identifier(notify_channel(self._schema)))
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                    await conn.execute(listen)
-                    self._wake.set()  # rows may have been committed while nobody listened
-                    async for _ in conn.notifies():
-                        self._wake.set()
-            except psycopg.Error as error:
-                log.info("outbox %s: LISTEN connection lost (%r); polling meanwhile", self._schema, error)
-                await asyncio.sleep(self.max_backoff)
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute(listen)
+            self._wake.set()  # rows may have been committed while nobody listened
+            async for _ in conn.notifies():
+                self._wake.set()
+
+    def _listen_lost(self, error: Exception) -> bool:
+        if not isinstance(error, psycopg.Error):
+            return False
+        log.info("outbox %s: LISTEN connection lost (%r); polling meanwhile", self._schema, error)
+        return True

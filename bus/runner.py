@@ -1,4 +1,7 @@
-"""A service's bus work over one NATS connection: publish its outbox and run its consumers."""
+"""A service's bus work over one NATS connection: publish its outbox and run its consumers.
+
+Superseded by services.runtime.process (Process.outbox + Process.subscriptions); remove once the
+molecule and prediction services run on run_process."""
 
 from __future__ import annotations
 

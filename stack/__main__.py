@@ -6,7 +6,7 @@ import signal
 import sys
 from types import FrameType
 
-from services.identity.__main__ import initial_credentials_path
+from services.runtime.settings import SettingsError, initial_credentials_path
 from stack.mesh import Stack, StackSettings
 from stack.processes import StartupError
 
@@ -59,7 +59,12 @@ def banner(stack: Stack) -> str:
 
 
 def main() -> int:
-    stack = Stack(StackSettings.from_env(), say=say)
+    try:
+        settings = StackSettings.from_env()
+    except SettingsError as error:
+        print(f"molbridge: {error}", file=sys.stderr, flush=True)
+        return 2
+    stack = Stack(settings, say=say)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:

@@ -16,7 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.runtime.settings import REPO_ROOT, service_addr
+from pydantic import Field
+
+from services.runtime.settings import REPO_ROOT, Settings, health_addr_variable
 from stack.envoy import envoy_process
 from stack.nats import NatsServer
 from stack.ports import free_port
@@ -28,11 +30,14 @@ from stack.processes import ManagedProcess, StartupError, Supervisor, grpc_ready
 class ServiceSpec:
     """A process of the mesh run as `python -m <module>`. A gRPC service listens on
     MOLBRIDGE_<NAME>_ADDR (default port in services.runtime.settings.SERVICE_PORTS), is routed by
-    Envoy, and is ready when grpc.health.v1 says SERVING; a worker (grpc=False) is ready once running."""
+    Envoy, and is ready when grpc.health.v1 says SERVING; a worker (grpc=False) is ready once running,
+    or, with health=True (a worker on run_process), when its health server on a free port
+    (MOLBRIDGE_<NAME>_HEALTH_ADDR) says SERVING."""
 
     name: str
     module: str
     grpc: bool = True
+    health: bool = False
 
 
 # Every service and worker of the mesh, in start order. Adding one is one line.
@@ -56,6 +61,16 @@ _OWN_VARS = ("DATABASE_URL", "NATS_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "GATEWAY
 _PASS_THROUGH = ("MOLBRIDGE_ADMIN_EMAIL", "MOLBRIDGE_ADMIN_PASSWORD", "SMTP_URL", "MOLBRIDGE_LOG_LEVEL")
 
 
+class StackEnv(Settings):
+    """The stack's own variables on top of every process's (services.runtime.settings)."""
+
+    gateway_admin_port: int = Field(9901, ge=1, le=65535, validation_alias="GATEWAY_ADMIN_PORT")
+    trace_receiver_port: int = Field(4319, ge=1, le=65535, validation_alias="MOLBRIDGE_TRACE_RECEIVER_PORT")
+    ai_engine_url: str | None = Field(None, validation_alias="AI_ENGINE_URL")
+    engine_port: int = Field(8090, ge=1, le=65535, validation_alias="MOLBRIDGE_ENGINE_PORT")
+    engine_models: str = Field("baseline,admet", validation_alias="MOLBRIDGE_ENGINE_MODELS")
+
+
 @dataclass
 class StackSettings:
     data_dir: Path
@@ -76,18 +91,20 @@ class StackSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> StackSettings:
+        """Checked like every process's settings: a bad value raises SettingsError naming the variable."""
+        typed = StackEnv.from_env("stack", env)
         return cls(
-            data_dir=Path(env.get("MOLBRIDGE_DATA_DIR") or REPO_ROOT / ".data").resolve(),
-            database_url=env.get("DATABASE_URL") or None,
-            nats_url=env.get("NATS_URL") or None,
-            otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
-            gateway_port=int(env.get("GATEWAY_PORT") or 8080),
-            admin_port=int(env.get("GATEWAY_ADMIN_PORT") or 9901),
-            trace_receiver_port=int(env.get("MOLBRIDGE_TRACE_RECEIVER_PORT") or 4319),
-            service_addrs={s.name: service_addr(s.name, env) for s in SERVICES if s.grpc},
-            ai_engine_url=env.get("AI_ENGINE_URL") or None,
-            engine_port=int(env.get("MOLBRIDGE_ENGINE_PORT") or 8090),
-            engine_models=env.get("MOLBRIDGE_ENGINE_MODELS") or "baseline,admet",
+            data_dir=typed.data_dir,
+            database_url=typed.database_url or None,
+            nats_url=typed.nats_url if env.get("NATS_URL") else None,
+            otlp_endpoint=typed.otlp_endpoint,
+            gateway_port=typed.gateway_port,
+            admin_port=typed.gateway_admin_port,
+            trace_receiver_port=typed.trace_receiver_port,
+            service_addrs={s.name: typed.addr_of(s.name) for s in SERVICES if s.grpc},
+            ai_engine_url=typed.ai_engine_url,
+            engine_port=typed.engine_port,
+            engine_models=typed.engine_models,
             env=dict(env),
         )
 
@@ -136,6 +153,7 @@ class Stack:
         self.settings = settings
         self.services = tuple(services)
         self.supervisor = Supervisor()
+        self.health_addrs: dict[str, str] = {}  # workers with health=True: where they answer grpc.health.v1
         self.postgres: PostgresServer | None = None
         self.nats: NatsServer | None = None
         self.database_url = settings.database_url or ""
@@ -230,8 +248,12 @@ class Stack:
             self._run(self._engine())
         self.env = self._service_env()
         for spec in self.services:
+            own_env: dict[str, str] = {}
             ready = grpc_ready(self.service_addr(spec.name)) if spec.grpc else None
-            self._run(self._python(spec.name, spec.module, ready=ready))
+            if spec.health and not spec.grpc:
+                self.health_addrs[spec.name] = own_env[health_addr_variable(spec.name)] = f"127.0.0.1:{free_port()}"
+                ready = grpc_ready(self.health_addrs[spec.name])
+            self._run(self._python(spec.name, spec.module, ready=ready, env=own_env))
         self._gateway_traces = gateway_traces
         self._run(self._envoy(traces=gateway_traces))
 
@@ -277,9 +299,15 @@ class Stack:
                               ready_timeout=180.0, stop_timeout=8.0)
 
     def _python(
-        self, name: str, module: str, *, args: Sequence[str] = (), ready: Callable[[], bool] | None
+        self,
+        name: str,
+        module: str,
+        *,
+        args: Sequence[str] = (),
+        ready: Callable[[], bool] | None,
+        env: Mapping[str, str] | None = None,
     ) -> ManagedProcess:
-        env = {**self.settings.env, **self.env, "PYTHONUNBUFFERED": "1"}
+        env = {**self.settings.env, **self.env, **(env or {}), "PYTHONUNBUFFERED": "1"}
         return ManagedProcess(name, [sys.executable, "-m", module, *args], log_path=self._log(name),
                               env=env, cwd=REPO_ROOT, ready=ready, stop_timeout=8.0)
 

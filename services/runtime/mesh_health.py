@@ -20,7 +20,7 @@ class HealthServicer(pb_grpc.HealthServiceServicer):
 
     def __init__(self, settings: Settings) -> None:
         # MOLBRIDGE_SERVICES names the services this deployment runs (the stack sets it).
-        names = settings.get("MOLBRIDGE_SERVICES", settings.service_name)
+        names = settings.mesh_services or settings.service_name
         self._targets = {name: settings.addr_of(name) for name in names.split(",") if name}
         self._channels = {name: grpc.aio.insecure_channel(addr) for name, addr in self._targets.items()}
 

@@ -1,4 +1,4 @@
-"""gRPC server bootstrap shared by every service: interceptor, health, reflection, graceful stop."""
+"""The gRPC edge of a server process: interceptor, health, reflection (started by services.runtime.process)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.runtime.auth import Authenticator
 from services.runtime.interceptors import MeshInterceptor
+from services.runtime.retry import supervise
 from services.runtime.settings import Settings
 
 log = logging.getLogger("molbridge.server")
@@ -54,25 +55,39 @@ class ServiceApp:
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
-async def start_server(app: ServiceApp) -> tuple[grpc.aio.Server, health.aio.HealthServicer, list[asyncio.Task]]:
+def make_grpc_server(
+    name: str,
+    servicers: Iterable[tuple[Callable[[Any, grpc.aio.Server], None], Any]],
+    authenticator: Authenticator | None,
+    public_methods: Collection[str] = (),
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """A server with the mesh interceptor, the given servicers, health and reflection (not started)."""
     server = grpc.aio.server(
-        interceptors=[MeshInterceptor(app.settings.service_name, app.authenticator, app.public_methods)],
+        interceptors=[MeshInterceptor(name, authenticator, public_methods)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    for add, servicer in app.servicers:
+    for add, servicer in servicers:
         add(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [*all_molbridge_service_names(), health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
+    return server, health_servicer
+
+
+async def start_server(app: ServiceApp) -> tuple[grpc.aio.Server, health.aio.HealthServicer, list[asyncio.Task]]:
+    """Kept for callers not yet on services.runtime.process (tests that serve one servicer in-process)."""
+    server, health_servicer = make_grpc_server(
+        app.settings.service_name, app.servicers, app.authenticator, app.public_methods
+    )
     server.add_insecure_port(app.settings.listen_addr)
     await server.start()
-    tasks = [asyncio.create_task(_supervised(job)) for job in app.background]
-    await _set_serving(health_servicer, _service_names(app), health_pb2.HealthCheckResponse.SERVING)
+    tasks = [asyncio.create_task(supervise(job)) for job in app.background]
+    await _set_serving(health_servicer, service_names(app.servicers), health_pb2.HealthCheckResponse.SERVING)
     log.info("serving %s on %s", app.settings.service_name, app.settings.listen_addr)
     return server, health_servicer, tasks
 
@@ -81,7 +96,7 @@ async def stop_server(
     app: ServiceApp, server: grpc.aio.Server, health_servicer: health.aio.HealthServicer, tasks: list[asyncio.Task]
 ) -> None:
     # Tell load balancers first, then drain in-flight calls, then stop background work.
-    await _set_serving(health_servicer, _service_names(app), health_pb2.HealthCheckResponse.NOT_SERVING)
+    await _set_serving(health_servicer, service_names(app.servicers), health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.stop(GRACE_SECONDS)
     for task in tasks:
         task.cancel()
@@ -92,19 +107,28 @@ async def stop_server(
 
 
 async def run(app: ServiceApp) -> None:
-    """Serve until SIGINT/SIGTERM, then stop gracefully."""
+    """Serve until SIGINT/SIGTERM, then stop gracefully (the old entry point; prefer run_process)."""
+    from services.runtime.process import Process, running
+
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    server, health_servicer, tasks = await start_server(app)
-    await stopping.wait()
-    await stop_server(app, server, health_servicer, tasks)
+    process = Process(
+        servicers=app.servicers,
+        authenticator=app.authenticator,
+        public_methods=app.public_methods,
+        jobs=app.background,
+        on_stop=app.on_stop,
+    )
+    async with running(app.settings.service_name, process, app.settings):
+        await stopping.wait()
 
 
-def _service_names(app: ServiceApp) -> Iterable[str]:
+def service_names(servicers: Iterable[tuple[Any, Any]]) -> Iterable[str]:
+    """The names health answers for: "" (overall) and each servicer's full service name."""
     yield ""  # overall health
-    for _, servicer in app.servicers:
+    for _, servicer in servicers:
         for base in type(servicer).__mro__:
             full_name = getattr(base, "SERVICE_FULL_NAME", None)
             if full_name:
@@ -115,16 +139,3 @@ def _service_names(app: ServiceApp) -> Iterable[str]:
 async def _set_serving(servicer: health.aio.HealthServicer, names: Iterable[str], status: int) -> None:
     for name in names:
         await servicer.set(name, status)
-
-
-async def _supervised(job: Callable[[], Awaitable[None]]) -> None:
-    """Background work must not die silently: log and restart after a pause."""
-    while True:
-        try:
-            await job()
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("background job %s failed; restarting in 1 s", getattr(job, "__qualname__", job))
-            await asyncio.sleep(1)

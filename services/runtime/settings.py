@@ -1,11 +1,26 @@
-"""Settings from the environment: one reader, so every service and tool agrees on names and defaults."""
+"""Typed settings from the environment, checked at start: one mechanism for every process and tool.
+
+`Settings` holds what every process needs; a service declares its own subclass with its variables
+(each field names its variable with `validation_alias`) and hands the class to `run_process`:
+
+    class IdentitySettings(Settings):
+        key_passphrase: str = Field("", validation_alias="MOLBRIDGE_KEY_PASSPHRASE")
+
+A bad value stops the process at start with a `SettingsError` that names the variable and what it
+accepts, e.g. `MOLBRIDGE_LOG_LEVEL='LOUD': Input should be 'DEBUG', 'INFO', … `. An empty variable
+counts as unset. `from_env` reads an explicit mapping (tests pass a dict; nothing else is read).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,38 +34,149 @@ SERVICE_PORTS: dict[str, int] = {
     "prediction": 50055,
 }
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class SettingsError(ValueError):
+    """A variable has a value the process cannot use; the message names it and what it accepts."""
+
+
+def addr_variable(name: str) -> str:
+    """`molecule` → `MOLBRIDGE_MOLECULE_ADDR`, `molecule-worker` → `MOLBRIDGE_MOLECULE_WORKER_ADDR`."""
+    return f"MOLBRIDGE_{name.upper().replace('-', '_')}_ADDR"
+
+
+def health_addr_variable(name: str) -> str:
+    """Where a worker serves gRPC health: `MOLBRIDGE_<NAME>_HEALTH_ADDR` (e.g. MOLBRIDGE_MOLECULE_WORKER_…)."""
+    return addr_variable(name).removesuffix("_ADDR") + "_HEALTH_ADDR"
+
 
 def service_addr(name: str, env: Mapping[str, str] = os.environ) -> str:
-    return env.get(f"MOLBRIDGE_{name.upper()}_ADDR", f"127.0.0.1:{SERVICE_PORTS[name]}")
+    return env.get(addr_variable(name)) or f"127.0.0.1:{SERVICE_PORTS[name]}"
 
 
-@dataclass(frozen=True)
-class Settings:
-    service_name: str
-    data_dir: Path
-    database_url: str
-    nats_url: str
-    listen_addr: str
-    otlp_endpoint: str | None
-    log_level: str
-    env: Mapping[str, str] = field(repr=False)
+def check_host_port(value: str, variable: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise SettingsError(f"{variable}={value!r}: expected host:port, e.g. 127.0.0.1:50051")
+    return value
+
+
+class Settings(BaseSettings):
+    """What every Molbridge process reads. Field → variable (default):
+
+    MOLBRIDGE_DATA_DIR (.data) · DATABASE_URL · NATS_URL (nats://127.0.0.1:4222) ·
+    MOLBRIDGE_<SERVICE>_ADDR (127.0.0.1:5005x) · OTEL_EXPORTER_OTLP_ENDPOINT · MOLBRIDGE_LOG_LEVEL (INFO) ·
+    MOLBRIDGE_PUBLIC_URL (the gateway URL) · GATEWAY_PORT (8080) · MOLBRIDGE_SERVICES ·
+    SMTP_URL / SMTP_CA_FILE / SMTP_VERIFY / SMTP_ALLOW_PLAINTEXT_AUTH · S3_* and AWS_* (object storage) ·
+    MOLBRIDGE_<PROCESS>_HEALTH_ADDR (workers' health server).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, env_ignore_empty=True)
+
+    service_name: str = ""
+    data_dir: Path = Field(REPO_ROOT / ".data", validation_alias="MOLBRIDGE_DATA_DIR")
+    database_url: str = Field("", validation_alias="DATABASE_URL")
+    nats_url: str = Field("nats://127.0.0.1:4222", validation_alias="NATS_URL")
+    otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    log_level: LogLevel = Field("INFO", validation_alias="MOLBRIDGE_LOG_LEVEL")
+    gateway_port: int = Field(8080, ge=1, le=65535, validation_alias="GATEWAY_PORT")
+    public_url_override: str | None = Field(None, validation_alias="MOLBRIDGE_PUBLIC_URL")
+    # The services GET /api/v1/health probes (comma separated; the stack sets it).
+    mesh_services: str = Field("", validation_alias="MOLBRIDGE_SERVICES")
+    # Email: unset = .eml files under <data dir>/outbox/email (see services.runtime.email).
+    smtp_url: str = Field("", validation_alias="SMTP_URL")
+    smtp_ca_file: Path | None = Field(None, validation_alias="SMTP_CA_FILE")
+    smtp_verify: bool = Field(True, validation_alias="SMTP_VERIFY")
+    smtp_allow_plaintext_auth: bool = Field(False, validation_alias="SMTP_ALLOW_PLAINTEXT_AUTH")
+    # Object storage: S3 when S3_BUCKET is set, else a local directory.
+    s3_bucket: str = Field("", validation_alias="S3_BUCKET")
+    s3_endpoint_url: str | None = Field(None, validation_alias="S3_ENDPOINT_URL")
+    s3_region: str | None = Field(None, validation_alias="S3_REGION")
+    s3_create_bucket: bool = Field(False, validation_alias="S3_CREATE_BUCKET")
+    aws_default_region: str | None = Field(None, validation_alias="AWS_DEFAULT_REGION")
+    aws_access_key_id: str | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: str | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY", repr=False)
+    aws_session_token: str | None = Field(None, validation_alias="AWS_SESSION_TOKEN", repr=False)
+    # The whole environment as read, for MOLBRIDGE_<NAME>_ADDR lookups and not-yet-typed variables.
+    env: Mapping[str, str] = Field(default_factory=dict, repr=False, exclude=True)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.resolve()
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("smtp://", "smtps://")):
+            raise ValueError("expected smtp://[user:pass@]host[:port] or smtps://…")
+        return value
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_scheme(cls, value: str) -> str:
+        if not value.startswith(("nats://", "tls://", "ws://", "wss://")):
+            raise ValueError("expected nats://host:port")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("postgresql://", "postgres://", "postgresql+")):
+            raise ValueError("expected postgresql://user:pass@host:port/db")
+        return value
 
     @classmethod
-    def from_env(cls, service_name: str, env: Mapping[str, str] = os.environ) -> Settings:
-        data_dir = Path(env.get("MOLBRIDGE_DATA_DIR", str(REPO_ROOT / ".data"))).resolve()
-        return cls(
-            service_name=service_name,
-            data_dir=data_dir,
-            database_url=env.get("DATABASE_URL", ""),
-            nats_url=env.get("NATS_URL", "nats://127.0.0.1:4222"),
-            listen_addr=service_addr(service_name, env),
-            otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
-            log_level=env.get("MOLBRIDGE_LOG_LEVEL", "INFO"),
-            env=dict(env),
-        )
+    def from_env(cls, service_name: str, env: Mapping[str, str] | None = None) -> Self:
+        """Read and check; raises SettingsError naming every bad variable."""
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {key: value for key, value in env.items() if value != ""}
+        values.update(service_name=service_name, env=env)
+        try:
+            settings = cls.model_validate(values)
+        except ValidationError as error:
+            raise SettingsError(_describe(error, env)) from None
+        if service_name in SERVICE_PORTS:
+            check_host_port(settings.listen_addr, addr_variable(service_name))
+        return settings
 
-    def get(self, name: str, default: str = "") -> str:
-        return self.env.get(name, default)
+    @property
+    def listen_addr(self) -> str:
+        return self.addr_of(self.service_name)
+
+    @property
+    def public_url(self) -> str:
+        """Base of links in emails: MOLBRIDGE_PUBLIC_URL, else the local gateway."""
+        return self.public_url_override or f"http://127.0.0.1:{self.gateway_port}"
 
     def addr_of(self, service: str) -> str:
         return service_addr(service, self.env)
+
+    def get(self, name: str, default: str = "") -> str:
+        """A variable no typed field covers yet (prefer a field on the service's Settings subclass)."""
+        return self.env.get(name, default)
+
+
+_SECRET = re.compile(r"PASS|SECRET|TOKEN|KEY|URL", re.IGNORECASE)  # URLs may carry credentials
+
+
+def _describe(error: ValidationError, env: Mapping[str, str]) -> str:
+    problems = []
+    for item in error.errors(include_url=False):
+        variable = ".".join(str(part) for part in item["loc"]) or "settings"
+        secret = _SECRET.search(variable)
+        shown = f"={env[variable]!r}" if variable in env and not secret else ""
+        problems.append(f"{variable}{shown}: {item['msg']}")
+    return "invalid settings: " + "; ".join(problems)
+
+
+def initial_credentials_path(data_dir: Path) -> Path:
+    """Where identity keeps a generated first admin password (mode 0600) until the operator deletes it;
+    `make run` shows it once. Here, not in identity, because the stack reads it too."""
+    return data_dir / "initial-admin-credentials"

@@ -19,12 +19,12 @@ from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from molbridge.identity.v1 import identity_service_pb2 as pb
 from molbridge.identity.v1 import identity_service_pb2_grpc as pb_grpc
 
-from services.identity.__main__ import MIGRATIONS
+from services.identity.bootstrap import MIGRATIONS
 from services.identity.keys import KeyRing
 from services.identity.server import PUBLIC_METHODS, IdentityServicer
 from services.identity.service import IdentityService
 from services.identity.store import SCHEMA
-from services.runtime import migrations, server
+from services.runtime import server
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.email import FolderSender
@@ -80,7 +80,7 @@ class World:
 
 @pytest.fixture
 async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
-    migrations.upgrade(database_url, SCHEMA, MIGRATIONS)
+    MIGRATIONS.upgrade(database_url)
     engine = make_engine(database_url, SCHEMA)
     clock = Clock()
     # Cheap Argon2id parameters: the tests exercise our rules, not the hash's cost.
@@ -375,8 +375,8 @@ async def test_audit_trail_is_fed_from_the_bus_and_tamper_evident(world: World, 
     from bus.consumer import Consumer
     from bus.relay import OutboxRelay
     from bus.streams import EVENTS_STREAM, ensure_streams
-    from services.identity.__main__ import AUDIT_SUBJECT
     from services.identity.audit import AuditTrail
+    from services.identity.bootstrap import AUDIT_SUBJECT
     from services.identity.domain import first_broken_link
 
     await world.organization_with_admin("Audited Pharma")

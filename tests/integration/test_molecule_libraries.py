@@ -26,7 +26,7 @@ from molbridge.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from molbridge.molecule.v1 import library_service_pb2 as pb
 from molbridge.molecule.v1 import library_service_pb2_grpc as pb_grpc
 
-from services.identity.__main__ import MIGRATIONS as IDENTITY_MIGRATIONS
+from services.identity.bootstrap import MIGRATIONS as IDENTITY_MIGRATIONS
 from services.identity.keys import KeyRing
 from services.identity.server import PUBLIC_METHODS, IdentityServicer
 from services.identity.service import IdentityService
@@ -167,7 +167,7 @@ class World:
 @pytest.fixture(scope="module")
 async def world(postgres_server, tmp_path_factory) -> AsyncIterator[World]:  # type: ignore[no-untyped-def]
     url = postgres_server.create_database()
-    migrations.upgrade(url, IDENTITY_SCHEMA, IDENTITY_MIGRATIONS)
+    IDENTITY_MIGRATIONS.upgrade(url)
     migrations.upgrade(url, SCHEMA, MOLECULE_MIGRATIONS)
     identity_engine, engine = make_engine(url, IDENTITY_SCHEMA), make_engine(url, SCHEMA)
     identity = IdentityService(

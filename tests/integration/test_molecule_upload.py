@@ -23,7 +23,7 @@ from molbridge.molecule.v1 import import_service_pb2_grpc as pb_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import services.molecule
-from services.identity.__main__ import MIGRATIONS as IDENTITY_MIGRATIONS
+from services.identity.bootstrap import MIGRATIONS as IDENTITY_MIGRATIONS
 from services.identity.keys import KeyRing
 from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
@@ -64,7 +64,7 @@ class World:
 
 @pytest.fixture
 async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
-    migrations.upgrade(database_url, IDENTITY_SCHEMA, IDENTITY_MIGRATIONS)
+    IDENTITY_MIGRATIONS.upgrade(database_url)
     migrations.upgrade(database_url, MOLECULE_SCHEMA, MOLECULE_MIGRATIONS)
     identity_engine = make_engine(database_url, IDENTITY_SCHEMA)
     identity = IdentityService(

@@ -21,7 +21,7 @@ from stack.mesh import ServiceSpec, Stack, StackSettings
 from stack.nats import NatsServer
 from stack.ports import free_port
 from stack.postgres import PostgresServer
-from stack.processes import ManagedProcess, StartupError, Supervisor
+from stack.processes import ManagedProcess, StartupError, Supervisor, grpc_ready
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -257,3 +257,17 @@ def test_a_service_that_fails_to_start_stops_the_whole_stack(server_tmp_path: Pa
     assert stack.supervisor.processes == []
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(stack.database_url, connect_timeout=1).close()
+
+
+def test_a_worker_with_health_is_ready_when_it_says_serving(server_tmp_path: Path) -> None:
+    settings = StackSettings.isolated(server_tmp_path / "data")  # Envoy routes to services not started here
+    stack = Stack(settings, services=[ServiceSpec("toy-worker", "tests.integration.toy_worker", grpc=False,
+                                                  health=True)])
+    try:
+        stack.start()  # returns only once the worker's health server answered SERVING
+        addr = stack.health_addrs["toy-worker"]
+        assert grpc_ready(addr)()
+        assert f"toy-worker: health on {addr}" in (stack.logs_dir / "toy-worker.log").read_text()
+    finally:
+        stack.stop()
+    assert stack.supervisor.processes == []

@@ -1,3 +1,5 @@
-from services.runtime.migrations import run_env
+from bus.tables import outbox_table, processed_events_table
+from services.prediction.store import SCHEMA, metadata
+from services.runtime.migrations import run_env, service_metadata
 
-run_env()
+run_env(service_metadata(metadata, outbox_table(SCHEMA), processed_events_table(SCHEMA)))

@@ -1,0 +1,73 @@
+"""Typed settings: defaults as documented in the README, and a bad value fails naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import Field
+
+from services.runtime.settings import REPO_ROOT, Settings, SettingsError, health_addr_variable
+
+
+class ToySettings(Settings):
+    """The pattern a service follows: its own variables on top of the base."""
+
+    csv_processes: int = Field(4, ge=1, validation_alias="MOLBRIDGE_CSV_PROCESSES")
+
+
+def test_defaults_match_the_readme() -> None:
+    settings = Settings.from_env("molecule", {})
+    assert settings.data_dir == (REPO_ROOT / ".data").resolve()
+    assert settings.database_url == ""
+    assert settings.nats_url == "nats://127.0.0.1:4222"
+    assert settings.listen_addr == "127.0.0.1:50052"
+    assert settings.addr_of("identity") == "127.0.0.1:50051"
+    assert settings.otlp_endpoint is None and settings.log_level == "INFO"
+    assert settings.public_url == "http://127.0.0.1:8080" and settings.smtp_url == ""
+    assert not settings.s3_bucket and not settings.s3_create_bucket
+
+
+def test_values_are_read_and_typed(tmp_path: Path) -> None:
+    env = {
+        "MOLBRIDGE_DATA_DIR": str(tmp_path),
+        "MOLBRIDGE_MOLECULE_ADDR": "0.0.0.0:6000",
+        "MOLBRIDGE_IDENTITY_ADDR": "identity:7000",
+        "GATEWAY_PORT": "9000",
+        "MOLBRIDGE_LOG_LEVEL": "debug",
+        "S3_CREATE_BUCKET": "1",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "",  # empty counts as unset
+        "MOLBRIDGE_CSV_PROCESSES": "2",
+    }
+    settings = ToySettings.from_env("molecule", env)
+    assert settings.data_dir == tmp_path and settings.listen_addr == "0.0.0.0:6000"
+    assert settings.addr_of("identity") == "identity:7000"
+    assert settings.public_url == "http://127.0.0.1:9000" and settings.log_level == "DEBUG"
+    assert settings.s3_create_bucket is True and settings.otlp_endpoint is None
+    assert settings.csv_processes == 2
+    assert health_addr_variable("molecule-worker") == "MOLBRIDGE_MOLECULE_WORKER_HEALTH_ADDR"
+
+
+@pytest.mark.parametrize(
+    ("env", "named", "accepts"),
+    [
+        ({"MOLBRIDGE_LOG_LEVEL": "LOUD"}, "MOLBRIDGE_LOG_LEVEL='LOUD'", "'DEBUG', 'INFO'"),
+        ({"GATEWAY_PORT": "eighty"}, "GATEWAY_PORT='eighty'", "valid integer"),
+        ({"GATEWAY_PORT": "70000"}, "GATEWAY_PORT='70000'", "less than or equal to 65535"),
+        ({"S3_CREATE_BUCKET": "maybe"}, "S3_CREATE_BUCKET='maybe'", "valid boolean"),
+        ({"SMTP_URL": "http://mail"}, "SMTP_URL", "smtp://"),
+        ({"NATS_URL": "127.0.0.1:4222"}, "NATS_URL", "nats://host:port"),
+        ({"MOLBRIDGE_MOLECULE_ADDR": "50052"}, "MOLBRIDGE_MOLECULE_ADDR='50052'", "host:port"),
+        ({"MOLBRIDGE_CSV_PROCESSES": "0"}, "MOLBRIDGE_CSV_PROCESSES='0'", "greater than or equal to 1"),
+    ],
+)
+def test_a_bad_value_names_the_variable_and_what_it_accepts(env: dict[str, str], named: str, accepts: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        ToySettings.from_env("molecule", env)
+    assert named in str(error.value) and accepts in str(error.value)
+
+
+def test_secrets_are_not_echoed_in_errors() -> None:
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env("identity", {"DATABASE_URL": "mysql://root:hunter2@db/x"})
+    assert "DATABASE_URL" in str(error.value) and "hunter2" not in str(error.value)
