@@ -48,6 +48,7 @@ def build(settings: Settings) -> server.ServiceApp:
         authenticator=remote_authenticator(identity),
         background=[publish_outbox, *(job for part in parts for job in part.background)],
         on_stop=[*(hook for part in parts for hook in part.on_stop), identity.close, engine.dispose],
+        liveness=[ctx.shared[search.SEARCH_MATCHER].problem],  # a wedged structure matcher: NOT_SERVING
     )
 
 

@@ -4,7 +4,9 @@ The attacker's organization holds large fused benzenoid sheets (~100-140 aromati
 another such sheet that does not fit in any of them: every candidate passes the fingerprint screen, and
 RDKit's matcher backtracks for seconds to tens of seconds on each (measured: 6-19 s per candidate, about a
 minute for the five), without any way to interrupt it. The matcher's worker processes are killed at the
-budget instead, and the other organization is served meanwhile. Outcomes only: no timings are asserted.
+budget instead, and the other organization is served meanwhile; served through gRPC in the process runtime,
+a client that gives up frees its worker, and a wedged matcher makes health NOT_SERVING. Outcomes only: no
+timings are asserted.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import rdkit
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from molbridge.molecule.v1 import search_service_pb2 as pb
+from molbridge.molecule.v1 import search_service_pb2_grpc as pb_grpc
 from rdkit import Chem
 
 from services.molecule import chemistry
@@ -29,12 +35,17 @@ from services.molecule.queries import QueryIndex, parse_query
 from services.molecule.search import Budgets, SearchService
 from services.molecule.search_index import SearchIndex
 from services.molecule.search_sync import SearchIndexSync
+from services.molecule.server.search import SearchServicer
 from services.molecule.store import SCHEMA
 from services.runtime import migrations
-from services.runtime.auth import Principal
+from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.pagination import PageRequest
+from services.runtime.process import Process, running
+from services.runtime.settings import Settings
+from stack.ports import free_port
 from tests.integration.molecule_imports import scientist
+from tests.integration.test_molecule_import_rpc import NoApiKeys, Tokens
 from tests.integration.test_molecule_search import register
 
 MIGRATIONS = Path(chemistry.__file__).parent / "migrations"
@@ -229,3 +240,53 @@ async def test_a_wedged_matcher_is_unhealthy_until_its_worker_is_gone_and_replac
     healed = await hasty.substructure(world.bystander, smarts="c1ccccc1", limit=1000)
     assert healed.hits and not healed.truncated
     await matcher.close()
+
+
+async def test_the_served_service_kills_for_a_client_that_left_and_reports_a_wedged_matcher(world: World) -> None:
+    """Through gRPC, in the process runtime: a client that gives up (its deadline) frees the worker at once;
+    a worker that cannot be reaped makes health NOT_SERVING until it is gone and replaced."""
+    matcher = StructureMatcher(MatcherLimits(workers=1, per_organization=1), kill_grace_s=0.2)
+    patient = world.search(Budgets(substructure_s=600.0), matcher)
+    tokens, port = Tokens(), free_port()
+    process = Process(
+        servicers=[(pb_grpc.add_SearchServiceServicer_to_server, SearchServicer(patient))],
+        authenticator=Authenticator(TokenVerifier(tokens.provide), NoApiKeys()),
+        jobs=[matcher.start],
+        on_stop=[matcher.close],
+        liveness=[matcher.problem],
+    )
+    settings = Settings.from_env("molecule", {"MOLBRIDGE_MOLECULE_ADDR": f"127.0.0.1:{port}"})
+    pathological = pb.SearchSubstructureRequest(smiles=PATHOLOGICAL_QUERY)
+    async with running("molecule", process, settings), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health, search = health_pb2_grpc.HealthStub(channel), pb_grpc.SearchServiceStub(channel)
+
+        async def status() -> int:
+            return (await health.Check(health_pb2.HealthCheckRequest(service=""))).status
+
+        async def serving() -> bool:
+            return await status() == health_pb2.HealthCheckResponse.SERVING
+
+        async def not_serving() -> bool:
+            return await status() == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        await eventually(serving)
+        await eventually(fully_staffed(matcher))
+        [worker] = matcher.pids
+        with pytest.raises(grpc.aio.AioRpcError) as gave_up:
+            await search.SearchSubstructure(pathological, metadata=tokens.metadata(world.attacker), timeout=1.0)
+        assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await eventually(lambda: not process_exists(worker))
+        await eventually(fully_staffed(matcher))
+        assert matcher.replaced == 1 and await serving()
+        [worker] = matcher.pids
+        fork_server = parent_of(worker)
+        try:
+            os.kill(fork_server, signal.SIGSTOP)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await search.SearchSubstructure(pathological, metadata=tokens.metadata(world.attacker), timeout=1.0)
+            await eventually(not_serving)
+        finally:
+            os.kill(fork_server, signal.SIGCONT)
+        await eventually(serving)
+        await eventually(fully_staffed(matcher))
+        assert matcher.replaced == 2
