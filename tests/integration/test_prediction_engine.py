@@ -451,9 +451,9 @@ async def test_the_grpc_api_queues_reports_and_lists_predictions(world: World) -
             for call in (
                 stub.GetPredictionStatus(pb.GetPredictionStatusRequest(job_id=job_id), metadata=mallory),
                 stub.GetPredictionResults(pb.GetPredictionResultsRequest(job_id=job_id), metadata=mallory),
-                _drained(stub.DownloadPredictionResults(
-                    pb.DownloadPredictionResultsRequest(job_id=job_id), metadata=mallory
-                )),  # fmt: skip
+                _drained(
+                    stub.DownloadPredictionResults(pb.DownloadPredictionResultsRequest(job_id=job_id), metadata=mallory)
+                ),
                 stub.CreatePrediction(
                     pb.CreatePredictionRequest(molecule_ids=ids, properties=["logp"]), metadata=mallory
                 ),

@@ -21,11 +21,11 @@ def test_the_header_names_every_column_of_a_result() -> None:
 def test_rows_keep_numbers_whole_and_neutralise_text_a_spreadsheet_would_run() -> None:
     rows = [
         Prediction("m-1", "logp", -2.5, "log units", 0.875, "baseline", "1.0"),
-        Prediction("m-2", "=HYPERLINK(\"x\")", 1e-07, "-log(mol/L)", 1.0, "@model", "+1"),
+        Prediction("m-2", '=HYPERLINK("x")', 1e-07, "-log(mol/L)", 1.0, "@model", "+1"),
     ]
     assert parsed(results_csv.rows(rows)) == [
         ["m-1", "logp", "-2.5", "log units", "0.875", "baseline", "1.0"],
-        ["m-2", "'=HYPERLINK(\"x\")", "1e-07", "'-log(mol/L)", "1.0", "'@model", "+1"],
+        ["m-2", '\'=HYPERLINK("x")', "1e-07", "'-log(mol/L)", "1.0", "'@model", "+1"],
     ]
 
 
