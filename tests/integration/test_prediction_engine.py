@@ -49,7 +49,7 @@ from services.molecule.store.uow import molecule_transactions
 from services.prediction import bootstrap
 from services.prediction import worker as prediction_worker
 from services.prediction.bootstrap import PredictionSettings
-from services.prediction.domain.jobs import MoleculeInput, Status, job_id_for_event, new_job
+from services.prediction.domain.jobs import Job, MoleculeInput, Prediction, Status, job_id_for_event, new_job
 from services.prediction.domain.score import SCORE_PROPERTY
 from services.prediction.engine_client import EngineClient, EngineSettings
 from services.prediction.server import PredictionServicer
@@ -60,8 +60,9 @@ from services.prediction.store import PredictionUnitOfWork, transactions
 from services.runtime import migrations, server
 from services.runtime.auth import AUDIENCE, ISSUER, Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
-from services.runtime.errors import IntegrationError, ValidationError
+from services.runtime.errors import IntegrationError, NotFoundError, ValidationError
 from services.runtime.molecule_client import MoleculeClient
+from services.runtime.pagination import PageRequest
 from services.runtime.process import running
 from services.runtime.settings import REPO_ROOT, Settings
 from services.runtime.uow import Transactions
@@ -595,3 +596,41 @@ async def test_without_a_catalogue_a_request_cannot_be_checked() -> None:
             await ModelCatalogue(nowhere).get()
     finally:
         await nowhere.close()
+
+
+async def test_the_csv_download_reads_a_large_job_chunk_by_chunk(world: World) -> None:
+    """2,500 stored values (more than two chunks' worth): every one in the file once, in order. The
+    job is stored without queueing its batches, so the values are exactly the ones written here."""
+    who = Principal("alice", str(uuid.uuid4()), "PHARMA", frozenset({"pharma_scientist"}))
+    molecules = [MoleculeInput(str(uuid.uuid4()), "C") for _ in range(1250)]
+    job = new_job(
+        job_id=str(uuid.uuid4()),
+        organization_id=who.organization_id,
+        requested_by=who.subject,
+        molecules=molecules,
+        properties=["logp", "solubility"],
+        model="",
+        reason="test",
+    )
+    stored = [
+        Prediction(m.id, name, -float(i), "=units", 0.5, "baseline", "1") for i, m in enumerate(molecules)
+        for name in ("solubility", "logp")
+    ]  # fmt: skip
+    async with world.predictions() as uow:
+        assert await uow.jobs.add(job)
+        await uow.results.add(Job(job.id, job.organization_id, who.subject, job.properties, ""), stored)
+    nowhere = MoleculeClient(f"127.0.0.1:{free_port()}")  # never asked: downloads need no molecules
+    service = bootstrap.build_service(world.prediction_db, world.client, nowhere)
+    try:
+        download = await service.results_csv(who, job.id)
+        chunks = [chunk async for chunk in download.chunks]
+        _, total = await service.results(who, job.id, PageRequest.of(1, 1))
+    finally:
+        await nowhere.close()
+    assert download.filename == f"prediction-{job.id}-results.csv" and total == 2500
+    assert len(chunks) == 1 + 3  # the header, then chunks of at most 1,000 rows
+    rows = [line.split(",") for chunk in chunks[1:] for line in chunk.splitlines()]
+    assert [(r[0], r[1]) for r in rows] == sorted((p.molecule_id, p.property) for p in stored)
+    assert {r[3] for r in rows} == {"'=units"}  # engine text is neutralised for spreadsheets
+    with pytest.raises(NotFoundError):
+        await service.results_csv(Principal("mallory", str(uuid.uuid4()), "PHARMA", frozenset()), job.id)
