@@ -7,6 +7,7 @@ import io
 
 from services.prediction.domain import results_csv
 from services.prediction.domain.jobs import Prediction
+from services.runtime.spreadsheet import neutralise_cell
 
 
 def parsed(text: str) -> list[list[str]]:
@@ -30,7 +31,7 @@ def test_rows_keep_numbers_whole_and_neutralise_text_a_spreadsheet_would_run() -
 
 
 def test_plain_numbers_are_not_formulas() -> None:
-    assert [results_csv.neutralise_cell(v) for v in ("-1.5", "+2e3", "=1+1", "\tx", "")] == [
+    assert [neutralise_cell(v) for v in ("-1.5", "+2e3", "=1+1", "\tx", "")] == [
         "-1.5",
         "+2e3",
         "'=1+1",

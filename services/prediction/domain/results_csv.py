@@ -5,25 +5,14 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterable
 
 from services.prediction.domain.jobs import Prediction
+from services.runtime.spreadsheet import neutralise_cell
 
 CONTENT_TYPE = "text/csv; charset=utf-8"
 HEADER = ("molecule_id", "property", "value", "units", "confidence", "model_name", "model_version")
 ROWS_PER_CHUNK = 1000  # ~100 KB of CSV per streamed message, well under gRPC's 4 MiB
-
-# The same rule as the molecule service's import error report (OWASP CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_PLAIN_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
-
-
-def neutralise_cell(value: str) -> str:
-    """A cell a spreadsheet will not run as a formula, plain numbers left as they are."""
-    if value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.match(value):
-        return "'" + value
-    return value
 
 
 def filename(job_id: str) -> str:
