@@ -123,7 +123,7 @@ def test_installed_cli_version_help_and_exit_codes(partner_cli: Run, mesh) -> No
     )
     assert weak.returncode == 6 and "VALIDATION_ERROR" in weak.stderr, weak  # validation
 
-    absent = partner_cli("--target", "127.0.0.1:9", "whoami")  # nothing listens there
+    absent = partner_cli("--target", "127.0.0.1:9", "login", "--email", mesh.admin_email)  # nothing listens
     assert absent.returncode == 9, absent  # unavailable
 
     assert partner_cli("trace", "0" * 32).returncode == 1  # a dev-checkout command: a message, no traceback
@@ -144,9 +144,14 @@ def test_partner_client_pages_and_typed_errors(partner_venv: Path, mesh) -> None
             except AuthenticationError as err:
                 assert err.reason == "AUTHENTICATION_ERROR", err
             user = client.login(os.environ["EMAIL"], os.environ["PASSWORD"])
+            for _ in range(2):  # so that paging by one takes several pages
+                client.call(client.identity.CreateUser, identity.CreateUserRequest(
+                    email=f"page-{uuid.uuid4().hex[:8]}@cli.test", full_name="Pager", password="Cli-Strong-Pass-42!",
+                    roles=["auditor"], request_id=str(uuid.uuid4())))
             first = client.call(client.identity.ListUsers, identity.ListUsersRequest(page_size=1))
-            emails = [u.email for u in client.paginate(client.identity.ListUsers, identity.ListUsersRequest(page_size=1))]
-            assert len(emails) == first.meta.total and len(set(emails)) == len(emails), (emails, first.meta)
+            by_one = identity.ListUsersRequest(page_size=1)
+            emails = [u.email for u in client.paginate(client.identity.ListUsers, by_one)]
+            assert len(emails) == first.meta.total >= 3 and len(set(emails)) == len(emails), (emails, first.meta)
             assert user.email in emails
             try:
                 client.call(client.molecules.GetMolecule, molecules.GetMoleculeRequest(id=str(uuid.uuid4())))
@@ -163,3 +168,17 @@ def test_partner_client_pages_and_typed_errors(partner_venv: Path, mesh) -> None
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("ok ")
+
+
+def test_readme_example_runs_in_the_partner_venv(partner_venv: Path, mesh) -> None:  # type: ignore[no-untyped-def]
+    env = clean_env(
+        MOLBRIDGE_TARGET=mesh.grpc_target, MOLBRIDGE_EMAIL=mesh.admin_email, MOLBRIDGE_PASSWORD=mesh.admin_password
+    )
+    done = subprocess.run(
+        [str(partner_venv / "bin/python"), str(REPO / "clients/python/example.py")],
+        env=env, cwd=partner_venv, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"logged in as {mesh.admin_email}" in done.stdout
+    assert any(line.startswith(f"{mesh.admin_email}\t") for line in done.stdout.splitlines()), done.stdout
+    assert "as expected, no such molecule: RESOURCE_NOT_FOUND" in done.stdout
