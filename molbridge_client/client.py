@@ -20,7 +20,13 @@ from molbridge.molecule.v1 import molecule_service_pb2_grpc as molecule_grpc
 from molbridge.molecule.v1 import search_service_pb2_grpc as search_grpc
 from molbridge.prediction.v1 import prediction_service_pb2_grpc as prediction_grpc
 
-from molbridge_client.errors import MolbridgeError, NotLoggedIn, SessionExpired, from_rpc_error
+from molbridge_client.errors import (
+    AuthenticationError,
+    MolbridgeError,
+    NotLoggedIn,
+    SessionExpired,
+    from_rpc_error,
+)
 from molbridge_client.tokens import MemoryTokenStore, Tokens, TokenStore
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -175,7 +181,7 @@ class Client:
             return
         try:
             self.call(self.identity.Logout, identity_pb.LogoutRequest(refresh_token=tokens.refresh_token))
-        except (SessionExpired, NotLoggedIn):
+        except AuthenticationError:
             pass  # the session had already ended on the server
         finally:
             self.tokens.clear()
