@@ -46,15 +46,11 @@ def listing(
 
 
 def enum_word(message: Message, field: str) -> str:
-    """The name of an enum field's value without the prefix all the enum's values share
-    (ORGANIZATION_KIND_PHARMA → PHARMA; a nested Kind.PHARMA stays PHARMA): read from the descriptor, so
-    renamed enums need no change here."""
+    """The name of an enum field's value, the domain's word (Organization.Kind PHARMA → "PHARMA"):
+    read from the descriptor, so any enum field works."""
     enum_type = message.DESCRIPTOR.fields_by_name[field].enum_type
     assert enum_type is not None, f"{field} is not an enum field"
-    names = [value.name for value in enum_type.values]
-    shared = os.path.commonprefix(names)
-    prefix = shared[: shared.rfind("_") + 1] if len(names) > 1 else ""
-    return enum_type.values_by_number[getattr(message, field)].name.removeprefix(prefix)
+    return enum_type.values_by_number[getattr(message, field)].name
 
 
 def as_json(message: Message) -> str:

@@ -98,6 +98,6 @@ def test_without_a_known_reason_the_grpc_code_decides(
     assert exit_code_of(err) == exit_code
 
 
-def test_enum_words_drop_the_prefix_every_value_shares() -> None:
+def test_enum_words_are_the_value_names() -> None:
     assert enum_word(identity_pb.Organization(kind=1), "kind") == "PHARMA"
-    assert enum_word(mol_pb.Molecule(status=0), "status").endswith("UNSPECIFIED")
+    assert enum_word(mol_pb.Molecule(status=0), "status") == "STATUS_UNSPECIFIED"
