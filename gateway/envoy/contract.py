@@ -66,8 +66,11 @@ def _pool(fds: descriptor_pb2.FileDescriptorSet) -> descriptor_pool.DescriptorPo
     return pool
 
 
-def _checked(desc: Descriptor | None) -> bool:
-    return desc is not None and desc.full_name != HTTP_BODY and not desc.full_name.startswith(FREE_FORM_PACKAGE)
+def _checked(desc: Descriptor | None) -> Descriptor | None:
+    """`desc` when its JSON has fixed field names (not an HttpBody, not a well-known type)."""
+    if desc is None or desc.full_name == HTTP_BODY or desc.full_name.startswith(FREE_FORM_PACKAGE):
+        return None
+    return desc
 
 
 class _Messages:
@@ -97,10 +100,12 @@ class _Messages:
         if f.type != FieldDescriptor.TYPE_MESSAGE:
             return {}
         desc = f.message_type
+        assert desc is not None, f.full_name
         if desc.GetOptions().map_entry:
-            value = desc.fields_by_name["value"].message_type
-            return {"m": self.add(value), "map": True} if _checked(value) else {}
-        return {"m": self.add(desc)} if _checked(desc) else {}
+            value = _checked(desc.fields_by_name["value"].message_type)
+            return {"m": self.add(value), "map": True} if value else {}
+        checked = _checked(desc)
+        return {"m": self.add(checked)} if checked else {}
 
 
 def build(
@@ -120,8 +125,8 @@ def build(
                     body = messages.add(request, without=bound)
                 else:
                     field = request.fields_by_name[binding.body]
-                    if field.type == FieldDescriptor.TYPE_MESSAGE and _checked(field.message_type):
-                        body, is_list = messages.add(field.message_type), bool(field.is_repeated)
+                    if (sub := _checked(field.message_type)) is not None:
+                        body, is_list = messages.add(sub), bool(field.is_repeated)
             routes.append(
                 {
                     "verb": binding.verb,
