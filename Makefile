@@ -12,7 +12,7 @@ ENGINE_VENV := .venv-engine
 ENGINE_PY := $(ENGINE_VENV)/bin/python
 ENGINE_MODEL := build/engine/baseline.joblib
 
-.PHONY: run test unit integration e2e bench lint buf-lint buf-breaking gen venv engine clean
+.PHONY: run test unit integration e2e bench lint buf-lint buf-breaking gen venv engine wheel clean
 
 run: $(GEN_STAMP) $(ENGINE_MODEL)
 	$(PY) -m stack
@@ -73,6 +73,11 @@ $(GEN_STAMP): $(INSTALLED) $(PROTOS)
 	echo "$(CURDIR)/gen" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/molbridge-gen.pth
 	touch $@
 
+# The partner wheel (molbridge-client: generated stubs with .pyi, molbridge_client, the CLI) into dist/.
+# Built from protos/ directly, so it does not depend on gen/ or on the .pth file `gen` writes for dev.
+wheel: $(INSTALLED)
+	$(PY) clients/python/build_wheel.py --out dist
+
 buf-lint: $(INSTALLED)
 	cd protos && ../$(VENV)/bin/buf lint
 
@@ -83,8 +88,8 @@ buf-breaking: $(INSTALLED)
 	else echo "buf breaking: no previous commit to compare with"; fi
 
 lint: $(GEN_STAMP) buf-lint buf-breaking
-	$(VENV)/bin/ruff check services bus cli stack gateway tests bench
-	$(VENV)/bin/mypy services bus cli stack gateway bench
+	$(VENV)/bin/ruff check services bus cli molbridge_client clients stack gateway tests bench
+	$(VENV)/bin/mypy services bus cli molbridge_client stack gateway bench
 
 clean:
-	rm -rf gen build .venv $(ENGINE_VENV)
+	rm -rf gen build dist .venv $(ENGINE_VENV)

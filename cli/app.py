@@ -23,7 +23,13 @@ def add_global_options(parser: argparse.ArgumentParser, *, top_level: bool) -> N
         default=default(None),
         help="gateway host:port (default: $MOLBRIDGE_TARGET, else 127.0.0.1:$GATEWAY_PORT or 8080)",
     )
-    parser.add_argument("--json", action="store_true", default=default(False), help="print JSON responses")
+    parser.add_argument(
+        "--output",
+        choices=["table", "json", "csv"],
+        default=default("table"),
+        help="how to print results: table (default), json (the API's JSON), csv (lists only)",
+    )
+    parser.add_argument("--json", action="store_true", default=default(False), help="same as --output json")
     parser.add_argument(
         "--show-trace",
         action="store_true",

@@ -5,15 +5,16 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-# Refresh a little before the access token expires, so a call never races its expiry.
-EXPIRY_MARGIN_SECONDS = 30
+from molbridge_client import Tokens
+
+# A login as stored here: the partner client's Tokens.
+Profile = Tokens
 
 
 def default_credentials_path() -> Path:
@@ -21,23 +22,15 @@ def default_credentials_path() -> Path:
     return Path(config_home) / "molbridge" / "credentials.json"
 
 
-@dataclass(frozen=True)
-class Profile:
-    email: str
-    user_id: str
-    access_token: str
-    refresh_token: str
-    expires_at: float  # Unix time the access token expires
-
-    def expired(self) -> bool:
-        return time.time() >= self.expires_at - EXPIRY_MARGIN_SECONDS
-
-
 class CredentialStore:
     """`{"profiles": {"<target>": Profile}}`: one login per gateway, so tokens never go to another."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_credentials_path()
+
+    def for_target(self, target: str) -> TargetTokens:
+        """The login for one gateway, as the partner client's TokenStore."""
+        return TargetTokens(self, target)
 
     def get(self, target: str) -> Profile | None:
         raw = self._read().get(target)
@@ -90,3 +83,23 @@ class CredentialStore:
 
     def _ensure_dir(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+class TargetTokens:
+    """molbridge_client.TokenStore over one target's entry: the CLI's processes share the file and lock."""
+
+    def __init__(self, store: CredentialStore, target: str) -> None:
+        self.store = store
+        self.target = target
+
+    def load(self) -> Tokens | None:
+        return self.store.get(self.target)
+
+    def save(self, tokens: Tokens) -> None:
+        self.store.put(self.target, tokens)
+
+    def clear(self) -> None:
+        self.store.delete(self.target)
+
+    def locked(self) -> AbstractContextManager[None]:
+        return self.store.locked()

@@ -9,12 +9,12 @@ import sys
 import uuid
 from typing import Any
 
-import grpc
 from molbridge.identity.v1 import identity_service_pb2 as pb
 
 from cli import output
 from cli.app import add_command
 from cli.client import CliError, Gateway
+from molbridge_client import MolbridgeError
 
 
 def _ask(prompt: str, flag: str) -> str:
@@ -44,34 +44,19 @@ def _secret(prompt: str, env_var: str | None = None) -> str:
 def login(args: argparse.Namespace, gw: Gateway) -> None:
     email = args.email or _ask("Email: ", "--email")
     password = _secret("Password: ", "MOLBRIDGE_PASSWORD")
-    answer = gw.call(gw.identity.Login, pb.LoginRequest(email=email, password=password), authenticated=False)
-    session = answer.data
-    if session.mfa_required:
-        code = args.code or os.environ.get("MOLBRIDGE_MFA_CODE") or _ask("MFA code: ", "--code")
-        verified = gw.call(
-            gw.identity.VerifyMfa,
-            pb.VerifyMfaRequest(mfa_token=session.mfa_token, code=code),
-            authenticated=False,
-        )
-        session = verified.data
-    gw.remember(session)
-    user = session.user
+    user = gw.login(
+        email,
+        password,
+        mfa_code=lambda: args.code or os.environ.get("MOLBRIDGE_MFA_CODE") or _ask("MFA code: ", "--code"),
+    )
     print(f"Logged in to {gw.target} as {user.email} ({', '.join(user.roles) or 'no roles'})")
 
 
 def logout(args: argparse.Namespace, gw: Gateway) -> None:
-    profile = gw.store.get(gw.target)
-    if profile is None:
+    if gw.store.get(gw.target) is None:
         print(f"Not logged in to {gw.target}")
         return
-    try:
-        gw.call(gw.identity.Logout, pb.LogoutRequest(refresh_token=profile.refresh_token))
-    except CliError:
-        pass  # the session had already ended on the server
-    except grpc.RpcError as err:
-        if err.code() != grpc.StatusCode.UNAUTHENTICATED:  # type: ignore[attr-defined]
-            raise
-    gw.store.delete(gw.target)
+    gw.logout()
     print(f"Logged out of {gw.target}")
 
 
@@ -84,8 +69,8 @@ def whoami(args: argparse.Namespace, gw: Gateway) -> None:
     organization = user.organization_id
     try:
         org = gw.call(gw.identity.GetOrganization, pb.GetOrganizationRequest(id=user.organization_id)).data
-        organization = f"{org.name} ({pb.OrganizationKind.Name(org.kind).removeprefix('ORGANIZATION_KIND_')})"
-    except grpc.RpcError:
+        organization = f"{org.name} ({output.enum_word(org, 'kind')})"
+    except MolbridgeError:
         pass  # the id alone is still useful
     print(
         output.fields(
@@ -119,8 +104,8 @@ def list_users(args: argparse.Namespace, gw: Gateway) -> None:
         [u.id, u.email, u.full_name, ",".join(u.roles), "yes" if u.active else "no", _on(u.mfa_enabled)]
         for u in answer.data
     ]
-    print(output.table(["ID", "EMAIL", "NAME", "ROLES", "ACTIVE", "MFA"], rows))
-    print(output.page_summary(answer.meta, "user"))
+    headers = ["ID", "EMAIL", "NAME", "ROLES", "ACTIVE", "MFA"]
+    output.listing(args, headers, rows, output.page_summary(answer.meta, "user"))
 
 
 def create_user(args: argparse.Namespace, gw: Gateway) -> None:

@@ -439,10 +439,8 @@ def list_imports(args: argparse.Namespace, gw: Gateway) -> None:
         ]
         for job in answer.data
     ]
-    print(
-        output.table(["JOB", "STATUS", "FILE", "ROWS", "REGISTERED", "MERGED", "REJECTED", "CREATED"], rows)
-    )
-    print(output.page_summary(answer.meta, "import"))
+    headers = ["JOB", "STATUS", "FILE", "ROWS", "REGISTERED", "MERGED", "REJECTED", "CREATED"]
+    output.listing(args, headers, rows, output.page_summary(answer.meta, "import"))
 
 
 def cancel_import(args: argparse.Namespace, gw: Gateway) -> None:

@@ -16,12 +16,18 @@ import grpc
 
 from cli import identity, imports, molecules
 from cli.app import add_command, add_global_options
-from cli.client import CliError, Gateway, default_target, describe_rpc_error
+from cli.client import CliError, Gateway, cli_error, default_target
 from cli.credentials import CredentialStore
-from cli.trace import default_data_dir, show_trace
+from molbridge_client import __version__
 
 
 def trace(args: argparse.Namespace) -> None:
+    try:  # reads the span files of a development checkout, with the server's telemetry code
+        from cli.trace import default_data_dir, show_trace
+    except ImportError as err:
+        raise CliError("`molbridge trace` needs a Molbridge development checkout (it reads local span files)") from err
+    if args.data_dir is None:
+        args.data_dir = default_data_dir()
     rendered = show_trace(args.trace_id, args.data_dir)
     if rendered is None:
         raise CliError(
@@ -33,7 +39,13 @@ def trace(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="molbridge", description="Molbridge command-line client (gRPC).")
+    parser = argparse.ArgumentParser(
+        prog="molbridge",
+        description="Molbridge command-line client (gRPC).",
+        epilog="Exit codes: 0 ok, 1 other failure, 2 usage, 3 authentication, 4 permission denied, "
+        "5 not found, 6 validation, 7 conflict, 8 rate limited, 9 unavailable.",
+    )
+    parser.add_argument("--version", action="version", version=f"molbridge {__version__}")
     add_global_options(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     identity.register(subparsers)
@@ -46,9 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.json:
+        args.output = "json"
+    args.json = args.output == "json"
     if args.local_handler is not None:
-        if getattr(args, "data_dir", "unset") is None:
-            args.data_dir = default_data_dir()
         args.local_handler(args)
         return
     target = args.target or default_target()
@@ -56,15 +69,19 @@ def run(args: argparse.Namespace) -> None:
     with Gateway(target, CredentialStore(), api_key=api_key) as gw:
         try:
             args.gateway_handler(args, gw)
-        except grpc.RpcError as err:
-            raise CliError(describe_rpc_error(err, target)) from err
+        except grpc.RpcError as err:  # the client's typed errors are RpcErrors too
+            raise cli_error(err, target) from err
         finally:
             if args.show_trace:
                 print(f"trace_id: {gw.trace_id}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args: Any = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help()
+        return 0
+    args: Any = parser.parse_args(argv)
     try:
         run(args)
     except CliError as err:

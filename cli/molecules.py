@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import struct_pb2
+from google.protobuf.message import Message
 from molbridge.molecule.v1 import molecule_pb2 as mol_pb
 from molbridge.molecule.v1 import molecule_service_pb2 as pb
 from molbridge.molecule.v1 import molecule_service_pb2_grpc as pb_grpc
@@ -40,18 +42,20 @@ def format_value(value: struct_pb2.Value) -> str:
     return "-"
 
 
-def enum_name(enum: Any, value: int, prefix: str) -> str:
-    return str(enum.Name(value)).removeprefix(prefix).lower()
+def enum_name(message: Message, field: str) -> str:
+    return output.enum_word(message, field).lower()
 
 
-def molecule_table(molecules: Sequence[mol_pb.Molecule], *, similarity: bool) -> str:
-    headers = ["ID", "NAME", "CANONICAL SMILES"] + (["SIMILARITY"] if similarity else [])
-    rows = [
-        [m.id, m.name or "-", truncate(m.canonical_smiles, SMILES_WIDTH)]
+def molecule_rows(molecules: Sequence[mol_pb.Molecule], *, similarity: bool, smiles_width: int) -> list[list[str]]:
+    return [
+        [m.id, m.name or "-", truncate(m.canonical_smiles, smiles_width)]
         + ([f"{m.similarity:.3f}"] if similarity else [])
         for m in molecules
     ]
-    return output.table(headers, rows)
+
+
+def molecule_headers(*, similarity: bool) -> list[str]:
+    return ["ID", "NAME", "CANONICAL SMILES"] + (["SIMILARITY"] if similarity else [])
 
 
 def search_summary(meta: search_pb.SearchMeta, shown: int) -> str:
@@ -88,12 +92,18 @@ def search(args: argparse.Namespace, gw: Gateway) -> None:
     if args.json:
         print(output.as_json(answer))
         return
-    if not answer.data:
-        print("No molecule found")
-    else:
-        print(molecule_table(answer.data, similarity=args.similar is not None))
-    if args.exact is None:
-        print(search_summary(answer.meta, len(answer.data)))
+    similarity = args.similar is not None
+    summary = None if args.exact is not None else search_summary(answer.meta, len(answer.data))
+    if not answer.data and args.output != "csv":
+        print("\n".join(["No molecule found", *([summary] if summary else [])]))
+        return
+    output.listing(
+        args,
+        molecule_headers(similarity=similarity),
+        molecule_rows(answer.data, similarity=similarity, smiles_width=SMILES_WIDTH),
+        summary,
+        csv_rows=molecule_rows(answer.data, similarity=similarity, smiles_width=sys.maxsize),
+    )
 
 
 def get_molecule(args: argparse.Namespace, gw: Gateway) -> None:
@@ -112,7 +122,7 @@ def get_molecule(args: argparse.Namespace, gw: Gateway) -> None:
                 ("inchikey", m.inchi_key),
                 ("formula", m.formula),
                 ("molecular weight", f"{m.molecular_weight:.3f} g/mol"),
-                ("status", enum_name(mol_pb.MoleculeStatus, m.status, "MOLECULE_STATUS_")),
+                ("status", enum_name(m, "status")),
                 ("libraries", ", ".join(m.library_ids) or "-"),
                 ("flags", ", ".join(_flag(f) for f in m.flags) or "-"),
                 ("created", output.timestamp(m.created_at)),
@@ -127,7 +137,7 @@ def get_molecule(args: argparse.Namespace, gw: Gateway) -> None:
                 p.name,
                 format_value(p.value),
                 p.units or "-",
-                enum_name(mol_pb.PropertySource, p.source, "PROPERTY_SOURCE_"),
+                enum_name(p, "source"),
             ]
             for p in m.properties
         ]
@@ -135,9 +145,9 @@ def get_molecule(args: argparse.Namespace, gw: Gateway) -> None:
 
 
 def _flag(flag: mol_pb.Flag) -> str:
-    name = enum_name(mol_pb.FlagType, flag.type, "FLAG_TYPE_")
+    name = enum_name(flag, "type")
     if flag.level:
-        name += f" ({enum_name(mol_pb.FlagLevel, flag.level, 'FLAG_LEVEL_')})"
+        name += f" ({enum_name(flag, 'level')})"
     return name
 
 

@@ -1,7 +1,11 @@
-"""Printing helpers shared by the commands: aligned tables, JSON, timestamps."""
+"""Printing helpers shared by the commands: aligned tables, CSV, JSON, timestamps, enum words."""
 
 from __future__ import annotations
 
+import argparse
+import csv
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,38 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in [headers, *rows]
     )
+
+
+def listing(
+    args: argparse.Namespace,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    summary: str | None = None,
+    *,
+    csv_rows: Sequence[Sequence[str]] | None = None,
+) -> None:
+    """A list as an aligned table (then the summary), or with `--output csv` as CSV: a header row, then
+    `csv_rows` (untruncated values) or `rows`, no summary, so it loads as-is into a spreadsheet."""
+    if getattr(args, "output", "table") == "csv":
+        writer = csv.writer(sys.stdout, lineterminator=os.linesep)
+        writer.writerow(headers)
+        writer.writerows(csv_rows if csv_rows is not None else rows)
+        return
+    print(table(headers, rows))
+    if summary:
+        print(summary)
+
+
+def enum_word(message: Message, field: str) -> str:
+    """The name of an enum field's value without the prefix all the enum's values share
+    (ORGANIZATION_KIND_PHARMA → PHARMA; a nested Kind.PHARMA stays PHARMA): read from the descriptor, so
+    renamed enums need no change here."""
+    enum_type = message.DESCRIPTOR.fields_by_name[field].enum_type
+    assert enum_type is not None, f"{field} is not an enum field"
+    names = [value.name for value in enum_type.values]
+    shared = os.path.commonprefix(names)
+    prefix = shared[: shared.rfind("_") + 1] if len(names) > 1 else ""
+    return enum_type.values_by_number[getattr(message, field)].name.removeprefix(prefix)
 
 
 def as_json(message: Message) -> str:

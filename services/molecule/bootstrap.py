@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.molecule.adapters.identity_users import IdentityUserDirectory
 from services.molecule.index.columnar import QueryIndex
+from services.molecule.index.matcher import StructureMatcher
 from services.molecule.index.query_sync import follow_changes
 from services.molecule.index.search_index import SearchIndex
 from services.molecule.index.search_sync import SearchIndexSync
@@ -67,6 +68,7 @@ class MoleculeParts:
     query_index: QueryIndex
     search_index: SearchIndex
     search_sync: SearchIndexSync
+    matcher: StructureMatcher
     molecules: MoleculeService
     libraries: LibraryService
     search: SearchService
@@ -96,6 +98,8 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
     query_index = QueryIndex(engine)
     search_index = SearchIndex()
     search_sync = SearchIndexSync(engine, search_index, settings.nats_url)
+    # Substructure matching runs in worker processes killed at the budget, so no query holds the service.
+    matcher = StructureMatcher(settings.matcher_limits)
     users = IdentityUserDirectory(settings.addr_of("identity"))  # grantees must be users of the organization
     uploads = UploadService(transactions, storage, settings.import_limits)
     return MoleculeParts(
@@ -104,6 +108,7 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
         query_index=query_index,
         search_index=search_index,
         search_sync=search_sync,
+        matcher=matcher,
         molecules=MoleculeService(transactions, query_index),
         libraries=LibraryService(transactions, users, query_index),
         # Search reads through a plain session (its SQL is still inline; see service/search.py).
@@ -111,6 +116,7 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
             UnitOfWork(engine),
             search_index,
             query_index,
+            matcher=matcher,
             is_ready=search_sync.is_ready,
             budgets=settings.search_budgets,
         ),
@@ -120,7 +126,7 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
             queue=settings.csv_queue,
         ),
         predictions=PredictionConsumer(transactions),  # PREDICTED values from the prediction service
-        on_stop=[users.close],
+        on_stop=[users.close, matcher.close],
     )
 
 
@@ -150,6 +156,8 @@ def build_server(settings: MoleculeSettings) -> Process:
         # The search index loads in the background: the service serves at once and answers UNAVAILABLE
         # for an organization until its molecules are loaded.
         jobs=[follow_molecule_changes, parts.search_sync.run],
+        on_start=[parts.matcher.start],
+        liveness=[parts.matcher.problem],  # a wedged structure matcher: NOT_SERVING
         on_stop=[*parts.on_stop, identity.close, engine.dispose],
     )
 

@@ -9,6 +9,7 @@ import os
 from pydantic import Field
 
 from services.molecule.domain.uploads import DEFAULT_MAX_ROWS, DEFAULT_MAX_UPLOAD_BYTES, ImportLimits
+from services.molecule.index.matcher import DEFAULT_WORKERS, DEFAULT_WORKERS_PER_ORG, MatcherLimits
 from services.molecule.service.import_jobs import CSV_QUEUE
 from services.molecule.service.search import SIMILARITY_BUDGET_ENV, SUBSTRUCTURE_BUDGET_ENV, Budgets
 from services.runtime.settings import Settings
@@ -28,6 +29,16 @@ class MoleculeSettings(Settings):
     substructure_budget_ms: float = Field(
         1000 * Budgets.substructure_s, gt=0, validation_alias=SUBSTRUCTURE_BUDGET_ENV
     )
+
+    # Substructure matching processes, in all and per organization (a match running at its budget is killed).
+    match_workers: int = Field(DEFAULT_WORKERS, ge=1, validation_alias="MOLBRIDGE_SEARCH_MATCH_WORKERS")
+    match_workers_per_org: int = Field(
+        DEFAULT_WORKERS_PER_ORG, ge=1, validation_alias="MOLBRIDGE_SEARCH_MATCH_WORKERS_PER_ORG"
+    )
+
+    @property
+    def matcher_limits(self) -> MatcherLimits:
+        return MatcherLimits(workers=self.match_workers, per_organization=self.match_workers_per_org)
 
     @property
     def import_limits(self) -> ImportLimits:

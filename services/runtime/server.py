@@ -54,6 +54,8 @@ class ServiceApp:
     # Long-running coroutines (outbox relay, consumers) started with the server, cancelled at stop.
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Liveness checks (None: healthy, else a reason): health says NOT_SERVING while one reports a problem.
+    liveness: list[Callable[[], str | None]] = field(default_factory=list)
 
 
 def make_grpc_server(
@@ -163,6 +165,7 @@ async def run(app: ServiceApp) -> None:
         public_methods=app.public_methods,
         jobs=app.background,
         on_stop=app.on_stop,
+        liveness=app.liveness,
     )
     async with running(app.settings.service_name, process, app.settings):
         await stopping.wait()

@@ -101,7 +101,7 @@ def test_weak_password_names_the_broken_rules(molbridge: Run) -> None:
         "weakpass",
         ok=False,
     )
-    assert done.returncode != 0
+    assert done.returncode == 6  # validation (README: exit codes)
     assert "VALIDATION_ERROR" in done.stderr
     for rule in ("at least 12 characters", "an uppercase letter", "a digit", "a symbol"):
         assert rule in done.stderr, done.stderr
@@ -118,7 +118,7 @@ def test_logout_forgets_the_session(mesh, tmp_path: Path) -> None:  # type: igno
     assert f"Logged out of {mesh.grpc_target}" in run("logout").stdout
     assert mesh.grpc_target not in json.loads(credentials.read_text())["profiles"]
     done = run("whoami", ok=False)
-    assert done.returncode != 0 and "not logged in" in done.stderr
+    assert done.returncode == 3 and "not logged in" in done.stderr  # authentication
 
 
 def test_trace_prints_the_calls_of_a_command_as_a_tree(molbridge: Run, mesh) -> None:  # type: ignore[no-untyped-def]

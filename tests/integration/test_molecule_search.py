@@ -32,6 +32,7 @@ from services.molecule.domain import chemistry
 from services.molecule.domain.events import molecules_changed
 from services.molecule.domain.imports import StructureRow
 from services.molecule.index.columnar import QueryIndex
+from services.molecule.index.matcher import StructureMatcher
 from services.molecule.index.query import RawFilter, parse_query
 from services.molecule.index.query_sync import follow_changes
 from services.molecule.index.search_index import SearchIndex
@@ -78,6 +79,7 @@ class World:
     queries: QueryIndex
     index: SearchIndex
     sync: SearchIndexSync
+    matcher: StructureMatcher
     service: SearchService
     molecules: MoleculeService
     org: str
@@ -101,7 +103,9 @@ class World:
         ]
 
     def search_as(self, budgets: Budgets) -> SearchService:
-        return SearchService(self.uow, self.index, self.queries, is_ready=self.sync.is_ready, budgets=budgets)
+        return SearchService(
+            self.uow, self.index, self.queries, matcher=self.matcher, is_ready=self.sync.is_ready, budgets=budgets
+        )
 
 
 def nci_smiles(start: int, count: int) -> list[str]:
@@ -145,6 +149,7 @@ async def world(postgres_server: Any, nats_server: Any) -> AsyncIterator[World]:
     queries = QueryIndex(engine)
     index = SearchIndex()
     sync = SearchIndexSync(engine, index, nats_server.url)
+    matcher = StructureMatcher()
     nats = await connect(nats_server.url)
     js = nats.jetstream()
     await ensure_streams(js)
@@ -160,7 +165,8 @@ async def world(postgres_server: Any, nats_server: Any) -> AsyncIterator[World]:
         queries,
         index,
         sync,
-        SearchService(uow, index, queries, is_ready=sync.is_ready),
+        matcher,
+        SearchService(uow, index, queries, matcher=matcher, is_ready=sync.is_ready),
         MoleculeService(molecule_transactions(engine), queries),
         org,
         other_org,
@@ -175,6 +181,7 @@ async def world(postgres_server: Any, nats_server: Any) -> AsyncIterator[World]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await nats.close()
+        await matcher.close()
         await engine.dispose()
         postgres_server.drop_database(url.rsplit("/", 1)[1])
 
@@ -400,7 +407,9 @@ async def test_a_tiny_time_budget_truncates_and_says_so(world: World) -> None:
 
 async def test_searches_wait_for_the_first_load(world: World) -> None:
     cold = SearchIndexSync(world.engine, SearchIndex(), "nats://127.0.0.1:1")  # never run: never loaded
-    service = SearchService(world.uow, SearchIndex(), world.queries, is_ready=cold.is_ready)
+    service = SearchService(
+        world.uow, SearchIndex(), world.queries, matcher=world.matcher, is_ready=cold.is_ready
+    )
     for call in (
         lambda: service.similar(world.alice, ASPIRIN),
         lambda: service.substructure(world.alice, smarts="c1ccccc1"),

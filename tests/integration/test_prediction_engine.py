@@ -49,7 +49,7 @@ from services.molecule.store.uow import molecule_transactions
 from services.prediction import bootstrap
 from services.prediction import worker as prediction_worker
 from services.prediction.bootstrap import PredictionSettings
-from services.prediction.domain.jobs import MoleculeInput, Status, job_id_for_event, new_job
+from services.prediction.domain.jobs import Job, MoleculeInput, Prediction, Status, job_id_for_event, new_job
 from services.prediction.domain.score import SCORE_PROPERTY
 from services.prediction.engine_client import EngineClient, EngineSettings
 from services.prediction.server import PredictionServicer
@@ -60,8 +60,9 @@ from services.prediction.store import PredictionUnitOfWork, transactions
 from services.runtime import migrations, server
 from services.runtime.auth import AUDIENCE, ISSUER, Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
-from services.runtime.errors import IntegrationError, ValidationError
+from services.runtime.errors import IntegrationError, NotFoundError, ValidationError
 from services.runtime.molecule_client import MoleculeClient
+from services.runtime.pagination import PageRequest
 from services.runtime.process import running
 from services.runtime.settings import REPO_ROOT, Settings
 from services.runtime.uow import Transactions
@@ -309,6 +310,12 @@ async def test_engine_killed_mid_job_comes_back_and_the_batches_resume(world: Wo
     assert world.client.breaker.opened >= 1 and world.client.breaker.state == "closed"
 
 
+async def _drained(stream: Any) -> None:
+    """Read a server stream to its end (its error, if any, raises here)."""
+    async for _ in stream:
+        pass
+
+
 def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
     """The BadRequest field violations of a rich gRPC error."""
     for key, value in error.trailing_metadata() or ():
@@ -386,7 +393,42 @@ async def test_the_grpc_api_queues_reports_and_lists_predictions(world: World) -
                 status, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
             ) == {"data": {"job_id": job_id, "status": "completed", "total": 3, "completed": 3, "failed": 0}}
             found = await stub.GetPredictionResults(pb.GetPredictionResultsRequest(job_id=job_id), metadata=alice)
-            assert len(found.data) == 6
+            assert len(found.data) == 6 and (found.meta.page, found.meta.page_size, found.meta.total) == (1, 50, 6)
+            in_order = [(r.molecule_id, r.property) for r in found.data]
+            assert in_order == sorted((i, p) for i in ids for p in ("logp", "solubility"))
+            # Pages in (molecule, property) order, the same on every read; past the end is empty.
+            pages = [
+                await stub.GetPredictionResults(
+                    pb.GetPredictionResultsRequest(job_id=job_id, page=n, page_size=4), metadata=alice
+                )
+                for n in (1, 2, 3)
+            ]
+            assert [len(p.data) for p in pages] == [4, 2, 0] and {p.meta.total for p in pages} == {6}
+            assert [(r.molecule_id, r.property) for p in pages for r in p.data] == in_order
+            with pytest.raises(grpc.aio.AioRpcError) as too_big:
+                await stub.GetPredictionResults(
+                    pb.GetPredictionResultsRequest(job_id=job_id, page_size=101), metadata=alice
+                )
+            assert too_big.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert [f for f, _ in field_violations(too_big.value)] == ["page_size"]
+            # The whole set as a CSV stream: the file name first, then the header and the rows.
+            download = stub.DownloadPredictionResults(
+                pb.DownloadPredictionResultsRequest(job_id=job_id), metadata=alice
+            )
+            headers = dict(await download.initial_metadata())
+            assert headers["content-disposition"].startswith(f'attachment; filename="prediction-{job_id}-results.csv"')
+            bodies = [body async for body in download]
+            assert bodies[0].content_type == "text/csv; charset=utf-8"
+            lines = b"".join(b.data for b in bodies).decode().splitlines()
+            assert lines[0] == "molecule_id,property,value,units,confidence,model_name,model_version"
+            assert [tuple(line.split(",")[:2]) for line in lines[1:]] == in_order
+            first_row = lines[1].split(",")
+            assert float(first_row[2]) == found.data[0].value and first_row[5] == found.data[0].model_name
+            # The download reads in keyset chunks: resuming after a chunk's last key gives the rest.
+            async with world.predictions() as uow:
+                head = await uow.results.of_job_after(job_id, None, 4)
+                tail = await uow.results.of_job_after(job_id, (head[-1].molecule_id, head[-1].property), 4)
+            assert [(r.molecule_id, r.property) for r in head + tail] == in_order
             first = json_format.MessageToDict(
                 found.data[0], preserving_proto_field_name=True, always_print_fields_with_no_presence=True
             )  # as the gateway prints it
@@ -410,6 +452,9 @@ async def test_the_grpc_api_queues_reports_and_lists_predictions(world: World) -
             for call in (
                 stub.GetPredictionStatus(pb.GetPredictionStatusRequest(job_id=job_id), metadata=mallory),
                 stub.GetPredictionResults(pb.GetPredictionResultsRequest(job_id=job_id), metadata=mallory),
+                _drained(
+                    stub.DownloadPredictionResults(pb.DownloadPredictionResultsRequest(job_id=job_id), metadata=mallory)
+                ),
                 stub.CreatePrediction(
                     pb.CreatePredictionRequest(molecule_ids=ids, properties=["logp"]), metadata=mallory
                 ),
@@ -551,3 +596,41 @@ async def test_without_a_catalogue_a_request_cannot_be_checked() -> None:
             await ModelCatalogue(nowhere).get()
     finally:
         await nowhere.close()
+
+
+async def test_the_csv_download_reads_a_large_job_chunk_by_chunk(world: World) -> None:
+    """2,500 stored values (more than two chunks' worth): every one in the file once, in order. The
+    job is stored without queueing its batches, so the values are exactly the ones written here."""
+    who = Principal("alice", str(uuid.uuid4()), "PHARMA", frozenset({"pharma_scientist"}))
+    molecules = [MoleculeInput(str(uuid.uuid4()), "C") for _ in range(1250)]
+    job = new_job(
+        job_id=str(uuid.uuid4()),
+        organization_id=who.organization_id,
+        requested_by=who.subject,
+        molecules=molecules,
+        properties=["logp", "solubility"],
+        model="",
+        reason="test",
+    )
+    stored = [
+        Prediction(m.id, name, -float(i), "=units", 0.5, "baseline", "1") for i, m in enumerate(molecules)
+        for name in ("solubility", "logp")
+    ]  # fmt: skip
+    async with world.predictions() as uow:
+        assert await uow.jobs.add(job)
+        await uow.results.add(Job(job.id, job.organization_id, who.subject, job.properties, ""), stored)
+    nowhere = MoleculeClient(f"127.0.0.1:{free_port()}")  # never asked: downloads need no molecules
+    service = bootstrap.build_service(world.prediction_db, world.client, nowhere)
+    try:
+        download = await service.results_csv(who, job.id)
+        chunks = [chunk async for chunk in download.chunks]
+        _, total = await service.results(who, job.id, PageRequest.of(1, 1))
+    finally:
+        await nowhere.close()
+    assert download.filename == f"prediction-{job.id}-results.csv" and total == 2500
+    assert len(chunks) == 1 + 3  # the header, then chunks of at most 1,000 rows
+    rows = [line.split(",") for chunk in chunks[1:] for line in chunk.splitlines()]
+    assert [(r[0], r[1]) for r in rows] == sorted((p.molecule_id, p.property) for p in stored)
+    assert {r[3] for r in rows} == {"'=units"}  # engine text is neutralised for spreadsheets
+    with pytest.raises(NotFoundError):
+        await service.results_csv(Principal("mallory", str(uuid.uuid4()), "PHARMA", frozenset()), job.id)

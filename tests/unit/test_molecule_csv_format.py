@@ -16,7 +16,6 @@ from services.molecule.domain.csv_format import (
     RejectedRow,
     Row,
     iter_rows,
-    neutralise_cell,
     plan_chunks,
     preview,
     read_chunk,
@@ -26,6 +25,7 @@ from services.molecule.domain.csv_format import (
     validate_mapping,
     write_error_report,
 )
+from services.runtime.spreadsheet import neutralise_cell
 from tests.data.csv import corpus
 
 # DOMAIN.md's known properties (the catalogue is wired by the lead; these tests must not depend on it).

@@ -43,6 +43,7 @@ from itertools import chain
 from typing import IO, BinaryIO, TypeAlias
 
 from services.runtime.errors import ValidationError
+from services.runtime.spreadsheet import neutralise_cell
 
 Source: TypeAlias = "str | os.PathLike[str] | BinaryIO"
 
@@ -686,17 +687,6 @@ def validate_mapping(
 
 
 # --- error report ------------------------------------------------------------------------------------------
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_PLAIN_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
-
-
-def neutralise_cell(value: str) -> str:
-    """A cell a spreadsheet will not run as a formula (OWASP), plain numbers left as they are."""
-    if value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.match(value):
-        return "'" + value
-    return value
-
 
 def write_error_report(rows: Iterable[RejectedRow], out: IO[str], headers: Sequence[str]) -> int:
     """Write `row, <headers…>, reason` as CSV to a text stream opened with newline=""; returns the row count.

@@ -403,6 +403,112 @@ def _compact(segments: list[_Segment]) -> tuple[_Segment, ...]:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Substructure scans
+
+
+@dataclass(frozen=True, slots=True)
+class MatchChunk:
+    """Screened rows of one segment to match next, ascending (the search order)."""
+
+    segment: int
+    rows: np.ndarray
+    wanted: int  # matches still wanted (-1: all): the matcher may stop at that many
+
+
+class SubstructureScan:
+    """One substructure search after the fingerprint screen: the caller asks for chunks of screened molecules,
+    matches them (in this process or another) and records what matched, until `next_chunk` says the search
+    is over (every screened molecule checked, `limit` hits found, or the deadline passed). Chunks are sized
+    to the measured cost per molecule so the deadline is checked often. Works on the segments it was made
+    from (copy-on-write), so writes meanwhile do not disturb it."""
+
+    def __init__(
+        self,
+        segments: Sequence[_Segment],
+        screens: list[tuple[np.ndarray, np.ndarray]],
+        limit: int | None,
+        count_all: bool,
+        deadline: float | None,
+    ) -> None:
+        self._segments = segments
+        self._screens = screens
+        self._limit = limit or 0
+        self._keep_all = limit is None
+        self._count_all = count_all
+        self.deadline = deadline
+        self.screened = sum(int(cum[-1]) for _, cum in screens if len(cum))
+        self._segment = self._pos = 0
+        self._hits: list[str] = []
+        self._matched = self._checked = 0
+        self._timed_out = False
+        self._cost_per_mol: float | None = None
+
+    def next_chunk(self) -> MatchChunk | None:
+        """The next rows to match, or None when the search is over."""
+        if not self._count_all and len(self._hits) >= self._limit:
+            return None
+        while self._segment < len(self._screens):
+            mask, cum = self._screens[self._segment]
+            total = int(cum[-1]) if len(cum) else 0
+            if self._pos < total:
+                break
+            self._segment, self._pos = self._segment + 1, 0
+        else:
+            return None
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            self._timed_out = True
+            return None
+        wanted = -1 if self._count_all else self._limit - len(self._hits)
+        size = _MIN_MATCH_CHUNK
+        if self._cost_per_mol is not None:
+            budget = (self.deadline - now) / 2 if self.deadline is not None else math.inf
+            size = int(min(_MAX_MATCH_CHUNK, max(_MIN_MATCH_CHUNK, budget / max(self._cost_per_mol, 1e-7))))
+        if wanted > 0 and self._checked:
+            # No more rows than twice what the hit rate so far says the remaining hits need: a matcher in
+            # another process gets every row of a chunk, even those after the hit it stops at.
+            rate = max(self._matched, 1) / self._checked
+            size = min(size, max(_MIN_MATCH_CHUNK, int(2 * wanted / rate)))
+        rows = _nth_set_rows(mask, cum, self._pos, min(total, self._pos + size))
+        return MatchChunk(self._segment, rows, wanted)
+
+    def smiles(self, chunk: MatchChunk) -> bytes:
+        """The chunk's canonical SMILES, in its order, one a line (for a matcher in another process)."""
+        return b"\n".join(self._segments[chunk.segment].smiles_of(chunk.rows))
+
+    def holder(self, chunk: MatchChunk) -> rdSubstructLibrary.CachedTrustedSmilesMolHolder:
+        """The chunk's segment's molecules for a SubstructLibrary in this process (rows are its indices)."""
+        return self._segments[chunk.segment].holder
+
+    def record(self, chunk: MatchChunk, matched_rows: np.ndarray, seconds: float) -> None:
+        """What matched in the chunk (rows of its segment, ascending) and how long matching took."""
+        done = len(chunk.rows)
+        # With a result cap the matcher stops at the last hit; all before it in the order was checked.
+        if chunk.wanted > 0 and len(matched_rows) >= chunk.wanted:
+            done = int(np.searchsorted(chunk.rows, matched_rows.max())) + 1
+        self._cost_per_mol = max(seconds, 1e-9) / max(done, 1)
+        self._pos += done
+        self._checked += done
+        self._matched += len(matched_rows)
+        room = len(matched_rows) if self._keep_all else max(0, self._limit - len(self._hits))
+        self._hits.extend(i.decode() for i in self._segments[chunk.segment].ids[matched_rows[:room]])
+
+    def time_out(self) -> None:
+        """The deadline passed while a chunk was being matched: that chunk counts as not checked."""
+        self._timed_out = True
+
+    def result(self) -> SubstructureResult:
+        return SubstructureResult(
+            hits=self._hits,
+            total_matched=self._matched,
+            screened=self.screened,
+            checked=self._checked,
+            truncated=self._checked < self.screened,
+            timed_out=self._timed_out,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The index
 
 
@@ -619,14 +725,40 @@ class SearchIndex:
         params: Chem.SubstructMatchParameters | None = None,
     ) -> SubstructureResult:
         """Molecules containing `query_mol` (a SMARTS or SMILES mol), at most `limit` (None: all, implies
-        count_all). `query_pattern_fp` is the query's PatternFingerprint (2048 bits, packed). The search
-        stops when `limit` hits are found (unless count_all: then it keeps counting) or when the time budget
-        is spent; either way `truncated` is set and `total_matched` is a lower bound (`screened` an upper
-        one). `threads` is passed to RDKit's GetMatches (numThreads)."""
+        count_all), matched in this thread. `query_pattern_fp` is the query's PatternFingerprint (2048 bits,
+        packed). The search stops when `limit` hits are found (unless count_all: then it keeps counting) or
+        when the time budget is spent — checked between chunks, so one molecule that keeps RDKit busy keeps
+        this thread busy (the service matches in killable processes instead: SubstructureScan and
+        services/molecule/index/matcher.py). Either way `truncated` is set and `total_matched` is a lower bound
+        (`screened` an upper one). `threads` is passed to RDKit's GetMatches (numThreads)."""
+        deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
+        scan = self.substructure_scan(org_id, query_pattern_fp, limit, candidates, deadline, count_all)
+        params = params or Chem.SubstructMatchParameters()
+        libraries: dict[int, rdSubstructLibrary.SubstructLibrary] = {}
+        while (chunk := scan.next_chunk()) is not None:
+            # One library object per segment and query: it carries the search order.
+            library = libraries.get(chunk.segment)
+            if library is None:
+                library = libraries[chunk.segment] = rdSubstructLibrary.SubstructLibrary(scan.holder(chunk))
+            library.SetSearchOrder(chunk.rows.tolist())
+            started = time.monotonic()
+            matches = library.GetMatches(query_mol, 0, len(chunk.rows), params, threads, chunk.wanted)
+            scan.record(chunk, np.asarray(matches, np.int64), time.monotonic() - started)
+        return scan.result()
+
+    def substructure_scan(
+        self,
+        org_id: str,
+        query_pattern_fp: bytes,
+        limit: int | None = 100,
+        candidates: Collection[str] | np.ndarray | None = None,
+        deadline: float | None = None,
+        count_all: bool = False,
+    ) -> SubstructureScan:
+        """The screened molecules of a substructure search, to be matched chunk by chunk by the caller
+        (here, or in another process: see SubstructureScan). `deadline` is a time.monotonic() value."""
         if limit is not None and limit < 1:
             raise ValueError("limit must be positive")
-        deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
-        count_all = count_all or limit is None
         qbits = _fp_bits(query_pattern_fp)
         segments = self._orgs.get(org_id, ())
         allowed = self._allowed(segments, candidates)
@@ -638,51 +770,7 @@ class SearchIndex:
             for j in qbits:
                 mask &= seg.pattern[j]
             screens.append((mask, np.cumsum(np.bitwise_count(mask), dtype=np.int64)))
-        screened = sum(int(cum[-1]) for _, cum in screens if len(cum))
-        params = params or Chem.SubstructMatchParameters()
-        hits: list[str] = []
-        matched = checked = 0
-        timed_out = False
-        cost_per_mol: float | None = None
-        for seg, (mask, cum) in zip(segments, screens, strict=True):
-            # One library object per query: it carries the search order.
-            library = rdSubstructLibrary.SubstructLibrary(seg.holder)
-            pos, total = 0, int(cum[-1]) if len(cum) else 0
-            while pos < total and (count_all or len(hits) < (limit or 0)):
-                now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    timed_out = True
-                    break
-                size = _MIN_MATCH_CHUNK
-                if cost_per_mol is not None:
-                    budget = (deadline - now) / 2 if deadline is not None else math.inf
-                    size = int(min(_MAX_MATCH_CHUNK, max(_MIN_MATCH_CHUNK, budget / max(cost_per_mol, 1e-7))))
-                part = _nth_set_rows(mask, cum, pos, min(total, pos + size))
-                library.SetSearchOrder(part.tolist())
-                wanted = -1 if count_all else (limit or 0) - len(hits)
-                started = time.monotonic()
-                matches = library.GetMatches(query_mol, 0, len(part), params, threads, wanted)
-                found = np.asarray(matches, np.int64)
-                # With a result cap RDKit stops at the last hit; all before it in the order was checked.
-                done = len(part)
-                if wanted > 0 and len(found) >= wanted:
-                    done = int(np.searchsorted(part, found.max())) + 1
-                cost_per_mol = max(time.monotonic() - started, 1e-9) / max(done, 1)
-                pos += done
-                checked += done
-                matched += len(found)
-                room = len(found) if limit is None else max(0, limit - len(hits))
-                hits.extend(i.decode() for i in seg.ids[found[:room]])
-            if timed_out or (not count_all and len(hits) >= (limit or 0)):
-                break
-        return SubstructureResult(
-            hits=hits,
-            total_matched=matched,
-            screened=screened,
-            checked=checked,
-            truncated=checked < screened,
-            timed_out=timed_out,
-        )
+        return SubstructureScan(segments, screens, limit, count_all or limit is None, deadline)
 
     @staticmethod
     def _allowed(

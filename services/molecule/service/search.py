@@ -17,6 +17,12 @@ Decisions:
   them finds nothing (exact search excepted). A library needs the caller's read access (404/403).
 - Bounds: similarity stops after MOLBRIDGE_SEARCH_SIMILARITY_BUDGET_MS (1000), substructure after
   MOLBRIDGE_SEARCH_SUBSTRUCTURE_BUDGET_MS (2000); meta.truncated then says so.
+- Substructure matching (RDKit, after the in-process fingerprint screen) runs in the StructureMatcher's worker
+  processes (services/molecule/index/matcher.py): RDKit cannot be interrupted, and some pairs of large fused ring
+  systems keep it busy for minutes, so a worker still busy at the budget is killed and replaced and the
+  answer is `truncated`. The matcher bounds how many matches run at once, in all and per organization
+  (waiting for a worker counts against the budget), so one organization's queries cannot take the
+  service's capacity; similarity, exact search and every other call never wait for it.
 - meta.total: similarity — the hits returned (every molecule at or above the threshold when fewer than
   limit); substructure — the matches found: the search stops at `limit` matches, so when truncated (limit
   reached with molecules left to check, or time out) it is a lower bound.
@@ -47,8 +53,9 @@ from services.molecule.domain import chemistry
 from services.molecule.domain.library_rules import Action
 from services.molecule.domain.vocabulary import ARCHIVED
 from services.molecule.index.columnar import QueryIndex
+from services.molecule.index.matcher import StructureMatcher
 from services.molecule.index.query import Condition, MoleculeQuery, Operator
-from services.molecule.index.search_index import SearchIndex, SimilarityResult, SubstructureResult
+from services.molecule.index.search_index import SearchIndex, SimilarityResult, SubstructureScan
 from services.molecule.store.libraries import library_for
 from services.molecule.store.molecule_views import MoleculeView, views_of
 from services.molecule.store.tables import molecules
@@ -107,12 +114,14 @@ class SearchService:
         index: SearchIndex,
         queries: QueryIndex,
         *,
+        matcher: StructureMatcher,
         is_ready: Callable[[str], bool] = lambda organization_id: True,
         budgets: Budgets | None = None,
     ) -> None:
         self._uow = uow
         self._index = index
         self._queries = queries
+        self._matcher = matcher
         self._is_ready = is_ready
         self._budgets = budgets or Budgets()
 
@@ -173,11 +182,12 @@ class SearchService:
         fingerprint = chemistry.pattern_fingerprint(pattern)
         limit = limit or DEFAULT_LIMIT
 
-        def search(organization_id: str, candidates: np.ndarray | None) -> SubstructureResult:
-            budget = self._budgets.substructure_s
-            return self._index.substructure(organization_id, pattern, fingerprint, limit, candidates, budget)
+        def screen(organization_id: str, candidates: np.ndarray | None) -> SubstructureScan:
+            deadline = time.monotonic() + self._budgets.substructure_s
+            return self._index.substructure_scan(organization_id, fingerprint, limit, candidates, deadline)
 
-        result = await self._search(principal, query, search)
+        scan = await self._search(principal, query, screen)
+        result = await self._matcher.run_scan(principal.organization_id, scan, pattern)
         views = await self._views(principal, result.hits)
         return SearchOutcome(
             hits=[Hit(view) for view in views],

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TypeAlias
 
 import grpc
+from google.api.httpbody_pb2 import HttpBody
 from molbridge.prediction.v1 import prediction_service_pb2 as pb
 from molbridge.prediction.v1 import prediction_service_pb2_grpc as pb_grpc
 
+from services.prediction.domain import results_csv
 from services.prediction.domain.catalogue import Catalogue
 from services.prediction.domain.jobs import JobStatus, Prediction
 from services.prediction.service.predictions import PredictionService
 from services.runtime.auth import current_principal
 from services.runtime.molecule_client import forwarded_credentials
+from services.runtime.pagination import PageRequest
+from services.runtime.storage import attachment_disposition
 
 Context: TypeAlias = grpc.aio.ServicerContext
 
@@ -73,8 +78,21 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
     async def GetPredictionResults(
         self, request: pb.GetPredictionResultsRequest, context: Context
     ) -> pb.GetPredictionResultsResponse:
-        found = await self._service.results(current_principal(), request.job_id)
-        return pb.GetPredictionResultsResponse(data=[result_pb(r) for r in found])
+        page = PageRequest.of(request.page, request.page_size)
+        found, total = await self._service.results(current_principal(), request.job_id, page)
+        return pb.GetPredictionResultsResponse(data=[result_pb(r) for r in found], meta=page.meta(total))
+
+    async def DownloadPredictionResults(
+        self, request: pb.DownloadPredictionResultsRequest, context: Context
+    ) -> AsyncIterator[HttpBody]:
+        """Server streaming: the first message carries the content type (the gateway sends it as the
+        response's), the file name goes out as `content-disposition` before it."""
+        download = await self._service.results_csv(current_principal(), request.job_id)
+        await context.send_initial_metadata((("content-disposition", attachment_disposition(download.filename)),))
+        content_type = results_csv.CONTENT_TYPE
+        async for chunk in download.chunks:
+            yield HttpBody(content_type=content_type, data=chunk.encode())
+            content_type = ""
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(data=models_pb(await self._service.models(current_principal())))

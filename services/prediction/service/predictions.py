@@ -19,10 +19,12 @@ Decisions:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 
 from molbridge.events.v1.prediction_pb2 import PredictionBatchRequested
 
+from services.prediction.domain import results_csv
 from services.prediction.domain.catalogue import Catalogue
 from services.prediction.domain.jobs import (
     QUEUE,
@@ -39,11 +41,21 @@ from services.prediction.domain.score import SourcedValue, is_component
 from services.prediction.service.catalogue import ModelCatalogue
 from services.prediction.service.ports import MoleculeDirectory
 from services.prediction.store import PredictionUnitOfWork
+from services.prediction.store.repositories import ResultKey
 from services.runtime.auth import Principal
 from services.runtime.db import canonical_uuid
 from services.runtime.errors import NotFoundError
 from services.runtime.molecule_client import MoleculeRecord
+from services.runtime.pagination import PageRequest
 from services.runtime.uow import Transactions
+
+
+@dataclass(frozen=True)
+class ResultsDownload:
+    """A CSV file of a job's values: its name, and its text in chunks (header first)."""
+
+    filename: str
+    chunks: AsyncIterator[str]
 
 
 class PredictionService:
@@ -85,17 +97,40 @@ class PredictionService:
 
     async def status(self, principal: Principal, job_id: str) -> JobStatus:
         async with self._uow() as uow:
-            found = await uow.jobs.status(job_id, principal.organization_id)
-        if found is None:
-            raise NotFoundError("Prediction job not found")
-        return found
+            return await self._readable_job(uow, principal, job_id)
 
-    async def results(self, principal: Principal, job_id: str) -> list[Prediction]:
+    async def results(self, principal: Principal, job_id: str, page: PageRequest) -> tuple[list[Prediction], int]:
+        """A page of the job's values so far, and how many there are."""
         async with self._uow() as uow:
-            job = await uow.jobs.status(job_id, principal.organization_id)
-            if job is None:
-                raise NotFoundError("Prediction job not found")
-            return await uow.results.of_job(job.job_id)
+            job = await self._readable_job(uow, principal, job_id)
+            return await uow.results.page_of_job(job.job_id, page)
+
+    async def results_csv(self, principal: Principal, job_id: str) -> ResultsDownload:
+        """Every value of the job so far as CSV text chunks. The job is looked up now (so an unknown
+        one is an error before anything is sent); the rows are read while the chunks are consumed,
+        one short transaction per chunk, so a slow client holds no connection between chunks."""
+        async with self._uow() as uow:
+            job = await self._readable_job(uow, principal, job_id)
+        return ResultsDownload(results_csv.filename(job.job_id), self._csv_chunks(job.job_id))
+
+    async def _csv_chunks(self, job_id: str) -> AsyncIterator[str]:
+        yield results_csv.header()
+        after: ResultKey | None = None
+        while True:
+            async with self._uow() as uow:
+                found = await uow.results.of_job_after(job_id, after, results_csv.ROWS_PER_CHUNK)
+            if found:
+                yield results_csv.rows(found)
+            if len(found) < results_csv.ROWS_PER_CHUNK:
+                return
+            after = (found[-1].molecule_id, found[-1].property)
+
+    @staticmethod
+    async def _readable_job(uow: PredictionUnitOfWork, principal: Principal, job_id: str) -> JobStatus:
+        job = await uow.jobs.status(job_id, principal.organization_id)
+        if job is None:
+            raise NotFoundError("Prediction job not found")
+        return job
 
     async def molecule_predictions(self, principal: Principal, molecule_id: str) -> list[Prediction]:
         """The latest prediction of each property of one of the organization's molecules (none: empty)."""

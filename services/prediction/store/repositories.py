@@ -15,6 +15,9 @@ from services.prediction.domain.jobs import Batch, Job, JobStatus, MoleculeInput
 from services.prediction.domain.score import SourcedValue
 from services.prediction.store.tables import batches, jobs, results
 from services.runtime.db import canonical_uuid
+from services.runtime.pagination import PageRequest
+
+ResultKey = tuple[str, str]  # (molecule_id, property): where a keyset read resumes
 
 
 @dataclass(frozen=True)
@@ -151,10 +154,29 @@ class ResultRepository:
             ],
         )
 
-    async def of_job(self, job_id: str) -> list[Prediction]:
+    async def page_of_job(self, job_id: str, page: PageRequest) -> tuple[list[Prediction], int]:
+        """One page of the job's values in (molecule, property) order, and how many there are."""
+        total = await self._session.scalar(sa.select(sa.func.count()).where(results.c.job_id == job_id))
         rows = await self._session.execute(
-            sa.select(results).where(results.c.job_id == job_id).order_by(results.c.molecule_id, results.c.property)
+            sa.select(results)
+            .where(results.c.job_id == job_id)
+            .order_by(results.c.molecule_id, results.c.property)
+            .offset(page.offset)
+            .limit(page.page_size)
         )
+        return [_prediction(r) for r in rows], int(total or 0)
+
+    async def of_job_after(self, job_id: str, after: ResultKey | None, limit: int) -> list[Prediction]:
+        """Up to `limit` of the job's values following `after` in (molecule, property) order: a
+        keyset read over the primary key, so a download costs the same on its last chunk as on its first."""
+        query = sa.select(results).where(results.c.job_id == job_id)
+        if after is not None:
+            molecule_id, property_name = after
+            resume = sa.tuple_(
+                sa.literal(molecule_id, results.c.molecule_id.type), sa.literal(property_name, results.c.property.type)
+            )
+            query = query.where(sa.tuple_(results.c.molecule_id, results.c.property) > resume)
+        rows = await self._session.execute(query.order_by(results.c.molecule_id, results.c.property).limit(limit))
         return [_prediction(r) for r in rows]
 
     async def latest_for_molecule(self, organization_id: str, molecule_id: str) -> list[Prediction]:
