@@ -33,10 +33,10 @@ def eventually(probe: Callable[[], T | None], what: str, timeout: float = 60.0) 
 def completed_job(api: httpx.Client, auth: dict[str, str], smiles: list[str], properties: list[str]) -> str:
     """Register the molecules, predict the properties and wait for the job to complete; its id."""
     created = api.post("/molecules/batch", json={"molecules": [{"smiles": s} for s in smiles]}, headers=auth)
-    assert created.status_code == 200, created.text
+    assert created.status_code == 201, created.text
     ids = [o["molecule_id"] for o in created.json()["data"]]
     queued = api.post("/predictions", json={"molecule_ids": ids, "properties": properties}, headers=auth)
-    assert queued.status_code == 200, queued.text
+    assert queued.status_code == 201, queued.text
     job_id: str = queued.json()["data"]["job_id"]
 
     def done() -> bool | None:
