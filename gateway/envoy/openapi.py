@@ -13,14 +13,14 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
-from gateway.envoy import protoset
+from gateway.envoy import contract, protoset
 from gateway.envoy.policy import load_policy
 
 OPENAPI_PATH = "/api/v1/openapi.json"
@@ -49,6 +49,7 @@ _ERROR_RESPONSES = {
     "504": "A service did not answer in time (INTEGRATION_ERROR)",
 }
 _SECURED_ONLY = {"403"}
+_SUCCESS = {200: "OK", 201: "Created"}
 # What GET <jwks_path> answers (a JWK Set, RFC 7517), though the RPC returns a google.api.HttpBody.
 _JWK_SET = {
     "type": "object",
@@ -277,6 +278,7 @@ def _operation(
     pool: descriptor_pool.DescriptorPool,
     schemas: _Schemas,
     public: bool,
+    success: int,
 ) -> tuple[str, dict[str, Any]]:
     request = pool.FindMessageTypeByName(method.input_type)
     response = pool.FindMessageTypeByName(method.output_type)
@@ -359,7 +361,10 @@ def _operation(
             "tags": [service_short],
             "summary": doc.split("\n")[0] if doc else method.name,
             "description": doc + f"\n\ngRPC: `{method.grpc_path}`",
-            "responses": {"200": {"description": "OK", "content": ok_content}, **_error_responses(not public)},
+            "responses": {
+                str(success): {"description": _SUCCESS[success], "content": ok_content},
+                **_error_responses(not public),
+            },
         }
     )
     if parameters:
@@ -423,6 +428,7 @@ def build(
     public_paths: Iterable[str] = (),
     internal_methods: Iterable[str] = (),
     jwks_path: str | None = None,
+    responses: Mapping[str, Any] | None = None,
     title: str = "Molbridge API",
     version: str = "v1",
 ) -> dict[str, Any]:
@@ -431,7 +437,9 @@ def build(
     public_paths: policy patterns (see policy.toml) of routes that need no credentials.
     internal_methods: gRPC paths never exposed by the gateway (left out).
     jwks_path: the REST path of the JWKS, documented as the JWK Set it answers.
+    responses: policy.toml's `[responses]` (which POSTs create: 201 instead of 200).
     """
+    rules = responses or {}
     pool = descriptor_pool.DescriptorPool()
     for file in fds.file:
         pool.AddSerializedFile(file.SerializeToString())
@@ -446,7 +454,8 @@ def build(
             continue
         for index, binding in enumerate(method.bindings):
             is_public = any(protoset.matches(p, binding.path) for p in public)
-            path, op = _operation(method, binding, index, pool, schemas, is_public)
+            success = contract.success_status(method, binding, rules)
+            path, op = _operation(method, binding, index, pool, schemas, is_public, success)
             paths.setdefault(path, {})[binding.verb] = op
             tags[method.service.rsplit(".", 1)[1]] = docs.get(method.service, "")
     if jwks_path and "get" in paths.get(jwks_path, {}):
@@ -468,8 +477,10 @@ def build(
             "title": title,
             "version": version,
             "description": "REST API of the Molbridge gateway. Every REST route is also a gRPC method on "
-            'the same port (h2c). Successes are `{"data": …}` (lists add `meta`); errors are '
-            '`{"error": {"code", "message", "details"}}`.',
+            'the same port (h2c). Successes are `{"data": …}` (lists add `meta`), 201 for a POST that '
+            "creates a resource, else 200; errors are "
+            '`{"error": {"code", "message", "details"}}`. A request body field the method does not '
+            "define is a 400 VALIDATION_ERROR naming it (detail UNKNOWN_FIELD).",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}, {"apiKey": []}],
@@ -479,18 +490,24 @@ def build(
     }
 
 
+def build_from_policy(fds: descriptor_pb2.FileDescriptorSet, policy: Mapping[str, Any]) -> dict[str, Any]:
+    """The document for the gateway as policy.toml configures it."""
+    auth = policy["auth"]
+    return build(
+        fds,
+        public_paths=auth["public_paths"],
+        internal_methods=auth["internal_methods"],
+        jwks_path=auth["jwks_path"],
+        responses=policy.get("responses", {}),
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the OpenAPI document generated from the descriptor set.")
     parser.add_argument("--descriptor", type=Path, default=Path("build/descriptor.pb"))
     parser.add_argument("--out", type=Path, help="file to write (default: stdout)")
     args = parser.parse_args(argv)
-    auth = load_policy()["auth"]
-    doc = build(
-        protoset.load(args.descriptor),
-        public_paths=auth["public_paths"],
-        internal_methods=auth["internal_methods"],
-        jwks_path=auth["jwks_path"],
-    )
+    doc = build_from_policy(protoset.load(args.descriptor), load_policy())
     text = json.dumps(doc, indent=2) + "\n"
     if args.out:
         args.out.write_text(text)

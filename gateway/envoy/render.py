@@ -18,12 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.envoy import openapi, protoset
+from google.protobuf import descriptor_pb2
+
+from gateway.envoy import contract, openapi, protoset
 from gateway.envoy.policy import load_policy
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "envoy.yaml.tmpl"
 ENVELOPE_LUA = HERE / "envelope.lua"
+CONTRACT_LUA = HERE / "contract.lua"
+JSON_LUA = HERE / "json.lua"
 DOCS_HTML = HERE / "docs.html"
 
 DEFAULT_CORS_ORIGINS = ("http://localhost:3000", "http://127.0.0.1:3000")
@@ -484,11 +488,21 @@ class _Renderer:
             "grpc_codes": {str(k): v for k, v in GRPC_CODE.items()},
             "max_request_body_bytes": int(self.policy["limits"]["max_request_body_bytes"]),
         }
-        source = ENVELOPE_LUA.read_text()
-        marker = "[==[{}]==]"
-        if marker not in source:
-            raise RuntimeError(f"{ENVELOPE_LUA} lost its config marker {marker}")
-        return source.replace(marker, "[==[" + json.dumps(config, sort_keys=True) + "]==]", 1)
+        return _lua_source(ENVELOPE_LUA, config)
+
+    def contract_lua(self, fds: descriptor_pb2.FileDescriptorSet) -> str:
+        rules = self.policy.get("responses", {})
+        return _lua_source(CONTRACT_LUA, contract.build(fds, self.methods, rules))
+
+
+def _lua_source(script: Path, config: Mapping[str, Any]) -> str:
+    """json.lua followed by `script`, whose config marker is replaced by `config` as JSON."""
+    source = script.read_text()
+    marker = "[==[{}]==]"
+    if marker not in source:
+        raise RuntimeError(f"{script} lost its config marker {marker}")
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return JSON_LUA.read_text() + "\n" + source.replace(marker, "[==[" + text + "]==]", 1)
 
 
 ACCESS_LOG_FORMAT = {
@@ -554,12 +568,8 @@ def build_config(settings: GatewaySettings, policy: Mapping[str, Any] | None = N
     """The rendered Envoy config (YAML). Writes openapi.json to settings.openapi_path when set."""
     policy = policy or load_policy()
     r = _Renderer(settings, policy)
-    doc = openapi.build(
-        protoset.load(settings.descriptor_path),
-        public_paths=policy["auth"]["public_paths"],
-        internal_methods=policy["auth"]["internal_methods"],
-        jwks_path=policy["auth"]["jwks_path"],
-    )
+    fds = protoset.load(settings.descriptor_path)
+    doc = openapi.build_from_policy(fds, policy)
     if settings.openapi_path:
         settings.openapi_path.parent.mkdir(parents=True, exist_ok=True)
         settings.openapi_path.write_text(json.dumps(doc, indent=2) + "\n")
@@ -575,6 +585,7 @@ def build_config(settings: GatewaySettings, policy: Mapping[str, Any] | None = N
         "cors_origins": [{"exact": o} for o in settings.cors_origins],
         "routes": r.routes(settings.openapi_path, doc),
         "envelope_lua": r.envelope_lua(),
+        "contract_lua": r.contract_lua(fds),
         "issuer": policy["auth"]["issuer"],
         "audience": policy["auth"]["audience"],
         "jwks_uri": f"http://jwks.internal{policy['auth']['jwks_path']}",

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from services.runtime.auth import Authenticator
 from services.runtime.interceptors import MeshInterceptor
@@ -75,10 +76,52 @@ def make_grpc_server(
         add(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [*all_molbridge_service_names(), health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    enable_reflection([*all_molbridge_service_names(), health.SERVICE_NAME], server)
     return server, health_servicer
+
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _register_reflection_v1_descriptor() -> None:
+    """grpc.reflection.v1's proto in the default pool, so reflection can describe itself too. Its
+    messages are v1alpha's under another package (the two protos differ in nothing else)."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindServiceByName(REFLECTION_V1)
+        return
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    old_package = proto.package
+    proto.name, proto.package = "grpc/reflection/v1/reflection.proto", REFLECTION_V1.rsplit(".", 1)[0]
+    for message in proto.message_type:
+        for f in message.field:
+            if f.HasField("type_name"):  # assigning "" would mark a scalar as typed
+                f.type_name = f.type_name.replace(f".{old_package}.", f".{proto.package}.")
+    for method in proto.service[0].method:
+        method.input_type = method.input_type.replace(f".{old_package}.", f".{proto.package}.")
+        method.output_type = method.output_type.replace(f".{old_package}.", f".{proto.package}.")
+    pool.Add(proto)
+
+
+def enable_reflection(service_names: Iterable[str], server: grpc.aio.Server) -> None:
+    """Server reflection under both names clients ask for: grpc.reflection.v1 (grpcurl >= 1.8.8
+    asks it first) and v1alpha. grpcio-reflection implements v1alpha only; the wire format is the
+    same, so the v1 method is v1alpha's servicer behind v1's name."""
+    _register_reflection_v1_descriptor()
+    names = [*service_names, reflection.SERVICE_NAME, REFLECTION_V1]
+    servicer = reflection.aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    info = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": info}),)
+    )
 
 
 async def start_server(app: ServiceApp) -> tuple[grpc.aio.Server, health.aio.HealthServicer, list[asyncio.Task]]:

@@ -48,7 +48,7 @@ class Org:
             json={"email": email, "full_name": "Colleague", "password": PASSWORD, "roles": [role]},
             headers=self.headers,
         )
-        assert created.status_code == 200, created.text
+        assert created.status_code == 201, created.text
         return login(api, email, PASSWORD)
 
 
@@ -72,15 +72,20 @@ def field_violations(error: dict) -> dict[str, str]:
     }
 
 
-def data(response: httpx.Response) -> Any:
-    assert response.status_code == 200, (response.request.method, response.request.url, response.text)
+def data(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, (response.request.method, response.request.url, response.text)
     return response.json()["data"]
+
+
+def created(response: httpx.Response) -> Any:
+    """The data of a POST that created a resource (DOMAIN.md: 201)."""
+    return data(response, 201)
 
 
 def upload_file(api: httpx.Client, headers: dict[str, str], content: bytes, filename: str = "molecules.csv") -> dict:
     """POST /molecules/upload/csv as multipart/form-data with field `file`, as a browser's form sends it."""
     response = api.post("/molecules/upload/csv", files={"file": (filename, content, "text/csv")}, headers=headers)
-    return dict(data(response))
+    return dict(created(response))
 
 
 def start_import(
@@ -89,7 +94,7 @@ def start_import(
     response = api.post(
         f"/molecules/upload/csv/{storage_key}/import", json={"mapping": mapping, **options}, headers=headers
     )
-    return dict(data(response))
+    return dict(created(response))
 
 
 def wait_for_job(api: httpx.Client, headers: dict[str, str], job_id: str) -> dict:

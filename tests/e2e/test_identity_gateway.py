@@ -48,7 +48,7 @@ def new_org(api: httpx.Client, admin: dict, kind: str = "PHARMA") -> tuple[str, 
     """An organization with its own admin, logged in."""
     name = f"Org {uuid.uuid4().hex[:8]}"
     org = api.post("/organizations", json={"name": name, "kind": kind}, headers=bearer(admin))
-    assert org.status_code == 200, org.text
+    assert org.status_code == 201, org.text  # created
     org_id = org.json()["data"]["id"]
     email = f"admin-{org_id[:8]}@e2e.test"
     user = api.post(
@@ -57,7 +57,7 @@ def new_org(api: httpx.Client, admin: dict, kind: str = "PHARMA") -> tuple[str, 
               "organization_id": org_id},
         headers=bearer(admin),
     )
-    assert user.status_code == 200, user.text
+    assert user.status_code == 201, user.text
     return org_id, login(api, email, PASSWORD)
 
 
@@ -120,7 +120,7 @@ def test_error_envelope_for_each_code(api: httpx.Client, admin: dict) -> None:
 
     name = f"Dup {uuid.uuid4().hex[:6]}"
     first = api.post("/organizations", json={"name": name, "kind": "CRO"}, headers=bearer(admin))
-    assert first.status_code == 200
+    assert first.status_code == 201
     duplicate = api.post("/organizations", json={"name": name, "kind": "CRO"}, headers=bearer(admin))
     assert duplicate.status_code == 409 and duplicate.json()["error"]["code"] == "RESOURCE_CONFLICT"
 
@@ -199,7 +199,7 @@ def test_mfa_enrolment_and_login(api: httpx.Client, admin: dict) -> None:
 def test_api_keys_work_as_header_and_bearer_on_both_protocols(api: httpx.Client, stub, admin: dict) -> None:  # type: ignore[no-untyped-def]
     org_id, org_admin = new_org(api, admin)
     created = api.post("/api-keys", json={"name": "LIMS", "roles": ["pharma_scientist"]}, headers=bearer(org_admin))
-    assert created.status_code == 200, created.text
+    assert created.status_code == 201, created.text
     secret = created.json()["data"]["secret"]
     key_id = created.json()["data"]["api_key"]["id"]
     listed = api.get("/api-keys", headers=bearer(org_admin)).json()
@@ -258,7 +258,7 @@ def test_removed_rights_end_at_once_on_every_service(api: httpx.Client, admin: d
         email = f"member-{uuid.uuid4().hex[:8]}@e2e.test"
         created = api.post("/users", json={"email": email, "full_name": "Member", "password": PASSWORD,
                                            "roles": roles}, headers=bearer(org_admin))
-        assert created.status_code == 200, created.text
+        assert created.status_code == 201, created.text
         return login(api, email, PASSWORD)
 
     def molecules_status(headers: dict[str, str]) -> int:
@@ -267,7 +267,7 @@ def test_removed_rights_end_at_once_on_every_service(api: httpx.Client, admin: d
     # A deleted admin: the old access token and the admin's API key stop working on every service.
     leaver = member(["pharma_admin"])
     created = api.post("/api-keys", json={"name": "permanent", "roles": ["pharma_admin"]}, headers=bearer(leaver))
-    assert created.status_code == 200, created.text
+    assert created.status_code == 201, created.text
     key = {"x-api-key": created.json()["data"]["secret"]}
     assert molecules_status(bearer(leaver)) == molecules_status(key) == 200  # the key is now cached there too
     deleted = api.delete(f"/users/{leaver['user']['id']}", headers=bearer(org_admin))

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.e2e import test_identity_gateway
-from tests.e2e.molecule_rest import Org, assert_error, data
+from tests.e2e.molecule_rest import Org, assert_error, created, data
 
 api = test_identity_gateway.api
 admin = test_identity_gateway.admin
@@ -42,7 +42,7 @@ def beta(api: httpx.Client, admin: dict) -> Beta:
         {"smiles": smiles, "name": name, "properties": [{"name": "ic50", "value": ic50}]}
         for name, (smiles, ic50) in MOLECULES.items()
     ]
-    outcomes = data(api.post("/molecules/batch", json={"molecules": batch}, headers=org.headers))
+    outcomes = created(api.post("/molecules/batch", json={"molecules": batch}, headers=org.headers))
     assert [o["outcome"] for o in outcomes] == ["registered"] * len(MOLECULES)
     ids = {name: o["molecule_id"] for name, o in zip(MOLECULES, outcomes, strict=True)}
     return Beta(org, org.add_user(api, "pharma_scientist"), ids)
@@ -51,7 +51,7 @@ def beta(api: httpx.Client, admin: dict) -> Beta:
 def new_library(api: httpx.Client, beta: Beta, molecule_ids: list[str] | None = None, **fields: object) -> dict:
     """A new library of the beta organization's admin, holding these molecules."""
     body = {"name": f"lib {uuid.uuid4().hex[:8]}", **fields}
-    library = dict(data(api.post("/libraries", json=body, headers=beta.org.headers)))
+    library = dict(created(api.post("/libraries", json=body, headers=beta.org.headers)))
     if molecule_ids:
         path = f"/libraries/{library['id']}/molecules/batch"
         library = dict(data(api.post(path, json={"molecule_ids": molecule_ids}, headers=beta.org.headers)))

@@ -10,7 +10,15 @@ import pytest
 
 from tests.conftest import MESH_MAX_IMPORT_ROWS, MESH_MAX_UPLOAD_BYTES
 from tests.e2e import test_identity_gateway
-from tests.e2e.molecule_rest import Org, assert_error, data, field_violations, start_import, upload_file
+from tests.e2e.molecule_rest import (
+    Org,
+    assert_error,
+    created,
+    data,
+    field_violations,
+    start_import,
+    upload_file,
+)
 
 api = test_identity_gateway.api
 admin = test_identity_gateway.admin
@@ -30,7 +38,7 @@ def upload_raw(
 
 
 def preview(api: httpx.Client, org: Org, body: bytes, **params: int) -> dict:
-    key = data(upload_raw(api, org, body))["storage_key"]
+    key = created(upload_raw(api, org, body))["storage_key"]
     return dict(data(api.get(f"{UPLOAD}/{key}/preview", params=params, headers=org.headers)))
 
 
@@ -44,9 +52,9 @@ def test_multipart_form_upload_answers_key_name_and_size(api: httpx.Client, org:
 
 def test_raw_csv_body_upload(api: httpx.Client, org: Org) -> None:
     content = b"smiles\nCCO\nCCN\n"
-    plain = data(upload_raw(api, org, content))
+    plain = created(upload_raw(api, org, content))
     assert plain["filename"] == "upload.csv" and int(plain["size_bytes"]) == len(content)
-    named = data(upload_raw(api, org, content, **{"content-disposition": 'attachment; filename="../run 7.csv"'}))
+    named = created(upload_raw(api, org, content, **{"content-disposition": 'attachment; filename="../run 7.csv"'}))
     assert named["filename"] == "run 7.csv"  # the last path segment only
 
 
@@ -58,7 +66,7 @@ def test_a_file_of_many_gateway_messages_is_stored_exactly(api: httpx.Client, or
     assert len(content) > 3 * 1024 * 1024
     for stored in (
         upload_file(api, org.headers, content, "large.csv"),
-        data(upload_raw(api, org, content)),
+        created(upload_raw(api, org, content)),
     ):
         assert int(stored["size_bytes"]) == len(content)
         shown = data(api.get(f"{UPLOAD}/{stored['storage_key']}/preview", params={"rows": 2}, headers=org.headers))
@@ -95,7 +103,7 @@ def test_a_file_over_the_upload_limit_is_refused_naming_the_limit(api: httpx.Cli
 
 
 def test_a_file_over_the_row_limit_is_refused_at_import_naming_the_limit(api: httpx.Client, org: Org) -> None:
-    key = data(upload_raw(api, org, b"smiles\n" + b"C\n" * (MESH_MAX_IMPORT_ROWS + 1)))["storage_key"]
+    key = created(upload_raw(api, org, b"smiles\n" + b"C\n" * (MESH_MAX_IMPORT_ROWS + 1)))["storage_key"]
     response = api.post(f"{UPLOAD}/{key}/import", json={"mapping": {"smiles": "smiles"}}, headers=org.headers)
     error = assert_error(response, 400, "VALIDATION_ERROR")
     assert f"{MESH_MAX_IMPORT_ROWS:,}" in error["message"], error
@@ -129,7 +137,7 @@ def test_preview_reads_latin1_tabs_and_quoted_fields(api: httpx.Client, org: Org
 
 
 def test_mapping_mistakes_are_400s_naming_the_problem(api: httpx.Client, org: Org) -> None:
-    key = data(upload_raw(api, org, b"SMILES,Name,IC50\nCCO,ethanol,3\n"))["storage_key"]
+    key = created(upload_raw(api, org, b"SMILES,Name,IC50\nCCO,ethanol,3\n"))["storage_key"]
     cases = [
         ({"mapping": {"Name": "name"}}, "mapping", "smiles"),
         ({"mapping": {"SMILES": "smiles", "IC50": "ic_fifty"}}, "mapping.IC50", "ic_fifty"),
@@ -152,7 +160,7 @@ def test_mapping_mistakes_are_400s_naming_the_problem(api: httpx.Client, org: Or
 
 
 def test_duplicate_headers_are_refused_at_preview_and_import(api: httpx.Client, org: Org) -> None:
-    key = data(upload_raw(api, org, b"smiles,ic50,ic50\nCCO,1,2\n"))["storage_key"]
+    key = created(upload_raw(api, org, b"smiles,ic50,ic50\nCCO,1,2\n"))["storage_key"]
     for response in (
         api.get(f"{UPLOAD}/{key}/preview", headers=org.headers),
         api.post(f"{UPLOAD}/{key}/import", json={"mapping": {"smiles": "smiles"}}, headers=org.headers),
@@ -162,7 +170,7 @@ def test_duplicate_headers_are_refused_at_preview_and_import(api: httpx.Client, 
 
 
 def test_an_import_answers_with_the_queued_job_at_once(api: httpx.Client, org: Org) -> None:
-    key = data(upload_raw(api, org, b"SMILES\nCCCCCCO\n"))["storage_key"]
+    key = created(upload_raw(api, org, b"SMILES\nCCCCCCO\n"))["storage_key"]
     job = start_import(api, org.headers, key, {"SMILES": "smiles"}, request_id="retry-me")
     assert job["status"] == "queued" and job["total_rows"] == 1 and job["mode"] == "keep_valid"
     again = start_import(api, org.headers, key, {"SMILES": "smiles"}, request_id="retry-me")

@@ -15,6 +15,7 @@ from tests.e2e.molecule_rest import (
     EventStream,
     Org,
     assert_error,
+    created,
     data,
     field_violations,
     read_events,
@@ -71,10 +72,10 @@ def alpha(api: httpx.Client, admin: dict) -> Imported:
     """A new organization: caffeine registered by hand, then MIXED_CSV imported into a new library
     (uploaded as a browser form does), watched through the gateway until its final event."""
     org = Org.create(api, admin)
-    caffeine = data(
+    caffeine = created(
         api.post("/molecules", json={"molecule": {"smiles": CAFFEINE, "name": "rest-caffeine"}}, headers=org.headers)
     )
-    library = data(api.post("/libraries", json={"name": "REST alpha"}, headers=org.headers))
+    library = created(api.post("/libraries", json={"name": "REST alpha"}, headers=org.headers))
     upload = upload_file(api, org.headers, MIXED_CSV.encode(), "alpha mixed.csv")
     started = start_import(
         api,
@@ -316,7 +317,7 @@ def test_property_catalogue(api: httpx.Client, alpha: Imported) -> None:
 def test_create_batch_update_and_archive(api: httpx.Client, admin: dict) -> None:
     org = Org.create(api, admin)
     h = org.headers
-    created = data(
+    paracetamol = created(
         api.post(
             "/molecules",
             json={
@@ -329,12 +330,12 @@ def test_create_batch_update_and_archive(api: httpx.Client, admin: dict) -> None
             headers=h,
         )
     )
-    assert created["name"] == "paracetamol" and created["formula"] == "C8H9NO2"
+    assert paracetamol["name"] == "paracetamol" and paracetamol["formula"] == "C8H9NO2"
     # The hydrochloride is the same parent: merged into the same record, never a second one.
-    salt = data(api.post("/molecules", json={"molecule": {"smiles": "CC(=O)Nc1ccc(O)cc1.Cl"}}, headers=h))
-    assert salt["id"] == created["id"]
+    salt = created(api.post("/molecules", json={"molecule": {"smiles": "CC(=O)Nc1ccc(O)cc1.Cl"}}, headers=h))
+    assert salt["id"] == paracetamol["id"]
 
-    outcomes = data(
+    outcomes = created(
         api.post(
             "/molecules/batch",
             json={
@@ -349,12 +350,12 @@ def test_create_batch_update_and_archive(api: httpx.Client, admin: dict) -> None
         )
     )
     assert [o["outcome"] for o in outcomes] == ["registered", "rejected", "merged", "rejected"]
-    assert outcomes[2]["molecule_id"] == created["id"] and outcomes[1]["molecule_id"] == ""
+    assert outcomes[2]["molecule_id"] == paracetamol["id"] and outcomes[1]["molecule_id"] == ""
     assert "SMILES" in outcomes[1]["reason"] and "out of range" in outcomes[3]["reason"]
 
     updated = data(
         api.put(
-            f"/molecules/{created['id']}",
+            f"/molecules/{paracetamol['id']}",
             json={"name": "acetaminophen", "properties": [{"name": "ic50", "value": 95, "units": "nM"}]},
             headers=h,
         )
@@ -364,16 +365,16 @@ def test_create_batch_update_and_archive(api: httpx.Client, admin: dict) -> None
         ("ic50", 95)
     }
     out_of_range = api.put(
-        f"/molecules/{created['id']}", json={"properties": [{"name": "ic50", "value": 2e6}]}, headers=h
+        f"/molecules/{paracetamol['id']}", json={"properties": [{"name": "ic50", "value": 2e6}]}, headers=h
     )
     assert "properties[0].value" in field_violations(assert_error(out_of_range, 400, "VALIDATION_ERROR"))
 
-    archived = data(api.delete(f"/molecules/{created['id']}", headers=h))
+    archived = data(api.delete(f"/molecules/{paracetamol['id']}", headers=h))
     assert archived["status"] == "ARCHIVED"
-    assert data(api.get(f"/molecules/{created['id']}", headers=h))["status"] == "ARCHIVED"
+    assert data(api.get(f"/molecules/{paracetamol['id']}", headers=h))["status"] == "ARCHIVED"
     remaining = api.get("/molecules", headers=h).json()
     assert [m["name"] for m in remaining["data"]] == ["salicylic acid"] and remaining["meta"]["total"] == 1
-    reserved = api.put(f"/molecules/{created['id']}", json={"status": "TESTING"}, headers=h)
+    reserved = api.put(f"/molecules/{paracetamol['id']}", json={"status": "TESTING"}, headers=h)
     assert_error(reserved, 400, "VALIDATION_ERROR")
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e import test_identity_gateway
-from tests.e2e.molecule_rest import Org, assert_error, data, start_import, upload_file, wait_for_job
+from tests.e2e.molecule_rest import Org, assert_error, created, data, start_import, upload_file, wait_for_job
 from tests.e2e.test_cli_molecules import wait_for
 
 api = test_identity_gateway.api
@@ -35,7 +35,7 @@ class Owned:
 def owner(api: httpx.Client, admin: dict) -> Owned:
     """An organization with one molecule (imported), a library holding it, the import job and the upload."""
     org = Org.create(api, admin)
-    library = data(api.post("/libraries", json={"name": "secret series"}, headers=org.headers))
+    library = created(api.post("/libraries", json={"name": "secret series"}, headers=org.headers))
     upload = upload_file(api, org.headers, f"smiles,name\n{SECRET},secret-1\nC1CC(,broken\n".encode())
     started = start_import(
         api, org.headers, upload["storage_key"], {"smiles": "smiles", "name": "name"}, library_id=library["id"]
@@ -60,7 +60,8 @@ def owner(api: httpx.Client, admin: dict) -> Owned:
 def intruder(api: httpx.Client, admin: dict) -> Org:
     """Another organization with a library and the same molecule of its own."""
     org = Org.create(api, admin)
-    data(api.post("/molecules", json={"molecule": {"smiles": "CCO", "name": "intruder-ethanol"}}, headers=org.headers))
+    ethanol = {"molecule": {"smiles": "CCO", "name": "intruder-ethanol"}}
+    created(api.post("/molecules", json=ethanol, headers=org.headers))
     return org
 
 
@@ -116,7 +117,7 @@ def routes_of(owned: Owned, intruder_library: str, intruder_molecule: str) -> li
 
 def test_another_organization_gets_404_on_every_route(api: httpx.Client, owner: Owned, intruder: Org) -> None:
     h = intruder.headers
-    own_library = data(api.post("/libraries", json={"name": "intruder library"}, headers=h))["id"]
+    own_library = created(api.post("/libraries", json={"name": "intruder library"}, headers=h))["id"]
     own_molecule = data(api.get("/molecules", headers=h))[0]["id"]
     wrong = []
     for method, path, body in routes_of(owner, own_library, own_molecule):
@@ -173,7 +174,7 @@ def test_lists_and_searches_never_show_another_organizations_data(
     assert data(api.post("/molecules/search/exact", json={"inchi_key": key}, headers=h)) == []
 
     # The same structure registered by the intruder is its own record, not the owner's.
-    mine = data(api.post("/molecules", json={"molecule": {"smiles": SECRET_KEY_OF_SALT}}, headers=h))
+    mine = created(api.post("/molecules", json={"molecule": {"smiles": SECRET_KEY_OF_SALT}}, headers=h))
     assert mine["id"] != owner.molecule_id and mine["organization_id"] == intruder.id
     assert mine["library_ids"] == [] and mine["inchi_key"] == key
 
@@ -347,7 +348,8 @@ def test_malformed_requests_get_the_envelope_and_never_a_500(api: httpx.Client, 
             response = api.request(method, path, headers=h, **({} if body is None else {"json": body}))
         json_body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
         is_error = 400 <= response.status_code < 500 and set(json_body) == {"error"}
-        is_success = response.status_code == 200 and "data" in json_body  # some are fine (batch outcomes, …)
+        # Some are fine (batch outcomes, …): 201 for the creates, 200 for the rest.
+        is_success = response.status_code in (200, 201) and "data" in json_body
         if not (is_error or is_success):
             wrong.append((method, path, str(body)[:80], response.status_code, response.text[:200]))
     assert wrong == []

@@ -33,10 +33,10 @@ def eventually(probe: Callable[[], T | None], what: str, timeout: float = 60.0) 
 def completed_job(api: httpx.Client, auth: dict[str, str], smiles: list[str], properties: list[str]) -> str:
     """Register the molecules, predict the properties and wait for the job to complete; its id."""
     created = api.post("/molecules/batch", json={"molecules": [{"smiles": s} for s in smiles]}, headers=auth)
-    assert created.status_code == 200, created.text
+    assert created.status_code == 201, created.text
     ids = [o["molecule_id"] for o in created.json()["data"]]
     queued = api.post("/predictions", json={"molecule_ids": ids, "properties": properties}, headers=auth)
-    assert queued.status_code == 200, queued.text
+    assert queued.status_code == 201, queued.text
     job_id: str = queued.json()["data"]["job_id"]
 
     def done() -> bool | None:
@@ -56,11 +56,11 @@ def test_predictions_over_rest_fill_and_rank_molecules(api: httpx.Client, admin:
     auth = bearer(scientist)
     smiles = ["CCO", "CC(=O)Nc1ccc(O)cc1", "c1ccccc1", "CCCCCCCCCCCCCCCC(=O)O"]
     created = api.post("/molecules/batch", json={"molecules": [{"smiles": s} for s in smiles]}, headers=auth)
-    assert created.status_code == 200, created.text
+    assert created.status_code == 201, created.text
     ids = [o["molecule_id"] for o in created.json()["data"]]
 
     queued = api.post("/predictions", json={"molecule_ids": ids, "properties": ["solubility", "logp"]}, headers=auth)
-    assert queued.status_code == 200, queued.text
+    assert queued.status_code == 201, queued.text  # a prediction job was created
     job = queued.json()["data"]
     assert job["status"] in ("queued", "processing", "completed") and set(job) == {"job_id", "status"}
 

@@ -73,7 +73,7 @@ def test_a_prediction_is_one_trace_from_the_gateway_to_the_engine_and_back(
     created = api.post(
         "/molecules/batch", json={"molecules": [{"smiles": "CCO"}, {"smiles": "c1ccccc1O"}]}, headers=auth
     )
-    assert created.status_code == 200, created.text
+    assert created.status_code == 201, created.text
     ids = [o["molecule_id"] for o in created.json()["data"]]
 
     trace_id, client_span_id = secrets.token_hex(16), secrets.token_hex(8)
@@ -82,7 +82,7 @@ def test_a_prediction_is_one_trace_from_the_gateway_to_the_engine_and_back(
         json={"molecule_ids": ids, "properties": ["logp"]},
         headers={**auth, "traceparent": f"00-{trace_id}-{client_span_id}-01"},
     )
-    assert queued.status_code == 200, queued.text
+    assert queued.status_code == 201, queued.text
     job_id = queued.json()["data"]["job_id"]
 
     def completed() -> bool | None:

@@ -646,26 +646,31 @@ message UploadTestResponse {
 """
 
 
+def compile_test_package(tmp: Path, proto_path: str, text: str) -> tuple[Any, Any]:
+    """Compile a test package (a new molbridge service) into tmp: its Python modules (pb2, pb2_grpc),
+    returned, and tmp/all.pb, the descriptor set as `make gen` builds it plus the new package."""
+    (tmp / proto_path).parent.mkdir(parents=True)
+    (tmp / proto_path).write_text(text)
+    protos = sorted(str(p.relative_to(REPO / "protos")) for p in (REPO / "protos" / "molbridge").rglob("*.proto"))
+    protoc = [sys.executable, "-m", "grpc_tools.protoc"]
+    protoc += ["-I", str(REPO / "protos"), "-I", str(REPO / "protos/vendor"), "-I", str(tmp)]
+    subprocess.run([*protoc, "--python_out", str(tmp), "--grpc_python_out", str(tmp), proto_path], check=True)
+    descriptor = [*protoc, "--include_imports", "--include_source_info", f"--descriptor_set_out={tmp}/all.pb"]
+    rpc_protos = ["google/rpc/error_details.proto", "google/rpc/status.proto"]
+    subprocess.run([*descriptor, *protos, *rpc_protos, proto_path], check=True)
+    module = proto_path.removesuffix(".proto").replace("/", ".")
+    sys.path.insert(0, str(tmp))
+    try:
+        return importlib.import_module(f"{module}_pb2"), importlib.import_module(f"{module}_pb2_grpc")
+    finally:
+        sys.path.remove(str(tmp))
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def upload_gateway(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
     """The real descriptor set plus one new package, molbridge.uploadtest.v1, and its own upstream."""
     tmp = tmp_path_factory.mktemp("upload-gateway")
-    (tmp / "uploadtest" / "v1").mkdir(parents=True)
-    (tmp / "uploadtest" / "v1" / "upload.proto").write_text(UPLOAD_PROTO)
-    protos = sorted(str(p.relative_to(REPO / "protos")) for p in (REPO / "protos" / "molbridge").rglob("*.proto"))
-    protoc = [sys.executable, "-m", "grpc_tools.protoc"]
-    protoc += ["-I", str(REPO / "protos"), "-I", str(REPO / "protos/vendor"), "-I", str(tmp)]
-    new = "uploadtest/v1/upload.proto"
-    subprocess.run([*protoc, "--python_out", str(tmp), "--grpc_python_out", str(tmp), new], check=True)
-    # The descriptor set as `make gen` builds it, plus the new package.
-    descriptor = [*protoc, "--include_imports", "--include_source_info", f"--descriptor_set_out={tmp}/all.pb"]
-    subprocess.run([*descriptor, *protos, "google/rpc/error_details.proto", "google/rpc/status.proto", new], check=True)
-    sys.path.insert(0, str(tmp))
-    try:
-        upload_pb2 = importlib.import_module("uploadtest.v1.upload_pb2")
-        upload_grpc = importlib.import_module("uploadtest.v1.upload_pb2_grpc")
-    finally:
-        sys.path.remove(str(tmp))
+    upload_pb2, upload_grpc = compile_test_package(tmp, "uploadtest/v1/upload.proto", UPLOAD_PROTO)
 
     class UploadTest(upload_grpc.UploadTestServiceServicer):  # type: ignore[name-defined,misc]
         async def Upload(self, requests: AsyncIterator[httpbody_pb2.HttpBody], context: Any) -> Any:
@@ -692,7 +697,7 @@ async def test_a_new_service_streams_uploads_unbuffered(upload_gateway: Gateway)
     async with httpx.AsyncClient(base_url=upload_gateway.url, timeout=30) as client:
         headers = {**bearer(token()), "content-type": "text/csv"}
         response = await client.post("/api/v1/molecules/upload", content=b"x" * size, headers=headers)
-        assert response.status_code == 200, response.text
+        assert response.status_code == 201, response.text  # an Upload… method stores a file: created
         data = response.json()
         assert data == {"bytes": str(size), "messages": data["messages"], "content_type": "text/csv"}
         assert data["messages"] > 1

@@ -92,6 +92,7 @@ def test_every_package_is_routed_to_its_upstream() -> None:
     assert prefixes["/molbridge.identity.v1."] == "svc_identity"
     assert prefixes["/molbridge.health.v1."] == "svc_identity"  # hosted_by in policy.toml
     assert prefixes["/grpc.reflection.v1alpha.ServerReflection/"] == "svc_identity"
+    assert prefixes["/grpc.reflection.v1.ServerReflection/"] == "svc_identity"
 
 
 def test_a_service_without_an_upstream_is_not_routed_and_reflection_needs_identity() -> None:
@@ -153,3 +154,4 @@ def test_standard_streams_get_the_streaming_timeout() -> None:
     assert timeouts["/grpc.health.v1.Health/Watch"] == "3600s"  # a Watch lasts as long as the client wants
     assert timeouts["/grpc.health.v1.Health/"] == "30s"  # Check stays unary
     assert timeouts["/grpc.reflection.v1alpha.ServerReflection/"] == "3600s"
+    assert timeouts["/grpc.reflection.v1.ServerReflection/"] == "3600s"

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import descriptor_pool
 
 from gateway.envoy import openapi, protoset
 from gateway.envoy.policy import load_policy
 
 DESCRIPTOR = Path(__file__).resolve().parents[2] / "build" / "descriptor.pb"
-IDENTITY = "molbridge.identity.v1"
+PROTOS = Path(__file__).resolve().parents[2] / "protos"
 
 
 @pytest.fixture(scope="module")
 def doc() -> dict[str, Any]:
-    auth = load_policy()["auth"]
-    return openapi.build(
-        protoset.load(DESCRIPTOR),
-        public_paths=auth["public_paths"],
-        internal_methods=auth["internal_methods"],
-        jwks_path=auth["jwks_path"],
-    )
+    return openapi.build_from_policy(protoset.load(DESCRIPTOR), load_policy())
 
 
 def schema(doc: dict[str, Any], ref_or_schema: dict[str, Any]) -> dict[str, Any]:
@@ -84,10 +82,83 @@ def test_response_schemas_follow_the_transcoder(doc: dict[str, Any]) -> None:
 
 
 def test_enums_are_their_value_names(doc: dict[str, Any]) -> None:
-    kind = doc["components"]["schemas"][f"{IDENTITY}.Organization.Kind"]
-    assert kind["type"] == "string"
-    assert kind["enum"] == ["KIND_UNSPECIFIED", "PHARMA", "CRO", "PLATFORM"]
-    assert "A contract research lab" in kind["description"]
+    # The transcoder prints an enum as its value name: every enum schema lists exactly those names,
+    # whatever the enum (top-level or nested in a message), with their comments.
+    pool = descriptor_pool.DescriptorPool()
+    for file in protoset.load(DESCRIPTOR).file:
+        pool.AddSerializedFile(file.SerializeToString())
+    schemas = doc["components"]["schemas"]
+    enums = {name: s for name, s in schemas.items() if "enum" in s and name.startswith("molbridge.")}
+    assert enums
+    for name, enum_schema in enums.items():
+        values = pool.FindEnumTypeByName(name).values
+        assert enum_schema["type"] == "string"
+        assert enum_schema["enum"] == [v.name for v in values], name
+        assert all(f"`{v.name}`" in enum_schema["description"] for v in values), name
+
+
+def test_enum_values_are_the_domains_words(doc: dict[str, Any]) -> None:
+    # DOMAIN.md "API contract at the gateway": "kind": "PHARMA", never "ORGANIZATION_KIND_PHARMA". Only
+    # the zero value carries its enum's name (KIND_UNSPECIFIED), as buf's ENUM_ZERO_VALUE_SUFFIX wants.
+    schemas = doc["components"]["schemas"]
+    kinds = schemas["molbridge.identity.v1.Organization.Kind"]["enum"]
+    assert kinds == ["KIND_UNSPECIFIED", "PHARMA", "CRO", "PLATFORM"]
+    assert schemas["molbridge.molecule.v1.Molecule.Status"]["enum"][:2] == ["STATUS_UNSPECIFIED", "AVAILABLE"]
+    for name, enum_schema in schemas.items():
+        if "enum" not in enum_schema or not name.startswith("molbridge."):
+            continue
+        words = enum_schema["enum"]
+        prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", name.rsplit(".", 1)[1]).upper() + "_"
+        assert words[0] == prefix + "UNSPECIFIED", name
+        assert not [w for w in words[1:] if w.startswith(prefix)], name
+
+
+def test_a_nested_enum_with_bare_values_is_listed_as_is(tmp_path: Path) -> None:
+    (tmp_path / "enumtest.proto").write_text(ENUM_PROTO)
+    out = tmp_path / "enumtest.pb"
+    protoc = [sys.executable, "-m", "grpc_tools.protoc", "-I", str(tmp_path), "-I", str(PROTOS / "vendor")]
+    subprocess.run([*protoc, "--include_imports", "--include_source_info", f"--descriptor_set_out={out}",
+                    "enumtest.proto"], check=True)
+    doc = openapi.build(protoset.load(out))
+    kind = doc["components"]["schemas"]["molbridge.enumtest.v1.Organization.Kind"]
+    assert kind["enum"] == ["KIND_UNSPECIFIED", "PHARMA", "CRO"]
+    assert "- `CRO`: A contract research lab." in kind["description"]
+    org = schema(doc, doc["paths"]["/api/v1/orgs"]["post"]["requestBody"]["content"]["application/json"]["schema"])
+    assert org["properties"]["kind"] == {"$ref": "#/components/schemas/molbridge.enumtest.v1.Organization.Kind"}
+
+
+ENUM_PROTO = """
+syntax = "proto3";
+package molbridge.enumtest.v1;
+import "google/api/annotations.proto";
+service EnumTestService {
+  rpc CreateOrganization(Organization) returns (Organization) {
+    option (google.api.http) = {post: "/api/v1/orgs" body: "*"};
+  }
+}
+message Organization {
+  // What kind of organization.
+  enum Kind {
+    KIND_UNSPECIFIED = 0;
+    // A pharmaceutical company.
+    PHARMA = 1;
+    // A contract research lab.
+    CRO = 2;
+  }
+  Kind kind = 1;
+}
+"""
+
+
+def test_creates_are_documented_as_201(doc: dict[str, Any]) -> None:
+    for path in ["/api/v1/users", "/api/v1/molecules", "/api/v1/predictions", "/api/v1/molecules/upload/csv"]:
+        responses = doc["paths"][path]["post"]["responses"]
+        assert "201" in responses and "200" not in responses, path
+        assert responses["201"]["description"] == "Created"
+    for path, verb in [("/api/v1/auth/login", "post"), ("/api/v1/users/{id}", "put"), ("/api/v1/users", "get")]:
+        responses = doc["paths"][path][verb]["responses"]
+        assert "200" in responses and "201" not in responses, path
+    assert "201 for a POST that creates" in doc["info"]["description"]
 
 
 def test_comments_are_descriptions(doc: dict[str, Any]) -> None:
