@@ -275,7 +275,7 @@ class ImportRun:
 
 
 def _status(job: Mapping[str, Any]) -> str:
-    return str(job.get("status", "")).lower().removeprefix("import_status_")
+    return str(job.get("status", ""))  # job statuses are lowercase strings (queued, completed, …)
 
 
 def _timestamp(value: Any) -> float | None:
