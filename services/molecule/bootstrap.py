@@ -49,7 +49,7 @@ from services.molecule.store.tables import SCHEMA
 from services.molecule.store.uow import molecule_transactions
 from services.molecule.worker.chunks import IN_FLIGHT, ChunkWorker, RowPool, chunk_consumer
 from services.runtime import telemetry
-from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.db import make_engine
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
 from services.runtime.migrations import MigrationSpec
 from services.runtime.process import Outbox, Process, Subscription
@@ -111,9 +111,8 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
         matcher=matcher,
         molecules=MoleculeService(transactions, query_index),
         libraries=LibraryService(transactions, users, query_index),
-        # Search reads through a plain session (its SQL is still inline; see service/search.py).
         search=SearchService(
-            UnitOfWork(engine),
+            transactions,
             search_index,
             query_index,
             matcher=matcher,

@@ -41,10 +41,10 @@ from services.molecule.server.search import SearchServicer
 from services.molecule.service.molecules import MoleculeService
 from services.molecule.service.search import WARMING_UP, Budgets, SearchOutcome, SearchService
 from services.molecule.store.tables import SCHEMA
-from services.molecule.store.uow import molecule_transactions
+from services.molecule.store.uow import MoleculeTransactions, molecule_transactions
 from services.runtime import migrations, server
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
-from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.db import make_engine
 from services.runtime.errors import IntegrationError, NotFoundError, ValidationError
 from services.runtime.settings import Settings
 from stack.ports import free_port
@@ -75,7 +75,7 @@ class Stored:
 @dataclass
 class World:
     engine: AsyncEngine
-    uow: UnitOfWork
+    uow: MoleculeTransactions
     queries: QueryIndex
     index: SearchIndex
     sync: SearchIndexSync
@@ -87,8 +87,8 @@ class World:
     alice: Principal
 
     async def execute(self, statement: str, **params: Any) -> Any:
-        async with self.uow() as session:
-            return await session.execute(sa.text(statement), params)
+        async with self.uow() as uow:
+            return await uow.session.execute(sa.text(statement), params)
 
     async def stored(self, org: str) -> list[Stored]:
         """The organization's live molecules as PostgreSQL has them: the oracle's data."""
@@ -141,7 +141,7 @@ async def world(postgres_server: Any, nats_server: Any) -> AsyncIterator[World]:
     url = postgres_server.create_database()
     migrations.upgrade(url, SCHEMA, MIGRATIONS)
     engine = make_engine(url, SCHEMA)
-    uow = UnitOfWork(engine)
+    uow = molecule_transactions(engine)
     org, other_org = str(uuid.uuid4()), str(uuid.uuid4())
     # Registered before the index starts: the load from PostgreSQL must find them.
     await register(engine, org, [*nci_smiles(0, 700), ASPIRIN])
