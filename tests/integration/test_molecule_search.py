@@ -42,10 +42,11 @@ from services.molecule.service.molecules import MoleculeService
 from services.molecule.service.search import WARMING_UP, Budgets, SearchOutcome, SearchService
 from services.molecule.store.tables import SCHEMA
 from services.molecule.store.uow import MoleculeTransactions, molecule_transactions
-from services.runtime import migrations, server
+from services.runtime import migrations
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import make_engine
 from services.runtime.errors import IntegrationError, NotFoundError, ValidationError
+from services.runtime.process import Process, running
 from services.runtime.settings import Settings
 from stack.ports import free_port
 from tests.integration.molecule_imports import scientist
@@ -430,15 +431,14 @@ async def test_searches_wait_for_the_first_load(world: World) -> None:
 async def test_the_servicer_speaks_the_contract(world: World) -> None:
     tokens = Tokens()
     port = free_port()
-    app = server.ServiceApp(
-        settings=Settings.from_env("molecule", {"MOLBRIDGE_MOLECULE_ADDR": f"127.0.0.1:{port}"}),
+    settings = Settings.from_env("molecule", {"MOLBRIDGE_MOLECULE_ADDR": f"127.0.0.1:{port}"})
+    process = Process(
         servicers=[(pb_grpc.add_SearchServiceServicer_to_server, SearchServicer(world.service))],
         authenticator=Authenticator(TokenVerifier(tokens.provide), NoApiKeys()),
     )
-    grpc_server, health, tasks = await server.start_server(app)
-    auth = tokens.metadata(world.alice)
-    stored = await world.stored(world.org)
-    try:
+    async with running("molecule", process, settings):
+        auth = tokens.metadata(world.alice)
+        stored = await world.stored(world.org)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.SearchServiceStub(channel)
             similar = await stub.SearchSimilar(
@@ -482,5 +482,3 @@ async def test_the_servicer_speaks_the_contract(world: World) -> None:
                     metadata=auth,
                 )
             assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    finally:
-        await server.stop_server(app, grpc_server, health, tasks)
