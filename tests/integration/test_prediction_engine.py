@@ -415,7 +415,8 @@ async def test_the_grpc_api_queues_reports_and_lists_predictions(world: World) -
                     pb.DownloadPredictionResultsRequest(job_id=job_id), metadata=alice
                 )
                 headers = dict(await download.initial_metadata())
-                assert headers["content-disposition"].startswith(f'attachment; filename="prediction-{job_id}-results.csv"')
+                disposition = headers["content-disposition"]
+                assert disposition.startswith(f'attachment; filename="prediction-{job_id}-results.csv"')
                 bodies = [body async for body in download]
                 assert bodies[0].content_type == "text/csv; charset=utf-8"
                 lines = b"".join(b.data for b in bodies).decode().splitlines()
@@ -452,7 +453,9 @@ async def test_the_grpc_api_queues_reports_and_lists_predictions(world: World) -
                     stub.GetPredictionStatus(pb.GetPredictionStatusRequest(job_id=job_id), metadata=mallory),
                     stub.GetPredictionResults(pb.GetPredictionResultsRequest(job_id=job_id), metadata=mallory),
                     _drained(
-                        stub.DownloadPredictionResults(pb.DownloadPredictionResultsRequest(job_id=job_id), metadata=mallory)
+                        stub.DownloadPredictionResults(
+                            pb.DownloadPredictionResultsRequest(job_id=job_id), metadata=mallory
+                        )
                     ),
                     stub.CreatePrediction(
                         pb.CreatePredictionRequest(molecule_ids=ids, properties=["logp"]), metadata=mallory
