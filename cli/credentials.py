@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -17,8 +17,8 @@ from molbridge_client import Tokens
 Profile = Tokens
 
 
-def default_credentials_path() -> Path:
-    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+def default_credentials_path(env: Mapping[str, str] = os.environ) -> Path:
+    config_home = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME") or Path.home()) / ".config")
     return Path(config_home) / "molbridge" / "credentials.json"
 
 

@@ -28,7 +28,6 @@ from services.identity.store import SCHEMA, IdentityUnitOfWork, identity_transac
 from services.identity.store.signing_keys import KeyRing
 from services.runtime import telemetry
 from services.runtime.auth import Authenticator, TokenVerifier
-from services.runtime.db import make_engine
 from services.runtime.email import make_email_sender
 from services.runtime.mesh_health import HealthServicer
 from services.runtime.migrations import MigrationSpec
@@ -62,8 +61,7 @@ class Identity:
 
 
 def build_identity(settings: IdentitySettings) -> Identity:
-    engine = make_engine(settings.database_url, SCHEMA)
-    telemetry.instrument_engine(engine)
+    engine = telemetry.traced_engine(settings.database_url, SCHEMA)
     uow = identity_transactions(engine)
     service = IdentityService(
         uow,

@@ -49,7 +49,6 @@ from services.molecule.store.tables import SCHEMA
 from services.molecule.store.uow import molecule_transactions
 from services.molecule.worker.chunks import IN_FLIGHT, ChunkWorker, RowPool, chunk_consumer
 from services.runtime import telemetry
-from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
 from services.runtime.migrations import MigrationSpec
 from services.runtime.process import Outbox, Process, Subscription
@@ -111,9 +110,8 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
         matcher=matcher,
         molecules=MoleculeService(transactions, query_index),
         libraries=LibraryService(transactions, users, query_index),
-        # Search reads through a plain session (its SQL is still inline; see service/search.py).
         search=SearchService(
-            UnitOfWork(engine),
+            transactions,
             search_index,
             query_index,
             matcher=matcher,
@@ -131,8 +129,7 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
 
 
 def build_server(settings: MoleculeSettings) -> Process:
-    engine = make_engine(settings.database_url, SCHEMA)
-    telemetry.instrument_engine(engine)
+    engine = telemetry.traced_engine(settings.database_url, SCHEMA)
     parts = build_parts(settings, engine)
     identity = RemoteIdentity(settings.addr_of("identity"))
 
@@ -165,8 +162,7 @@ def build_server(settings: MoleculeSettings) -> Process:
 def build_worker(settings: MoleculeSettings) -> Process:
     """The CSV worker: chunks from the work queue on a process pool of RDKit workers; it also relays the
     schema's outbox (job ends, the commit pass), so imports finish even with no server running."""
-    engine = make_engine(settings.database_url, SCHEMA, pool_size=IN_FLIGHT + 2)
-    telemetry.instrument_engine(engine)
+    engine = telemetry.traced_engine(settings.database_url, SCHEMA, pool_size=IN_FLIGHT + 2)
     pool = RowPool(settings.csv_processes)
     worker = ChunkWorker(
         molecule_transactions(engine),

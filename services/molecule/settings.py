@@ -11,7 +11,7 @@ from pydantic import Field
 from services.molecule.domain.uploads import DEFAULT_MAX_ROWS, DEFAULT_MAX_UPLOAD_BYTES, ImportLimits
 from services.molecule.index.matcher import DEFAULT_WORKERS, DEFAULT_WORKERS_PER_ORG, MatcherLimits
 from services.molecule.service.import_jobs import CSV_QUEUE
-from services.molecule.service.search import SIMILARITY_BUDGET_ENV, SUBSTRUCTURE_BUDGET_ENV, Budgets
+from services.molecule.service.search import Budgets
 from services.runtime.settings import Settings
 
 
@@ -25,9 +25,11 @@ class MoleculeSettings(Settings):
     max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, ge=1, validation_alias="MOLBRIDGE_MAX_UPLOAD_BYTES")
     max_import_rows: int = Field(DEFAULT_MAX_ROWS, ge=1, validation_alias="MOLBRIDGE_MAX_IMPORT_ROWS")
     # How long a structure search may run before it stops and says `truncated` (milliseconds).
-    similarity_budget_ms: float = Field(1000 * Budgets.similarity_s, gt=0, validation_alias=SIMILARITY_BUDGET_ENV)
+    similarity_budget_ms: float = Field(
+        1000 * Budgets.similarity_s, gt=0, validation_alias="MOLBRIDGE_SEARCH_SIMILARITY_BUDGET_MS"
+    )
     substructure_budget_ms: float = Field(
-        1000 * Budgets.substructure_s, gt=0, validation_alias=SUBSTRUCTURE_BUDGET_ENV
+        1000 * Budgets.substructure_s, gt=0, validation_alias="MOLBRIDGE_SEARCH_SUBSTRUCTURE_BUDGET_MS"
     )
 
     # Substructure matching processes, in all and per organization (a match running at its budget is killed).

@@ -24,7 +24,6 @@ from services.prediction.service.ports import MoleculeDirectory
 from services.prediction.service.predictions import PredictionService, RequestedPredictions
 from services.prediction.store import SCHEMA, transactions
 from services.runtime import telemetry
-from services.runtime.db import make_engine
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
 from services.runtime.migrations import MigrationSpec
 from services.runtime.molecule_client import MoleculeClient
@@ -66,8 +65,7 @@ def build_service(database: AsyncEngine, engine: EngineClient, molecules: Molecu
 
 
 def build_server(settings: PredictionSettings) -> Process:
-    database = make_engine(settings.database_url, SCHEMA)
-    telemetry.instrument_engine(database)
+    database = telemetry.traced_engine(settings.database_url, SCHEMA)
     identity = RemoteIdentity(settings.addr_of("identity"))
     molecules = MoleculeClient(settings.addr_of("molecule"))
     engine = EngineClient(settings.engine())
@@ -96,7 +94,6 @@ def worker_process(database: AsyncEngine, engine: EngineClient, *, on_stop: Sequ
 
 
 def build_worker(settings: PredictionSettings) -> Process:
-    database = make_engine(settings.database_url, SCHEMA, pool_size=worker.IN_FLIGHT + 3)
-    telemetry.instrument_engine(database)
+    database = telemetry.traced_engine(settings.database_url, SCHEMA, pool_size=worker.IN_FLIGHT + 3)
     engine = EngineClient(settings.engine())
     return worker_process(database, engine, on_stop=[engine.close, database.dispose])

@@ -1,4 +1,7 @@
-"""Database access: one async engine per service, scoped to the service's own schema, and a unit of work."""
+"""Database access: one async engine per service, scoped to the service's own schema, and column/SQL helpers.
+
+Services run their use cases in services.runtime.uow (repositories, events); `UnitOfWork` here is a bare
+transaction for tools that only run SQL (services/molecule/restandardize.py)."""
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def make_engine(url: str, schema: str, *, pool_size: int = 10) -> AsyncEngine:
 
 
 class UnitOfWork:
-    """A transaction: data and outbox rows commit together or not at all."""
+    """A bare transaction (no repositories, no events): `async with uow() as session: …`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)

@@ -68,6 +68,7 @@ from services.runtime.auth import Authenticator
 from services.runtime.logs import configure_logging
 from services.runtime.migrations import MigrationSpec
 from services.runtime.retry import supervise
+from services.runtime.server import make_grpc_server, service_names
 from services.runtime.settings import Settings, SettingsError, check_host_port, health_addr_variable
 
 log = logging.getLogger("molbridge.process")
@@ -301,8 +302,6 @@ class RunningProcess:
         return found
 
     async def start(self) -> None:
-        from services.runtime.server import make_grpc_server, service_names
-
         for hook in self.process.on_start:
             await hook()
         if self.process.is_server:

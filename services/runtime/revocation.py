@@ -10,7 +10,7 @@ consumer is ephemeral-by-inactivity: the server drops it an hour after its proce
 
     revocations = Revocations()
     verifier = TokenVerifier(jwks, revocations)                     # refuses revoked tokens
-    run_bus(..., consumers=[revocation_feed(revocations, "molecule")])  # or Process(consumers=[...])
+    Process(..., consumers=[revocation_feed(revocations, "molecule")])  # one feed per process
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class RevocationFeed(Consumer):
 
 
 def revocation_feed(revocations: Revocations, process_name: str) -> Callable[[JetStreamContext], Consumer]:
-    """A consumer factory for `bus.runner.run_bus(consumers=[…])` or `Process(consumers=[…])`."""
+    """A consumer factory for `services.runtime.process.Process(consumers=[…])`."""
 
     def make(js: JetStreamContext) -> Consumer:
         return RevocationFeed(js, revocations, process_name=process_name)

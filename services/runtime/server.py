@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
-import logging
-import signal
-from collections.abc import Awaitable, Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from services.runtime.auth import Authenticator
 from services.runtime.interceptors import MeshInterceptor
-from services.runtime.retry import supervise
-from services.runtime.settings import Settings
-
-log = logging.getLogger("molbridge.server")
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-GRACE_SECONDS = 5.0
 
 
 def all_molbridge_service_names() -> list[str]:
@@ -40,22 +31,6 @@ def all_molbridge_service_names() -> list[str]:
             descriptor = importlib.import_module(module).DESCRIPTOR
             names.extend(s.full_name for s in descriptor.services_by_name.values())
     return sorted(names)
-
-
-@dataclass
-class ServiceApp:
-    """What a service's composition root hands to `run`."""
-
-    settings: Settings
-    # (add_XServicer_to_server, servicer) pairs
-    servicers: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]]
-    authenticator: Authenticator | None
-    public_methods: Collection[str] = ()
-    # Long-running coroutines (outbox relay, consumers) started with the server, cancelled at stop.
-    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    # Liveness checks (None: healthy, else a reason): health says NOT_SERVING while one reports a problem.
-    liveness: list[Callable[[], str | None]] = field(default_factory=list)
 
 
 def make_grpc_server(
@@ -124,53 +99,6 @@ def enable_reflection(service_names: Iterable[str], server: grpc.aio.Server) -> 
     )
 
 
-async def start_server(app: ServiceApp) -> tuple[grpc.aio.Server, health.aio.HealthServicer, list[asyncio.Task]]:
-    """Kept for callers not yet on services.runtime.process (tests that serve one servicer in-process)."""
-    server, health_servicer = make_grpc_server(
-        app.settings.service_name, app.servicers, app.authenticator, app.public_methods
-    )
-    server.add_insecure_port(app.settings.listen_addr)
-    await server.start()
-    tasks = [asyncio.create_task(supervise(job)) for job in app.background]
-    await _set_serving(health_servicer, service_names(app.servicers), health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving %s on %s", app.settings.service_name, app.settings.listen_addr)
-    return server, health_servicer, tasks
-
-
-async def stop_server(
-    app: ServiceApp, server: grpc.aio.Server, health_servicer: health.aio.HealthServicer, tasks: list[asyncio.Task]
-) -> None:
-    # Tell load balancers first, then drain in-flight calls, then stop background work.
-    await _set_serving(health_servicer, service_names(app.servicers), health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.stop(GRACE_SECONDS)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for hook in app.on_stop:
-        await hook()
-    log.info("stopped %s", app.settings.service_name)
-
-
-async def run(app: ServiceApp) -> None:
-    """Serve until SIGINT/SIGTERM, then stop gracefully (the old entry point; prefer run_process)."""
-    from services.runtime.process import Process, running
-
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
-    process = Process(
-        servicers=app.servicers,
-        authenticator=app.authenticator,
-        public_methods=app.public_methods,
-        jobs=app.background,
-        on_stop=app.on_stop,
-        liveness=app.liveness,
-    )
-    async with running(app.settings.service_name, process, app.settings):
-        await stopping.wait()
-
-
 def service_names(servicers: Iterable[tuple[Any, Any]]) -> Iterable[str]:
     """The names health answers for: "" (overall) and each servicer's full service name."""
     yield ""  # overall health
@@ -180,8 +108,3 @@ def service_names(servicers: Iterable[tuple[Any, Any]]) -> Iterable[str]:
             if full_name:
                 yield full_name
                 break
-
-
-async def _set_serving(servicer: health.aio.HealthServicer, names: Iterable[str], status: int) -> None:
-    for name in names:
-        await servicer.set(name, status)

@@ -493,6 +493,15 @@ def traced_channel(target: str) -> grpc.aio.Channel:
 _SPAN_ATTR = "_molbridge_span"
 
 
+def traced_engine(database_url: str, schema: str, *, pool_size: int = 10) -> AsyncEngine:
+    """A service's engine (services.runtime.db.make_engine) whose statements are traced."""
+    from services.runtime.db import make_engine
+
+    engine = make_engine(database_url, schema, pool_size=pool_size)
+    instrument_engine(engine)
+    return engine
+
+
 def instrument_engine(engine: AsyncEngine) -> None:
     """A CLIENT span for every statement the engine runs inside a traced operation (statements with no
     current span, such as a relay's idle polling, are not traced). The statement text is recorded,

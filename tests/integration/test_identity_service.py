@@ -27,7 +27,6 @@ from services.identity.server import PUBLIC_METHODS, IdentityServicer
 from services.identity.service import IdentityService
 from services.identity.store import SCHEMA, identity_transactions
 from services.identity.store.signing_keys import KeyRing
-from services.runtime import server
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import make_engine
 from services.runtime.email import FolderSender
@@ -40,6 +39,7 @@ from services.runtime.errors import (
     ValidationError,
 )
 from services.runtime.pagination import PageRequest
+from services.runtime.process import Process, running
 from services.runtime.settings import Settings
 from stack.ports import free_port
 
@@ -348,37 +348,32 @@ async def test_every_action_writes_an_audit_event_to_the_outbox(world: World) ->
 async def test_servicer_authenticates_every_rpc_and_maps_errors(world: World) -> None:
     port = free_port()
     settings = Settings.from_env("identity", {"MOLBRIDGE_IDENTITY_ADDR": f"127.0.0.1:{port}"})
-    app = server.ServiceApp(
-        settings=settings,
+    process = Process(
         servicers=[(pb_grpc.add_IdentityServiceServicer_to_server, IdentityServicer(world.service))],
         authenticator=Authenticator(TokenVerifier(world.service.jwks), world.service),
         public_methods=PUBLIC_METHODS,
     )
-    grpc_server, health, tasks = await server.start_server(app)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = pb_grpc.IdentityServiceStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
-                await stub.GetMe(pb.GetMeRequest())
-            assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            with pytest.raises(grpc.aio.AioRpcError) as forged:
-                await stub.GetMe(pb.GetMeRequest(), metadata=[("authorization", "Bearer not.a.jwt")])
-            assert forged.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            login = await stub.Login(pb.LoginRequest(email=ADMIN[0], password=ADMIN[1]))
-            auth = [("authorization", f"Bearer {login.data.access_token}")]
-            me = await stub.GetMe(pb.GetMeRequest(), metadata=auth)
-            assert me.data.email == ADMIN[0] and list(me.data.roles) == ["system_admin"]
-            with pytest.raises(grpc.aio.AioRpcError) as weak:
-                await stub.CreateUser(pb.CreateUserRequest(email="a@b.test", full_name="A", password="weak"),
-                                      metadata=auth)
-            assert weak.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            details = dict(weak.value.trailing_metadata() or ())
-            assert "grpc-status-details-bin" in details
-            with pytest.raises(grpc.aio.AioRpcError) as missing:
-                await stub.GetUser(pb.GetUserRequest(id="not-a-uuid"), metadata=auth)
-            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
-    finally:
-        await server.stop_server(app, grpc_server, health, tasks)
+    async with running("identity", process, settings), grpc.aio.insecure_channel(settings.listen_addr) as channel:
+        stub = pb_grpc.IdentityServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
+            await stub.GetMe(pb.GetMeRequest())
+        assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.aio.AioRpcError) as forged:
+            await stub.GetMe(pb.GetMeRequest(), metadata=[("authorization", "Bearer not.a.jwt")])
+        assert forged.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        login = await stub.Login(pb.LoginRequest(email=ADMIN[0], password=ADMIN[1]))
+        auth = [("authorization", f"Bearer {login.data.access_token}")]
+        me = await stub.GetMe(pb.GetMeRequest(), metadata=auth)
+        assert me.data.email == ADMIN[0] and list(me.data.roles) == ["system_admin"]
+        with pytest.raises(grpc.aio.AioRpcError) as weak:
+            await stub.CreateUser(pb.CreateUserRequest(email="a@b.test", full_name="A", password="weak"),
+                                  metadata=auth)
+        assert weak.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        details = dict(weak.value.trailing_metadata() or ())
+        assert "grpc-status-details-bin" in details
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await stub.GetUser(pb.GetUserRequest(id="not-a-uuid"), metadata=auth)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_audit_trail_is_fed_from_the_bus_and_tamper_evident(world: World, nats_server) -> None:  # type: ignore[no-untyped-def]
@@ -540,7 +535,7 @@ async def test_removed_rights_end_tokens_and_keys_at_once(world: World) -> None:
 async def test_revocations_reach_other_processes_through_the_bus(  # type: ignore[no-untyped-def]
     world: World, database_url: str, nats_server
 ) -> None:
-    from services.runtime.process import Outbox, Process, running
+    from services.runtime.process import Outbox
     from services.runtime.revocation import Revocations, revocation_feed
 
     _, admin = await world.organization_with_admin("Bus Pharma")

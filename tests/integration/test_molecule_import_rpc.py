@@ -22,9 +22,9 @@ from molbridge.molecule.v1 import import_service_pb2_grpc as pb_grpc
 
 from services.molecule.server.imports import ImportServicer
 from services.molecule.worker.chunks import RowPool
-from services.runtime import server
 from services.runtime.auth import AUDIENCE, ISSUER, Authenticator, Principal, TokenVerifier
 from services.runtime.errors import AuthenticationError
+from services.runtime.process import Process, running
 from services.runtime.settings import Settings
 from stack.ports import free_port
 from tests.integration.molecule_imports import ImportWorld, csv_bytes, pipeline, scientist, world_fixture
@@ -86,20 +86,18 @@ async def rpc(world: ImportWorld, tmp_path: Path) -> AsyncIterator[tuple[pb_grpc
         log_level="INFO",
         env={},
     )
-    app = server.ServiceApp(
-        settings=settings,
+    process = Process(
         servicers=[
             (pb_grpc.add_ImportServiceServicer_to_server, ImportServicer(world.uploads, world.jobs(2)))
         ],
         authenticator=Authenticator(TokenVerifier(tokens.provide), NoApiKeys()),
     )
-    running, health, tasks = await server.start_server(app)
-    channel = grpc.aio.insecure_channel(settings.listen_addr)
-    try:
-        yield pb_grpc.ImportServiceStub(channel), tokens
-    finally:
-        await channel.close()
-        await server.stop_server(app, running, health, tasks)
+    async with running("molecule", process, settings):
+        channel = grpc.aio.insecure_channel(settings.listen_addr)
+        try:
+            yield pb_grpc.ImportServiceStub(channel), tokens
+        finally:
+            await channel.close()
 
 
 def error_reason(error: grpc.aio.AioRpcError) -> str:

@@ -41,13 +41,14 @@ from services.molecule.service.libraries import LibraryService
 from services.molecule.settings import MoleculeSettings
 from services.molecule.store.tables import SCHEMA, molecule_properties, molecules
 from services.molecule.store.uow import molecule_transactions
-from services.runtime import migrations, server
+from services.runtime import migrations
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import make_engine
 from services.runtime.email import FolderSender
 from services.runtime.errors import AuthorizationError, ConflictError, NotFoundError, ValidationError
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
 from services.runtime.pagination import PageRequest
+from services.runtime.process import Process, running
 from services.runtime.settings import REPO_ROOT, Settings
 from stack.ports import free_port
 
@@ -180,22 +181,21 @@ async def world(postgres_server, tmp_path_factory) -> AsyncIterator[World]:  # t
     await identity.ensure_signing_key()
     await identity.bootstrap_admin("root@lib.test", PASSWORD)
     port = free_port()
-    app = server.ServiceApp(
-        settings=Settings.from_env("identity", {"MOLBRIDGE_IDENTITY_ADDR": f"127.0.0.1:{port}"}),
+    settings = Settings.from_env("identity", {"MOLBRIDGE_IDENTITY_ADDR": f"127.0.0.1:{port}"})
+    process = Process(
         servicers=[(identity_grpc.add_IdentityServiceServicer_to_server, IdentityServicer(identity))],
         authenticator=Authenticator(TokenVerifier(identity.jwks), identity),
         public_methods=PUBLIC_METHODS,
     )
-    grpc_server, health, tasks = await server.start_server(app)
     directory = IdentityUserDirectory(f"127.0.0.1:{port}")
-    w = World(identity, LibraryService(molecule_transactions(engine), directory), engine, f"127.0.0.1:{port}")
-    w.directory = directory
-    w.root = await w.login("root@lib.test", PASSWORD)
     try:
-        yield w
+        async with running("identity", process, settings):
+            w = World(identity, LibraryService(molecule_transactions(engine), directory), engine, f"127.0.0.1:{port}")
+            w.directory = directory
+            w.root = await w.login("root@lib.test", PASSWORD)
+            yield w
     finally:
         await directory.close()
-        await server.stop_server(app, grpc_server, health, tasks)
         await identity_engine.dispose()
         await engine.dispose()
         postgres_server.drop_database(url.rsplit("/", 1)[1])
@@ -573,78 +573,74 @@ async def test_grpc_service_maps_requests_errors_and_forwards_credentials(world:
     )
     part = build_parts(settings, world.engine)
     remote = RemoteIdentity(world.identity_addr)
-    app = server.ServiceApp(
-        settings=settings, servicers=part.servicers, authenticator=remote_authenticator(remote),
+    process = Process(
+        servicers=part.servicers, authenticator=remote_authenticator(remote),
         on_stop=[*part.on_stop, remote.close],
     )
-    grpc_server, health, tasks = await server.start_server(app)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = pb_grpc.LibraryServiceStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as anonymous:
-                await stub.ListLibraries(pb.ListLibrariesRequest())
-            assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    async with running("molecule", process, settings), grpc.aio.insecure_channel(settings.listen_addr) as channel:
+        stub = pb_grpc.LibraryServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+            await stub.ListLibraries(pb.ListLibrariesRequest())
+        assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
-            created = (await stub.CreateLibrary(
-                pb.CreateLibraryRequest(name="Over gRPC", category=pb.Library.REFERENCE),
-                metadata=alice.credentials,
-            )).data
-            assert created.category == pb.Library.REFERENCE
-            assert created.visibility == pb.Library.PRIVATE
-            assert created.access_level == pb.LibraryAccess.OWNER
-            await stub.AddMolecules(pb.AddMoleculesRequest(library_id=created.id, molecule_ids=ids[:2]),
-                                    metadata=alice.credentials)
-            one = await stub.AddMolecule(pb.AddMoleculeRequest(library_id=created.id, molecule_id=ids[2]),
-                                         metadata=alice.credentials)
-            assert one.data.molecule_count == 3
-            # Bob is checked with identity using Alice's own credentials, forwarded.
-            access = (await stub.SetLibraryAccess(
-                pb.SetLibraryAccessRequest(library_id=created.id, user_id=bob.id, level=pb.LibraryAccess.VIEWER),
-                metadata=alice.credentials,
-            )).data
-            assert [(g.user_id, g.level) for g in access.grants] == [
-                (alice.id, pb.LibraryAccess.OWNER), (bob.id, pb.LibraryAccess.VIEWER),
-            ]
-            listed = await stub.ListLibraryMolecules(
-                pb.ListLibraryMoleculesRequest(library_id=created.id, page_size=2, sort_by="name"),
-                metadata=bob.credentials,
-            )
-            assert listed.meta.total == 3 and [m.name for m in listed.data] == sorted(m.name for m in listed.data)
-            assert listed.data[0].status and listed.data[0].properties[0].source
-            assert created.id in listed.data[0].library_ids
-            hist = (await stub.GetDistribution(pb.GetDistributionRequest(id=created.id, property="tpsa", bins=4),
-                                               metadata=bob.credentials)).data
-            assert hist.with_value == 3 and len(hist.edges) == 5 and hist.units == "Å²"
-            plot = await stub.GetDistributionPlot(
-                pb.GetDistributionPlotRequest(id=created.id, property="tpsa", width=300, height=200),
-                metadata=bob.credentials,
-            )
-            assert plot.content_type == "image/png" and struct.unpack(">II", plot.data[16:24]) == (300, 200)
-            filtered = await stub.FilterLibraries(
-                pb.FilterLibrariesRequest(categories=[pb.Library.REFERENCE]), metadata=bob.credentials
-            )
-            assert [x.id for x in filtered.data] == [created.id] and filtered.meta.total == 1
+        created = (await stub.CreateLibrary(
+            pb.CreateLibraryRequest(name="Over gRPC", category=pb.Library.REFERENCE),
+            metadata=alice.credentials,
+        )).data
+        assert created.category == pb.Library.REFERENCE
+        assert created.visibility == pb.Library.PRIVATE
+        assert created.access_level == pb.LibraryAccess.OWNER
+        await stub.AddMolecules(pb.AddMoleculesRequest(library_id=created.id, molecule_ids=ids[:2]),
+                                metadata=alice.credentials)
+        one = await stub.AddMolecule(pb.AddMoleculeRequest(library_id=created.id, molecule_id=ids[2]),
+                                     metadata=alice.credentials)
+        assert one.data.molecule_count == 3
+        # Bob is checked with identity using Alice's own credentials, forwarded.
+        access = (await stub.SetLibraryAccess(
+            pb.SetLibraryAccessRequest(library_id=created.id, user_id=bob.id, level=pb.LibraryAccess.VIEWER),
+            metadata=alice.credentials,
+        )).data
+        assert [(g.user_id, g.level) for g in access.grants] == [
+            (alice.id, pb.LibraryAccess.OWNER), (bob.id, pb.LibraryAccess.VIEWER),
+        ]
+        listed = await stub.ListLibraryMolecules(
+            pb.ListLibraryMoleculesRequest(library_id=created.id, page_size=2, sort_by="name"),
+            metadata=bob.credentials,
+        )
+        assert listed.meta.total == 3 and [m.name for m in listed.data] == sorted(m.name for m in listed.data)
+        assert listed.data[0].status and listed.data[0].properties[0].source
+        assert created.id in listed.data[0].library_ids
+        hist = (await stub.GetDistribution(pb.GetDistributionRequest(id=created.id, property="tpsa", bins=4),
+                                           metadata=bob.credentials)).data
+        assert hist.with_value == 3 and len(hist.edges) == 5 and hist.units == "Å²"
+        plot = await stub.GetDistributionPlot(
+            pb.GetDistributionPlotRequest(id=created.id, property="tpsa", width=300, height=200),
+            metadata=bob.credentials,
+        )
+        assert plot.content_type == "image/png" and struct.unpack(">II", plot.data[16:24]) == (300, 200)
+        filtered = await stub.FilterLibraries(
+            pb.FilterLibrariesRequest(categories=[pb.Library.REFERENCE]), metadata=bob.credentials
+        )
+        assert [x.id for x in filtered.data] == [created.id] and filtered.meta.total == 1
 
-            with pytest.raises(grpc.aio.AioRpcError) as denied:
-                await stub.RemoveMolecule(pb.RemoveMoleculeRequest(library_id=created.id, molecule_id=ids[0]),
-                                          metadata=bob.credentials)
-            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
-            with pytest.raises(grpc.aio.AioRpcError) as hidden:
-                await stub.GetLibrary(pb.GetLibraryRequest(id=created.id), metadata=mallory.credentials)
-            assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
-            with pytest.raises(grpc.aio.AioRpcError) as invalid:
-                await stub.CreateLibrary(pb.CreateLibraryRequest(name="x", category=99), metadata=alice.credentials)
-            assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            with pytest.raises(grpc.aio.AioRpcError) as taken:
-                await stub.CreateLibrary(pb.CreateLibraryRequest(name="over grpc"), metadata=alice.credentials)
-            assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await stub.RemoveMolecule(pb.RemoveMoleculeRequest(library_id=created.id, molecule_id=ids[0]),
+                                      metadata=bob.credentials)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.aio.AioRpcError) as hidden:
+            await stub.GetLibrary(pb.GetLibraryRequest(id=created.id), metadata=mallory.credentials)
+        assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as invalid:
+            await stub.CreateLibrary(pb.CreateLibraryRequest(name="x", category=99), metadata=alice.credentials)
+        assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as taken:
+            await stub.CreateLibrary(pb.CreateLibraryRequest(name="over grpc"), metadata=alice.credentials)
+        assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
-            removed = await stub.RemoveMolecule(pb.RemoveMoleculeRequest(library_id=created.id, molecule_id=ids[0]),
-                                                metadata=alice.credentials)
-            assert removed.data.molecule_count == 2
-            mine = await stub.ListMyLibraries(pb.ListMyLibrariesRequest(), metadata=alice.credentials)
-            assert [x.id for x in mine.data] == [created.id]
-            gone = await stub.DeleteLibrary(pb.DeleteLibraryRequest(id=created.id), metadata=alice.credentials)
-            assert gone.data.molecule_count == 2
-    finally:
-        await server.stop_server(app, grpc_server, health, tasks)
+        removed = await stub.RemoveMolecule(pb.RemoveMoleculeRequest(library_id=created.id, molecule_id=ids[0]),
+                                            metadata=alice.credentials)
+        assert removed.data.molecule_count == 2
+        mine = await stub.ListMyLibraries(pb.ListMyLibrariesRequest(), metadata=alice.credentials)
+        assert [x.id for x in mine.data] == [created.id]
+        gone = await stub.DeleteLibrary(pb.DeleteLibraryRequest(id=created.id), metadata=alice.credentials)
+        assert gone.data.molecule_count == 2

@@ -41,11 +41,12 @@ from services.molecule.server.search import SearchServicer
 from services.molecule.service.molecules import MoleculeService
 from services.molecule.service.search import WARMING_UP, Budgets, SearchOutcome, SearchService
 from services.molecule.store.tables import SCHEMA
-from services.molecule.store.uow import molecule_transactions
-from services.runtime import migrations, server
+from services.molecule.store.uow import MoleculeTransactions, molecule_transactions
+from services.runtime import migrations
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
-from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.db import make_engine
 from services.runtime.errors import IntegrationError, NotFoundError, ValidationError
+from services.runtime.process import Process, running
 from services.runtime.settings import Settings
 from stack.ports import free_port
 from tests.integration.molecule_imports import scientist
@@ -75,7 +76,7 @@ class Stored:
 @dataclass
 class World:
     engine: AsyncEngine
-    uow: UnitOfWork
+    uow: MoleculeTransactions
     queries: QueryIndex
     index: SearchIndex
     sync: SearchIndexSync
@@ -87,8 +88,8 @@ class World:
     alice: Principal
 
     async def execute(self, statement: str, **params: Any) -> Any:
-        async with self.uow() as session:
-            return await session.execute(sa.text(statement), params)
+        async with self.uow() as uow:
+            return await uow.session.execute(sa.text(statement), params)
 
     async def stored(self, org: str) -> list[Stored]:
         """The organization's live molecules as PostgreSQL has them: the oracle's data."""
@@ -141,7 +142,7 @@ async def world(postgres_server: Any, nats_server: Any) -> AsyncIterator[World]:
     url = postgres_server.create_database()
     migrations.upgrade(url, SCHEMA, MIGRATIONS)
     engine = make_engine(url, SCHEMA)
-    uow = UnitOfWork(engine)
+    uow = molecule_transactions(engine)
     org, other_org = str(uuid.uuid4()), str(uuid.uuid4())
     # Registered before the index starts: the load from PostgreSQL must find them.
     await register(engine, org, [*nci_smiles(0, 700), ASPIRIN])
@@ -430,15 +431,14 @@ async def test_searches_wait_for_the_first_load(world: World) -> None:
 async def test_the_servicer_speaks_the_contract(world: World) -> None:
     tokens = Tokens()
     port = free_port()
-    app = server.ServiceApp(
-        settings=Settings.from_env("molecule", {"MOLBRIDGE_MOLECULE_ADDR": f"127.0.0.1:{port}"}),
+    settings = Settings.from_env("molecule", {"MOLBRIDGE_MOLECULE_ADDR": f"127.0.0.1:{port}"})
+    process = Process(
         servicers=[(pb_grpc.add_SearchServiceServicer_to_server, SearchServicer(world.service))],
         authenticator=Authenticator(TokenVerifier(tokens.provide), NoApiKeys()),
     )
-    grpc_server, health, tasks = await server.start_server(app)
-    auth = tokens.metadata(world.alice)
-    stored = await world.stored(world.org)
-    try:
+    async with running("molecule", process, settings):
+        auth = tokens.metadata(world.alice)
+        stored = await world.stored(world.org)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.SearchServiceStub(channel)
             similar = await stub.SearchSimilar(
@@ -482,5 +482,3 @@ async def test_the_servicer_speaks_the_contract(world: World) -> None:
                     metadata=auth,
                 )
             assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    finally:
-        await server.stop_server(app, grpc_server, health, tasks)

@@ -39,9 +39,9 @@ from services.molecule.server.search import SearchServicer
 from services.molecule.service.molecules import MoleculeService
 from services.molecule.service.search import Budgets, SearchService
 from services.molecule.store.tables import SCHEMA
-from services.molecule.store.uow import molecule_transactions
+from services.molecule.store.uow import MoleculeTransactions, molecule_transactions
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
-from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.db import make_engine
 from services.runtime.pagination import PageRequest
 from services.runtime.process import Process, running
 from services.runtime.settings import Settings
@@ -79,7 +79,7 @@ SHEETS = [benzenoid_sheet(10, rows) for rows in (10, 11, 12, 13, 14)]
 
 @dataclass
 class World:
-    uow: UnitOfWork
+    uow: MoleculeTransactions
     index: SearchIndex
     queries: QueryIndex
     matcher: StructureMatcher
@@ -99,7 +99,7 @@ async def world(postgres_server: Any) -> AsyncIterator[World]:
     url = postgres_server.create_database()
     MIGRATIONS.upgrade(url)
     engine = make_engine(url, SCHEMA)
-    uow = UnitOfWork(engine)
+    uow = molecule_transactions(engine)
     attacker, bystander = scientist(str(uuid.uuid4())), scientist(str(uuid.uuid4()))
     nci = [line.split()[0] for line in NCI.read_text().splitlines()[:80]]
     assert len(await register(engine, attacker.organization_id, [*SHEETS, *nci[:20]])) >= 20 + len(SHEETS)

@@ -40,7 +40,7 @@ from services.molecule.server.molecules import MoleculeServicer
 from services.molecule.service.molecules import MoleculeService, NewMolecule, PropertyInput
 from services.molecule.store.tables import SCHEMA
 from services.molecule.store.uow import molecule_transactions
-from services.runtime import migrations, server
+from services.runtime import migrations
 from services.runtime.auth import AUDIENCE, ISSUER, Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.errors import (
@@ -50,6 +50,7 @@ from services.runtime.errors import (
     ValidationError,
 )
 from services.runtime.pagination import PageRequest
+from services.runtime.process import Process, running
 from services.runtime.settings import Settings
 from stack.ports import free_port
 from tests import molecule_oracle as oracle
@@ -552,14 +553,13 @@ async def test_servicer_speaks_the_issue_json(world: World) -> None:
         headers={"kid": "test"},
     )
     port = free_port()
-    app = server.ServiceApp(
-        settings=Settings.from_env("molecule", {"MOLBRIDGE_MOLECULE_ADDR": f"127.0.0.1:{port}"}),
+    settings = Settings.from_env("molecule", {"MOLBRIDGE_MOLECULE_ADDR": f"127.0.0.1:{port}"})
+    process = Process(
         servicers=[(pb_grpc.add_MoleculeServiceServicer_to_server, MoleculeServicer(world.service))],
         authenticator=Authenticator(TokenVerifier(jwks), NoApiKeys()),
     )
-    grpc_server, health, tasks = await server.start_server(app)
-    auth = [("authorization", f"Bearer {token}")]
-    try:
+    async with running("molecule", process, settings):
+        auth = [("authorization", f"Bearer {token}")]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.MoleculeServiceStub(channel)
             created = await stub.CreateMolecule(
@@ -641,5 +641,3 @@ async def test_servicer_speaks_the_issue_json(world: World) -> None:
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
             archived = await stub.DeleteMolecule(pb.DeleteMoleculeRequest(id=body["id"]), metadata=auth)
             assert archived.data.status == molecule_pb2.Molecule.ARCHIVED
-    finally:
-        await server.stop_server(app, grpc_server, health, tasks)

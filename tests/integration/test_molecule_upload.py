@@ -33,10 +33,11 @@ from services.molecule.service.uploads import ImportLimits, UploadService, uploa
 from services.molecule.settings import MoleculeSettings
 from services.molecule.store.tables import SCHEMA as MOLECULE_SCHEMA
 from services.molecule.store.uow import molecule_transactions
-from services.runtime import migrations, server
+from services.runtime import migrations
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import make_engine
 from services.runtime.email import FolderSender
+from services.runtime.process import Process, running
 from services.runtime.storage import MIB, ObjectStorage, S3Storage
 from stack.ports import free_port
 from tests.data.csv import corpus
@@ -113,16 +114,14 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
     )
     engine = make_engine(database_url, MOLECULE_SCHEMA)
     part = build_parts(settings, engine)
-    app = server.ServiceApp(
-        settings=settings, servicers=part.servicers, authenticator=Authenticator(verifier, identity),
+    process = Process(
+        servicers=part.servicers, authenticator=Authenticator(verifier, identity),
         on_stop=part.on_stop,
     )
-    grpc_server, health, tasks = await server.start_server(app)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with running("molecule", process, settings), grpc.aio.insecure_channel(settings.listen_addr) as channel:
             yield World(pb_grpc.ImportServiceStub(channel), part.storage, engine, tokens, orgs)
     finally:
-        await server.stop_server(app, grpc_server, health, tasks)
         await engine.dispose()
         await identity_engine.dispose()
 

@@ -57,13 +57,13 @@ from services.prediction.service.catalogue import ModelCatalogue
 from services.prediction.service.predictions import queue_job
 from services.prediction.store import SCHEMA as PREDICTION_SCHEMA
 from services.prediction.store import PredictionUnitOfWork, transactions
-from services.runtime import migrations, server
+from services.runtime import migrations
 from services.runtime.auth import AUDIENCE, ISSUER, Authenticator, Principal, TokenVerifier
 from services.runtime.db import UnitOfWork, make_engine
 from services.runtime.errors import IntegrationError, NotFoundError, ValidationError
 from services.runtime.molecule_client import MoleculeClient
 from services.runtime.pagination import PageRequest
-from services.runtime.process import running
+from services.runtime.process import Process, running
 from services.runtime.settings import REPO_ROOT, Settings
 from services.runtime.uow import Transactions
 from stack.ports import free_port
@@ -359,142 +359,142 @@ async def test_the_grpc_api_queues_reports_and_lists_predictions(world: World) -
     }
     remote = MoleculeClient(f"127.0.0.1:{molecule_port}")
     service = bootstrap.build_service(world.prediction_db, world.client, remote)
-    apps = [
-        server.ServiceApp(
-            settings=Settings.from_env("molecule", env),
-            servicers=[(molecule_grpc.add_MoleculeServiceServicer_to_server, MoleculeServicer(world.molecules))],
-            authenticator=authenticator,
-        ),
-        server.ServiceApp(
-            settings=Settings.from_env("prediction", env),
-            servicers=[(pb_grpc.add_PredictionServiceServicer_to_server, PredictionServicer(service))],
-            authenticator=authenticator,
-        ),
-    ]
-    started = [await server.start_server(app) for app in apps]
-    org = str(uuid.uuid4())
-    alice, mallory = auth("alice", org), auth("mallory", str(uuid.uuid4()))
-    who = Principal("alice", org, "PHARMA", frozenset({"pharma_scientist"}))
-    outcomes = await world.molecules.batch_create(
-        who, [NewMolecule(s) for s in ("CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1")]
+    molecule_server = Process(
+        servicers=[(molecule_grpc.add_MoleculeServiceServicer_to_server, MoleculeServicer(world.molecules))],
+        authenticator=authenticator,
     )
-    ids = [o.molecule_id for o in outcomes]
+    prediction_server = Process(
+        servicers=[(pb_grpc.add_PredictionServiceServicer_to_server, PredictionServicer(service))],
+        authenticator=authenticator,
+    )
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{prediction_port}") as channel:
-            stub = pb_grpc.PredictionServiceStub(channel)
-            created = await stub.CreatePrediction(
-                pb.CreatePredictionRequest(molecule_ids=ids, properties=["logp", "solubility"]), metadata=alice
+        async with (
+            running("molecule", molecule_server, Settings.from_env("molecule", env)),
+            running("prediction", prediction_server, Settings.from_env("prediction", env)),
+        ):
+            org = str(uuid.uuid4())
+            alice, mallory = auth("alice", org), auth("mallory", str(uuid.uuid4()))
+            who = Principal("alice", org, "PHARMA", frozenset({"pharma_scientist"}))
+            outcomes = await world.molecules.batch_create(
+                who, [NewMolecule(s) for s in ("CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1")]
             )
-            assert created.data.status == "queued"
-            job_id = created.data.job_id
-            await finished(world, job_id)
-            status = await stub.GetPredictionStatus(pb.GetPredictionStatusRequest(job_id=job_id), metadata=alice)
-            assert json_format.MessageToDict(
-                status, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-            ) == {"data": {"job_id": job_id, "status": "completed", "total": 3, "completed": 3, "failed": 0}}
-            found = await stub.GetPredictionResults(pb.GetPredictionResultsRequest(job_id=job_id), metadata=alice)
-            assert len(found.data) == 6 and (found.meta.page, found.meta.page_size, found.meta.total) == (1, 50, 6)
-            in_order = [(r.molecule_id, r.property) for r in found.data]
-            assert in_order == sorted((i, p) for i in ids for p in ("logp", "solubility"))
-            # Pages in (molecule, property) order, the same on every read; past the end is empty.
-            pages = [
-                await stub.GetPredictionResults(
-                    pb.GetPredictionResultsRequest(job_id=job_id, page=n, page_size=4), metadata=alice
+            ids = [o.molecule_id for o in outcomes]
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{prediction_port}") as channel:
+                stub = pb_grpc.PredictionServiceStub(channel)
+                created = await stub.CreatePrediction(
+                    pb.CreatePredictionRequest(molecule_ids=ids, properties=["logp", "solubility"]), metadata=alice
                 )
-                for n in (1, 2, 3)
-            ]
-            assert [len(p.data) for p in pages] == [4, 2, 0] and {p.meta.total for p in pages} == {6}
-            assert [(r.molecule_id, r.property) for p in pages for r in p.data] == in_order
-            with pytest.raises(grpc.aio.AioRpcError) as too_big:
-                await stub.GetPredictionResults(
-                    pb.GetPredictionResultsRequest(job_id=job_id, page_size=101), metadata=alice
+                assert created.data.status == "queued"
+                job_id = created.data.job_id
+                await finished(world, job_id)
+                status = await stub.GetPredictionStatus(pb.GetPredictionStatusRequest(job_id=job_id), metadata=alice)
+                assert json_format.MessageToDict(
+                    status, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+                ) == {"data": {"job_id": job_id, "status": "completed", "total": 3, "completed": 3, "failed": 0}}
+                found = await stub.GetPredictionResults(pb.GetPredictionResultsRequest(job_id=job_id), metadata=alice)
+                assert len(found.data) == 6 and (found.meta.page, found.meta.page_size, found.meta.total) == (1, 50, 6)
+                in_order = [(r.molecule_id, r.property) for r in found.data]
+                assert in_order == sorted((i, p) for i in ids for p in ("logp", "solubility"))
+                # Pages in (molecule, property) order, the same on every read; past the end is empty.
+                pages = [
+                    await stub.GetPredictionResults(
+                        pb.GetPredictionResultsRequest(job_id=job_id, page=n, page_size=4), metadata=alice
+                    )
+                    for n in (1, 2, 3)
+                ]
+                assert [len(p.data) for p in pages] == [4, 2, 0] and {p.meta.total for p in pages} == {6}
+                assert [(r.molecule_id, r.property) for p in pages for r in p.data] == in_order
+                with pytest.raises(grpc.aio.AioRpcError) as too_big:
+                    await stub.GetPredictionResults(
+                        pb.GetPredictionResultsRequest(job_id=job_id, page_size=101), metadata=alice
+                    )
+                assert too_big.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert [f for f, _ in field_violations(too_big.value)] == ["page_size"]
+                # The whole set as a CSV stream: the file name first, then the header and the rows.
+                download = stub.DownloadPredictionResults(
+                    pb.DownloadPredictionResultsRequest(job_id=job_id), metadata=alice
                 )
-            assert too_big.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert [f for f, _ in field_violations(too_big.value)] == ["page_size"]
-            # The whole set as a CSV stream: the file name first, then the header and the rows.
-            download = stub.DownloadPredictionResults(
-                pb.DownloadPredictionResultsRequest(job_id=job_id), metadata=alice
-            )
-            headers = dict(await download.initial_metadata())
-            assert headers["content-disposition"].startswith(f'attachment; filename="prediction-{job_id}-results.csv"')
-            bodies = [body async for body in download]
-            assert bodies[0].content_type == "text/csv; charset=utf-8"
-            lines = b"".join(b.data for b in bodies).decode().splitlines()
-            assert lines[0] == "molecule_id,property,value,units,confidence,model_name,model_version"
-            assert [tuple(line.split(",")[:2]) for line in lines[1:]] == in_order
-            first_row = lines[1].split(",")
-            assert float(first_row[2]) == found.data[0].value and first_row[5] == found.data[0].model_name
-            # The download reads in keyset chunks: resuming after a chunk's last key gives the rest.
-            async with world.predictions() as uow:
-                head = await uow.results.of_job_after(job_id, None, 4)
-                tail = await uow.results.of_job_after(job_id, (head[-1].molecule_id, head[-1].property), 4)
-            assert [(r.molecule_id, r.property) for r in head + tail] == in_order
-            first = json_format.MessageToDict(
-                found.data[0], preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-            )  # as the gateway prints it
-            assert set(first) == {
-                "molecule_id",
-                "property",
-                "value",
-                "units",
-                "confidence",
-                "model_name",
-                "model_version",
-            }
-            mine = await stub.ListMoleculePredictions(
-                pb.ListMoleculePredictionsRequest(molecule_id=ids[0]), metadata=alice
-            )
-            assert sorted(r.property for r in mine.data) == ["logp", "solubility"]
-            models = await stub.ListModels(pb.ListModelsRequest(), metadata=alice)
-            assert "baseline" in {m.name for m in models.data}
-            assert {"logp", "solubility"} <= {p.name for m in models.data for p in m.properties}
-            # Another organization sees nothing of it and cannot predict alice's molecules.
-            for call in (
-                stub.GetPredictionStatus(pb.GetPredictionStatusRequest(job_id=job_id), metadata=mallory),
-                stub.GetPredictionResults(pb.GetPredictionResultsRequest(job_id=job_id), metadata=mallory),
-                _drained(
-                    stub.DownloadPredictionResults(pb.DownloadPredictionResultsRequest(job_id=job_id), metadata=mallory)
-                ),
-                stub.CreatePrediction(
-                    pb.CreatePredictionRequest(molecule_ids=ids, properties=["logp"]), metadata=mallory
-                ),
-            ):
-                with pytest.raises(grpc.aio.AioRpcError) as error:
-                    await call
-                assert error.value.code() == grpc.StatusCode.NOT_FOUND
-            assert not (await stub.ListMoleculePredictions(
-                pb.ListMoleculePredictionsRequest(molecule_id=ids[0]), metadata=mallory
-            )).data  # fmt: skip
-            with pytest.raises(grpc.aio.AioRpcError) as invalid:
-                await stub.CreatePrediction(
-                    pb.CreatePredictionRequest(molecule_ids=ids, properties=["colour"]), metadata=alice
+                headers = dict(await download.initial_metadata())
+                disposition = headers["content-disposition"]
+                assert disposition.startswith(f'attachment; filename="prediction-{job_id}-results.csv"')
+                bodies = [body async for body in download]
+                assert bodies[0].content_type == "text/csv; charset=utf-8"
+                lines = b"".join(b.data for b in bodies).decode().splitlines()
+                assert lines[0] == "molecule_id,property,value,units,confidence,model_name,model_version"
+                assert [tuple(line.split(",")[:2]) for line in lines[1:]] == in_order
+                first_row = lines[1].split(",")
+                assert float(first_row[2]) == found.data[0].value and first_row[5] == found.data[0].model_name
+                # The download reads in keyset chunks: resuming after a chunk's last key gives the rest.
+                async with world.predictions() as uow:
+                    head = await uow.results.of_job_after(job_id, None, 4)
+                    tail = await uow.results.of_job_after(job_id, (head[-1].molecule_id, head[-1].property), 4)
+                assert [(r.molecule_id, r.property) for r in head + tail] == in_order
+                first = json_format.MessageToDict(
+                    found.data[0], preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+                )  # as the gateway prints it
+                assert set(first) == {
+                    "molecule_id",
+                    "property",
+                    "value",
+                    "units",
+                    "confidence",
+                    "model_name",
+                    "model_version",
+                }
+                mine = await stub.ListMoleculePredictions(
+                    pb.ListMoleculePredictionsRequest(molecule_id=ids[0]), metadata=alice
                 )
-            assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            # The engine's catalogue decides, at request time: the baseline model predicts no ic50,
-            # and there is no model "gpt-chem"; each answer names the field and what is accepted.
-            unknown_property = pb.CreatePredictionRequest(molecule_ids=ids, properties=["ic50"])
-            unknown_model = pb.CreatePredictionRequest(molecule_ids=ids, properties=["logp"], model="gpt-chem")
-            for request, field, accepted in (
-                (unknown_property, "properties[0]", "logp, solubility"),
-                (unknown_model, "model", "baseline"),
-            ):
-                with pytest.raises(grpc.aio.AioRpcError) as refused:
-                    await stub.CreatePrediction(request, metadata=alice)
-                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-                [(violation_field, description)] = field_violations(refused.value)
-                assert violation_field == field and description.endswith(accepted), description
-            # The worker's score is the one the molecule service shows.
-            events = await world.announced(job_id)
-            sent = {v.molecule_id: v.value for e in events for v in e.values if v.property == SCORE_PROPERTY}
-            assert set(sent) == set(ids)
-            await stored_on_molecules(world, ids, 3 * 3)
-            shown, _ = await world.molecules.batch_get(who, ids)
-            for molecule in shown:
-                [score] = [p for p in molecule.properties if p.name == SCORE_PROPERTY]
-                assert float(score.value) == pytest.approx(sent[molecule.id])  # type: ignore[arg-type]
+                assert sorted(r.property for r in mine.data) == ["logp", "solubility"]
+                models = await stub.ListModels(pb.ListModelsRequest(), metadata=alice)
+                assert "baseline" in {m.name for m in models.data}
+                assert {"logp", "solubility"} <= {p.name for m in models.data for p in m.properties}
+                # Another organization sees nothing of it and cannot predict alice's molecules.
+                for call in (
+                    stub.GetPredictionStatus(pb.GetPredictionStatusRequest(job_id=job_id), metadata=mallory),
+                    stub.GetPredictionResults(pb.GetPredictionResultsRequest(job_id=job_id), metadata=mallory),
+                    _drained(
+                        stub.DownloadPredictionResults(
+                            pb.DownloadPredictionResultsRequest(job_id=job_id), metadata=mallory
+                        )
+                    ),
+                    stub.CreatePrediction(
+                        pb.CreatePredictionRequest(molecule_ids=ids, properties=["logp"]), metadata=mallory
+                    ),
+                ):
+                    with pytest.raises(grpc.aio.AioRpcError) as error:
+                        await call
+                    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+                assert not (await stub.ListMoleculePredictions(
+                    pb.ListMoleculePredictionsRequest(molecule_id=ids[0]), metadata=mallory
+                )).data  # fmt: skip
+                with pytest.raises(grpc.aio.AioRpcError) as invalid:
+                    await stub.CreatePrediction(
+                        pb.CreatePredictionRequest(molecule_ids=ids, properties=["colour"]), metadata=alice
+                    )
+                assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                # The engine's catalogue decides, at request time: the baseline model predicts no ic50,
+                # and there is no model "gpt-chem"; each answer names the field and what is accepted.
+                unknown_property = pb.CreatePredictionRequest(molecule_ids=ids, properties=["ic50"])
+                unknown_model = pb.CreatePredictionRequest(molecule_ids=ids, properties=["logp"], model="gpt-chem")
+                for request, field, accepted in (
+                    (unknown_property, "properties[0]", "logp, solubility"),
+                    (unknown_model, "model", "baseline"),
+                ):
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await stub.CreatePrediction(request, metadata=alice)
+                    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                    [(violation_field, description)] = field_violations(refused.value)
+                    assert violation_field == field and description.endswith(accepted), description
+                # The worker's score is the one the molecule service shows.
+                events = await world.announced(job_id)
+                sent = {v.molecule_id: v.value for e in events for v in e.values if v.property == SCORE_PROPERTY}
+                assert set(sent) == set(ids)
+                await stored_on_molecules(world, ids, 3 * 3)
+                shown, _ = await world.molecules.batch_get(who, ids)
+                for molecule in shown:
+                    [score] = [p for p in molecule.properties if p.name == SCORE_PROPERTY]
+                    assert float(score.value) == pytest.approx(sent[molecule.id])  # type: ignore[arg-type]
     finally:
-        for app, (grpc_server, health, tasks) in zip(apps, started, strict=True):
-            await server.stop_server(app, grpc_server, health, tasks)
         await remote.close()
 
 

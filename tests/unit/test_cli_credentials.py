@@ -5,8 +5,6 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-import pytest
-
 from cli.credentials import CredentialStore, Profile, default_credentials_path
 
 
@@ -14,12 +12,11 @@ def profile(token: str, expires_at: float = 4102444800.0) -> Profile:
     return Profile("a@b.c", "u-1", f"access-{token}", f"refresh-{token}", expires_at)
 
 
-def test_lives_in_the_xdg_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    assert default_credentials_path() == tmp_path / "molbridge" / "credentials.json"
-    monkeypatch.delenv("XDG_CONFIG_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_credentials_path() == tmp_path / "home" / ".config" / "molbridge" / "credentials.json"
+def test_lives_in_the_xdg_config_dir(tmp_path: Path) -> None:
+    xdg = {"XDG_CONFIG_HOME": str(tmp_path), "HOME": str(tmp_path / "home")}
+    assert default_credentials_path(xdg) == tmp_path / "molbridge" / "credentials.json"
+    home = {"HOME": str(tmp_path / "home")}
+    assert default_credentials_path(home) == tmp_path / "home" / ".config" / "molbridge" / "credentials.json"
 
 
 def test_profiles_are_kept_per_target_in_a_private_file(tmp_path: Path) -> None:

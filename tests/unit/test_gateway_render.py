@@ -133,15 +133,13 @@ def test_rendered_text(tmp_path: Path) -> None:
         write_config(settings(), tmp_path / "envoy.json")
 
 
-def test_cors_origins_and_scale_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MOLBRIDGE_CORS_ORIGINS", raising=False)
-    monkeypatch.delenv("MOLBRIDGE_RATE_LIMIT_SCALE", raising=False)
-    defaults = GatewaySettings(8080, 9901, {}, DESCRIPTOR, None, None, None)
+def test_cors_origins_and_scale_from_the_environment() -> None:
+    defaults = GatewaySettings.from_env({})
     assert defaults.cors_origins == ("http://localhost:3000", "http://127.0.0.1:3000")
     assert defaults.rate_limit_scale == 1.0
-    monkeypatch.setenv("MOLBRIDGE_CORS_ORIGINS", "https://a.example, https://b.example")
-    monkeypatch.setenv("MOLBRIDGE_RATE_LIMIT_SCALE", "0.5")
-    configured = GatewaySettings(8080, 9901, {}, DESCRIPTOR, None, None, None)
+    configured = GatewaySettings.from_env(
+        {"MOLBRIDGE_CORS_ORIGINS": "https://a.example, https://b.example", "MOLBRIDGE_RATE_LIMIT_SCALE": "0.5"}
+    )
     assert configured.cors_origins == ("https://a.example", "https://b.example")
     assert configured.rate_limit_scale == 0.5
 

@@ -12,7 +12,6 @@ import pytest
 from rdkit import Chem, DataStructs, RDLogger
 from rdkit.Chem import rdFingerprintGenerator
 
-from services.molecule.index import search_index
 from services.molecule.index.search_index import (
     IndexEntry,
     SearchIndex,
@@ -339,9 +338,8 @@ def test_bit_planes_round_trip() -> None:
     assert np.array_equal(_planes_to_rows(planes, np.arange(1000)), rows)
 
 
-def test_ids_sharing_a_hash_are_still_told_apart(molecules: list[Molecule], monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(search_index, "_id_hash", lambda raw: len(raw) % 3)  # collisions everywhere
-    idx = SearchIndex()
+def test_ids_sharing_a_hash_are_still_told_apart(molecules: list[Molecule]) -> None:
+    idx = SearchIndex(id_hash=lambda raw: len(raw) % 3)  # collisions everywhere
     content = molecules[:600]
     for start in range(0, 600, 150):
         idx.add("org", [m.entry for m in content[start : start + 150]])

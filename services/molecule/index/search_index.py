@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -249,16 +249,16 @@ def _fixed_width(raw: list[bytes]) -> np.ndarray:
 
 
 # Ids are looked up by a 64-bit hash of their UTF-8 bytes (then compared in full, so collisions are harmless).
-# Python's hash is salted per process, which is fine for an index that lives in one process.
-_id_hash = hash
+# Python's hash (the default) is salted per process, which is fine for an index that lives in one process.
+IdHash = Callable[[bytes], int]
 
 
-def _encode_ids(values: np.ndarray | Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+def _encode_ids(values: np.ndarray | Iterable[str], id_hash: IdHash) -> tuple[np.ndarray, np.ndarray]:
     """Ids -> (fixed-width UTF-8 bytes, int64 hashes), in input order. A numpy bytes array (dtype S) is the
     cheapest input."""
     raw = _encode(values)
     fixed = values if isinstance(values, np.ndarray) and values.dtype.kind == "S" else _fixed_width(raw)
-    return fixed, np.fromiter(map(_id_hash, raw), np.int64, len(raw))
+    return fixed, np.fromiter(map(id_hash, raw), np.int64, len(raw))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -325,14 +325,14 @@ class _Segment:
         )
 
     @staticmethod
-    def merge(segments: Sequence[_Segment]) -> _Segment:
+    def merge(segments: Sequence[_Segment], id_hash: IdHash) -> _Segment:
         """One segment holding the live rows of all the given segments."""
         parts = [(seg, seg.live_rows()) for seg in segments]
         smiles = [s for seg, rows in parts for s in seg.smiles_of(rows)]
         ids = np.concatenate([seg.ids[rows] for seg, rows in parts])
         return _Segment.build(
             ids,
-            np.fromiter(map(_id_hash, ids.tolist()), np.int64, len(ids)),
+            np.fromiter(map(id_hash, ids.tolist()), np.int64, len(ids)),
             np.concatenate([_planes_to_rows(seg.morgan, rows) for seg, rows in parts]),
             np.concatenate([_planes_to_rows(seg.pattern, rows) for seg, rows in parts]),
             smiles,
@@ -392,13 +392,13 @@ class _Segment:
         return sum(a.nbytes for a in arrays) + 2 * len(self.smiles) + self.n * _HOLDER_OVERHEAD_BYTES
 
 
-def _compact(segments: list[_Segment]) -> tuple[_Segment, ...]:
+def _compact(segments: list[_Segment], id_hash: IdHash) -> tuple[_Segment, ...]:
     """Drop empty segments, rebuild mostly-dead ones, and merge the newest while a segment is not at least
     twice the size of the next (so there are O(log n) segments and each row is rebuilt O(log n) times)."""
-    kept = [seg if seg.n_alive * 2 > seg.n else _Segment.merge([seg]) for seg in segments if seg.n_alive]
+    kept = [seg if seg.n_alive * 2 > seg.n else _Segment.merge([seg], id_hash) for seg in segments if seg.n_alive]
     kept = [seg for seg in kept if seg.n_alive]
     while len(kept) > 1 and kept[-2].n_alive < 2 * kept[-1].n_alive:
-        kept[-2:] = [_Segment.merge(kept[-2:])]
+        kept[-2:] = [_Segment.merge(kept[-2:], id_hash)]
     return tuple(kept)
 
 
@@ -515,8 +515,9 @@ class SubstructureScan:
 class SearchIndex:
     """Per-organization molecule search index. See the module docstring for layout and concurrency."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, id_hash: IdHash = hash) -> None:
         self._orgs: dict[str, tuple[_Segment, ...]] = {}
+        self._id_hash = id_hash
         self._write_lock = threading.Lock()
 
     # -- writes ----------------------------------------------------------------------------------------------
@@ -556,18 +557,18 @@ class SearchIndex:
             current = self._orgs.get(org_id, ())
             new_ids = segment.ids[segment.row_of_hash], segment.id_hash
             updated = [self._without_ids(seg, *new_ids) for seg in current]
-            self._orgs[org_id] = _compact([*updated, segment])
+            self._orgs[org_id] = _compact([*updated, segment], self._id_hash)
         return len(entries)
 
     def remove(self, org_id: str, ids: Iterable[str]) -> int:
         """Remove molecules by id; unknown ids are ignored. Returns the number removed."""
-        keys = _encode_ids(ids)
+        keys = _encode_ids(ids, self._id_hash)
         with self._write_lock:
             current = self._orgs.get(org_id, ())
             updated = [self._without_ids(seg, *keys) for seg in current]
             removed = sum(a.n_alive - b.n_alive for a, b in zip(current, updated, strict=True))
             if removed:
-                self._orgs[org_id] = _compact(updated)
+                self._orgs[org_id] = _compact(updated, self._id_hash)
         return removed
 
     def clear(self, org_id: str) -> None:
@@ -579,15 +580,15 @@ class SearchIndex:
         rows = seg.live_rows_of(ids, hashes)
         return seg.without(rows) if len(rows) else seg
 
-    @staticmethod
     def _build(
+        self,
         ids: np.ndarray | Sequence[str],
         morgan_fps: np.ndarray | Sequence[bytes],
         pattern_fps: np.ndarray | Sequence[bytes],
         smiles: Sequence[str],
         inchi_keys: np.ndarray | Sequence[str] | None,
     ) -> _Segment:
-        enc_ids, hashes = _encode_ids(ids)
+        enc_ids, hashes = _encode_ids(ids, self._id_hash)
         n = len(enc_ids)
         if len(smiles) != n or (inchi_keys is not None and len(inchi_keys) != n):
             raise ValueError("ids, smiles and inchi_keys must have the same length")
@@ -772,12 +773,11 @@ class SearchIndex:
             screens.append((mask, np.cumsum(np.bitwise_count(mask), dtype=np.int64)))
         return SubstructureScan(segments, screens, limit, count_all or limit is None, deadline)
 
-    @staticmethod
     def _allowed(
-        segments: Sequence[_Segment], candidates: Collection[str] | np.ndarray | None
+        self, segments: Sequence[_Segment], candidates: Collection[str] | np.ndarray | None
     ) -> list[np.ndarray] | None:
         """Per segment, the bit mask of rows whose id is among the candidates (None: no restriction)."""
         if candidates is None:
             return None
-        keys = _encode_ids(candidates)
+        keys = _encode_ids(candidates, self._id_hash)
         return [_rows_mask(seg.live_rows_of(*keys), seg.n_words) for seg in segments]

@@ -16,7 +16,7 @@ Decisions:
   Statuses default to every status but ARCHIVED; archived molecules are never in the index, so asking for
   them finds nothing (exact search excepted). A library needs the caller's read access (404/403).
 - Bounds: similarity stops after MOLBRIDGE_SEARCH_SIMILARITY_BUDGET_MS (1000), substructure after
-  MOLBRIDGE_SEARCH_SUBSTRUCTURE_BUDGET_MS (2000); meta.truncated then says so.
+  MOLBRIDGE_SEARCH_SUBSTRUCTURE_BUDGET_MS (2000) (MoleculeSettings.search_budgets); meta.truncated then says so.
 - Substructure matching (RDKit, after the in-process fingerprint screen) runs in the StructureMatcher's worker
   processes (services/molecule/index/matcher.py): RDKit cannot be interrupted, and some pairs of large fused ring
   systems keep it busy for minutes, so a worker still busy at the budget is killed and replaced and the
@@ -47,7 +47,6 @@ from functools import partial
 from typing import Literal, TypeVar
 
 import numpy as np
-import sqlalchemy as sa
 
 from services.molecule.domain import chemistry
 from services.molecule.domain.library_rules import Action
@@ -56,19 +55,14 @@ from services.molecule.index.columnar import QueryIndex
 from services.molecule.index.matcher import StructureMatcher
 from services.molecule.index.query import Condition, MoleculeQuery, Operator
 from services.molecule.index.search_index import SearchIndex, SimilarityResult, SubstructureScan
-from services.molecule.store.libraries import library_for
-from services.molecule.store.molecule_views import MoleculeView, views_of
-from services.molecule.store.tables import molecules
+from services.molecule.store.molecule_views import MoleculeView
+from services.molecule.store.uow import MoleculeTransactions
 from services.runtime.auth import Principal
-from services.runtime.db import UnitOfWork
 from services.runtime.errors import IntegrationError, ValidationError
-from services.runtime.settings import Settings
 
 DEFAULT_THRESHOLD = 0.7
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
-SIMILARITY_BUDGET_ENV = "MOLBRIDGE_SEARCH_SIMILARITY_BUDGET_MS"
-SUBSTRUCTURE_BUDGET_ENV = "MOLBRIDGE_SEARCH_SUBSTRUCTURE_BUDGET_MS"
 WARMING_UP = "SEARCH_INDEX_WARMING_UP"
 T = TypeVar("T")
 R = TypeVar("R")
@@ -81,14 +75,6 @@ class Budgets:
 
     similarity_s: float = 1.0
     substructure_s: float = 2.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Budgets:
-        default = cls()
-        return cls(
-            similarity_s=_milliseconds(settings, SIMILARITY_BUDGET_ENV, default.similarity_s),
-            substructure_s=_milliseconds(settings, SUBSTRUCTURE_BUDGET_ENV, default.substructure_s),
-        )
 
 
 @dataclass(frozen=True)
@@ -110,7 +96,7 @@ class SearchOutcome:
 class SearchService:
     def __init__(
         self,
-        uow: UnitOfWork,
+        uow: MoleculeTransactions,
         index: SearchIndex,
         queries: QueryIndex,
         *,
@@ -221,13 +207,9 @@ class SearchService:
             candidates = await self._candidates(principal, narrowed)
             ids = [] if candidates is None else [i.decode() for i in candidates.tolist()]
             return await self._views(principal, ids, keep_archived=ARCHIVED in query.statuses)
-        async with self._uow() as session:
-            found = await session.scalar(
-                sa.select(molecules.c.id).where(
-                    molecules.c.organization_id == principal.organization_id, molecules.c.inchi_key == key
-                )
-            )
-        return await self._views(principal, [] if found is None else [str(found)])
+        async with self._uow() as uow:
+            found = await uow.search_reads.id_with_inchi_key(principal.organization_id, key)
+        return await self._views(principal, [] if found is None else [found])
 
     # -- helpers -------------------------------------------------------------------------------------------
 
@@ -249,8 +231,8 @@ class SearchService:
         if query is None or not _restricts(query):
             return None
         if query.library_id:
-            async with self._uow() as session:
-                await library_for(session, principal, query.library_id, Action.READ)
+            async with self._uow() as uow:
+                await uow.libraries.get(principal, query.library_id, Action.READ)
         return await self._queries.candidate_ids(principal.organization_id, principal.subject, query)
 
     async def _views(
@@ -259,8 +241,8 @@ class SearchService:
         """The molecules in this order, as PostgreSQL has them now (archived ones left out unless asked)."""
         if not ids:
             return []
-        async with self._uow() as session:
-            views = await views_of(session, principal, ids)
+        async with self._uow() as uow:
+            views = await uow.molecule_views.of_ids(principal, ids)
         return [v for v in views if keep_archived or v.status != ARCHIVED]
 
 
@@ -284,19 +266,6 @@ async def _parsed(field_name: str, parse: Callable[[], T]) -> T:
         return await asyncio.to_thread(parse)
     except chemistry.InvalidStructure as error:
         raise _invalid([(field_name, error.reason)]) from None
-
-
-def _milliseconds(settings: Settings, name: str, default_s: float) -> float:
-    raw = settings.get(name)
-    if not raw:
-        return default_s
-    try:
-        value = float(raw) / 1000
-    except ValueError:
-        raise ValueError(f"{name} must be a number of milliseconds, got {raw!r}") from None
-    if not value > 0:
-        raise ValueError(f"{name} must be positive, got {raw!r}")
-    return value
 
 
 def _since(started: float) -> float:

@@ -104,14 +104,6 @@ def visible_clause(principal: Principal) -> sa.ColumnElement[bool]:
     )
 
 
-async def library_for(
-    session: AsyncSession, principal: Principal, library_id: str, action: Action, *, lock: bool = False
-) -> LibraryRecord:
-    """The library if the caller may do `action` with it (404 / 403 otherwise). `lock` takes the row
-    lock that serializes membership changes and deletion (an import adding to a library uses it too)."""
-    return await LibraryRepository(session).get(principal, library_id, action, lock=lock)
-
-
 class LibraryRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session

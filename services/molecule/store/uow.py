@@ -14,6 +14,7 @@ from services.molecule.store.import_jobs import ImportJobRepository
 from services.molecule.store.libraries import LibraryRepository
 from services.molecule.store.molecule_views import MoleculeViews
 from services.molecule.store.molecules import MoleculeRepository
+from services.molecule.store.search_reads import SearchReads
 from services.molecule.store.tables import SCHEMA
 from services.molecule.store.uploads import UploadRepository
 from services.runtime.idempotency import idempotent
@@ -28,6 +29,7 @@ class MoleculeUnitOfWork(UnitOfWork):
         self.molecules = MoleculeRepository(session)
         self.libraries = LibraryRepository(session)
         self.molecule_views = MoleculeViews(session)
+        self.search_reads = SearchReads(session)
         self.uploads = UploadRepository(session)
         self.import_jobs = ImportJobRepository(session)
         self.import_chunks = ImportChunkRepository(session)
