@@ -61,6 +61,24 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
     def __init__(self, service: MoleculeService) -> None:
         self._service = service
 
+    async def GetMoleculeByNumber(
+        self, request: pb.GetMoleculeByNumberRequest, context: Context
+    ) -> pb.GetMoleculeByNumberResponse:
+        view = await self._service.get_by_number(current_principal(), request.number)
+        return pb.GetMoleculeByNumberResponse(data=molecule_pb(view))
+
+    async def GetRegistrationPrefix(
+        self, request: pb.GetRegistrationPrefixRequest, context: Context
+    ) -> pb.GetRegistrationPrefixResponse:
+        prefix, locked = await self._service.registration_prefix(current_principal())
+        return pb.GetRegistrationPrefixResponse(prefix=prefix, locked=locked)
+
+    async def SetRegistrationPrefix(
+        self, request: pb.SetRegistrationPrefixRequest, context: Context
+    ) -> pb.SetRegistrationPrefixResponse:
+        prefix, locked = await self._service.set_registration_prefix(current_principal(), request.prefix)
+        return pb.SetRegistrationPrefixResponse(prefix=prefix, locked=locked)
+
     async def ListMolecules(
         self, request: pb.ListMoleculesRequest, context: Context
     ) -> pb.ListMoleculesResponse:

@@ -20,6 +20,8 @@ Decisions:
 - Batch create: structure or value problems reject that molecule only (its outcome says why);
   a library the caller may not change rejects the whole request. With a request_id, the outcomes
   themselves are what a retry gets back.
+- Registration numbers (<PREFIX>-000123) are issued at registration (store/registration_numbers.py);
+  the prefix is the organization admin's to change, only before the first number (409 after).
 - Pictures: the canonical SMILES of the parent, SVG by default, 50–2000 px each side (300 default).
 """
 
@@ -53,6 +55,7 @@ from services.molecule.domain.molecules import (
     checked_values,
     invalid,
 )
+from services.molecule.domain.registration_numbers import PREFIX_ROLES, validate_prefix
 from services.molecule.domain.vocabulary import ARCHIVED, IMPORTED, WRITER_ROLES
 from services.molecule.index.columnar import QueryIndex
 from services.molecule.index.query import MoleculeQuery
@@ -80,6 +83,24 @@ class MoleculeService:
         async with self._uow() as uow:
             row = await uow.molecules.get(principal, molecule_id)
             return (await uow.molecule_views.of_rows(principal, [row]))[0]
+
+    async def get_by_number(self, principal: Principal, number: str) -> MoleculeView:
+        """By registration number (any case) or alias; 404 when neither names a molecule."""
+        async with self._uow() as uow:
+            row = await uow.molecules.get_by_number(principal, number)
+            return (await uow.molecule_views.of_rows(principal, [row]))[0]
+
+    async def registration_prefix(self, principal: Principal) -> tuple[str, bool]:
+        async with self._uow() as uow:
+            return await uow.molecules.registration_prefix(principal.organization_id)
+
+    async def set_registration_prefix(self, principal: Principal, prefix: str) -> tuple[str, bool]:
+        """Org admins only, and only before the first number (409 after: numbers never change)."""
+        principal.require_any_role(*PREFIX_ROLES)
+        valid = validate_prefix(prefix)
+        async with self._uow() as uow:
+            await uow.molecules.set_registration_prefix(principal.organization_id, valid)
+        return valid, False
 
     async def batch_get(self, principal: Principal, ids: Sequence[str]) -> tuple[list[MoleculeView], list[str]]:
         """Up to MAX_BATCH molecules of the caller's organization in request order (duplicates once), and
