@@ -160,7 +160,8 @@ async def generate(database_url: str, molecules: int, organization_id: str = ORG
     statements = [
         "SET LOCAL work_mem = '512MB'",
         "SELECT setseed(0.42)",
-        f"""INSERT INTO molecules (id, organization_id, inchi_key, registration_number, name, smiles, canonical_smiles, formula,
+        f"""INSERT INTO molecules (id, organization_id, inchi_key, registration_number, name, smiles,
+                canonical_smiles, formula,
                 molecular_weight, status, morgan_fp, pattern_fp, created_by, created_at, updated_at)
             SELECT gen_random_uuid(), '{organization_id}', upper(md5(i::text)), 'MOL-' || lpad(i::text, 7, '0'),
                    'MOL-' || lpad(i::text, 7, '0'), 'C' || i, 'C' || i, 'C' || (i % 50) || 'H' || (i % 90),

@@ -346,7 +346,8 @@ def _copy_molecules(url: str, data: Dataset) -> None:
     with psycopg.connect(url, options="-c search_path=molecule,public") as connection:
         with connection.cursor() as cursor:
             columns = (
-                "id, organization_id, inchi_key, registration_number, smiles, canonical_smiles, formula, molecular_weight, "
+                "id, organization_id, inchi_key, registration_number, smiles, canonical_smiles, formula, "
+                "molecular_weight, "
                 "morgan_fp, pattern_fp, created_by"
             )
             with cursor.copy(f"COPY molecules ({columns}) FROM STDIN") as copy:

@@ -122,7 +122,8 @@ class World:
                 await connection.execute(
                     molecules.insert().values(
                         id=molecule_id, organization_id=owner.principal.organization_id,
-                        inchi_key=registered.inchi_key, registration_number=f"LIB-{molecule_id}", name=f"mol-{len(ids)}", smiles=registered.original_smiles,
+                        inchi_key=registered.inchi_key, registration_number=f"LIB-{molecule_id}",
+                        name=f"mol-{len(ids)}", smiles=registered.original_smiles,
                         canonical_smiles=registered.canonical_smiles, formula=registered.formula,
                         molecular_weight=registered.molecular_weight, morgan_fp=registered.morgan_fp,
                         pattern_fp=registered.pattern_fp, created_by=owner.id,

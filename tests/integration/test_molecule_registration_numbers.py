@@ -42,9 +42,7 @@ async def register(world: ImportWorld, rows: list[StructureRow], org: str, **opt
 
 
 async def numbers_of(world: ImportWorld, ids: list[str]) -> list[str]:
-    found = dict(
-        await world.rows("SELECT id::text, registration_number FROM molecules WHERE id = ANY(:ids)", ids=ids)
-    )
+    found = dict(await world.rows("SELECT id::text, registration_number FROM molecules WHERE id = ANY(:ids)", ids=ids))
     return [found[i] for i in ids]
 
 

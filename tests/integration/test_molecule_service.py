@@ -151,7 +151,8 @@ async def oracle_rows(world: World, org: str) -> list[oracle.Row]:
         )
         for r in await world.rows(
             """SELECT id, status, extract(epoch FROM created_at)::float8 AS created,
-                      extract(epoch FROM updated_at)::float8 AS updated, name, inchi_key, formula, registration_number, smiles,
+                      extract(epoch FROM updated_at)::float8 AS updated, name, inchi_key, formula,
+                      registration_number, smiles,
                       canonical_smiles, molecular_weight FROM molecules WHERE organization_id = :org""",
             org=org,
         )

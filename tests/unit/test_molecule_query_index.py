@@ -209,7 +209,9 @@ def random_queries(rng: random.Random, count: int) -> Iterator[tuple[MoleculeQue
         lambda: RawFilter("name", rng.choice(["eq", "neq", "contains"]), rng.choice(NAMES + ["asp", "IN"])),
         lambda: RawFilter("name", "in", rng.sample(NAMES, 3)),
         lambda: RawFilter("formula", "contains", f"C{rng.randint(1, 3)}"),
-        lambda: RawFilter("registration_number", rng.choice(["eq", "neq", "contains"]), f"MOL-{rng.randint(1, 500):06d}"),
+        lambda: RawFilter(
+            "registration_number", rng.choice(["eq", "neq", "contains"]), f"MOL-{rng.randint(1, 500):06d}"
+        ),
         lambda: RawFilter("molecular_weight", "lte", round(rng.uniform(100, 700), 1)),
     ]
     sorts = [

@@ -17,7 +17,9 @@ def test_numbers_are_the_prefix_and_six_digits_growing_past_a_million() -> None:
         format_number("MOL", 0)
 
 
-@pytest.mark.parametrize(("given", "stored"), [("acme", "ACME"), (" Cro7 ", "CRO7"), ("AB", "AB"), ("A1234567", "A1234567")])
+@pytest.mark.parametrize(
+    ("given", "stored"), [("acme", "ACME"), (" Cro7 ", "CRO7"), ("AB", "AB"), ("A1234567", "A1234567")]
+)
 def test_a_prefix_is_stored_upper_case(given: str, stored: str) -> None:
     assert validate_prefix(given) == stored
 

@@ -14,8 +14,8 @@ PREFIX_ROLES = ("pharma_admin",)  # and system_admin, who may do anything
 DEFAULT_PREFIX = "MOL"  # until the organization's admin chooses one (before the first number)
 DIGITS = 6  # zero-padded to six digits; a seventh appears after 999999 rather than wrapping
 PREFIX_MIN, PREFIX_MAX = 2, 8
-_PREFIX = re.compile(r"^[A-Z][A-Z0-9]{%d,%d}$" % (PREFIX_MIN - 1, PREFIX_MAX - 1))
-_NUMBER = re.compile(r"^([A-Z][A-Z0-9]{%d,%d})-(\d{%d,})$" % (PREFIX_MIN - 1, PREFIX_MAX - 1, DIGITS))
+_PREFIX = re.compile(rf"^[A-Z][A-Z0-9]{{{PREFIX_MIN - 1},{PREFIX_MAX - 1}}}$")
+_NUMBER = re.compile(rf"^[A-Z][A-Z0-9]{{{PREFIX_MIN - 1},{PREFIX_MAX - 1}}}-\d{{{DIGITS},}}$")
 
 
 def format_number(prefix: str, value: int) -> str:

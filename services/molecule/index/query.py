@@ -114,7 +114,9 @@ def parse_query(
         violations.add("library_id", "not a library id")
     sort_key = sort_by.strip()
     if sort_key and not _sortable(sort_key):
-        violations.add("sort_by", "name, inchi_key, formula, registration_number, created_at, updated_at or a property name")
+        violations.add(
+            "sort_by", "name, inchi_key, formula, registration_number, created_at, updated_at or a property name"
+        )
     if violations:
         field_name, reason = violations.items[0]
         violations.raise_if_any(f"Invalid query: {field_name}: {reason}")
@@ -143,7 +145,8 @@ def parse_condition(raw: RawFilter) -> Condition:
     if kind is None:
         raise _Invalid(
             "property",
-            f"unknown property {name[:64]!r}: use name, registration_number, smiles, canonical_smiles, inchi_key, formula, "
+            f"unknown property {name[:64]!r}: use name, registration_number, smiles, canonical_smiles, inchi_key, "
+            "formula, "
             "a known property (GET /api/v1/molecules/properties) or custom_<name>",
         )
     try:

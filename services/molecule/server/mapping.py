@@ -25,7 +25,8 @@ def _value(value: float | str | None) -> struct_pb2.Value:
 def molecule_pb(view: MoleculeView) -> molecule_pb2.Molecule:
     """The one Molecule mapping (MoleculeService's lists use it too)."""
     return molecule_pb2.Molecule(
-        id=view.id, registration_number=view.registration_number, name=view.name, smiles=view.smiles, canonical_smiles=view.canonical_smiles,
+        id=view.id, registration_number=view.registration_number, name=view.name, smiles=view.smiles,
+        canonical_smiles=view.canonical_smiles,
         inchi_key=view.inchi_key, formula=view.formula, molecular_weight=view.molecular_weight,
         status=enum_number(molecule_pb2.MoleculeStatus, "MOLECULE_STATUS_", view.status),
         properties=[

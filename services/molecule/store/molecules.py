@@ -11,8 +11,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.molecule.domain.imports import PropertyValue, StructureRow
-from services.molecule.domain.vocabulary import IMPORTED, PREDICTED
 from services.molecule.domain.registration_numbers import normalize_number
+from services.molecule.domain.vocabulary import IMPORTED, PREDICTED
 from services.molecule.store import registration_numbers
 from services.molecule.store.registration import RegistrationResult, register_structures
 from services.molecule.store.tables import flags, molecule_aliases, molecule_properties, molecules

@@ -44,9 +44,7 @@ async def allocate_numbers(session: AsyncSession, organization_id: str, keys: Se
            ON CONFLICT (organization_id) DO UPDATE SET next_value = c.next_value + :n, locked = true
            RETURNING c.prefix, c.next_value - :n"""
     )
-    prefix, first = (
-        await session.execute(statement, {"org": organization_id, "prefix": DEFAULT_PREFIX, "n": n})
-    ).one()
+    prefix, first = (await session.execute(statement, {"org": organization_id, "prefix": DEFAULT_PREFIX, "n": n})).one()
     # The lock is ours: every other creator of this organization's molecules has committed or rolled back.
     taken = await existing_keys(session, organization_id, candidates)
     fresh = [key for key in candidates if key not in taken]

@@ -38,7 +38,9 @@ def upgrade() -> None:
                 SELECT organization_id, :prefix, max(value) + 1, true FROM numbered GROUP BY organization_id
                 RETURNING organization_id, prefix
             )
-            UPDATE molecules m SET registration_number = c.prefix || '-' || CASE WHEN n.value < 1000000 THEN lpad(n.value::text, 6, '0') ELSE n.value::text END
+            UPDATE molecules m
+            SET registration_number = c.prefix || '-'
+                || CASE WHEN n.value < 1000000 THEN lpad(n.value::text, 6, '0') ELSE n.value::text END
             FROM numbered n JOIN counters c ON c.organization_id = n.organization_id
             WHERE m.id = n.id
             """
