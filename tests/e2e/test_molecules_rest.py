@@ -300,8 +300,7 @@ def test_registration_numbers_are_shown_looked_up_filtered_and_sorted(api: httpx
     names, _ = filtered(api, headers, sort_by="registration_number", sort_desc=True)
     assert names == ["rest-ibuprofen", "rest-aspirin", "rest-caffeine"]
     # Numbers were issued, so the prefix is fixed now.
-    prefix = api.get("/molecules/registration-prefix", headers=headers)
-    assert prefix.status_code == 200 and prefix.json()["prefix"] == "MOL" and prefix.json()["locked"] is True
+    assert data(api.get("/molecules/registration-prefix", headers=headers)) == {"prefix": "MOL", "locked": True}
     refused = api.put("/molecules/registration-prefix", json={"prefix": "ALPHA"}, headers=headers)
     assert_error(refused, 409, "RESOURCE_CONFLICT")
 

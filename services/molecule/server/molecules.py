@@ -71,13 +71,13 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
         self, request: pb.GetRegistrationPrefixRequest, context: Context
     ) -> pb.GetRegistrationPrefixResponse:
         prefix, locked = await self._service.registration_prefix(current_principal())
-        return pb.GetRegistrationPrefixResponse(prefix=prefix, locked=locked)
+        return pb.GetRegistrationPrefixResponse(data=pb.RegistrationPrefix(prefix=prefix, locked=locked))
 
     async def SetRegistrationPrefix(
         self, request: pb.SetRegistrationPrefixRequest, context: Context
     ) -> pb.SetRegistrationPrefixResponse:
         prefix, locked = await self._service.set_registration_prefix(current_principal(), request.prefix)
-        return pb.SetRegistrationPrefixResponse(prefix=prefix, locked=locked)
+        return pb.SetRegistrationPrefixResponse(data=pb.RegistrationPrefix(prefix=prefix, locked=locked))
 
     async def ListMolecules(
         self, request: pb.ListMoleculesRequest, context: Context
