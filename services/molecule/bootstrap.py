@@ -27,6 +27,7 @@ from molbridge.molecule.v1 import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.molecule.adapters.identity_organizations import IdentityOrganizationNames
 from services.molecule.adapters.identity_users import IdentityUserDirectory
 from services.molecule.index.columnar import QueryIndex
 from services.molecule.index.query_sync import follow_changes
@@ -39,6 +40,7 @@ from services.molecule.server.search import SearchServicer
 from services.molecule.service.import_jobs import ImportJobService
 from services.molecule.service.libraries import LibraryService
 from services.molecule.service.molecules import MoleculeService
+from services.molecule.service.numbering import Numbering
 from services.molecule.service.predictions import DURABLE as PREDICTIONS_DURABLE
 from services.molecule.service.predictions import PREDICTIONS_SOURCE, PredictionConsumer
 from services.molecule.service.search import SearchService
@@ -68,6 +70,7 @@ class MoleculeParts:
     search_index: SearchIndex
     search_sync: SearchIndexSync
     molecules: MoleculeService
+    numbering: Numbering
     libraries: LibraryService
     search: SearchService
     uploads: UploadService
@@ -78,7 +81,10 @@ class MoleculeParts:
     @property
     def servicers(self) -> list[Servicer]:
         return [
-            (molecule_service_pb2_grpc.add_MoleculeServiceServicer_to_server, MoleculeServicer(self.molecules)),
+            (
+                molecule_service_pb2_grpc.add_MoleculeServiceServicer_to_server,
+                MoleculeServicer(self.molecules, self.numbering),
+            ),
             (library_service_pb2_grpc.add_LibraryServiceServicer_to_server, LibraryServicer(self.libraries)),
             (search_service_pb2_grpc.add_SearchServiceServicer_to_server, SearchServicer(self.search)),
             (
@@ -98,13 +104,16 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
     search_sync = SearchIndexSync(engine, search_index, settings.nats_url)
     users = IdentityUserDirectory(settings.addr_of("identity"))  # grantees must be users of the organization
     uploads = UploadService(transactions, storage, settings.import_limits)
+    organizations = IdentityOrganizationNames(settings.addr_of("identity"))  # default registration prefixes
+    numbering = Numbering(transactions, organizations)
     return MoleculeParts(
         settings=settings,
         storage=storage,
         query_index=query_index,
         search_index=search_index,
         search_sync=search_sync,
-        molecules=MoleculeService(transactions, query_index),
+        molecules=MoleculeService(transactions, query_index, numbering),
+        numbering=numbering,
         libraries=LibraryService(transactions, users, query_index),
         # Search reads through a plain session (its SQL is still inline; see service/search.py).
         search=SearchService(
@@ -117,10 +126,10 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
         uploads=uploads,
         import_jobs=ImportJobService(
             transactions, storage, uploads, public_url=settings.public_url, limits=settings.import_limits,
-            queue=settings.csv_queue,
+            queue=settings.csv_queue, numbering=numbering,
         ),
         predictions=PredictionConsumer(transactions),  # PREDICTED values from the prediction service
-        on_stop=[users.close],
+        on_stop=[users.close, organizations.close],
     )
 
 

@@ -1,6 +1,7 @@
 """Registration numbers and aliases against a real PostgreSQL: sequential per organization, unique under
-concurrent batches, never reused or burned, kept by merges; the prefix rule; lookup by number and alias;
-the 0002 backfill of molecules registered before numbers existed."""
+concurrent batches, never reused or burned, kept by merges; lookup by number and alias; the 0002
+backfill of molecules registered before numbers existed. (The prefix rules, which ask identity for the
+organization's name, are tested in test_molecule_libraries.py, whose world runs identity.)"""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from services.molecule.store.registration import RegistrationResult
 from services.molecule.store.tables import SCHEMA
 from services.molecule.store.uow import molecule_transactions
 from services.runtime.db import make_engine
-from services.runtime.errors import AuthorizationError, NotFoundError, PreconditionError, ValidationError
+from services.runtime.errors import NotFoundError
 from services.runtime.migrations import MigrationSpec
 from services.runtime.pagination import PageRequest
 from services.runtime.settings import REPO_ROOT
@@ -107,25 +108,6 @@ async def test_concurrent_batches_get_distinct_numbers_without_gaps(world: Impor
     ]
     assert sorted(numbers) == [f"MOL-{i:06d}" for i in range(1, distinct + 1)]
     assert await next_value(world, org) == distinct + 1
-
-
-async def test_the_prefix_changes_only_before_the_first_number(world: ImportWorld) -> None:
-    admin = scientist(None, "pharma_admin")
-    org = admin.organization_id
-    molecules = service(world)
-    assert await molecules.registration_prefix(admin) == ("MOL", False)
-    with pytest.raises(AuthorizationError):
-        await molecules.set_registration_prefix(scientist(org), "ACME")
-    with pytest.raises(ValidationError):
-        await molecules.set_registration_prefix(admin, "AC-ME")
-    assert await molecules.set_registration_prefix(admin, "acme") == ("ACME", False)
-    assert await molecules.set_registration_prefix(admin, "ACMEPH") == ("ACMEPH", False)  # still unused
-    result = await register(world, [structure("CCO")], org)
-    assert await numbers_of(world, result.molecule_ids) == ["ACMEPH-000001"]
-    assert await molecules.registration_prefix(admin) == ("ACMEPH", True)
-    with pytest.raises(PreconditionError):
-        await molecules.set_registration_prefix(admin, "OTHER")
-    assert (await molecules.get_by_number(scientist(org), "acmeph-000001")).id == result.molecule_ids[0]
 
 
 async def test_lookup_by_number_or_imported_alias_and_filter_and_sort(world: ImportWorld) -> None:

@@ -1,10 +1,16 @@
-"""Registration number rules (domain/registration_numbers.py): format, prefix validation, reading a typed number."""
+"""Registration number rules (domain/registration_numbers.py): format, prefix validation and default,
+reading a typed number."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.molecule.domain.registration_numbers import format_number, normalize_number, validate_prefix
+from services.molecule.domain.registration_numbers import (
+    default_prefix,
+    format_number,
+    normalize_number,
+    validate_prefix,
+)
 from services.runtime.errors import ValidationError
 
 
@@ -37,3 +43,20 @@ def test_typed_numbers_are_read_in_any_case_and_other_text_is_no_number() -> Non
     assert normalize_number("MOL-123") is None  # fewer than six digits: maybe an alias
     assert normalize_number("aspirin") is None
     assert normalize_number("") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix"),
+    [
+        ("Acme Pharma", "ACME"),
+        ("  bio-gen labs", "BIOGEN"),
+        ("Verylongname Inc", "VERYLONG"),  # cut to eight
+        ("Org 1a2b3c4d", "ORG"),
+        ("3M", "MOL"),  # a prefix starts with a letter
+        ("X Labs", "MOL"),  # and has two characters at least
+        ("", "MOL"),
+        ("— Ωmega", "MEGA"),  # letters outside A–Z are left out
+    ],
+)
+def test_the_default_prefix_is_the_first_word_of_the_name(name: str, prefix: str) -> None:
+    assert default_prefix(name) == prefix

@@ -1,6 +1,6 @@
 """Registration numbers: `<PREFIX>-000123`, unique in an organization, issued in order, never reused.
 
-Pure rules (no I/O): the number's format, the prefix's shape, and how a number
+Pure rules (no I/O): the number's format, the prefix's shape and default, and how a number
 typed by a person is read back (case and surrounding spaces do not matter).
 """
 
@@ -11,7 +11,7 @@ import re
 from services.runtime.errors import ValidationError
 
 PREFIX_ROLES = ("pharma_admin",)  # and system_admin, who may do anything
-DEFAULT_PREFIX = "MOL"  # until the organization's admin chooses one (before the first number)
+DEFAULT_PREFIX = "MOL"  # when the organization's name gives none
 DIGITS = 6  # zero-padded to six digits; a seventh appears after 999999 rather than wrapping
 PREFIX_MIN, PREFIX_MAX = 2, 8
 _PREFIX = re.compile(rf"^[A-Z][A-Z0-9]{{{PREFIX_MIN - 1},{PREFIX_MAX - 1}}}$")
@@ -35,6 +35,16 @@ def validate_prefix(text: str) -> str:
             field_violations=[("prefix", f"{PREFIX_MIN}–{PREFIX_MAX} letters or digits, starting with a letter")],
         )
     return prefix
+
+
+def default_prefix(organization_name: str) -> str:
+    """The prefix an organization starts with: its name's first word, letters and digits upper case,
+    cut to PREFIX_MAX ("Acme Pharma" → "ACME"); DEFAULT_PREFIX when that is no valid prefix ("3M", "")."""
+    for word in organization_name.split():
+        candidate = re.sub(r"[^A-Za-z0-9]", "", word).upper()[:PREFIX_MAX]
+        if candidate:
+            return candidate if _PREFIX.match(candidate) else DEFAULT_PREFIX
+    return DEFAULT_PREFIX
 
 
 def normalize_number(text: str) -> str | None:

@@ -49,6 +49,15 @@ def molecule_pb(view: MoleculeView) -> molecule_pb2.Molecule:
     )
 
 
+# Metadata that proves who the caller is, forwarded when the service asks identity on their behalf.
+CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+
+
+def caller_credentials(metadata: Sequence[tuple[str, str | bytes]] | None) -> list[tuple[str, str]]:
+    """The caller's credentials from its call metadata, to call another service on its behalf."""
+    return [(k, v) for k, v in metadata or () if k in CREDENTIAL_HEADERS and isinstance(v, str)]
+
+
 def python_value(value: struct_pb2.Value | None) -> Any:
     """google.protobuf.Value → None, float, str, bool, list (a struct stays a dict: rejected as a value)."""
     if value is None:

@@ -15,6 +15,7 @@ from molbridge.molecule.v1 import molecule_service_pb2_grpc as pb_grpc
 from services.molecule.domain import properties
 from services.molecule.index.query import MoleculeQuery, parse_query
 from services.molecule.server.mapping import (
+    caller_credentials,
     flag_name,
     molecule_pb,
     python_value,
@@ -23,6 +24,7 @@ from services.molecule.server.mapping import (
     status_name,
 )
 from services.molecule.service.molecules import MoleculeService, NewMolecule, PropertyInput
+from services.molecule.service.numbering import Numbering
 from services.runtime.auth import current_principal
 from services.runtime.pagination import PageRequest
 from services.runtime.protomap import enum_name
@@ -58,8 +60,9 @@ def definition_pb(d: properties.PropertyDefinition) -> molecule_pb2.PropertyDefi
 class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
     SERVICE_FULL_NAME = "molbridge.molecule.v1.MoleculeService"
 
-    def __init__(self, service: MoleculeService) -> None:
+    def __init__(self, service: MoleculeService, numbering: Numbering) -> None:
         self._service = service
+        self._numbering = numbering
 
     async def GetMoleculeByNumber(
         self, request: pb.GetMoleculeByNumberRequest, context: Context
@@ -70,13 +73,15 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
     async def GetRegistrationPrefix(
         self, request: pb.GetRegistrationPrefixRequest, context: Context
     ) -> pb.GetRegistrationPrefixResponse:
-        prefix, locked = await self._service.registration_prefix(current_principal())
+        prefix, locked = await self._numbering.prefix(
+            current_principal(), caller_credentials(context.invocation_metadata())
+        )
         return pb.GetRegistrationPrefixResponse(data=pb.RegistrationPrefix(prefix=prefix, locked=locked))
 
     async def SetRegistrationPrefix(
         self, request: pb.SetRegistrationPrefixRequest, context: Context
     ) -> pb.SetRegistrationPrefixResponse:
-        prefix, locked = await self._service.set_registration_prefix(current_principal(), request.prefix)
+        prefix, locked = await self._numbering.set_prefix(current_principal(), request.prefix)
         return pb.SetRegistrationPrefixResponse(data=pb.RegistrationPrefix(prefix=prefix, locked=locked))
 
     async def ListMolecules(
@@ -122,6 +127,7 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
             _new_molecule(request.molecule),
             library_id=request.library_id,
             request_id=request.request_id,
+            credentials=caller_credentials(context.invocation_metadata()),
         )
         return pb.CreateMoleculeResponse(data=molecule_pb(view))
 
@@ -133,6 +139,7 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
             [_new_molecule(m) for m in request.molecules],
             library_id=request.library_id,
             request_id=request.request_id,
+            credentials=caller_credentials(context.invocation_metadata()),
         )
         return pb.BatchCreateMoleculesResponse(
             data=[

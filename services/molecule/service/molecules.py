@@ -21,7 +21,8 @@ Decisions:
   a library the caller may not change rejects the whole request. With a request_id, the outcomes
   themselves are what a retry gets back.
 - Registration numbers (<PREFIX>-000123) are issued at registration (store/registration_numbers.py);
-  the prefix is the organization admin's to change, only before the first number (409 after).
+  the prefix (service/numbering.py) defaults from the organization's name, asked of identity with the
+  caller's credentials before the organization's first registration through the API.
 - Pictures: the canonical SMILES of the parent, SVG by default, 50–2000 px each side (300 default).
 """
 
@@ -33,6 +34,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from services.molecule.adapters.identity_users import Credentials
 from services.molecule.domain import chemistry, properties
 from services.molecule.domain.events import molecule_changed, molecules_changed
 from services.molecule.domain.imports import StructureRow
@@ -55,10 +57,10 @@ from services.molecule.domain.molecules import (
     checked_values,
     invalid,
 )
-from services.molecule.domain.registration_numbers import PREFIX_ROLES, validate_prefix
 from services.molecule.domain.vocabulary import ARCHIVED, IMPORTED, WRITER_ROLES
 from services.molecule.index.columnar import QueryIndex
 from services.molecule.index.query import MoleculeQuery
+from services.molecule.service.numbering import Numbering
 from services.molecule.store.molecule_views import MoleculeView
 from services.molecule.store.registration import RegistrationResult
 from services.molecule.store.uow import MoleculeTransactions, MoleculeUnitOfWork
@@ -73,9 +75,10 @@ log = logging.getLogger("molbridge.molecule.molecules")
 
 
 class MoleculeService:
-    def __init__(self, uow: MoleculeTransactions, index: QueryIndex) -> None:
+    def __init__(self, uow: MoleculeTransactions, index: QueryIndex, numbering: Numbering | None = None) -> None:
         self._uow = uow
         self._index = index
+        self._numbering = numbering  # None: new organizations start with DEFAULT_PREFIX
 
     # -- reads -------------------------------------------------------------------------------------------
 
@@ -89,18 +92,6 @@ class MoleculeService:
         async with self._uow() as uow:
             row = await uow.molecules.get_by_number(principal, number)
             return (await uow.molecule_views.of_rows(principal, [row]))[0]
-
-    async def registration_prefix(self, principal: Principal) -> tuple[str, bool]:
-        async with self._uow() as uow:
-            return await uow.molecules.registration_prefix(principal.organization_id)
-
-    async def set_registration_prefix(self, principal: Principal, prefix: str) -> tuple[str, bool]:
-        """Org admins only, and only before the first number (409 after: numbers never change)."""
-        principal.require_any_role(*PREFIX_ROLES)
-        valid = validate_prefix(prefix)
-        async with self._uow() as uow:
-            await uow.molecules.set_registration_prefix(principal.organization_id, valid)
-        return valid, False
 
     async def batch_get(self, principal: Principal, ids: Sequence[str]) -> tuple[list[MoleculeView], list[str]]:
         """Up to MAX_BATCH molecules of the caller's organization in request order (duplicates once), and
@@ -148,7 +139,13 @@ class MoleculeService:
     # -- registration ------------------------------------------------------------------------------------
 
     async def create(
-        self, principal: Principal, new: NewMolecule, *, library_id: str = "", request_id: str = ""
+        self,
+        principal: Principal,
+        new: NewMolecule,
+        *,
+        library_id: str = "",
+        request_id: str = "",
+        credentials: Credentials = (),
     ) -> MoleculeView:
         _require_writer(principal)
         try:
@@ -160,6 +157,7 @@ class MoleculeService:
         except chemistry.InvalidStructure as error:
             raise invalid("molecule.smiles", error.reason) from None
         row = StructureRow(None, registered, name, values, IMPORTED)
+        await self._prepare_numbering(principal, credentials)
         async with self._uow() as uow:
             library = await _writable_library(uow, principal, library_id)
 
@@ -171,7 +169,13 @@ class MoleculeService:
         return await self._after_write(principal, molecule_id)
 
     async def batch_create(
-        self, principal: Principal, news: Sequence[NewMolecule], *, library_id: str = "", request_id: str = ""
+        self,
+        principal: Principal,
+        news: Sequence[NewMolecule],
+        *,
+        library_id: str = "",
+        request_id: str = "",
+        credentials: Credentials = (),
     ) -> list[Outcome]:
         _require_writer(principal)
         check_batch_size(len(news))
@@ -187,6 +191,8 @@ class MoleculeService:
                 outcomes[i] = Outcome(i, "rejected", reason=f"{problem.field}: {problem.reason}")
                 continue
             rows.append((i, StructureRow(None, structure, name, values, IMPORTED)))
+        if rows:
+            await self._prepare_numbering(principal, credentials)
         async with self._uow() as uow:
             library = await _writable_library(uow, principal, library_id)
 
@@ -207,6 +213,11 @@ class MoleculeService:
         ]
         await self._refresh(principal, [o.molecule_id for o in result if o.molecule_id])
         return result
+
+    async def _prepare_numbering(self, principal: Principal, credentials: Credentials) -> None:
+        """The organization's default prefix from its name, before its first registration through the API."""
+        if self._numbering is not None:
+            await self._numbering.prepare(principal, credentials)
 
     # -- changes -----------------------------------------------------------------------------------------
 

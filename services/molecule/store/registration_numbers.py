@@ -57,6 +57,26 @@ async def allocate_numbers(session: AsyncSession, organization_id: str, keys: Se
     return {key: format_number(prefix, first + i) for i, key in enumerate(fresh)}
 
 
+async def has_counter(session: AsyncSession, organization_id: str) -> bool:
+    found = await session.scalar(
+        sa.select(registration_counters.c.organization_id).where(
+            registration_counters.c.organization_id == organization_id
+        )
+    )
+    return found is not None
+
+
+async def start_counter(session: AsyncSession, organization_id: str, prefix: str) -> None:
+    """The organization's counter with this prefix, unless it has one already."""
+    await session.execute(
+        sa.text(
+            """INSERT INTO registration_counters (organization_id, prefix) VALUES (:org, :prefix)
+               ON CONFLICT (organization_id) DO NOTHING"""
+        ),
+        {"org": organization_id, "prefix": prefix},
+    )
+
+
 async def set_prefix(session: AsyncSession, organization_id: str, prefix: str) -> None:
     """Sets the organization's prefix; 409 once a number was issued (numbers never change)."""
     statement = sa.text(
