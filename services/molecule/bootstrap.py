@@ -70,7 +70,6 @@ class MoleculeParts:
     search_index: SearchIndex
     search_sync: SearchIndexSync
     molecules: MoleculeService
-    numbering: Numbering
     libraries: LibraryService
     search: SearchService
     uploads: UploadService
@@ -81,10 +80,7 @@ class MoleculeParts:
     @property
     def servicers(self) -> list[Servicer]:
         return [
-            (
-                molecule_service_pb2_grpc.add_MoleculeServiceServicer_to_server,
-                MoleculeServicer(self.molecules, self.numbering),
-            ),
+            (molecule_service_pb2_grpc.add_MoleculeServiceServicer_to_server, MoleculeServicer(self.molecules)),
             (library_service_pb2_grpc.add_LibraryServiceServicer_to_server, LibraryServicer(self.libraries)),
             (search_service_pb2_grpc.add_SearchServiceServicer_to_server, SearchServicer(self.search)),
             (
@@ -113,7 +109,6 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
         search_index=search_index,
         search_sync=search_sync,
         molecules=MoleculeService(transactions, query_index, numbering),
-        numbering=numbering,
         libraries=LibraryService(transactions, users, query_index),
         # Search reads through a plain session (its SQL is still inline; see service/search.py).
         search=SearchService(

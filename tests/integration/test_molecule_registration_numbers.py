@@ -17,12 +17,12 @@ from services.molecule.domain import chemistry
 from services.molecule.domain.imports import StructureRow
 from services.molecule.index.columnar import QueryIndex
 from services.molecule.index.query import RawFilter, parse_query
-from services.molecule.service.molecules import MoleculeService
+from services.molecule.service.molecules import MoleculeService, NewMolecule
 from services.molecule.store.registration import RegistrationResult
 from services.molecule.store.tables import SCHEMA
 from services.molecule.store.uow import molecule_transactions
 from services.runtime.db import make_engine
-from services.runtime.errors import NotFoundError
+from services.runtime.errors import NotFoundError, PreconditionError
 from services.runtime.migrations import MigrationSpec
 from services.runtime.pagination import PageRequest
 from services.runtime.settings import REPO_ROOT
@@ -108,6 +108,20 @@ async def test_concurrent_batches_get_distinct_numbers_without_gaps(world: Impor
     ]
     assert sorted(numbers) == [f"MOL-{i:06d}" for i in range(1, distinct + 1)]
     assert await next_value(world, org) == distinct + 1
+
+
+async def test_without_organization_names_the_prefix_is_the_neutral_default_until_changed(
+    world: ImportWorld,
+) -> None:
+    admin = scientist(None, "pharma_admin")
+    molecules = service(world)
+    assert await molecules.registration_prefix(admin, []) == ("MOL", False)
+    assert await molecules.set_registration_prefix(admin, "cro7") == ("CRO7", False)
+    created = await molecules.create(admin, NewMolecule("CCO"))
+    assert created.registration_number == "CRO7-000001"
+    with pytest.raises(PreconditionError):
+        await molecules.set_registration_prefix(admin, "MOL")
+    assert await molecules.registration_prefix(admin, []) == ("CRO7", True)
 
 
 async def test_lookup_by_number_or_imported_alias_and_filter_and_sort(world: ImportWorld) -> None:

@@ -579,6 +579,7 @@ async def test_servicer_speaks_the_issue_json(world: World) -> None:
             body = json_format.MessageToDict(created, preserving_proto_field_name=True)["data"]
             assert {
                 "id",
+                "registration_number",
                 "name",
                 "smiles",
                 "canonical_smiles",

@@ -24,7 +24,6 @@ from services.molecule.server.mapping import (
     status_name,
 )
 from services.molecule.service.molecules import MoleculeService, NewMolecule, PropertyInput
-from services.molecule.service.numbering import Numbering
 from services.runtime.auth import current_principal
 from services.runtime.pagination import PageRequest
 from services.runtime.protomap import enum_name
@@ -60,9 +59,8 @@ def definition_pb(d: properties.PropertyDefinition) -> molecule_pb2.PropertyDefi
 class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
     SERVICE_FULL_NAME = "molbridge.molecule.v1.MoleculeService"
 
-    def __init__(self, service: MoleculeService, numbering: Numbering) -> None:
+    def __init__(self, service: MoleculeService) -> None:
         self._service = service
-        self._numbering = numbering
 
     async def GetMoleculeByNumber(
         self, request: pb.GetMoleculeByNumberRequest, context: Context
@@ -73,7 +71,7 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
     async def GetRegistrationPrefix(
         self, request: pb.GetRegistrationPrefixRequest, context: Context
     ) -> pb.GetRegistrationPrefixResponse:
-        prefix, locked = await self._numbering.prefix(
+        prefix, locked = await self._service.registration_prefix(
             current_principal(), caller_credentials(context.invocation_metadata())
         )
         return pb.GetRegistrationPrefixResponse(data=pb.RegistrationPrefix(prefix=prefix, locked=locked))
@@ -81,7 +79,7 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
     async def SetRegistrationPrefix(
         self, request: pb.SetRegistrationPrefixRequest, context: Context
     ) -> pb.SetRegistrationPrefixResponse:
-        prefix, locked = await self._numbering.set_prefix(current_principal(), request.prefix)
+        prefix, locked = await self._service.set_registration_prefix(current_principal(), request.prefix)
         return pb.SetRegistrationPrefixResponse(data=pb.RegistrationPrefix(prefix=prefix, locked=locked))
 
     async def ListMolecules(

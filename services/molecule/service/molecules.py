@@ -78,7 +78,7 @@ class MoleculeService:
     def __init__(self, uow: MoleculeTransactions, index: QueryIndex, numbering: Numbering | None = None) -> None:
         self._uow = uow
         self._index = index
-        self._numbering = numbering  # None: new organizations start with DEFAULT_PREFIX
+        self._numbering = numbering or Numbering(uow, None)  # no organization names: DEFAULT_PREFIX
 
     # -- reads -------------------------------------------------------------------------------------------
 
@@ -216,8 +216,13 @@ class MoleculeService:
 
     async def _prepare_numbering(self, principal: Principal, credentials: Credentials) -> None:
         """The organization's default prefix from its name, before its first registration through the API."""
-        if self._numbering is not None:
-            await self._numbering.prepare(principal, credentials)
+        await self._numbering.prepare(principal, credentials)
+
+    async def registration_prefix(self, principal: Principal, credentials: Credentials) -> tuple[str, bool]:
+        return await self._numbering.prefix(principal, credentials)
+
+    async def set_registration_prefix(self, principal: Principal, prefix: str) -> tuple[str, bool]:
+        return await self._numbering.set_prefix(principal, prefix)
 
     # -- changes -----------------------------------------------------------------------------------------
 

@@ -17,12 +17,15 @@ from services.runtime.auth import Principal
 
 
 class Numbering:
-    def __init__(self, uow: MoleculeTransactions, organizations: OrganizationNames) -> None:
+    def __init__(self, uow: MoleculeTransactions, organizations: OrganizationNames | None) -> None:
+        """Without `organizations` new organizations start with DEFAULT_PREFIX."""
         self._uow = uow
         self._organizations = organizations
 
     async def prepare(self, principal: Principal, credentials: Credentials) -> None:
         """Gives the caller's organization its default prefix if it has none yet."""
+        if self._organizations is None:
+            return
         async with self._uow() as uow:
             if await uow.molecules.has_numbering(principal.organization_id):
                 return
