@@ -49,7 +49,7 @@ from bus.outbox import add_event
 from services.molecule.domain import chemistry
 from services.molecule.domain.properties import KNOWN_PROPERTIES
 from services.molecule.domain.vocabulary import CALCULATED
-from services.molecule.store.registration_numbers import allocate_numbers
+from services.molecule.store.registration_numbers import allocate_numbers, lock_counter
 from services.molecule.store.tables import SCHEMA, molecule_properties, molecule_provenance, molecules
 from services.runtime.db import UnitOfWork, make_engine
 
@@ -223,6 +223,8 @@ async def apply(uow: UnitOfWork, corrections: Iterable[Correction]) -> list[Corr
         if planned.kind not in _APPLIED:
             continue
         async with uow() as session:
+            # A split may number a new record: the numbering lock before the record's, as registrations take them.
+            await lock_counter(session, planned.molecule.organization_id)
             records = await stored_molecules(session, molecule_id=planned.molecule.id, lock=True)
             if not records:  # gone since the plan
                 continue

@@ -14,7 +14,8 @@ were new, so exactly one row per new molecule counts as registered — also when
 (or two files) race for the same key: the later insert waits for the earlier transaction and then
 finds the key taken. Every other valid row is merged into the molecule it names.
 
-Deadlocks: concurrent batches take row locks in one global order — molecules by InChIKey, merged
+Deadlocks: concurrent batches take row locks in one global order — the library row, the
+organization's registration counter (when there are new structures), molecules by InChIKey, merged
 molecules by id, property rows by (molecule, name), library rows by molecule — statement by
 statement in the same sequence, so two batches cannot wait for each other in a cycle.
 
@@ -96,6 +97,13 @@ async def register_structures(
     domain.events.molecules_changed). `job_id` marks an import (provenance rows are then unique per file row)."""
     if not rows:
         return RegistrationResult([])
+    async with await _cursor(session) as cursor:
+        # The library first (KEY SHARE: it cannot be deleted meanwhile), before the numbering lock: an API
+        # registration into a library holds that library's row before it allocates, too.
+        if library_id is not None:
+            await cursor.execute("SELECT 1 FROM libraries WHERE id = %s::uuid FOR KEY SHARE", (library_id,))
+            if await cursor.fetchone() is None:
+                library_id = None  # deleted while the import ran: the molecules are still registered
     numbers = await allocate_numbers(session, organization_id, [row.registered.inchi_key for row in rows])
     async with await _cursor(session) as cursor:
         result = await _write(cursor, rows, numbers, organization_id, actor_id, job_id, library_id)
@@ -240,16 +248,14 @@ async def _write(
             for row in rows
         ]
     )
-    # 7. Library membership, if the library still exists (KEY SHARE: it cannot be deleted meanwhile).
+    # 7. Library membership, if the library still exists (checked and locked above).
     if library_id is not None:
-        await cursor.execute("SELECT 1 FROM libraries WHERE id = %s::uuid FOR KEY SHARE", (library_id,))
-        if await cursor.fetchone() is not None:
-            await cursor.execute(
-                """INSERT INTO library_molecules (library_id, molecule_id, added_by)
-                   SELECT %(library)s::uuid, m, %(actor)s FROM unnest(%(ids)s::uuid[]) AS m ORDER BY m
-                   ON CONFLICT DO NOTHING""",
-                {"library": library_id, "ids": result.molecule_ids, "actor": actor_id},
-            )
+        await cursor.execute(
+            """INSERT INTO library_molecules (library_id, molecule_id, added_by)
+               SELECT %(library)s::uuid, m, %(actor)s FROM unnest(%(ids)s::uuid[]) AS m ORDER BY m
+               ON CONFLICT DO NOTHING""",
+            {"library": library_id, "ids": result.molecule_ids, "actor": actor_id},
+        )
     return result
 
 

@@ -57,6 +57,16 @@ async def allocate_numbers(session: AsyncSession, organization_id: str, keys: Se
     return {key: format_number(prefix, first + i) for i, key in enumerate(fresh)}
 
 
+async def lock_counter(session: AsyncSession, organization_id: str) -> None:
+    """Takes the organization's counter lock up front (a transaction that locks molecules before it may
+    allocate numbers: registrations lock the counter first, so it must too)."""
+    await session.execute(
+        sa.select(registration_counters.c.organization_id)
+        .where(registration_counters.c.organization_id == organization_id)
+        .with_for_update()
+    )
+
+
 async def has_counter(session: AsyncSession, organization_id: str) -> bool:
     found = await session.scalar(
         sa.select(registration_counters.c.organization_id).where(
