@@ -158,6 +158,31 @@ async def test_lookup_by_number_or_imported_alias_and_filter_and_sort(world: Imp
     assert [v.registration_number for v in found] == ["MOL-000004", "MOL-000003", "MOL-000002", "MOL-000001"]
 
 
+async def test_api_registrations_and_import_chunks_into_one_library_do_not_deadlock(world: ImportWorld) -> None:
+    """API creates lock the library row, then the counter; chunks take the same locks in the same order."""
+    who = scientist()
+    org, library = who.organization_id, str(uuid.uuid4())
+    await world.execute(
+        "INSERT INTO libraries (id, organization_id, owner_id, name) VALUES (:l, :o, :u, 'shared')",
+        l=library,
+        o=org,
+        u=who.subject,
+    )
+    smiles = molsets_smiles(120)
+    registered = await asyncio.to_thread(chemistry.register_many, smiles[:80])
+    rows = [StructureRow(i, r, "") for i, r in enumerate(registered) if isinstance(r, chemistry.Registered)]
+    molecules = service(world)
+    chunks = [
+        register(world, rows[i : i + 20], org, job_id=str(uuid.uuid4()), library_id=library) for i in (0, 20, 40, 60)
+    ]
+    creates = [molecules.create(who, NewMolecule(s), library_id=library) for s in smiles[80:100]]
+    await asyncio.gather(*chunks, *creates)
+    count = await world.scalar("SELECT count(*) FROM molecules WHERE organization_id = :o", o=org)
+    numbers = await world.rows("SELECT registration_number FROM molecules WHERE organization_id = :o", o=org)
+    assert sorted(n for (n,) in numbers) == [f"MOL-{i:06d}" for i in range(1, count + 1)]
+    assert await world.scalar("SELECT count(*) FROM library_molecules WHERE library_id = :l", l=library) == count
+
+
 async def test_the_migration_numbers_existing_molecules_in_registration_order(database_url: str) -> None:
     spec = MigrationSpec(SCHEMA, REPO_ROOT / "services" / "molecule" / "migrations")
     await asyncio.to_thread(command.upgrade, spec.config(database_url), "0001")
