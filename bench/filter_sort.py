@@ -160,9 +160,10 @@ async def generate(database_url: str, molecules: int, organization_id: str = ORG
     statements = [
         "SET LOCAL work_mem = '512MB'",
         "SELECT setseed(0.42)",
-        f"""INSERT INTO molecules (id, organization_id, inchi_key, name, smiles, canonical_smiles, formula,
+        f"""INSERT INTO molecules (id, organization_id, inchi_key, registration_number, name, smiles,
+                canonical_smiles, formula,
                 molecular_weight, status, morgan_fp, pattern_fp, created_by, created_at, updated_at)
-            SELECT gen_random_uuid(), '{organization_id}', upper(md5(i::text)),
+            SELECT gen_random_uuid(), '{organization_id}', upper(md5(i::text)), 'MOL-' || lpad(i::text, 7, '0'),
                    'MOL-' || lpad(i::text, 7, '0'), 'C' || i, 'C' || i, 'C' || (i % 50) || 'H' || (i % 90),
                    round((100 + random() * 600)::numeric, 4),
                    CASE WHEN i % 50 = 0 THEN 'ARCHIVED' WHEN i % 20 = 1 THEN 'TESTING' ELSE 'AVAILABLE' END,

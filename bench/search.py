@@ -376,7 +376,8 @@ def _copy_molecules(url: str, data: Dataset) -> None:
     with psycopg.connect(url, options="-c search_path=molecule,public") as connection:
         with connection.cursor() as cursor:
             columns = (
-                "id, organization_id, inchi_key, smiles, canonical_smiles, formula, molecular_weight, "
+                "id, organization_id, inchi_key, registration_number, smiles, canonical_smiles, formula, "
+                "molecular_weight, "
                 "morgan_fp, pattern_fp, created_by"
             )
             with cursor.copy(f"COPY molecules ({columns}) FROM STDIN") as copy:
@@ -385,7 +386,7 @@ def _copy_molecules(url: str, data: Dataset) -> None:
                     key = f"{i:014d}-BENCHMARKSA-N"  # unique per organization; the loader only reads it
                     smiles = text.replace("\\", "\\\\")  # COPY's text format escapes backslashes
                     buffer.write(
-                        f"{uuid.UUID(int=i + 1)}\t{ORGANIZATION}\t{key}\t{smiles}\t{smiles}\tX\t0\t"
+                        f"{uuid.UUID(int=i + 1)}\t{ORGANIZATION}\t{key}\tMOL-{i + 1:06d}\t{smiles}\t{smiles}\tX\t0\t"
                         f"\\\\x{data.morgan[i].tobytes().hex()}\t\\\\x{data.pattern[i].tobytes().hex()}"
                         "\tbench\n"
                     )

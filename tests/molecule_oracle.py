@@ -21,6 +21,7 @@ class Row:
     name: str
     inchi_key: str
     formula: str
+    registration_number: str = ""
     smiles: str = ""
     canonical_smiles: str = ""
     values: dict[tuple[str, str], Value] = field(default_factory=dict)  # (name, source) → value
@@ -72,7 +73,7 @@ def _single(value: Value, op: str, x: Value) -> bool:
 
 
 def condition_holds(row: Row, c: Condition) -> bool:
-    if c.property in ("name", "inchi_key", "formula", "smiles", "canonical_smiles"):
+    if c.property in ("name", "inchi_key", "formula", "registration_number", "smiles", "canonical_smiles"):
         value: Value | None = getattr(row, c.property)
     else:
         value = value_of(row, c.property, c.source)
@@ -107,7 +108,7 @@ def ordered(rows: list[Row], sort_by: str, desc: bool) -> list[Row]:
             return row.created
         if sort_by == "updated_at":
             return row.updated
-        if sort_by in ("name", "inchi_key", "formula"):
+        if sort_by in ("name", "inchi_key", "formula", "registration_number"):
             return str(getattr(row, sort_by))
         return value_of(row, sort_by)
 

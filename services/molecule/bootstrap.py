@@ -27,6 +27,7 @@ from molbridge.molecule.v1 import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.molecule.adapters.identity_organizations import IdentityOrganizationNames
 from services.molecule.adapters.identity_users import IdentityUserDirectory
 from services.molecule.index.columnar import QueryIndex
 from services.molecule.index.matcher import StructureMatcher
@@ -40,6 +41,7 @@ from services.molecule.server.search import SearchServicer
 from services.molecule.service.import_jobs import ImportJobService
 from services.molecule.service.libraries import LibraryService
 from services.molecule.service.molecules import MoleculeService
+from services.molecule.service.numbering import Numbering
 from services.molecule.service.predictions import DURABLE as PREDICTIONS_DURABLE
 from services.molecule.service.predictions import PREDICTIONS_SOURCE, PredictionConsumer
 from services.molecule.service.search import SearchService
@@ -101,6 +103,8 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
     matcher = StructureMatcher(settings.matcher_limits)
     users = IdentityUserDirectory(settings.addr_of("identity"))  # grantees must be users of the organization
     uploads = UploadService(transactions, storage, settings.import_limits)
+    organizations = IdentityOrganizationNames(settings.addr_of("identity"))  # default registration prefixes
+    numbering = Numbering(transactions, organizations)
     return MoleculeParts(
         settings=settings,
         storage=storage,
@@ -108,7 +112,7 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
         search_index=search_index,
         search_sync=search_sync,
         matcher=matcher,
-        molecules=MoleculeService(transactions, query_index),
+        molecules=MoleculeService(transactions, query_index, numbering),
         libraries=LibraryService(transactions, users, query_index),
         search=SearchService(
             transactions,
@@ -121,10 +125,10 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
         uploads=uploads,
         import_jobs=ImportJobService(
             transactions, storage, uploads, public_url=settings.public_url, limits=settings.import_limits,
-            queue=settings.csv_queue,
+            queue=settings.csv_queue, numbering=numbering,
         ),
         predictions=PredictionConsumer(transactions),  # PREDICTED values from the prediction service
-        on_stop=[users.close, matcher.close],
+        on_stop=[users.close, matcher.close, organizations.close],
     )
 
 

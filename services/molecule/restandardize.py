@@ -49,6 +49,7 @@ from bus.outbox import add_event
 from services.molecule.domain import chemistry
 from services.molecule.domain.properties import KNOWN_PROPERTIES
 from services.molecule.domain.vocabulary import CALCULATED
+from services.molecule.store.registration_numbers import allocate_numbers, lock_counter
 from services.molecule.store.tables import SCHEMA, molecule_properties, molecule_provenance, molecules
 from services.runtime.db import UnitOfWork, make_engine
 
@@ -222,6 +223,8 @@ async def apply(uow: UnitOfWork, corrections: Iterable[Correction]) -> list[Corr
         if planned.kind not in _APPLIED:
             continue
         async with uow() as session:
+            # A split may number a new record: the numbering lock before the record's, as registrations take them.
+            await lock_counter(session, planned.molecule.organization_id)
             records = await stored_molecules(session, molecule_id=planned.molecule.id, lock=True)
             if not records:  # gone since the plan
                 continue
@@ -299,19 +302,21 @@ async def _new_molecule(session: AsyncSession, organization_id: str, group: Grou
     have created it since the plan; then that one)."""
     first = group.registrations[0]
     proposed = str(uuid.uuid4())
-    inserted = await session.execute(
-        insert(molecules)
-        .values(
-            id=proposed,
-            organization_id=organization_id,
-            smiles=first.original_smiles,
-            created_by=first.registered_by or ACTOR,
-            **_structure(group.registered),
+    # A split-off record is a new molecule: it gets the next number (none if the key exists by now).
+    # (Allocation takes the counter's lock, so no registration can insert the key after this check.)
+    numbers = await allocate_numbers(session, organization_id, [group.inchi_key])
+    if numbers:
+        await session.execute(
+            insert(molecules).values(
+                id=proposed,
+                organization_id=organization_id,
+                registration_number=numbers[group.inchi_key],
+                smiles=first.original_smiles,
+                created_by=first.registered_by or ACTOR,
+                **_structure(group.registered),
+            )
         )
-        .on_conflict_do_nothing(constraint="molecules_identity")
-        .returning(molecules.c.id)
-    )
-    if inserted.first() is None:
+    else:
         existing = await session.execute(
             sa.select(molecules.c.id).where(
                 molecules.c.organization_id == organization_id, molecules.c.inchi_key == group.inchi_key

@@ -18,7 +18,9 @@ from tests.e2e.molecule_rest import (
     field_violations,
     start_import,
     upload_file,
+    wait_for_job,
 )
+from tests.e2e.test_identity_gateway import bearer
 
 api = test_identity_gateway.api
 admin = test_identity_gateway.admin
@@ -175,3 +177,29 @@ def test_an_import_answers_with_the_queued_job_at_once(api: httpx.Client, org: O
     assert job["status"] == "queued" and job["total_rows"] == 1 and job["mode"] == "keep_valid"
     again = start_import(api, org.headers, key, {"SMILES": "smiles"}, request_id="retry-me")
     assert again["job_id"] == job["job_id"]  # a retried request starts nothing new
+
+
+def test_an_organization_chooses_its_prefix_and_imported_ids_become_aliases(api: httpx.Client, admin: dict) -> None:
+    fresh = Org.create(api, admin)
+    scientist = bearer(fresh.add_user(api))
+    assert_error(
+        api.put("/molecules/registration-prefix", json={"prefix": "XY"}, headers=scientist), 403, "AUTHORIZATION_ERROR"
+    )
+    bad = assert_error(
+        api.put("/molecules/registration-prefix", json={"prefix": "X-1"}, headers=fresh.headers),
+        400,
+        "VALIDATION_ERROR",
+    )
+    assert "prefix" in field_violations(bad)
+    chosen = data(api.put("/molecules/registration-prefix", json={"prefix": "beta"}, headers=fresh.headers))
+    assert chosen["prefix"] == "BETA"  # unused yet: `locked` false
+    assert data(api.get("/molecules/registration-prefix", headers=fresh.headers))["prefix"] == "BETA"
+    body = b"cmpd_id,smiles\nBX-7,CCO\nBX-8,c1ccccc1\n"
+    key = created(upload_raw(api, fresh, body))["storage_key"]
+    suggested = data(api.get(f"{UPLOAD}/{key}/preview", headers=fresh.headers))["suggested_mapping"]
+    assert suggested == {"cmpd_id": "name", "smiles": "smiles"}
+    job = wait_for_job(api, fresh.headers, start_import(api, fresh.headers, key, suggested)["job_id"])
+    assert job["status"] == "completed" and job["registered"] == 2, job
+    by_alias = data(api.get("/molecules/by-number/BX-8", headers=scientist))
+    assert by_alias["registration_number"] == "BETA-000002" and by_alias["canonical_smiles"] == "c1ccccc1"
+    assert data(api.get("/molecules/by-number/beta-000001", headers=scientist))["name"] == "BX-7"

@@ -53,7 +53,7 @@ MAPPING = {"Compound": "name", "SMILES": "smiles", "IC50 (nM)": "ic50", "LogP": 
 # The issue's Molecule JSON.
 MOLECULE_KEYS = {
     "id", "name", "smiles", "canonical_smiles", "inchi_key", "formula", "molecular_weight", "status",
-    "properties", "flags", "library_ids", "created_at", "updated_at",
+    "properties", "flags", "library_ids", "created_at", "updated_at", "registration_number",
 }  # fmt: skip
 
 
@@ -278,6 +278,33 @@ def test_molecule_json_has_the_shape_of_the_issue(api: httpx.Client, alpha: Impo
     assert ("logp", "CALCULATED") in values
     assert values[("tpsa", "CALCULATED")][1] == "Å²"
     assert values[("custom_notes", "IMPORTED")][0] == "duplicate"  # the last merged row's
+
+
+def test_registration_numbers_are_shown_looked_up_filtered_and_sorted(api: httpx.Client, alpha: Imported) -> None:
+    headers = alpha.org.headers
+    molecules = by_name(api, alpha)
+    # The prefix comes from the organization's name ("Org …"). Caffeine was registered before the
+    # import; the import numbered its new molecules in row order.
+    assert {name: m["registration_number"] for name, m in molecules.items()} == {
+        "rest-caffeine": "ORG-000001",
+        "rest-aspirin": "ORG-000002",
+        "rest-ibuprofen": "ORG-000003",
+    }
+    assert data(api.get("/molecules/by-number/org-000002", headers=headers))["id"] == molecules["rest-aspirin"]["id"]
+    # The file's name column is kept as an alias, also of rows merged into a molecule.
+    by_alias = data(api.get("/molecules/by-number/rest-caffeine-hcl", headers=headers))
+    assert by_alias["id"] == alpha.caffeine_id and by_alias["registration_number"] == "ORG-000001"
+    assert_error(api.get("/molecules/by-number/ORG-999999", headers=headers), 404, "RESOURCE_NOT_FOUND")
+    names, meta = filtered(
+        api, headers, filters=[{"property": "registration_number", "operator": "eq", "value": "ORG-000003"}]
+    )
+    assert names == ["rest-ibuprofen"] and meta["total"] == 1
+    names, _ = filtered(api, headers, sort_by="registration_number", sort_desc=True)
+    assert names == ["rest-ibuprofen", "rest-aspirin", "rest-caffeine"]
+    # Numbers were issued, so the prefix is fixed now.
+    assert data(api.get("/molecules/registration-prefix", headers=headers)) == {"prefix": "ORG", "locked": True}
+    refused = api.put("/molecules/registration-prefix", json={"prefix": "ALPHA"}, headers=headers)
+    assert_error(refused, 409, "RESOURCE_CONFLICT")
 
 
 def test_property_catalogue(api: httpx.Client, alpha: Imported) -> None:

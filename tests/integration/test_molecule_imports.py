@@ -341,6 +341,15 @@ async def test_a_redelivered_chunk_changes_nothing(world: ImportWorld, row_pool:
     finished = await world.jobs().get_import(who, job.id)
     assert finished.status is JobStatus.COMPLETED
     assert (finished.processed_rows, finished.registered, finished.merged, finished.rejected) == (7, 3, 2, 2)
+    # Redeliveries burned no registration number; each file name is an alias of its molecule.
+    numbers = await world.rows("SELECT registration_number FROM molecules ORDER BY 1")
+    assert [n for (n,) in numbers] == ["MOL-000001", "MOL-000002", "MOL-000003"]
+    assert await world.scalar("SELECT next_value FROM registration_counters") == 4
+    aliases = await world.rows(
+        "SELECT a.alias, m.canonical_smiles FROM molecule_aliases a JOIN molecules m ON m.id = a.molecule_id"
+        " ORDER BY 1"
+    )
+    assert [tuple(a) for a in aliases] == [("a", "CCO"), ("b", "CCO"), ("d", "CCN"), ("e", "CCO"), ("f", "c1ccccc1")]
 
 
 async def test_start_import_refuses_bad_requests_by_name(world: ImportWorld) -> None:

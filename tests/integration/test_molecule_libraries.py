@@ -32,12 +32,15 @@ from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
 from services.identity.store import identity_transactions
 from services.identity.store.signing_keys import KeyRing
+from services.molecule.adapters.identity_organizations import IdentityOrganizationNames
 from services.molecule.adapters.identity_users import IdentityUserDirectory
 from services.molecule.bootstrap import build_parts
 from services.molecule.domain import chemistry
 from services.molecule.domain.library_rules import Level, LibraryFilter
 from services.molecule.index.columnar import QueryIndex
 from services.molecule.service.libraries import LibraryService
+from services.molecule.service.molecules import MoleculeService, NewMolecule
+from services.molecule.service.numbering import Numbering
 from services.molecule.settings import MoleculeSettings
 from services.molecule.store.tables import SCHEMA, molecule_properties, molecules
 from services.molecule.store.uow import molecule_transactions
@@ -45,7 +48,13 @@ from services.runtime import migrations
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import make_engine
 from services.runtime.email import FolderSender
-from services.runtime.errors import AuthorizationError, ConflictError, NotFoundError, ValidationError
+from services.runtime.errors import (
+    AuthorizationError,
+    ConflictError,
+    NotFoundError,
+    PreconditionError,
+    ValidationError,
+)
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
 from services.runtime.pagination import PageRequest
 from services.runtime.process import Process, running
@@ -123,7 +132,8 @@ class World:
                 await connection.execute(
                     molecules.insert().values(
                         id=molecule_id, organization_id=owner.principal.organization_id,
-                        inchi_key=registered.inchi_key, name=f"mol-{len(ids)}", smiles=registered.original_smiles,
+                        inchi_key=registered.inchi_key, registration_number=f"LIB-{molecule_id}",
+                        name=f"mol-{len(ids)}", smiles=registered.original_smiles,
                         canonical_smiles=registered.canonical_smiles, formula=registered.formula,
                         molecular_weight=registered.molecular_weight, morgan_fp=registered.morgan_fp,
                         pattern_fp=registered.pattern_fp, created_by=owner.id,
@@ -644,3 +654,39 @@ async def test_grpc_service_maps_requests_errors_and_forwards_credentials(world:
         assert [x.id for x in mine.data] == [created.id]
         gone = await stub.DeleteLibrary(pb.DeleteLibraryRequest(id=created.id), metadata=alice.credentials)
         assert gone.data.molecule_count == 2
+
+
+async def test_an_organization_numbers_with_a_prefix_from_its_name_until_its_admin_changes_it(world: World) -> None:
+    """Registration prefixes (service/numbering.py) with the organization's name asked of identity."""
+    names = IdentityOrganizationNames(world.identity_addr)
+    try:
+        numbering = Numbering(molecule_transactions(world.engine), names)
+        service = MoleculeService(molecule_transactions(world.engine), QueryIndex(world.engine), numbering)
+        tag = uuid.uuid4().hex[:4]
+        zeta = await world.identity.create_organization(world.root.principal, f"Zeta{tag} Labs", "PHARMA", "")
+        admin = await world.user(zeta.id, "pharma_admin")
+        scientist = await world.user(zeta.id, "pharma_scientist")
+        assert await numbering.prefix(admin.principal, admin.credentials) == (f"ZETA{tag}".upper(), False)
+        with pytest.raises(AuthorizationError):
+            await numbering.set_prefix(scientist.principal, "ZT")
+        with pytest.raises(ValidationError):
+            await numbering.set_prefix(admin.principal, "Z-T")
+        assert await numbering.set_prefix(admin.principal, "acme") == ("ACME", False)
+        created = await service.create(
+            scientist.principal, NewMolecule("CCO", "ethanol", []), credentials=scientist.credentials
+        )
+        assert created.registration_number == "ACME-000001"
+        assert await numbering.prefix(scientist.principal, scientist.credentials) == ("ACME", True)
+        with pytest.raises(PreconditionError):
+            await numbering.set_prefix(admin.principal, "ACMEX")
+        # An organization's first registration through the API takes its name's prefix.
+        beta = await world.identity.create_organization(world.root.principal, f"Beta{tag} Pharma", "PHARMA", "")
+        chemist = await world.user(beta.id, "pharma_scientist")
+        [outcome] = await service.batch_create(
+            chemist.principal, [NewMolecule("c1ccccc1", "benzene", [])], credentials=chemist.credentials
+        )
+        assert (await service.get(chemist.principal, outcome.molecule_id)).registration_number == (
+            f"BETA{tag}-000001".upper()
+        )
+    finally:
+        await names.close()

@@ -78,6 +78,13 @@ async def test_wrongly_merged_and_keyed_records_are_reported_then_split_and_reke
     assert records[ammonia] == ("N", "H3N", "N")
     assert records[sodium_chloride] == ("[Cl-].[Na+]", "ClNa", "[Na+].[Cl-]")
     assert records[old_ferrocene][0] == "C1=CCC=C1"  # the collision is left to a person
+    # Records keep their registration numbers; the split-off record takes the next one.
+    numbers = dict(
+        await world.rows("SELECT id::text, registration_number FROM molecules WHERE organization_id = :o", o=org)
+    )
+    assert [numbers[i] for i in (merged, sodium_chloride, old_ferrocene, ferrocene, aspirin, ammonia)] == [
+        f"MOL-{n:06d}" for n in range(1, 7)
+    ]
     # Provenance, row values, CALCULATED values and library membership follow the registrations.
     provenance = await world.rows(
         "SELECT row_number, molecule_id::text FROM molecule_provenance WHERE job_id = :j ORDER BY row_number", j=job

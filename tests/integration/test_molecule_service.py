@@ -145,13 +145,15 @@ async def oracle_rows(world: World, org: str) -> list[oracle.Row]:
             name=r.name,
             inchi_key=r.inchi_key,
             formula=r.formula,
+            registration_number=r.registration_number,
             smiles=r.smiles,
             canonical_smiles=r.canonical_smiles,
             values={("molecular_weight", "CALCULATED"): r.molecular_weight},
         )
         for r in await world.rows(
             """SELECT id, status, extract(epoch FROM created_at)::float8 AS created,
-                      extract(epoch FROM updated_at)::float8 AS updated, name, inchi_key, formula, smiles,
+                      extract(epoch FROM updated_at)::float8 AS updated, name, inchi_key, formula,
+                      registration_number, smiles,
                       canonical_smiles, molecular_weight FROM molecules WHERE organization_id = :org""",
             org=org,
         )
@@ -577,6 +579,7 @@ async def test_servicer_speaks_the_issue_json(world: World) -> None:
             body = json_format.MessageToDict(created, preserving_proto_field_name=True)["data"]
             assert {
                 "id",
+                "registration_number",
                 "name",
                 "smiles",
                 "canonical_smiles",

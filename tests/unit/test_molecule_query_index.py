@@ -14,7 +14,7 @@ import pytest
 from services.molecule.domain.vocabulary import STATUSES
 from services.molecule.index.columnar import TenantColumns
 from services.molecule.index.ids import id_halves, id_text
-from services.molecule.index.query import MoleculeQuery, RawFilter, parse_query
+from services.molecule.index.query import MEMORY_FIELDS, MoleculeQuery, RawFilter, parse_query
 from services.molecule.store.molecule_columns import ColumnBatch
 from services.runtime.errors import ValidationError
 from services.runtime.pagination import PageRequest
@@ -145,6 +145,7 @@ def synthetic(count: int, rng: random.Random) -> list[oracle.Row]:
                 name=rng.choice(NAMES) + (str(rng.randint(0, 30)) if rng.random() < 0.5 else ""),
                 inchi_key=f"KEY{rng.randint(0, 10**6):07d}",
                 formula=f"C{rng.randint(1, 30)}H{rng.randint(1, 60)}",
+                registration_number=f"MOL-{i + 1:06d}",
                 values=values,
                 flags={
                     (u, t) for u in USERS for t in ("PRIORITY", "FAVORITE", "REVIEW") if rng.random() < 0.1
@@ -181,7 +182,7 @@ def batch_of(rows: list[oracle.Row], requested: list[str] | None = None) -> Colu
         created=np.array([r.created for r in rows]),
         updated=np.array([r.updated for r in rows]),
         molecular_weight=np.array([r.values[("molecular_weight", "CALCULATED")] for r in rows]),
-        text={f: [getattr(r, f) for r in rows] for f in ("name", "inchi_key", "formula")},
+        text={f: [getattr(r, f) for r in rows] for f in MEMORY_FIELDS},
         numbers=[
             (k[0], k[1], *halves([i for i, _ in v]), np.array([x for _, x in v])) for k, v in numbers.items()
         ],
@@ -208,12 +209,15 @@ def random_queries(rng: random.Random, count: int) -> Iterator[tuple[MoleculeQue
         lambda: RawFilter("name", rng.choice(["eq", "neq", "contains"]), rng.choice(NAMES + ["asp", "IN"])),
         lambda: RawFilter("name", "in", rng.sample(NAMES, 3)),
         lambda: RawFilter("formula", "contains", f"C{rng.randint(1, 3)}"),
+        lambda: RawFilter(
+            "registration_number", rng.choice(["eq", "neq", "contains"]), f"MOL-{rng.randint(1, 500):06d}"
+        ),
         lambda: RawFilter("molecular_weight", "lte", round(rng.uniform(100, 700), 1)),
     ]
     sorts = [
         "",
         *["name", "created_at", "updated_at", "molecular_weight", "logp"],
-        *["ic50", "num_rings", "custom_series", "inchi_key", "formula", "tpsa"],
+        *["ic50", "num_rings", "custom_series", "inchi_key", "formula", "tpsa", "registration_number"],
     ]
     for _ in range(count):
         query = parse_query(

@@ -9,7 +9,7 @@ Semantics (documented for the API):
   numeric values, text with text values (text that reads as a number also matches that number).
 - Status: default every status but ARCHIVED. Flags: the caller's own, any of the given types.
 - Sorting: by a property's effective value (numbers before text for mixed custom properties,
-  molecules lacking the value last in either direction), or by name, inchi_key, formula,
+  molecules lacking the value last in either direction), or by name, inchi_key, formula, registration_number,
   created_at, updated_at. Ties are broken by id, so pages never overlap. Default: newest first.
 - smiles / canonical_smiles conditions are evaluated by PostgreSQL (structures are not held here:
   they would double the memory, and exact/substructure search has its own index).
@@ -28,7 +28,7 @@ from services.molecule.domain.vocabulary import FLAG_TYPES, SOURCES, STATUSES
 from services.molecule.index.ids import parse_uuid
 from services.runtime.validation import Violations
 
-MEMORY_FIELDS = ("name", "inchi_key", "formula")  # molecule text columns held in the index
+MEMORY_FIELDS = ("name", "inchi_key", "formula", "registration_number")  # molecule text columns held in the index
 SQL_FIELDS = ("smiles", "canonical_smiles")  # molecule text columns filtered in PostgreSQL
 TEXT_FIELDS = MEMORY_FIELDS + SQL_FIELDS
 TIME_FIELDS = ("created_at", "updated_at")
@@ -114,7 +114,9 @@ def parse_query(
         violations.add("library_id", "not a library id")
     sort_key = sort_by.strip()
     if sort_key and not _sortable(sort_key):
-        violations.add("sort_by", "name, inchi_key, formula, created_at, updated_at or a property name")
+        violations.add(
+            "sort_by", "name, inchi_key, formula, registration_number, created_at, updated_at or a property name"
+        )
     if violations:
         field_name, reason = violations.items[0]
         violations.raise_if_any(f"Invalid query: {field_name}: {reason}")
@@ -143,7 +145,8 @@ def parse_condition(raw: RawFilter) -> Condition:
     if kind is None:
         raise _Invalid(
             "property",
-            f"unknown property {name[:64]!r}: use name, smiles, canonical_smiles, inchi_key, formula, "
+            f"unknown property {name[:64]!r}: use name, registration_number, smiles, canonical_smiles, inchi_key, "
+            "formula, "
             "a known property (GET /api/v1/molecules/properties) or custom_<name>",
         )
     try:

@@ -13,6 +13,7 @@ from molbridge.molecule.v1 import import_service_pb2_grpc as pb_grpc
 
 from services.molecule.domain import csv_format
 from services.molecule.domain.imports import ImportJob
+from services.molecule.server.mapping import caller_credentials
 from services.molecule.service.import_jobs import REPORT_CONTENT_TYPE, ImportJobService
 from services.molecule.service.uploads import StoredUpload, UploadService
 from services.runtime.auth import current_principal
@@ -109,6 +110,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             request.library_id,
             list(request.predict),
             request.request_id,
+            credentials=caller_credentials(context.invocation_metadata()),
         )
         return pb.StartImportResponse(data=import_job_pb(job))
 

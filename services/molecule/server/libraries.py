@@ -11,7 +11,7 @@ from molbridge.molecule.v1 import library_service_pb2_grpc as pb_grpc
 
 from services.molecule.domain.distributions import Histogram
 from services.molecule.domain.library_rules import Level, LibraryFilter
-from services.molecule.server.mapping import molecule_pb
+from services.molecule.server.mapping import caller_credentials, molecule_pb
 from services.molecule.service.libraries import LibraryService
 from services.molecule.store.libraries import Library, LibraryAccess
 from services.runtime.auth import current_principal
@@ -20,10 +20,6 @@ from services.runtime.pagination import PageRequest
 from services.runtime.protomap import enum_name, enum_number, timestamp
 
 Context: TypeAlias = grpc.aio.ServicerContext
-
-
-# Metadata that proves who the caller is, forwarded when the service asks identity on their behalf.
-CREDENTIAL_HEADERS = ("authorization", "x-api-key")
 
 
 def _category(value: int) -> str:
@@ -72,8 +68,7 @@ def distribution_pb(hist: Histogram) -> pb.Distribution:
 
 
 def _credentials(context: Context) -> list[tuple[str, str]]:
-    metadata = context.invocation_metadata() or ()
-    return [(k, v) for k, v in metadata if k in CREDENTIAL_HEADERS and isinstance(v, str)]
+    return caller_credentials(context.invocation_metadata())
 
 
 class LibraryServicer(pb_grpc.LibraryServiceServicer):

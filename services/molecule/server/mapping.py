@@ -25,7 +25,8 @@ def _value(value: float | str | None) -> struct_pb2.Value:
 def molecule_pb(view: MoleculeView) -> molecule_pb2.Molecule:
     """The one Molecule mapping (MoleculeService's lists use it too)."""
     return molecule_pb2.Molecule(
-        id=view.id, name=view.name, smiles=view.smiles, canonical_smiles=view.canonical_smiles,
+        id=view.id, registration_number=view.registration_number, name=view.name, smiles=view.smiles,
+        canonical_smiles=view.canonical_smiles,
         inchi_key=view.inchi_key, formula=view.formula, molecular_weight=view.molecular_weight,
         status=enum_number(molecule_pb2.Molecule.Status, view.status),
         properties=[
@@ -46,6 +47,15 @@ def molecule_pb(view: MoleculeView) -> molecule_pb2.Molecule:
         library_ids=view.library_ids, organization_id=view.organization_id, created_by=view.created_by,
         created_at=timestamp(view.created_at), updated_at=timestamp(view.updated_at),
     )
+
+
+# Metadata that proves who the caller is, forwarded when the service asks identity on their behalf.
+CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+
+
+def caller_credentials(metadata: Sequence[tuple[str, str | bytes]] | None) -> list[tuple[str, str]]:
+    """The caller's credentials from its call metadata, to call another service on its behalf."""
+    return [(k, v) for k, v in metadata or () if k in CREDENTIAL_HEADERS and isinstance(v, str)]
 
 
 def python_value(value: struct_pb2.Value | None) -> Any:

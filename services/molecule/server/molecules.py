@@ -15,6 +15,7 @@ from molbridge.molecule.v1 import molecule_service_pb2_grpc as pb_grpc
 from services.molecule.domain import properties
 from services.molecule.index.query import MoleculeQuery, parse_query
 from services.molecule.server.mapping import (
+    caller_credentials,
     flag_name,
     molecule_pb,
     python_value,
@@ -61,6 +62,26 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
     def __init__(self, service: MoleculeService) -> None:
         self._service = service
 
+    async def GetMoleculeByNumber(
+        self, request: pb.GetMoleculeByNumberRequest, context: Context
+    ) -> pb.GetMoleculeByNumberResponse:
+        view = await self._service.get_by_number(current_principal(), request.number)
+        return pb.GetMoleculeByNumberResponse(data=molecule_pb(view))
+
+    async def GetRegistrationPrefix(
+        self, request: pb.GetRegistrationPrefixRequest, context: Context
+    ) -> pb.GetRegistrationPrefixResponse:
+        prefix, locked = await self._service.registration_prefix(
+            current_principal(), caller_credentials(context.invocation_metadata())
+        )
+        return pb.GetRegistrationPrefixResponse(data=pb.RegistrationPrefix(prefix=prefix, locked=locked))
+
+    async def SetRegistrationPrefix(
+        self, request: pb.SetRegistrationPrefixRequest, context: Context
+    ) -> pb.SetRegistrationPrefixResponse:
+        prefix, locked = await self._service.set_registration_prefix(current_principal(), request.prefix)
+        return pb.SetRegistrationPrefixResponse(data=pb.RegistrationPrefix(prefix=prefix, locked=locked))
+
     async def ListMolecules(
         self, request: pb.ListMoleculesRequest, context: Context
     ) -> pb.ListMoleculesResponse:
@@ -104,6 +125,7 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
             _new_molecule(request.molecule),
             library_id=request.library_id,
             request_id=request.request_id,
+            credentials=caller_credentials(context.invocation_metadata()),
         )
         return pb.CreateMoleculeResponse(data=molecule_pb(view))
 
@@ -115,6 +137,7 @@ class MoleculeServicer(pb_grpc.MoleculeServiceServicer):
             [_new_molecule(m) for m in request.molecules],
             library_id=request.library_id,
             request_id=request.request_id,
+            credentials=caller_credentials(context.invocation_metadata()),
         )
         return pb.BatchCreateMoleculesResponse(
             data=[

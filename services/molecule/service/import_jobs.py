@@ -34,12 +34,14 @@ from pathlib import PurePath
 from molbridge.events.v1.molecule_pb2 import ImportChunkRequested
 
 from bus.subjects import work_subject
+from services.molecule.adapters.identity_users import Credentials
 from services.molecule.domain import csv_format
 from services.molecule.domain.imports import ImportJob, JobStatus, chunk_phase, parse_mode
 from services.molecule.domain.library_rules import Action
 from services.molecule.domain.properties import KNOWN_PROPERTIES, PREDICTABLE_PROPERTIES
 from services.molecule.domain.uploads import ImportLimits, StoredUpload
 from services.molecule.domain.vocabulary import IMPORT_MANAGER_ROLES, WRITER_ROLES
+from services.molecule.service.numbering import Numbering
 from services.molecule.service.uploads import UploadService
 from services.molecule.store.uow import MoleculeTransactions
 from services.runtime.auth import Principal
@@ -82,8 +84,10 @@ class ImportJobService:
         limits: ImportLimits | None = None,
         queue: str = CSV_QUEUE,
         rows_per_chunk: int = ROWS_PER_CHUNK,
+        numbering: Numbering | None = None,
     ) -> None:
         self._uow = uow
+        self._numbering = numbering
         self._storage = storage
         self._uploads = uploads
         self._public_url = public_url.rstrip("/")
@@ -101,7 +105,10 @@ class ImportJobService:
         library_id: str,
         predict: Sequence[str],
         request_id: str,
+        *,
+        credentials: Credentials = (),
     ) -> ImportJob:
+        """`credentials` are the caller's (the organization's name for its default registration prefix)."""
         principal.require_any_role(*WRITER_ROLES)
         chosen_mode = parse_mode(mode)
         wanted = _predictable(predict)
@@ -109,6 +116,8 @@ class ImportJobService:
         headers, dialect = await asyncio.to_thread(self._header, upload)
         csv_format.validate_mapping(headers, mapping, KNOWN_PROPERTIES.keys())
         chunks = await asyncio.to_thread(self._plan, upload, dialect)
+        if self._numbering is not None:
+            await self._numbering.prepare(principal, credentials)
         async with self._uow() as uow:
             library = None
             if library_id:

@@ -20,6 +20,9 @@ Decisions:
 - Batch create: structure or value problems reject that molecule only (its outcome says why);
   a library the caller may not change rejects the whole request. With a request_id, the outcomes
   themselves are what a retry gets back.
+- Registration numbers (<PREFIX>-000123) are issued at registration (store/registration_numbers.py);
+  the prefix (service/numbering.py) defaults from the organization's name, asked of identity with the
+  caller's credentials before the organization's first registration through the API.
 - Pictures: the canonical SMILES of the parent, SVG by default, 50–2000 px each side (300 default).
 """
 
@@ -31,6 +34,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from services.molecule.adapters.identity_users import Credentials
 from services.molecule.domain import chemistry, properties
 from services.molecule.domain.events import molecule_changed, molecules_changed
 from services.molecule.domain.imports import StructureRow
@@ -56,6 +60,7 @@ from services.molecule.domain.molecules import (
 from services.molecule.domain.vocabulary import ARCHIVED, IMPORTED, WRITER_ROLES
 from services.molecule.index.columnar import QueryIndex
 from services.molecule.index.query import MoleculeQuery
+from services.molecule.service.numbering import Numbering
 from services.molecule.store.molecule_views import MoleculeView
 from services.molecule.store.registration import RegistrationResult
 from services.molecule.store.uow import MoleculeTransactions, MoleculeUnitOfWork
@@ -70,15 +75,22 @@ log = logging.getLogger("molbridge.molecule.molecules")
 
 
 class MoleculeService:
-    def __init__(self, uow: MoleculeTransactions, index: QueryIndex) -> None:
+    def __init__(self, uow: MoleculeTransactions, index: QueryIndex, numbering: Numbering | None = None) -> None:
         self._uow = uow
         self._index = index
+        self._numbering = numbering or Numbering(uow, None)  # no organization names: DEFAULT_PREFIX
 
     # -- reads -------------------------------------------------------------------------------------------
 
     async def get(self, principal: Principal, molecule_id: str) -> MoleculeView:
         async with self._uow() as uow:
             row = await uow.molecules.get(principal, molecule_id)
+            return (await uow.molecule_views.of_rows(principal, [row]))[0]
+
+    async def get_by_number(self, principal: Principal, number: str) -> MoleculeView:
+        """By registration number (any case) or alias; 404 when neither names a molecule."""
+        async with self._uow() as uow:
+            row = await uow.molecules.get_by_number(principal, number)
             return (await uow.molecule_views.of_rows(principal, [row]))[0]
 
     async def batch_get(self, principal: Principal, ids: Sequence[str]) -> tuple[list[MoleculeView], list[str]]:
@@ -127,7 +139,13 @@ class MoleculeService:
     # -- registration ------------------------------------------------------------------------------------
 
     async def create(
-        self, principal: Principal, new: NewMolecule, *, library_id: str = "", request_id: str = ""
+        self,
+        principal: Principal,
+        new: NewMolecule,
+        *,
+        library_id: str = "",
+        request_id: str = "",
+        credentials: Credentials = (),
     ) -> MoleculeView:
         _require_writer(principal)
         try:
@@ -139,6 +157,7 @@ class MoleculeService:
         except chemistry.InvalidStructure as error:
             raise invalid("molecule.smiles", error.reason) from None
         row = StructureRow(None, registered, name, values, IMPORTED)
+        await self._prepare_numbering(principal, credentials)
         async with self._uow() as uow:
             library = await _writable_library(uow, principal, library_id)
 
@@ -150,7 +169,13 @@ class MoleculeService:
         return await self._after_write(principal, molecule_id)
 
     async def batch_create(
-        self, principal: Principal, news: Sequence[NewMolecule], *, library_id: str = "", request_id: str = ""
+        self,
+        principal: Principal,
+        news: Sequence[NewMolecule],
+        *,
+        library_id: str = "",
+        request_id: str = "",
+        credentials: Credentials = (),
     ) -> list[Outcome]:
         _require_writer(principal)
         check_batch_size(len(news))
@@ -166,6 +191,8 @@ class MoleculeService:
                 outcomes[i] = Outcome(i, "rejected", reason=f"{problem.field}: {problem.reason}")
                 continue
             rows.append((i, StructureRow(None, structure, name, values, IMPORTED)))
+        if rows:
+            await self._prepare_numbering(principal, credentials)
         async with self._uow() as uow:
             library = await _writable_library(uow, principal, library_id)
 
@@ -186,6 +213,16 @@ class MoleculeService:
         ]
         await self._refresh(principal, [o.molecule_id for o in result if o.molecule_id])
         return result
+
+    async def _prepare_numbering(self, principal: Principal, credentials: Credentials) -> None:
+        """The organization's default prefix from its name, before its first registration through the API."""
+        await self._numbering.prepare(principal, credentials)
+
+    async def registration_prefix(self, principal: Principal, credentials: Credentials) -> tuple[str, bool]:
+        return await self._numbering.prefix(principal, credentials)
+
+    async def set_registration_prefix(self, principal: Principal, prefix: str) -> tuple[str, bool]:
+        return await self._numbering.set_prefix(principal, prefix)
 
     # -- changes -----------------------------------------------------------------------------------------
 

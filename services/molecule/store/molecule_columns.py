@@ -42,7 +42,7 @@ _MOLECULES = f"""
 SELECT array_agg(m.id), array_agg(coalesce(array_position({_STATUS_ARRAY}, m.status) - 1, {GONE})::int2),
        array_agg(extract(epoch FROM m.created_at)::float8),
        array_agg(extract(epoch FROM m.updated_at)::float8), array_agg(m.molecular_weight),
-       array_agg(m.name), array_agg(m.inchi_key), array_agg(m.formula)
+       array_agg(m.name), array_agg(m.inchi_key), array_agg(m.formula), array_agg(m.registration_number)
 FROM molecules m WHERE {{where}}"""
 _NUMBERS = """
 SELECT p.name, p.source, array_agg(p.molecule_id), array_agg(p.value_num)

@@ -40,6 +40,7 @@ class MoleculeView:
     """One molecule as a list shows it (properties of every source, the caller's flags, visible libraries)."""
 
     id: str
+    registration_number: str
     name: str
     smiles: str
     canonical_smiles: str
@@ -98,7 +99,8 @@ async def molecule_views(session: AsyncSession, principal: Principal, rows: Sequ
         memberships[str(molecule_id)].append(str(library_id))
     return [
         MoleculeView(
-            id=str(r.id), name=r.name, smiles=r.smiles, canonical_smiles=r.canonical_smiles, inchi_key=r.inchi_key,
+            id=str(r.id), registration_number=r.registration_number, name=r.name, smiles=r.smiles,
+            canonical_smiles=r.canonical_smiles, inchi_key=r.inchi_key,
             formula=r.formula, molecular_weight=r.molecular_weight, status=r.status,
             organization_id=str(r.organization_id), created_by=r.created_by, created_at=r.created_at,
             updated_at=r.updated_at, properties=props[str(r.id)], flags=user_flags[str(r.id)],

@@ -11,9 +11,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.molecule.domain.imports import PropertyValue, StructureRow
+from services.molecule.domain.registration_numbers import normalize_number
 from services.molecule.domain.vocabulary import IMPORTED, PREDICTED
+from services.molecule.store import registration_numbers
 from services.molecule.store.registration import RegistrationResult, register_structures
-from services.molecule.store.tables import flags, molecule_properties, molecules
+from services.molecule.store.tables import flags, molecule_aliases, molecule_properties, molecules
 from services.runtime.auth import Principal
 from services.runtime.db import canonical_uuid
 from services.runtime.errors import NotFoundError
@@ -35,6 +37,48 @@ class MoleculeRepository:
         if row is None:
             raise NotFoundError("Molecule not found")
         return row
+
+    async def get_by_number(self, principal: Principal, number: str) -> Any:
+        """The caller's organization's molecule with this registration number or alias, or 404."""
+        organization = molecules.c.organization_id == principal.organization_id
+        normalized = normalize_number(number)
+        row = None
+        if normalized is not None:
+            row = (
+                await self._session.execute(
+                    sa.select(molecules).where(organization, molecules.c.registration_number == normalized)
+                )
+            ).first()
+        if row is None and number.strip():
+            row = (
+                await self._session.execute(
+                    sa.select(molecules)
+                    .join(molecule_aliases, molecule_aliases.c.molecule_id == molecules.c.id)
+                    .where(
+                        organization,
+                        molecule_aliases.c.organization_id == principal.organization_id,
+                        molecule_aliases.c.alias == number.strip(),
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError("No molecule has this registration number or alias")
+        return row
+
+    async def has_numbering(self, organization_id: str) -> bool:
+        return await registration_numbers.has_counter(self._session, organization_id)
+
+    async def start_numbering(self, organization_id: str, prefix: str) -> None:
+        """Gives the organization its first prefix, unless it has one."""
+        await registration_numbers.start_counter(self._session, organization_id, prefix)
+
+    async def registration_prefix(self, organization_id: str) -> tuple[str, bool]:
+        """(prefix, whether numbers were issued) of the organization."""
+        return await registration_numbers.current_prefix(self._session, organization_id)
+
+    async def set_registration_prefix(self, organization_id: str, prefix: str) -> None:
+        """409 (PreconditionError) once a number was issued."""
+        await registration_numbers.set_prefix(self._session, organization_id, prefix)
 
     async def rows_in_order(self, principal: Principal, ids: Sequence[str]) -> list[Any]:
         """The caller's organization's molecule rows with these ids, in this order (missing ones left out)."""

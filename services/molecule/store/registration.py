@@ -14,9 +14,13 @@ were new, so exactly one row per new molecule counts as registered — also when
 (or two files) race for the same key: the later insert waits for the earlier transaction and then
 finds the key taken. Every other valid row is merged into the molecule it names.
 
-Deadlocks: concurrent batches take row locks in one global order — molecules by InChIKey, merged
+Deadlocks: concurrent batches take row locks in one global order — the library row, the
+organization's registration counter (when there are new structures), molecules by InChIKey, merged
 molecules by id, property rows by (molecule, name), library rows by molecule — statement by
 statement in the same sequence, so two batches cannot wait for each other in a cycle.
+
+Numbers: new molecules get their registration numbers from store/registration_numbers.py before
+the insert (one block per batch, numbered in row order); merged molecules keep theirs.
 
 Decisions:
 - Merged molecules get `updated_at` bumped and, if they had no name, the row's name.
@@ -40,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.molecule.domain.imports import PropertyValue, StructureRow, stored_value
 from services.molecule.domain.properties import KNOWN_PROPERTIES
 from services.molecule.domain.vocabulary import CALCULATED
+from services.molecule.store.registration_numbers import allocate_numbers
 
 __all__ = [
     "PropertyValue",
@@ -93,13 +98,22 @@ async def register_structures(
     if not rows:
         return RegistrationResult([])
     async with await _cursor(session) as cursor:
-        result = await _write(cursor, rows, organization_id, actor_id, job_id, library_id)
+        # The library first (KEY SHARE: it cannot be deleted meanwhile), before the numbering lock: an API
+        # registration into a library holds that library's row before it allocates, too.
+        if library_id is not None:
+            await cursor.execute("SELECT 1 FROM libraries WHERE id = %s::uuid FOR KEY SHARE", (library_id,))
+            if await cursor.fetchone() is None:
+                library_id = None  # deleted while the import ran: the molecules are still registered
+    numbers = await allocate_numbers(session, organization_id, [row.registered.inchi_key for row in rows])
+    async with await _cursor(session) as cursor:
+        result = await _write(cursor, rows, numbers, organization_id, actor_id, job_id, library_id)
     return result
 
 
 async def _write(
     cursor: AsyncCursor,
     rows: Sequence[StructureRow],
+    numbers: dict[str, str],
     organization_id: str,
     actor_id: str,
     job_id: str | None,
@@ -110,20 +124,20 @@ async def _write(
         first_of.setdefault(row.registered.inchi_key, row)
     proposed = {key: str(uuid.uuid4()) for key in first_of}
 
-    # 1. Molecules: new keys are inserted; every key's id is read back.
+    # 1. Molecules: new keys (those given a number) are inserted; every key's id is read back.
     await _stage(
         cursor,
         "molecules",
-        "id uuid, inchi_key text, name text, smiles text, canonical_smiles text, formula text, "
-        "molecular_weight float8, morgan_fp bytea, pattern_fp bytea",
-        (_molecule(proposed[key], row) for key, row in first_of.items()),
+        "id uuid, inchi_key text, registration_number text, name text, smiles text, canonical_smiles text, "
+        "formula text, molecular_weight float8, morgan_fp bytea, pattern_fp bytea",
+        (_molecule(proposed[key], numbers.get(key), row) for key, row in first_of.items()),
     )
     await cursor.execute(
-        """INSERT INTO molecules (id, organization_id, inchi_key, name, smiles, canonical_smiles, formula,
-                                  molecular_weight, morgan_fp, pattern_fp, created_by)
-           SELECT id, %(org)s::uuid, inchi_key, name, smiles, canonical_smiles, formula, molecular_weight,
-                  morgan_fp, pattern_fp, %(actor)s
-           FROM pg_temp.stage_molecules ORDER BY inchi_key
+        """INSERT INTO molecules (id, organization_id, inchi_key, registration_number, name, smiles,
+                                  canonical_smiles, formula, molecular_weight, morgan_fp, pattern_fp, created_by)
+           SELECT id, %(org)s::uuid, inchi_key, registration_number, name, smiles, canonical_smiles, formula,
+                  molecular_weight, morgan_fp, pattern_fp, %(actor)s
+           FROM pg_temp.stage_molecules WHERE registration_number IS NOT NULL ORDER BY inchi_key
            ON CONFLICT (organization_id, inchi_key) DO NOTHING""",
         {"org": organization_id, "actor": actor_id},
     )
@@ -213,6 +227,17 @@ async def _write(
         {"job": job_id, "actor": actor_id},
     )
 
+    # 6. Aliases: an imported row's name (the file's name / id column) finds its molecule; the first
+    # molecule to claim a name keeps it.
+    aliases = {row.name: molecule_of[row.registered.inchi_key] for row in reversed(rows) if row.name}
+    if job_id is not None and aliases:
+        await cursor.execute(
+            """INSERT INTO molecule_aliases (organization_id, alias, molecule_id)
+               SELECT %(org)s::uuid, a, m FROM unnest(%(aliases)s::text[], %(ids)s::uuid[]) AS t(a, m) ORDER BY a
+               ON CONFLICT DO NOTHING""",
+            {"org": organization_id, "aliases": list(aliases), "ids": list(aliases.values())},
+        )
+
     result = RegistrationResult(
         [
             RowOutcome(
@@ -223,24 +248,23 @@ async def _write(
             for row in rows
         ]
     )
-    # 6. Library membership, if the library still exists (KEY SHARE: it cannot be deleted meanwhile).
+    # 7. Library membership, if the library still exists (checked and locked above).
     if library_id is not None:
-        await cursor.execute("SELECT 1 FROM libraries WHERE id = %s::uuid FOR KEY SHARE", (library_id,))
-        if await cursor.fetchone() is not None:
-            await cursor.execute(
-                """INSERT INTO library_molecules (library_id, molecule_id, added_by)
-                   SELECT %(library)s::uuid, m, %(actor)s FROM unnest(%(ids)s::uuid[]) AS m ORDER BY m
-                   ON CONFLICT DO NOTHING""",
-                {"library": library_id, "ids": result.molecule_ids, "actor": actor_id},
-            )
+        await cursor.execute(
+            """INSERT INTO library_molecules (library_id, molecule_id, added_by)
+               SELECT %(library)s::uuid, m, %(actor)s FROM unnest(%(ids)s::uuid[]) AS m ORDER BY m
+               ON CONFLICT DO NOTHING""",
+            {"library": library_id, "ids": result.molecule_ids, "actor": actor_id},
+        )
     return result
 
 
-def _molecule(molecule_id: str, row: StructureRow) -> tuple[object, ...]:
+def _molecule(molecule_id: str, number: str | None, row: StructureRow) -> tuple[object, ...]:
     r = row.registered
     return (
         molecule_id,
         r.inchi_key,
+        number,
         row.name,
         r.original_smiles,
         r.canonical_smiles,

@@ -25,6 +25,8 @@ molecules = sa.Table(
     sa.Column("id", _id, primary_key=True),
     sa.Column("organization_id", _id, nullable=False),
     sa.Column("inchi_key", sa.Text, nullable=False),
+    # <PREFIX>-000123: unique in the organization, issued in registration order, never reused.
+    sa.Column("registration_number", sa.Text, nullable=False),
     sa.Column("name", sa.Text, nullable=False, server_default=""),
     sa.Column("smiles", sa.Text, nullable=False),  # as first submitted
     sa.Column("canonical_smiles", sa.Text, nullable=False),  # of the standardized parent
@@ -37,9 +39,31 @@ molecules = sa.Table(
     timestamp_column("created_at", nullable=False, default_now=True),
     timestamp_column("updated_at", nullable=False, default_now=True),
     sa.UniqueConstraint("organization_id", "inchi_key", name="molecules_identity"),
+    sa.UniqueConstraint("organization_id", "registration_number", name="molecules_registration_number"),
     sa.Index("molecules_org_created", "organization_id", "created_at"),
     # Few rows: lets "members that are not archived" (library counts) skip a scan of every molecule.
     sa.Index("molecules_archived", "id", postgresql_where=sa.text("status = 'ARCHIVED'")),
+)
+
+# One row per organization: the prefix and the next number; `locked` once a number was issued (the
+# prefix may change only before). Registrations take this row's lock, so numbers follow commit order.
+registration_counters = sa.Table(
+    "registration_counters",
+    metadata,
+    sa.Column("organization_id", _id, primary_key=True),
+    sa.Column("prefix", sa.Text, nullable=False),
+    sa.Column("next_value", sa.BigInteger, nullable=False, server_default="1"),
+    sa.Column("locked", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# Names a molecule was imported under (the file's name / id column): partners' ids, looked up exactly.
+molecule_aliases = sa.Table(
+    "molecule_aliases",
+    metadata,
+    sa.Column("organization_id", _id, primary_key=True),
+    sa.Column("alias", sa.Text, primary_key=True),
+    sa.Column("molecule_id", _id, sa.ForeignKey("molecules.id", ondelete="CASCADE"), nullable=False, index=True),
+    timestamp_column("created_at", nullable=False, default_now=True),
 )
 
 molecule_properties = sa.Table(
