@@ -312,7 +312,7 @@ async def test_levels_decide_who_reads_edits_shares_and_deletes(world: World) ->
     )
     assert total == 3 and {m.id for m in molecules_seen} == set(ids)
 
-    access = await world.libraries.access(viewer.principal, library_id)
+    access, _ = await world.libraries.access(viewer.principal, library_id, PAGE)
     assert access.level is Level.VIEWER and access.visibility == "PRIVATE"
     assert [(g.user_id, g.level) for g in access.grants][0] == (owner.id, Level.OWNER)
     assert {(g.user_id, g.level) for g in access.grants[1:]} == {(viewer.id, Level.VIEWER), (editor.id, Level.EDITOR)}
@@ -324,7 +324,7 @@ async def test_levels_decide_who_reads_edits_shares_and_deletes(world: World) ->
     assert (await world.libraries.get(editor.principal, library_id)).access_level is Level.EDITOR
 
     # Revoking takes the grant away; only the owner deletes.
-    revoked = await world.libraries.set_access(owner.principal, library_id, editor.id, Level.NONE)
+    revoked, _ = await world.libraries.set_access(owner.principal, library_id, editor.id, Level.NONE)
     assert editor.id not in {g.user_id for g in revoked.grants}
     with pytest.raises(AuthorizationError):
         await world.libraries.add_molecules(editor.principal, library_id, ids[:1])
@@ -374,17 +374,44 @@ async def test_grants_go_only_to_active_users_of_the_same_organization(world: Wo
     await world.identity.delete_user(admin.principal, leaver.id)
     with pytest.raises(NotFoundError):  # inactive users get no new grants
         await world.libraries.set_access(owner.principal, library_id, leaver.id, Level.VIEWER, owner.credentials)
-    access = await world.libraries.set_access(owner.principal, library_id, leaver.id, Level.NONE)
-    assert [g.user_id for g in access.grants] == [owner.id]  # a leaver's grant can always be revoked
+    access, total = await world.libraries.set_access(owner.principal, library_id, leaver.id, Level.NONE)
+    assert [g.user_id for g in access.grants] == [owner.id] and total == 1  # a leaver's grant can always be revoked
     with pytest.raises(ValidationError):
         await world.libraries.set_access(owner.principal, library_id, colleague.id, Level.OWNER, owner.credentials)
     with pytest.raises(ValidationError):
         await world.libraries.set_access(owner.principal, library_id, owner.id, Level.VIEWER, owner.credentials)
-    upgraded = await world.libraries.set_access(owner.principal, library_id, colleague.id, Level.VIEWER,
-                                                owner.credentials)
-    upgraded = await world.libraries.set_access(owner.principal, library_id, colleague.id, Level.EDITOR,
-                                                owner.credentials)
+    await world.libraries.set_access(owner.principal, library_id, colleague.id, Level.VIEWER, owner.credentials)
+    upgraded, _ = await world.libraries.set_access(owner.principal, library_id, colleague.id, Level.EDITOR,
+                                                   owner.credentials)
     assert [(g.user_id, g.level) for g in upgraded.grants[1:]] == [(colleague.id, Level.EDITOR)]
+
+
+async def test_grants_are_paged_owner_first_then_by_user_id(world: World) -> None:
+    admin = await world.organization()
+    org = admin.principal.organization_id
+    owner = await world.user(org)
+    grantees = [await world.user(org) for _ in range(4)]
+    library_id = await world.create(owner)
+    for grantee in grantees:
+        await world.libraries.set_access(owner.principal, library_id, grantee.id, Level.VIEWER, owner.credentials)
+    by_id = sorted(g.id for g in grantees)
+
+    viewer = grantees[0].principal
+    pages = [await world.libraries.access(viewer, library_id, PageRequest.of(n, 2)) for n in (1, 2, 3, 4)]
+    assert [[g.user_id for g in access.grants] for access, _ in pages] == [
+        [owner.id, by_id[0]], by_id[1:3], by_id[3:], [],
+    ]
+    assert {total for _, total in pages} == {5}  # the owner counts as one
+    assert pages[0][0].grants[0].level is Level.OWNER and pages[1][0].level is Level.VIEWER
+    alone, total = await world.libraries.access(owner.principal, library_id, PageRequest.of(1, 1))
+    assert [g.user_id for g in alone.grants] == [owner.id] and total == 5
+    second, _ = await world.libraries.access(owner.principal, library_id, PageRequest.of(2, 1))
+    assert [g.user_id for g in second.grants] == [by_id[0]]
+    everything, _ = await world.libraries.access(owner.principal, library_id, PAGE)
+    assert [g.user_id for g in everything.grants] == [owner.id, *by_id]
+
+    revoked, total = await world.libraries.set_access(owner.principal, library_id, by_id[0], Level.NONE)
+    assert [g.user_id for g in revoked.grants] == [owner.id, *by_id[1:]] and total == 4
 
 
 async def test_another_organizations_library_and_molecules_do_not_exist(world: World) -> None:
@@ -405,7 +432,7 @@ async def test_another_organizations_library_and_molecules_do_not_exist(world: W
             svc.add_molecules(p, library_id, theirs),
             svc.remove_molecules(p, library_id, ours),
             svc.list_molecules(p, library_id, PAGE, sort_by="", sort_desc=False),
-            svc.access(p, library_id),
+            svc.access(p, library_id, PAGE),
             svc.set_access(p, library_id, stranger.id, Level.VIEWER, stranger.credentials),
             svc.distribution(p, library_id, "logp", 0),
             svc.distribution_plot(p, library_id, "logp", 0, width=0, height=0),
@@ -606,13 +633,24 @@ async def test_grpc_service_maps_requests_errors_and_forwards_credentials(world:
                                      metadata=alice.credentials)
         assert one.data.molecule_count == 3
         # Bob is checked with identity using Alice's own credentials, forwarded.
-        access = (await stub.SetLibraryAccess(
+        shared = await stub.SetLibraryAccess(
             pb.SetLibraryAccessRequest(library_id=created.id, user_id=bob.id, level=pb.LibraryAccess.VIEWER),
             metadata=alice.credentials,
-        )).data
-        assert [(g.user_id, g.level) for g in access.grants] == [
+        )
+        assert [(g.user_id, g.level) for g in shared.data.grants] == [
             (alice.id, pb.LibraryAccess.OWNER), (bob.id, pb.LibraryAccess.VIEWER),
         ]
+        assert (shared.meta.page, shared.meta.page_size, shared.meta.total) == (1, 50, 2)
+        second = await stub.GetLibraryAccess(
+            pb.GetLibraryAccessRequest(library_id=created.id, page=2, page_size=1), metadata=bob.credentials
+        )
+        assert [g.user_id for g in second.data.grants] == [bob.id] and second.data.level == pb.LibraryAccess.VIEWER
+        assert (second.meta.page, second.meta.page_size, second.meta.total) == (2, 1, 2)
+        with pytest.raises(grpc.aio.AioRpcError) as too_big:
+            await stub.GetLibraryAccess(
+                pb.GetLibraryAccessRequest(library_id=created.id, page_size=101), metadata=bob.credentials
+            )
+        assert too_big.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         listed = await stub.ListLibraryMolecules(
             pb.ListLibraryMoleculesRequest(library_id=created.id, page_size=2, sort_by="name"),
             metadata=bob.credentials,

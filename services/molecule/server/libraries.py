@@ -12,7 +12,7 @@ from molbridge.molecule.v1 import library_service_pb2_grpc as pb_grpc
 from services.molecule.domain.distributions import Histogram
 from services.molecule.domain.library_rules import Level, LibraryFilter
 from services.molecule.server.mapping import caller_credentials, molecule_pb
-from services.molecule.service.libraries import LibraryService
+from services.molecule.service.libraries import FIRST_GRANTS_PAGE, LibraryService
 from services.molecule.store.libraries import Library, LibraryAccess
 from services.runtime.auth import current_principal
 from services.runtime.errors import ValidationError
@@ -157,16 +157,17 @@ class LibraryServicer(pb_grpc.LibraryServiceServicer):
     async def GetLibraryAccess(
         self, request: pb.GetLibraryAccessRequest, context: Context
     ) -> pb.GetLibraryAccessResponse:
-        access = await self._service.access(current_principal(), request.library_id)
-        return pb.GetLibraryAccessResponse(data=access_pb(access))
+        page = PageRequest.of(request.page, request.page_size)
+        access, total = await self._service.access(current_principal(), request.library_id, page)
+        return pb.GetLibraryAccessResponse(data=access_pb(access), meta=page.meta(total))
 
     async def SetLibraryAccess(
         self, request: pb.SetLibraryAccessRequest, context: Context
     ) -> pb.SetLibraryAccessResponse:
-        access = await self._service.set_access(
+        access, total = await self._service.set_access(
             current_principal(), request.library_id, request.user_id, _level(request.level), _credentials(context)
         )
-        return pb.SetLibraryAccessResponse(data=access_pb(access))
+        return pb.SetLibraryAccessResponse(data=access_pb(access), meta=FIRST_GRANTS_PAGE.meta(total))
 
     async def GetDistribution(
         self, request: pb.GetDistributionRequest, context: Context

@@ -39,6 +39,8 @@ from services.runtime.errors import NotFoundError
 from services.runtime.pagination import PageRequest
 
 log = logging.getLogger("molbridge.molecule.libraries")
+# What SetLibraryAccess answers with: the grants a page at the default size shows.
+FIRST_GRANTS_PAGE = PageRequest.of(1, 0)
 
 
 class LibraryService:
@@ -137,14 +139,16 @@ class LibraryService:
             rows, total = await uow.libraries.member_rows(record, page, sort_by=sort_by, sort_desc=sort_desc)
             return await uow.molecule_views.of_rows(principal, rows), total
 
-    async def access(self, principal: Principal, library_id: str) -> LibraryAccess:
+    async def access(self, principal: Principal, library_id: str, page: PageRequest) -> tuple[LibraryAccess, int]:
+        """The caller's level and one page of the grants (the owner first), with the number of grants."""
         async with self._uow() as uow:
-            return await uow.libraries.access(await uow.libraries.seen(principal, library_id))
+            return await uow.libraries.access(await uow.libraries.seen(principal, library_id), page)
 
     async def set_access(
         self, principal: Principal, library_id: str, user_id: str, level: Level, credentials: Credentials = ()
-    ) -> LibraryAccess:
-        """Grants VIEWER or EDITOR to a user of the library's organization; NONE revokes."""
+    ) -> tuple[LibraryAccess, int]:
+        """Grants VIEWER or EDITOR to a user of the library's organization; NONE revokes. Answers with
+        FIRST_GRANTS_PAGE of the access after the change, and the number of grants."""
         async with self._uow() as uow:
             record = await uow.libraries.get(principal, library_id, Action.SHARE, lock=True)
             grantee = library_rules.check_grant(record.facts, user_id, level)
@@ -155,7 +159,7 @@ class LibraryService:
                     raise NotFoundError("User not found in your organization", detail="USER_NOT_FOUND")
                 await uow.libraries.grant(record, grantee, level)
             await uow.libraries.touch(record.id)
-            return await uow.libraries.access(record)
+            return await uow.libraries.access(record, FIRST_GRANTS_PAGE)
 
     async def distribution(
         self, principal: Principal, library_id: str, property_name: str, bins: int

@@ -62,7 +62,7 @@ class LibraryAccess:
     library_id: str
     level: Level  # the caller's
     visibility: str
-    grants: list[Grant]  # the owner first
+    grants: list[Grant]  # one page of them: the owner first, then explicit grants by user id
 
 
 @dataclass(frozen=True)
@@ -313,15 +313,24 @@ class LibraryRepository:
         paged = members.order_by(order.nulls_last(), tie).limit(page.page_size).offset(page.offset)
         return list(await self._session.execute(paged)), total
 
-    async def access(self, record: LibraryRecord) -> LibraryAccess:
-        grants = [Grant(record.row.owner_id, Level.OWNER)]
+    async def access(self, record: LibraryRecord, page: PageRequest) -> tuple[LibraryAccess, int]:
+        """One page of the grants and their number. The owner (not a row of library_grants) takes place 0
+        of the list; the explicit grants follow by user id, which is unique per library, so pages are stable."""
+        on_first_page = page.offset == 0
+        grants = [Grant(record.row.owner_id, Level.OWNER)] if on_first_page else []
         rows = await self._session.execute(
             sa.select(library_grants.c.user_id, library_grants.c.level)
             .where(library_grants.c.library_id == record.id)
             .order_by(library_grants.c.user_id)
+            .limit(page.page_size - len(grants))
+            .offset(max(page.offset - 1, 0))
         )
         grants.extend(Grant(user_id, Level[level]) for user_id, level in rows)
-        return LibraryAccess(library_id=record.id, level=record.level, visibility=record.visibility, grants=grants)
+        explicit = await self._session.scalar(
+            sa.select(sa.func.count()).select_from(library_grants).where(library_grants.c.library_id == record.id)
+        )
+        access = LibraryAccess(library_id=record.id, level=record.level, visibility=record.visibility, grants=grants)
+        return access, 1 + (explicit or 0)
 
     async def effective_values(self, library_id: str, name: str) -> list[float]:
         """The numeric effective values of the library's unarchived members (the most trusted source's value;
