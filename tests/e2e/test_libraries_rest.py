@@ -167,15 +167,23 @@ def test_access_levels_and_sharing_within_the_organization(api: httpx.Client, be
         api.get("/molecules", params={"library_id": library["id"]}, headers=colleague), 404, "RESOURCE_NOT_FOUND"
     )
 
-    shared = data(
-        api.put(f"{lib_path}/access", json={"user_id": colleague_id, "level": "VIEWER"}, headers=h)
-    )
+    sharing = api.put(f"{lib_path}/access", json={"user_id": colleague_id, "level": "VIEWER"}, headers=h)
+    shared = data(sharing)
+    assert sharing.json()["meta"] == {"page": 1, "page_size": 50, "total": 2}  # the first page of grants
     assert {g["user_id"]: g["level"] for g in shared["grants"]} == {
         beta.org.user_id: "OWNER",
         colleague_id: "VIEWER",
     }
     assert data(api.get(lib_path, headers=colleague))["access_level"] == "VIEWER"
     assert data(api.get(f"{lib_path}/access", headers=colleague))["level"] == "VIEWER"
+    # The grants are paged: the owner first, then the explicit grants by user id.
+    first = api.get(f"{lib_path}/access", params={"page": 1, "page_size": 1}, headers=colleague)
+    assert [g["user_id"] for g in data(first)["grants"]] == [beta.org.user_id]
+    assert first.json()["meta"] == {"page": 1, "page_size": 1, "total": 2}
+    second = data(api.get(f"{lib_path}/access", params={"page": 2, "page_size": 1}, headers=colleague))
+    assert [(g["user_id"], g["level"]) for g in second["grants"]] == [(colleague_id, "VIEWER")]
+    too_big = api.get(f"{lib_path}/access", params={"page_size": 101}, headers=colleague)
+    assert_error(too_big, 400, "VALIDATION_ERROR")
     assert [m["name"] for m in data(api.get(f"{lib_path}/molecules", headers=colleague))] == ["lib-toluene"]
     error = assert_error(api.post(add_phenol, json={}, headers=colleague), 403, "AUTHORIZATION_ERROR")
     assert "EDITOR" in error["message"]
