@@ -40,9 +40,9 @@ async def test_wrongly_merged_and_keyed_records_are_reported_then_split_and_reke
         l=library,
         o=org,
     )
-    async with world.uow() as session:
+    async with transactions() as uow:
         imported = await register_structures(
-            session,
+            uow.session,
             [
                 as_old_rules_stored(CISPLATIN, "N", 1, ic50=1.0),  # cisplatin, stored as ammonia…
                 current("N", 2, solubility=2.0),  # …and ammonia merged into it
