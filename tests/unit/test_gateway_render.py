@@ -82,7 +82,9 @@ def test_scale_lowers_and_raises_limits() -> None:
 
 
 def test_every_package_is_routed_to_its_upstream() -> None:
-    upstreams = {"identity": "127.0.0.1:1", "molecule": "127.0.0.1:2", "prediction": "127.0.0.1:3"}
+    upstreams = {
+        "identity": "127.0.0.1:1", "molecule": "127.0.0.1:2", "prediction": "127.0.0.1:3", "document": "127.0.0.1:4"
+    }
     renderer = _Renderer(settings(upstreams=upstreams), load_policy())
     routes = renderer.routes(None, {})
     prefixes = {r["match"].get("prefix"): r["route"]["cluster"] for r in routes if "route" in r}

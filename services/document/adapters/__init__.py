@@ -1,0 +1,1 @@
+"""Adapters behind the document ports: PDF generation, the PAdES seal, DocuSign."""

@@ -1,0 +1,1 @@
+"""Document vocabulary and rules: pure Python, no I/O."""

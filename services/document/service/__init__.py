@@ -1,0 +1,1 @@
+"""Document use cases and the ports they need."""
