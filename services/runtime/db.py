@@ -1,17 +1,14 @@
 """Database access: one async engine per service, scoped to the service's own schema, and column/SQL helpers.
 
-Services run their use cases in services.runtime.uow (repositories, events); `UnitOfWork` here is a bare
-transaction for tools that only run SQL (services/molecule/restandardize.py)."""
+Services run their use cases in services.runtime.uow (repositories, events)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.sql import Executable
 
 from services.runtime.errors import ConflictError
@@ -35,18 +32,6 @@ def make_engine(url: str, schema: str, *, pool_size: int = 10) -> AsyncEngine:
         hide_parameters=True,  # error texts must never quote values: they may be passwords or tokens
         connect_args={"options": f"-c search_path={schema},public"},
     )
-
-
-class UnitOfWork:
-    """A bare transaction (no repositories, no events): `async with uow() as session: …`."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-
-    @asynccontextmanager
-    async def __call__(self) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as session, session.begin():
-            yield session
 
 
 def timestamp_column(name: str, *, nullable: bool = True, default_now: bool = False) -> sa.Column:

@@ -33,7 +33,7 @@ from services.molecule.store.uow import molecule_transactions
 from services.molecule.worker.chunks import MIGRATIONS, ChunkWorker, RowPool, durable_name
 from services.runtime import migrations
 from services.runtime.auth import Principal
-from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.db import make_engine
 from services.runtime.settings import REPO_ROOT
 from services.runtime.storage import LocalStorage, ObjectStorage
 
@@ -79,7 +79,6 @@ class ImportWorld:
     nats_url: str
     data_dir: Path
     engine: AsyncEngine
-    uow: UnitOfWork
     storage: ObjectStorage
     uploads: UploadService
     queue: str
@@ -233,7 +232,6 @@ async def import_world(
     `data_dir`, where a worker started with MOLBRIDGE_DATA_DIR=data_dir looks for it."""
     await asyncio.to_thread(migrations.upgrade, database_url, SCHEMA, MIGRATIONS)
     engine = make_engine(database_url, SCHEMA)
-    uow = UnitOfWork(engine)
     storage = storage or LocalStorage(data_dir / "objects")
     try:
         yield ImportWorld(
@@ -241,7 +239,6 @@ async def import_world(
             nats_url,
             data_dir,
             engine,
-            uow,
             storage,
             UploadService(molecule_transactions(engine), storage, ImportLimits()),
             f"csv_t{uuid.uuid4().hex[:12]}",

@@ -13,6 +13,7 @@ from services.molecule import restandardize
 from services.molecule.domain import chemistry
 from services.molecule.domain.imports import StructureRow
 from services.molecule.store.registration import register_structures
+from services.molecule.store.uow import molecule_transactions
 from tests.integration.molecule_imports import ImportWorld, world_fixture
 
 world = world_fixture()
@@ -33,14 +34,15 @@ def current(smiles: str, row: int | None = None, **values: float) -> StructureRo
 
 async def test_wrongly_merged_and_keyed_records_are_reported_then_split_and_rekeyed(world: ImportWorld) -> None:
     org, job, library = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    transactions = molecule_transactions(world.engine)
     await world.execute(
         "INSERT INTO libraries (id, organization_id, owner_id, name) VALUES (:l, :o, 'user-1', 'metals')",
         l=library,
         o=org,
     )
-    async with world.uow() as session:
+    async with transactions() as uow:
         imported = await register_structures(
-            session,
+            uow.session,
             [
                 as_old_rules_stored(CISPLATIN, "N", 1, ic50=1.0),  # cisplatin, stored as ammonia…
                 current("N", 2, solubility=2.0),  # …and ammonia merged into it
@@ -63,8 +65,8 @@ async def test_wrongly_merged_and_keyed_records_are_reported_then_split_and_reke
     assert any(line.startswith(f"collision: molecule {old_ferrocene}") and ferrocene in line for line in report)
     assert await world.scalar("SELECT count(*) FROM molecules WHERE organization_id = :o", o=org) == 5  # dry run
 
-    corrections = await restandardize.find_corrections(world.uow, org)
-    done = await restandardize.apply(world.uow, corrections)
+    corrections = await restandardize.find_corrections(transactions, org)
+    done = await restandardize.apply(transactions, corrections)
     assert sorted((c.kind, c.molecule.id) for c in done) == sorted([("split", merged), ("rekey", sodium_chloride)])
     records = {
         str(r.id): tuple(r[1:])
@@ -127,4 +129,4 @@ async def test_wrongly_merged_and_keyed_records_are_reported_then_split_and_reke
         "registrations_moved": "1",
     }
     # Done: only the collision remains.
-    assert [c.kind for c in await restandardize.find_corrections(world.uow, org)] == ["collision"]
+    assert [c.kind for c in await restandardize.find_corrections(transactions, org)] == ["collision"]

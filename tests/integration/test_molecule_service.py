@@ -27,7 +27,7 @@ from google.protobuf import json_format, struct_pb2
 from molbridge.molecule.v1 import molecule_pb2
 from molbridge.molecule.v1 import molecule_service_pb2 as pb
 from molbridge.molecule.v1 import molecule_service_pb2_grpc as pb_grpc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bus import OutboxRelay, connect, ensure_streams
 from services.molecule.domain import chemistry
@@ -42,7 +42,7 @@ from services.molecule.store.tables import SCHEMA
 from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations
 from services.runtime.auth import AUDIENCE, ISSUER, Authenticator, Principal, TokenVerifier
-from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.db import make_engine
 from services.runtime.errors import (
     AuthorizationError,
     NotFoundError,
@@ -67,12 +67,12 @@ def person(organization_id: str, *roles: str, kind: str = "PHARMA") -> Principal
 @dataclass
 class World:
     engine: AsyncEngine
-    uow: UnitOfWork
+    sessions: async_sessionmaker[AsyncSession]
     index: QueryIndex
     service: MoleculeService
 
     async def execute(self, statement: str, **params: Any) -> Any:
-        async with self.uow() as session:
+        async with self.sessions.begin() as session:
             return await session.execute(sa.text(statement), params)
 
     async def rows(self, statement: str, **params: Any) -> list[Any]:
@@ -83,9 +83,9 @@ class World:
 async def world(database_url: str) -> AsyncIterator[World]:
     migrations.upgrade(database_url, SCHEMA, MIGRATIONS)
     engine = make_engine(database_url, SCHEMA)
-    uow = UnitOfWork(engine)
     index = QueryIndex(engine)
-    yield World(engine, uow, index, MoleculeService(molecule_transactions(engine), index))
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    yield World(engine, sessions, index, MoleculeService(molecule_transactions(engine), index))
     await engine.dispose()
 
 

@@ -36,7 +36,7 @@ from molbridge.molecule.v1 import molecule_service_pb2_grpc as molecule_grpc
 from molbridge.molecule.v1.molecule_pb2 import Property
 from molbridge.prediction.v1 import prediction_service_pb2 as pb
 from molbridge.prediction.v1 import prediction_service_pb2_grpc as pb_grpc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bus import OutboxRelay, add_event, connect, ensure_streams, event_subject, outbox_table, unpack
 from bus.consumer import Consumer
@@ -59,7 +59,7 @@ from services.prediction.store import SCHEMA as PREDICTION_SCHEMA
 from services.prediction.store import PredictionUnitOfWork, transactions
 from services.runtime import migrations
 from services.runtime.auth import AUDIENCE, ISSUER, Authenticator, Principal, TokenVerifier
-from services.runtime.db import UnitOfWork, make_engine
+from services.runtime.db import make_engine
 from services.runtime.errors import IntegrationError, NotFoundError, ValidationError
 from services.runtime.molecule_client import MoleculeClient
 from services.runtime.pagination import PageRequest
@@ -116,21 +116,21 @@ def ai_engine(tmp_path: Path) -> Iterator[Engine]:
 @dataclass
 class World:
     molecules: MoleculeService
-    molecule_uow: UnitOfWork
-    prediction_uow: UnitOfWork
+    molecule_sessions: async_sessionmaker[AsyncSession]
+    prediction_sessions: async_sessionmaker[AsyncSession]
     prediction_db: AsyncEngine
     predictions: Transactions[PredictionUnitOfWork]
     client: EngineClient
     batch_consumers: list[Consumer]
 
-    async def scalar(self, uow: UnitOfWork, statement: str, **params: object) -> object:
-        async with uow() as session:
+    async def scalar(self, sessions: async_sessionmaker[AsyncSession], statement: str, **params: object) -> object:
+        async with sessions.begin() as session:
             return await session.scalar(sa.text(statement), params)
 
     async def announced(self, job_id: str) -> list[PredictionCompleted]:
         """The PredictionCompleted events the job's batches recorded (in the prediction outbox)."""
         outbox = outbox_table(PREDICTION_SCHEMA)
-        async with self.prediction_uow() as session:
+        async with self.prediction_sessions.begin() as session:
             payloads = await session.scalars(
                 sa.select(outbox.c.payload).where(outbox.c.subject == event_subject("prediction", PredictionCompleted))
             )
@@ -162,7 +162,6 @@ async def world(database_url: str, nats_server: object, ai_engine: Engine) -> As
     nats = await connect(nats_server.url)  # type: ignore[attr-defined]
     js = nats.jetstream()
     await ensure_streams(js)
-    molecule_uow = UnitOfWork(molecule_db)
     # The molecule side: stores what PredictionCompleted carries.
     runners = [
         PredictionConsumer(molecule_transactions(molecule_db)).consumer(js),
@@ -173,8 +172,8 @@ async def world(database_url: str, nats_server: object, ai_engine: Engine) -> As
         async with running("prediction-worker", bootstrap.worker_process(prediction_db, client), settings) as worker:
             yield World(
                 MoleculeService(molecule_transactions(molecule_db), QueryIndex(molecule_db)),
-                molecule_uow,
-                UnitOfWork(prediction_db),
+                async_sessionmaker(molecule_db, expire_on_commit=False),
+                async_sessionmaker(prediction_db, expire_on_commit=False),
                 prediction_db,
                 transactions(prediction_db),
                 client,
@@ -216,7 +215,7 @@ async def request(world: World, count: int) -> tuple[str, Principal, list[str]]:
 async def finished(world: World, job_id: str, timeout: float = 90.0) -> None:
     async def poll() -> None:
         while (
-            await world.scalar(world.prediction_uow, "SELECT status FROM jobs WHERE id = :id", id=job_id)
+            await world.scalar(world.prediction_sessions, "SELECT status FROM jobs WHERE id = :id", id=job_id)
             != Status.COMPLETED
         ):
             await asyncio.sleep(0.1)
@@ -228,7 +227,7 @@ async def stored_on_molecules(world: World, ids: list[str], expected: int, timeo
     async def poll() -> None:
         while (
             await world.scalar(
-                world.molecule_uow,
+                world.molecule_sessions,
                 "SELECT count(*) FROM molecule_properties WHERE source = 'PREDICTED' AND molecule_id = ANY(:ids)",
                 ids=[uuid.UUID(i) for i in ids],
             )
@@ -241,7 +240,7 @@ async def stored_on_molecules(world: World, ids: list[str], expected: int, timeo
 
 async def assert_exactly_once(world: World, job_id: str, ids: list[str]) -> None:
     counts = await world.scalar(
-        world.prediction_uow,
+        world.prediction_sessions,
         "SELECT json_build_array(count(*), count(DISTINCT (molecule_id, property)), min(confidence), "
         "max(confidence)) FROM results WHERE job_id = :id",
         id=job_id,
@@ -250,7 +249,9 @@ async def assert_exactly_once(world: World, job_id: str, ids: list[str]) -> None
     assert total == distinct == len(ids) * PREDICTED
     assert 0 <= low <= high <= 1
     status = await world.scalar(
-        world.prediction_uow, "SELECT json_build_array(total, completed, failed) FROM jobs WHERE id = :id", id=job_id
+        world.prediction_sessions,
+        "SELECT json_build_array(total, completed, failed) FROM jobs WHERE id = :id",
+        id=job_id,
     )
     assert status == [len(ids), len(ids), 0]
     # Every predicted value plus one desirability score per molecule, announced once and stored on the
@@ -296,7 +297,7 @@ async def test_engine_killed_mid_job_comes_back_and_the_batches_resume(world: Wo
 
     async def engine_has_work() -> None:
         while not sum(c.nakked + c.acked for c in world.batch_consumers) and not await world.scalar(
-            world.prediction_uow, "SELECT count(*) FROM batches WHERE job_id = :id AND done_at IS NULL", id=job_id
+            world.prediction_sessions, "SELECT count(*) FROM batches WHERE job_id = :id AND done_at IS NULL", id=job_id
         ):
             await asyncio.sleep(0.05)
 
@@ -523,19 +524,19 @@ async def test_a_prediction_requested_event_runs_the_same_path_once(world: World
             for m in found
         ],
     )
-    async with world.molecule_uow() as session:  # as the CSV worker records it
+    async with world.molecule_sessions.begin() as session:  # as the CSV worker records it
         event_id = await add_event(
             session, source="molecule", payload=event, organization_id=who.organization_id, schema=MOLECULE_SCHEMA
         )
     job_id = job_id_for_event(event_id)
 
     async def created() -> None:
-        while not await world.scalar(world.prediction_uow, "SELECT count(*) FROM jobs WHERE id = :id", id=job_id):
+        while not await world.scalar(world.prediction_sessions, "SELECT count(*) FROM jobs WHERE id = :id", id=job_id):
             await asyncio.sleep(0.1)
 
     await asyncio.wait_for(created(), 30)
     await finished(world, job_id)
-    rows = await world.scalar(world.prediction_uow, "SELECT count(*) FROM results WHERE job_id = :id", id=job_id)
+    rows = await world.scalar(world.prediction_sessions, "SELECT count(*) FROM results WHERE job_id = :id", id=job_id)
     assert rows == 3
     await stored_on_molecules(world, [m.id for m in found], 3 * 2)  # logp + desirability_score each
     # The score starts from the values the event carried (the calculated ones): as the molecule shows it.
@@ -562,7 +563,7 @@ async def test_molecules_the_engine_cannot_read_are_counted_failed(world: World)
 
     async def ended() -> object:
         while (
-            status := await world.scalar(world.prediction_uow, "SELECT status FROM jobs WHERE id = :id", id=job_id)
+            status := await world.scalar(world.prediction_sessions, "SELECT status FROM jobs WHERE id = :id", id=job_id)
         ) in (
             "queued",
             "processing",
@@ -572,7 +573,9 @@ async def test_molecules_the_engine_cannot_read_are_counted_failed(world: World)
 
     assert await asyncio.wait_for(ended(), 60) == "failed"
     counts = await world.scalar(
-        world.prediction_uow, "SELECT json_build_array(total, completed, failed) FROM jobs WHERE id = :id", id=job_id
+        world.prediction_sessions,
+        "SELECT json_build_array(total, completed, failed) FROM jobs WHERE id = :id",
+        id=job_id,
     )
     assert counts == [1, 0, 1]
 

@@ -1,9 +1,9 @@
-"""restandardize.plan: which correction a stored record needs under the current rules (no database)."""
+"""restandardization.plan: which correction a stored record needs under the current rules (no database)."""
 
 from __future__ import annotations
 
 from services.molecule.domain import chemistry
-from services.molecule.restandardize import Registration, StoredMolecule, plan
+from services.molecule.domain.restandardization import Registration, StoredMolecule, plan
 
 AMMONIA = chemistry.register("N").inchi_key
 CISPLATIN = chemistry.register("N.N.Cl[Pt]Cl").inchi_key

@@ -14,6 +14,7 @@ from services.molecule.store.import_jobs import ImportJobRepository
 from services.molecule.store.libraries import LibraryRepository
 from services.molecule.store.molecule_views import MoleculeViews
 from services.molecule.store.molecules import MoleculeRepository
+from services.molecule.store.restandardize import RestandardizeStore
 from services.molecule.store.search_reads import SearchReads
 from services.molecule.store.tables import SCHEMA
 from services.molecule.store.uploads import UploadRepository
@@ -33,6 +34,7 @@ class MoleculeUnitOfWork(UnitOfWork):
         self.uploads = UploadRepository(session)
         self.import_jobs = ImportJobRepository(session)
         self.import_chunks = ImportChunkRepository(session)
+        self.restandardize = RestandardizeStore(session)
 
     async def once(self, scope: str, request_id: str, create: Callable[[], Awaitable[str]]) -> str:
         """Runs `create` (which returns the new resource's id) once per (scope, request_id) (AIP-155)."""
