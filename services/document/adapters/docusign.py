@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import json
 import threading
 import time
@@ -145,9 +146,10 @@ class DocuSignProvider:
     def __init__(self, settings: DocuSignSettings) -> None:
         self._settings = settings
         self._client = ApiClient(host=settings.base_path, oauth_host_name=settings.oauth_host)
-        # The SDK reads TLS trust from a Configuration when its REST client is built; ApiClient takes
-        # no Configuration, so it gets a REST client built from ours (not the process-wide default).
-        configuration = Configuration()
+        # The SDK's Configuration() is a process-wide singleton that its REST client reads TLS trust
+        # from when built: this client gets a REST client built from a copy, so the trust configured
+        # here stays with this provider and changes nothing for other SDK users in the process.
+        configuration = copy.copy(Configuration())
         if settings.ca_cert_file:
             configuration.ssl_ca_cert = settings.ca_cert_file
         self._client.rest_client = RESTClientObject(configuration=configuration)
