@@ -46,13 +46,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from pypdf import PdfReader, PdfWriter
-from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+from pypdf.generic import ContentStream, DictionaryObject, NameObject
 
 from services.document.domain.docusign_connect import connect_signature
 from stack.ports import free_port
 
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-API_PATH = re.compile(r"^(?P<prefix>.*)/v2\.1/accounts/(?P<account>[^/]+)/envelopes(?:/(?P<envelope>[^/]+)(?P<rest>/.*)?)?$")
+API_PATH = re.compile(
+    r"^(?P<prefix>.*)/v2\.1/accounts/(?P<account>[^/]+)/envelopes(?:/(?P<envelope>[^/]+)(?P<rest>/.*)?)?$"
+)
 FINISHED = frozenset({"completed", "declined", "voided"})
 
 
@@ -106,7 +108,8 @@ class PeerRecipient:
         answer: dict[str, Any] = {
             "recipientId": self.recipient_id,
             "recipientIdGuid": f"00000000-0000-0000-0000-{int(self.recipient_id):012d}"
-            if self.recipient_id.isdigit() else self.recipient_id,
+            if self.recipient_id.isdigit()
+            else self.recipient_id,
             "name": self.name,
             "email": self.email,
             "routingOrder": str(self.routing_order),
@@ -271,8 +274,9 @@ class DocuSignServer:
             envelope = self.envelopes[envelope_id]
             recipient = envelope.recipient(recipient_id)
             if envelope.status in FINISHED or recipient.status not in ("sent", "delivered"):
-                raise ValueError(f"recipient {recipient_id} cannot sign: envelope {envelope.status}, "
-                                 f"recipient {recipient.status}")
+                raise ValueError(
+                    f"recipient {recipient_id} cannot sign: envelope {envelope.status}, recipient {recipient.status}"
+                )
             now = self._now()
             recipient.status = "completed"
             recipient.signed_at = now
@@ -347,8 +351,9 @@ class DocuSignServer:
     def replay_last_callback(self) -> int:
         """Delivers the last message again, byte for byte and validly signed (as a redelivery or a replay)."""
         last = self.callbacks[-1]
-        return self._deliver(Callback(event=last.event, envelope_id=last.envelope_id, body=last.body,
-                                      headers=dict(last.headers)))
+        return self._deliver(
+            Callback(event=last.event, envelope_id=last.envelope_id, body=last.body, headers=dict(last.headers))
+        )
 
     def send_forged_callback(self, envelope_id: str, event: str = "envelope-completed") -> int:
         """A Connect message signed with a secret that is not the configured one."""
@@ -399,17 +404,35 @@ class DocuSignServer:
         if parts.path == "/oauth/userinfo" and method == "GET":
             if not self._authorized(headers):
                 return _json(401, {"error": "invalid_token"})
-            return _json(200, {"sub": self.user_id, "name": "Peer User", "email": "peer@docusign.test",
-                               "accounts": [{"account_id": self.account_id, "is_default": True,
-                                             "account_name": "Molbridge test", "base_uri": f"https://{self.host}"}]})
+            return _json(
+                200,
+                {
+                    "sub": self.user_id,
+                    "name": "Peer User",
+                    "email": "peer@docusign.test",
+                    "accounts": [
+                        {
+                            "account_id": self.account_id,
+                            "is_default": True,
+                            "account_name": "Molbridge test",
+                            "base_uri": f"https://{self.host}",
+                        }
+                    ],
+                },
+            )
         if parts.path.startswith("/signing/") and method == "GET":
             return self._open_signing(parts.path.removeprefix("/signing/"))
         match = API_PATH.match(parts.path)
         if match is None:
             return _json(404, {"errorCode": "INVALID_REQUEST_PARAMETER", "message": "unknown resource"})
         if not self._authorized(headers):
-            return _json(401, {"errorCode": "AUTHORIZATION_INVALID_TOKEN",
-                               "message": "The access token provided is expired, revoked or malformed."})
+            return _json(
+                401,
+                {
+                    "errorCode": "AUTHORIZATION_INVALID_TOKEN",
+                    "message": "The access token provided is expired, revoked or malformed.",
+                },
+            )
         if match["account"] != self.account_id:
             return _json(400, {"errorCode": "INVALID_ACCOUNT_ID", "message": "unknown account"})
         try:
@@ -430,8 +453,13 @@ class DocuSignServer:
             if rest == "" and method == "PUT":
                 return self._update(envelope, payload)
             if rest == "/recipients" and method == "GET":
-                return _json(200, {"signers": [r.as_json() for r in envelope.recipients],
-                                   "recipientCount": str(len(envelope.recipients))})
+                return _json(
+                    200,
+                    {
+                        "signers": [r.as_json() for r in envelope.recipients],
+                        "recipientCount": str(len(envelope.recipients)),
+                    },
+                )
             if rest == "/views/recipient" and method == "POST":
                 return self._recipient_view(envelope, payload)
             if rest.startswith("/documents/") and method == "GET":
@@ -458,8 +486,7 @@ class DocuSignServer:
         token = secrets.token_urlsafe(32)
         with self._lock:
             self._tokens[token] = _utcnow() + dt.timedelta(seconds=self.token_lifetime_seconds)
-        return _json(200, {"access_token": token, "token_type": "Bearer",
-                           "expires_in": self.token_lifetime_seconds})
+        return _json(200, {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime_seconds})
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -504,8 +531,12 @@ class DocuSignServer:
         if envelope.status == "sent":
             envelope.release(now)
         self.envelopes[envelope.envelope_id] = envelope
-        answer = {"envelopeId": envelope.envelope_id, "status": envelope.status, "statusDateTime": now,
-                  "uri": f"/envelopes/{envelope.envelope_id}"}
+        answer = {
+            "envelopeId": envelope.envelope_id,
+            "status": envelope.status,
+            "statusDateTime": now,
+            "uri": f"/envelopes/{envelope.envelope_id}",
+        }
         if envelope.status == "sent":
             self._send_later(envelope.envelope_id, "envelope-sent")
         return _json(201, answer)
@@ -514,8 +545,13 @@ class DocuSignServer:
         if payload.get("status") != "voided":
             return _json(400, {"errorCode": "INVALID_REQUEST_PARAMETER", "message": "only voiding is supported"})
         if envelope.status in FINISHED:
-            return _json(400, {"errorCode": "ENVELOPE_CANNOT_VOID_INVALID_STATE",
-                               "message": f"Only envelopes in progress can be voided; this one is {envelope.status}."})
+            return _json(
+                400,
+                {
+                    "errorCode": "ENVELOPE_CANNOT_VOID_INVALID_STATE",
+                    "message": f"Only envelopes in progress can be voided; this one is {envelope.status}.",
+                },
+            )
         if not payload.get("voidedReason"):
             return _json(400, {"errorCode": "VOIDED_REASON_REQUIRED", "message": "voidedReason"})
         envelope.status = "voided"
@@ -525,20 +561,34 @@ class DocuSignServer:
 
     def _recipient_view(self, envelope: PeerEnvelope, payload: dict[str, Any]) -> tuple[int, str, bytes]:
         candidates = [
-            r for r in envelope.recipients
-            if r.client_user_id and r.client_user_id == payload.get("clientUserId")
-            and (r.recipient_id == payload.get("recipientId")
-                 or (r.name == payload.get("userName") and r.email == payload.get("email")))
+            r
+            for r in envelope.recipients
+            if r.client_user_id
+            and r.client_user_id == payload.get("clientUserId")
+            and (
+                r.recipient_id == payload.get("recipientId")
+                or (r.name == payload.get("userName") and r.email == payload.get("email"))
+            )
         ]
         if not candidates:
-            return _json(400, {"errorCode": "UNKNOWN_ENVELOPE_RECIPIENT",
-                               "message": "The recipient you have identified is not a valid recipient"})
+            return _json(
+                400,
+                {
+                    "errorCode": "UNKNOWN_ENVELOPE_RECIPIENT",
+                    "message": "The recipient you have identified is not a valid recipient",
+                },
+            )
         if envelope.status in FINISHED:
             return _json(400, {"errorCode": "ENVELOPE_INVALID_STATUS", "message": f"envelope is {envelope.status}"})
         recipient = candidates[0]
         if recipient.status not in ("sent", "delivered"):
-            return _json(400, {"errorCode": "RECIPIENT_NOT_IN_SEQUENCE",
-                               "message": "The token for an out of sequence recipient cannot be generated."})
+            return _json(
+                400,
+                {
+                    "errorCode": "RECIPIENT_NOT_IN_SEQUENCE",
+                    "message": "The token for an out of sequence recipient cannot be generated.",
+                },
+            )
         if not payload.get("returnUrl") or not payload.get("authenticationMethod"):
             return _json(400, {"errorCode": "INVALID_REQUEST_PARAMETER", "message": "returnUrl"})
         token = secrets.token_urlsafe(24)
@@ -590,8 +640,12 @@ class DocuSignServer:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                        x509.DNSName("localhost")]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                ),
+                critical=False,
+            )
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256())
         )
@@ -606,16 +660,20 @@ def combined_pdf(pdfs: list[bytes], lines: list[str]) -> bytes:
         writer.append(PdfReader(BytesIO(pdf)))
     if lines:
         page = writer.add_blank_page(width=612, height=792)
-        font = DictionaryObject({
-            NameObject("/Type"): NameObject("/Font"),
-            NameObject("/Subtype"): NameObject("/Type1"),
-            NameObject("/BaseFont"): NameObject("/Helvetica"),
-        })
-        page[NameObject("/Resources")] = DictionaryObject({
-            NameObject("/Font"): DictionaryObject({NameObject("/F1"): font}),
-        })
+        font = DictionaryObject(
+            {
+                NameObject("/Type"): NameObject("/Font"),
+                NameObject("/Subtype"): NameObject("/Type1"),
+                NameObject("/BaseFont"): NameObject("/Helvetica"),
+            }
+        )
+        page[NameObject("/Resources")] = DictionaryObject(
+            {
+                NameObject("/Font"): DictionaryObject({NameObject("/F1"): font}),
+            }
+        )
         text = "".join(f"({_pdf_text(line)}) Tj 0 -18 Td " for line in lines)
-        content = DecodedStreamObject()
+        content = ContentStream(None, writer)
         content.set_data(f"BT /F1 11 Tf 72 720 Td {text}ET".encode("latin-1", "replace"))
         page.replace_contents(content)
     out = BytesIO()

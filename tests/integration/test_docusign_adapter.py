@@ -8,6 +8,7 @@ import base64
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
 from pathlib import Path
@@ -178,16 +179,23 @@ async def test_a_key_the_integration_does_not_know_is_refused(docusign: DocuSign
 
 async def test_a_private_key_that_is_not_rsa_pem_is_a_configuration_error(docusign: DocuSignServer):
     broken = "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"
-    provider = DocuSignProvider(DocuSignSettings.from_environ(docusign.environ(DOCUSIGN_PRIVATE_KEY=broken)))
+    with pytest.raises(SettingsError, match="not an unencrypted RSA private key") as refused_at_start:
+        DocuSignSettings.from_environ(docusign.environ(DOCUSIGN_PRIVATE_KEY=broken))
+    assert broken not in str(refused_at_start.value)
+
+    grants_before = len(docusign.requests_to("POST", r"^/oauth/token$"))
+    settings = replace(DocuSignSettings.from_environ(docusign.environ()), private_key=broken)
     with pytest.raises(IntegrationError, match="private key cannot sign") as refused:
-        await send(provider)
+        await send(DocuSignProvider(settings))
     assert refused.value.detail == "DOCUSIGN_CONFIGURATION"
+    assert len(docusign.requests_to("POST", r"^/oauth/token$")) == grants_before  # nothing was sent
 
 
 async def test_docusign_down_is_an_integration_error(docusign: DocuSignServer):
     port = free_port()  # nothing listens there
-    environ = docusign.environ(DOCUSIGN_BASE_PATH=f"https://127.0.0.1:{port}/restapi",
-                               DOCUSIGN_OAUTH_HOST=f"127.0.0.1:{port}")
+    environ = docusign.environ(
+        DOCUSIGN_BASE_PATH=f"https://127.0.0.1:{port}/restapi", DOCUSIGN_OAUTH_HOST=f"127.0.0.1:{port}"
+    )
     provider = DocuSignProvider(DocuSignSettings.from_environ(environ))
     with pytest.raises(IntegrationError, match="could not be reached to grant an access token") as down:
         await provider.envelope_state("any")
@@ -208,14 +216,22 @@ async def test_a_document_that_is_not_a_pdf_is_refused_before_calling_docusign(p
 def test_settings_name_every_missing_variable(tmp_path: Path, docusign: DocuSignServer):
     with pytest.raises(SettingsError) as missing:
         DocuSignSettings.from_environ({"DOCUSIGN_BASE_PATH": docusign.base_path})
-    for name in ("DOCUSIGN_OAUTH_HOST", "DOCUSIGN_ACCOUNT_ID", "DOCUSIGN_INTEGRATION_KEY", "DOCUSIGN_USER_ID",
-                 "DOCUSIGN_PRIVATE_KEY_FILE"):
+    for name in (
+        "DOCUSIGN_OAUTH_HOST",
+        "DOCUSIGN_ACCOUNT_ID",
+        "DOCUSIGN_INTEGRATION_KEY",
+        "DOCUSIGN_USER_ID",
+        "DOCUSIGN_PRIVATE_KEY_FILE",
+    ):
         assert name in str(missing.value)
 
     key_file = tmp_path / "integration.pem"
     key_file.write_text(docusign.private_key_pem)
-    environ = docusign.environ(DOCUSIGN_PRIVATE_KEY="", DOCUSIGN_PRIVATE_KEY_FILE=str(key_file),
-                               DOCUSIGN_CONNECT_SECRETS="old-secret, new-secret")
+    environ = docusign.environ(
+        DOCUSIGN_PRIVATE_KEY="",
+        DOCUSIGN_PRIVATE_KEY_FILE=str(key_file),
+        DOCUSIGN_CONNECT_SECRETS="old-secret, new-secret",
+    )
     settings = DocuSignSettings.from_environ(environ)
     assert settings.private_key == docusign.private_key_pem
     assert settings.connect_secrets == ("old-secret", "new-secret")
@@ -262,7 +278,9 @@ async def test_connect_callbacks_are_signed_and_a_replay_has_the_same_event_key(
         assert [c.status for c in docusign.callbacks[-4:]] == [200, 200, 200, 200]
         events = [parse_connect_event(body) for _, body in listener.received]
         assert [(e.event, e.recipient_id) for e in events] == [
-            ("envelope-sent", ""), ("recipient-completed", "1"), ("recipient-completed", "2"),
+            ("envelope-sent", ""),
+            ("recipient-completed", "1"),
+            ("recipient-completed", "2"),
             ("envelope-completed", ""),
         ]
         assert events[-1].envelope_status is EnvelopeStatus.COMPLETED

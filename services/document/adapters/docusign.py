@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 import jwt
 import urllib3
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from docusign_esign import (
     ApiClient,
     ApiException,
@@ -32,8 +34,8 @@ from docusign_esign import (
     Envelope,
     EnvelopeDefinition,
     EnvelopesApi,
-    RecipientViewRequest,
     Recipients,
+    RecipientViewRequest,
     Signer,
     SignHere,
     Tabs,
@@ -104,8 +106,8 @@ class DocuSignSettings:
                 problems.append(f"DOCUSIGN_PRIVATE_KEY_FILE={key_file!r} cannot be read: {error.strerror}")
         elif not private_key:
             problems.append("DOCUSIGN_PRIVATE_KEY (PEM) or DOCUSIGN_PRIVATE_KEY_FILE is not set")
-        if private_key and "PRIVATE KEY-----" not in private_key:
-            problems.append("the DocuSign private key is not a PEM private key")
+        if private_key and not is_rsa_private_key(private_key):
+            problems.append("the DocuSign private key is not an unencrypted RSA private key in PEM")
         base_path = value("DOCUSIGN_BASE_PATH").rstrip("/")
         if base_path and not base_path.startswith(("https://", "http://")):
             problems.append(f"DOCUSIGN_BASE_PATH={base_path!r}: expected https://host/restapi")
@@ -161,7 +163,9 @@ class DocuSignProvider:
         self, *, pdf: bytes, filename: str, subject: str, message: str, recipients: Sequence[EnvelopeRecipient]
     ) -> str:
         if not recipients:
-            raise ValidationError("an envelope needs at least one recipient", field_violations=[("recipients", "empty")])
+            raise ValidationError(
+                "an envelope needs at least one recipient", field_violations=[("recipients", "empty")]
+            )
         last_page = _page_count(pdf)
         signers = [
             Signer(
@@ -240,8 +244,9 @@ class DocuSignProvider:
         word = str(getattr(envelope, "status", "") or "")
         status = envelope_status_of(word)
         if status is None:
-            raise IntegrationError(f"DocuSign answered an envelope status we do not know: {word!r}",
-                                   detail="DOCUSIGN_ANSWER")
+            raise IntegrationError(
+                f"DocuSign answered an envelope status we do not know: {word!r}", detail="DOCUSIGN_ANSWER"
+            )
         return EnvelopeState(
             envelope_id=envelope_id,
             status=status,
@@ -256,8 +261,9 @@ class DocuSignProvider:
             ),
         )
         if not isinstance(document, bytes) or not document.startswith(b"%PDF-"):
-            raise IntegrationError(f"DocuSign's document of envelope {envelope_id} is not a PDF",
-                                   detail="DOCUSIGN_ANSWER")
+            raise IntegrationError(
+                f"DocuSign's document of envelope {envelope_id} is not a PDF", detail="DOCUSIGN_ANSWER"
+            )
         return document
 
     async def void(self, envelope_id: str, reason: str) -> None:
@@ -276,8 +282,9 @@ class DocuSignProvider:
             # The token request takes no timeout in the SDK: wait_for bounds the whole step.
             return await asyncio.wait_for(asyncio.to_thread(self._run, what, call, timeout), timeout * 2)
         except TimeoutError:
-            raise IntegrationError(f"DocuSign did not answer within {timeout:g} s to {what}",
-                                   detail="DOCUSIGN_UNREACHABLE") from None
+            raise IntegrationError(
+                f"DocuSign did not answer within {timeout:g} s to {what}", detail="DOCUSIGN_UNREACHABLE"
+            ) from None
 
     def _run(self, what: str, call: Callable[[EnvelopesApi, float], T], timeout: float) -> T:
         self._ensure_token()
@@ -295,6 +302,11 @@ class DocuSignProvider:
             if time.monotonic() < self._token_renew_at:
                 return
             settings = self._settings
+            if not is_rsa_private_key(settings.private_key):
+                raise IntegrationError(
+                    "the DocuSign private key cannot sign the JWT assertion (not an RSA private key in PEM)",
+                    detail="DOCUSIGN_CONFIGURATION",
+                )
             try:
                 token = self._client.request_jwt_user_token(
                     client_id=settings.integration_key,
@@ -308,11 +320,16 @@ class DocuSignProvider:
                 raise _refused("grant an access token (JWT grant)", error) from None
             except (urllib3.exceptions.HTTPError, OSError) as error:
                 raise _unreachable("grant an access token (JWT grant)", error) from None
-            except (ArgumentException, jwt.PyJWTError, ValueError, TypeError):
-                # From jwt/cryptography when the PEM is not a usable RSA key; their text may quote it.
+            except (ArgumentException, jwt.PyJWTError) as error:
+                # Their text may quote the key: only the kind of failure is told.
                 raise IntegrationError(
-                    "the DocuSign private key cannot sign the JWT assertion (not an RSA private key in PEM)",
+                    f"the DocuSign JWT assertion could not be made ({type(error).__name__})",
                     detail="DOCUSIGN_CONFIGURATION",
+                ) from None
+            except ValueError:
+                raise IntegrationError(
+                    "DocuSign answered the token request with something that is not a token",
+                    detail="DOCUSIGN_ANSWER",
                 ) from None
             lifetime = _seconds(getattr(token, "expires_in", None))
             margin = min(TOKEN_RENEWAL_MARGIN_SECONDS, lifetime / 10)
@@ -323,11 +340,23 @@ class DocuSignProvider:
             self._token_renew_at = 0.0
 
 
+def is_rsa_private_key(pem: str) -> bool:
+    """True when `pem` is an unencrypted RSA private key (what DocuSign's JWT grant signs with)."""
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        return False
+    return isinstance(key, rsa.RSAPrivateKey)
+
+
 def _refused(what: str, error: ApiException) -> IntegrationError:
     status = int(error.status or 0)
     if status == 0:  # the SDK's word for a TLS failure
-        return IntegrationError(f"DocuSign could not be reached to {what}: TLS failed", detail="DOCUSIGN_UNREACHABLE",
-                                metadata={"provider": "docusign"})
+        return IntegrationError(
+            f"DocuSign could not be reached to {what}: TLS failed",
+            detail="DOCUSIGN_UNREACHABLE",
+            metadata={"provider": "docusign"},
+        )
     code = _error_code(error.body)
     suffix = f" ({code})" if code else ""
     return IntegrationError(
@@ -379,8 +408,9 @@ def _recipient_state(signer: Any) -> RecipientState:
     word = str(getattr(signer, "status", "") or "")
     status = signer_status_of(word)
     if status is None:
-        raise IntegrationError(f"DocuSign answered a recipient status we do not know: {word!r}",
-                               detail="DOCUSIGN_ANSWER")
+        raise IntegrationError(
+            f"DocuSign answered a recipient status we do not know: {word!r}", detail="DOCUSIGN_ANSWER"
+        )
     return RecipientState(
         recipient_id=str(getattr(signer, "recipient_id", "") or ""),
         status=status,
