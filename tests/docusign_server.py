@@ -13,8 +13,13 @@ for 127.0.0.1 (`ca_cert_file`). It owns the integration's RSA key pair: the adap
         docusign.replay_last_callback()          # the same signed message again
         docusign.send_forged_callback(envelope_id, "envelope-completed")
 
-Test control (`sign`, `decline`, `complete`, `void`) follows DocuSign's rules: routing order, a finished
-envelope cannot change. Every request is kept in `requests` for assertions on what the SDK sent.
+Test control (`sign`, `decline`, `complete`) follows DocuSign's rules: routing order, a finished envelope
+cannot change. Every request is kept in `requests` for assertions on what the SDK sent.
+
+Connect (after `configure_connect(url, secret)`), JSON SIM with the envelope summary, one signature header:
+envelope-sent and envelope-voided go out from a thread after the API answer (`flush()` waits for them);
+recipient-completed (+ envelope-completed after the last signer) and recipient-declined + envelope-declined
+are delivered before `sign` / `decline` return. `callbacks` keeps every delivery and the listener's status.
 """
 
 from __future__ import annotations
@@ -193,7 +198,7 @@ class DocuSignServer:
         self._public_key = self._key.public_key()
         self.ca_cert_file = work_dir / "docusign-peer.crt"
         self._key_file = work_dir / "docusign-peer.key"
-        self._write_certificate()
+        write_self_signed_certificate(self.ca_cert_file, self._key_file, "molbridge docusign peer")
 
         self.requests: list[RecordedRequest] = []
         self.envelopes: dict[str, PeerEnvelope] = {}
@@ -628,29 +633,30 @@ class DocuSignServer:
         now = _utcnow()
         return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond:06d}{tick % 10}Z"
 
-    def _write_certificate(self) -> None:
-        key = new_rsa_key()
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "molbridge docusign peer")])
-        now = _utcnow()
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
+
+def write_self_signed_certificate(cert_file: Path, key_file: Path, common_name: str) -> None:
+    """A self-signed certificate (its own CA) for 127.0.0.1 and localhost, valid for a day: a client
+    trusts the server by trusting `cert_file`."""
+    key = new_rsa_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = _utcnow()
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False,
         )
-        self.ca_cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        self._key_file.write_text(private_pem(key))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_text(private_pem(key))
 
 
 def combined_pdf(pdfs: list[bytes], lines: list[str]) -> bytes:

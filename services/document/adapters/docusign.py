@@ -53,6 +53,7 @@ from services.runtime.errors import IntegrationError, ValidationError
 from services.runtime.settings import SettingsError
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 REQUIRED_VARIABLES = (
     "DOCUSIGN_BASE_PATH",
@@ -241,15 +242,9 @@ class DocuSignProvider:
             )
 
         envelope, recipients = await self._call(f"read envelope {envelope_id}", read)
-        word = str(getattr(envelope, "status", "") or "")
-        status = envelope_status_of(word)
-        if status is None:
-            raise IntegrationError(
-                f"DocuSign answered an envelope status we do not know: {word!r}", detail="DOCUSIGN_ANSWER"
-            )
         return EnvelopeState(
             envelope_id=envelope_id,
-            status=status,
+            status=_known_status(envelope, envelope_status_of, "an envelope"),
             recipients=tuple(_recipient_state(signer) for signer in (getattr(recipients, "signers", None) or [])),
         )
 
@@ -404,16 +399,18 @@ def _page_count(pdf: bytes) -> int:
     return pages
 
 
-def _recipient_state(signer: Any) -> RecipientState:
-    word = str(getattr(signer, "status", "") or "")
-    status = signer_status_of(word)
+def _known_status(model: Any, ours: Callable[[str], S | None], what: str) -> S:
+    word = str(getattr(model, "status", "") or "")
+    status = ours(word)
     if status is None:
-        raise IntegrationError(
-            f"DocuSign answered a recipient status we do not know: {word!r}", detail="DOCUSIGN_ANSWER"
-        )
+        raise IntegrationError(f"DocuSign answered {what} status we do not know: {word!r}", detail="DOCUSIGN_ANSWER")
+    return status
+
+
+def _recipient_state(signer: Any) -> RecipientState:
     return RecipientState(
         recipient_id=str(getattr(signer, "recipient_id", "") or ""),
-        status=status,
+        status=_known_status(signer, signer_status_of, "a recipient"),
         signed_at=parse_docusign_time(str(getattr(signer, "signed_date_time", "") or "")),
         declined_reason=str(getattr(signer, "declined_reason", "") or ""),
     )
