@@ -23,7 +23,8 @@ from services.document.service.ports import EnvelopeRecipient
 from services.runtime.errors import IntegrationError, ValidationError
 from services.runtime.settings import SettingsError
 from stack.ports import free_port
-from tests.docusign_server import DocuSignServer, combined_pdf, iter_pdf_text, new_rsa_key, private_pem
+from tests.docusign_server import DocuSignServer, combined_pdf, iter_pdf_text
+from tests.tls import new_rsa_key, private_pem
 
 PHARMA = EnvelopeRecipient("1", "Paula Pharma", "paula@pharma.test", 1, "user-paula")
 CRO = EnvelopeRecipient("2", "Carl Cro", "carl@cro.test", 2, "user-carl")
