@@ -18,6 +18,7 @@ from molbridge.document.v1 import document_service_pb2_grpc as pb_grpc
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.document.adapters.templates import JinjaTemplates
 from services.document.server import DocumentServicer
 from services.document.service.documents import (
     DEFAULT_LINK_SECONDS,
@@ -78,7 +79,7 @@ def build_parts(
     uow = transactions(database)
     storage = make_storage(settings)
     documents = DocumentService(
-        uow, storage, limits=settings.limits(), public_url=settings.public_url, templates=templates
+        uow, storage, limits=settings.limits(), public_url=settings.public_url, templates=templates or JinjaTemplates()
     )
     return DocumentParts(settings=settings, uow=uow, storage=storage, documents=documents)
 
