@@ -78,8 +78,9 @@ def build_parts(
     """Every part of the service over `database`; call it inside the running event loop."""
     uow = transactions(database)
     storage = make_storage(settings)
+    templates = templates or JinjaTemplates()  # the template files of the repository
     documents = DocumentService(
-        uow, storage, limits=settings.limits(), public_url=settings.public_url, templates=templates or JinjaTemplates()
+        uow, storage, limits=settings.limits(), public_url=settings.public_url, templates=templates
     )
     return DocumentParts(settings=settings, uow=uow, storage=storage, documents=documents)
 

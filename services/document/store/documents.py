@@ -123,7 +123,9 @@ class DocumentRepository:
     async def _insert_versions(self, document: Document, *, after: int) -> None:
         new = [v for v in document.versions if v.version > after]
         if new:
-            await self._session.execute(sa.insert(document_versions), [_version_values(document.id, v) for v in new])
+            await self._session.execute(
+                sa.insert(document_versions), [_version_values(document.id, v) for v in new]
+            )
         self._stored_versions[document.id] = document.current_version
 
     async def _refreshed(self, document: Document) -> Document:
@@ -134,7 +136,9 @@ class DocumentRepository:
 
     # -- lists -------------------------------------------------------------------------------------------
 
-    async def find(self, principal: Principal, where: DocumentFilter, page: PageRequest) -> tuple[list[Document], int]:
+    async def find(
+        self, principal: Principal, where: DocumentFilter, page: PageRequest
+    ) -> tuple[list[Document], int]:
         """Newest first, each with its current version only."""
         conditions = [visible_to(principal)]
         if where.document_type is not None:
@@ -165,9 +169,8 @@ class DocumentRepository:
         """The submission's documents the caller may read, with who signed each."""
         rows = (
             await self._session.execute(
-                sa.select(_docs.id, _docs.organization_id, _docs.document_type, _docs.status, _docs.created_at).where(
-                    visible_to(principal), _docs.submission_id == submission_id
-                )
+                sa.select(_docs.id, _docs.organization_id, _docs.document_type, _docs.status, _docs.created_at)
+                .where(visible_to(principal), _docs.submission_id == submission_id)
             )
         ).all()
         signed = await self.signing_organizations([(str(r.id), str(r.organization_id), r.status) for r in rows])
@@ -183,7 +186,9 @@ class DocumentRepository:
             for r in rows
         ]
 
-    async def signing_organizations(self, found: Sequence[tuple[str, str, str]]) -> dict[str, frozenset[str]]:
+    async def signing_organizations(
+        self, found: Sequence[tuple[str, str, str]]
+    ) -> dict[str, frozenset[str]]:
         """Document id → the organizations that signed it, for (id, organization id, status) triples.
 
         Until signature records exist, a SIGNED document counts as signed by its own organization; the
@@ -245,17 +250,13 @@ class DocumentRepository:
                 _shares.owner_organization_id == organization, _shares.cro_organization_id == organization
             )
         row = (
-            (
-                await self._session.execute(
-                    sa.select(submission_shares)
-                    .where(_shares.submission_id == submission_id, condition)
-                    .order_by(_shares.created_at.desc())
-                    .limit(1)
-                )
+            await self._session.execute(
+                sa.select(submission_shares)
+                .where(_shares.submission_id == submission_id, condition)
+                .order_by(_shares.created_at.desc())
+                .limit(1)
             )
-            .mappings()
-            .first()
-        )
+        ).mappings().first()
         if row is None:
             return None
         return Share(row["submission_id"], str(row["owner_organization_id"]), str(row["cro_organization_id"]))
@@ -274,18 +275,8 @@ class DocumentRepository:
 
 # -- rows ↔ aggregate -------------------------------------------------------------------------------------
 
-_VERSION_FIELDS = (
-    "version",
-    "filename",
-    "content_type",
-    "size_bytes",
-    "sha256",
-    "origin",
-    "signed",
-    "object_key",
-    "created_by",
-    "created_at",
-)
+_VERSION_FIELDS = ("version", "filename", "content_type", "size_bytes", "sha256", "origin", "signed",
+                   "object_key", "created_by", "created_at")
 
 
 def _version_columns() -> list[sa.Label[Any]]:
