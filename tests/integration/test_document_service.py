@@ -345,6 +345,7 @@ async def test_multipart_and_raw_uploads_store_the_file_typed_from_its_bytes(wor
         with urllib.request.urlopen(link.url) as answer:  # presigned: no token needed
             assert answer.read() == PDF
             assert "nda final.docx" in answer.headers["Content-Disposition"]
+            assert answer.headers["Content-Type"] == "application/pdf"
     else:
         assert link.url == f"http://gw.test/api/v1/documents/{nda.id}/download?version=1"
 

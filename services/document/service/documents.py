@@ -301,7 +301,9 @@ class DocumentService:
         document = await self.get(principal, document_id)
         found = document.version(version)
         seconds = self.limits.link_seconds
-        url = await self.storage.presigned_url(found.object_key, seconds, download_name=found.filename)
+        url = await self.storage.presigned_url(
+            found.object_key, seconds, download_name=found.filename, content_type=found.content_type
+        )
         if url is None:
             return DownloadLink(
                 f"{self._public_url}/api/v1/documents/{document.id}/download?version={found.version}", None
