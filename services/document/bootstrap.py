@@ -18,6 +18,7 @@ from molbridge.document.v1 import document_service_pb2_grpc as pb_grpc
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.document.adapters.templates import JinjaTemplates
 from services.document.server import DocumentServicer
 from services.document.service.documents import (
     DEFAULT_LINK_SECONDS,
@@ -77,6 +78,7 @@ def build_parts(
     """Every part of the service over `database`; call it inside the running event loop."""
     uow = transactions(database)
     storage = make_storage(settings)
+    templates = templates or JinjaTemplates()  # the template files of the repository
     documents = DocumentService(
         uow, storage, limits=settings.limits(), public_url=settings.public_url, templates=templates
     )

@@ -315,3 +315,28 @@ def test_sharing_lets_the_cro_read_exactly_that_submissions_documents(
         request, metadata=[("authorization", f"Bearer {scientist['access_token']}")]
     )
     assert_error(api.get(f"/documents/{nda['id']}", headers=cro.headers), 404, "RESOURCE_NOT_FOUND")
+
+
+def test_templates_are_listed_previewed_and_generated(api: httpx.Client, pharma: Org) -> None:
+    templates = {t["name"]: t for t in data(api.get("/document-templates", headers=pharma.headers))}
+    assert templates["mta"]["document_type"] == "MATERIAL_TRANSFER_AGREEMENT"
+    preview = api.get("/document-templates/experiment_specification/preview", headers=pharma.headers)
+    assert preview.status_code == 200 and preview.headers["content-type"] == "application/pdf"
+    assert preview.content.startswith(b"%PDF-")
+    samples = {"effective_date": "2026-06-01", "service_type": "ADME"}
+    fields = {
+        f["name"]: samples.get(f["name"], f"{f['name']} text")
+        for f in templates["experiment_specification"]["fields"]
+        if f.get("required")
+    }
+    response = api.post(
+        "/documents/generate",
+        json={"template": "experiment_specification", "fields": fields, "submission_id": "sub-generated"},
+        headers=pharma.headers,
+    )
+    document = data(response)
+    assert document["template"] == "experiment_specification" and document["current"]["origin"] == "generated"
+    assert document["document_type"] == "EXPERIMENT_SPECIFICATION"
+    pdf = api.get(f"/documents/{document['id']}/download", headers=pharma.headers)
+    assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF-")
+    assert_error(api.get("/document-templates/lease/preview", headers=pharma.headers), 404, "RESOURCE_NOT_FOUND")
