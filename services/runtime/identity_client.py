@@ -1,25 +1,49 @@
 """How a service other than identity authenticates callers: the identity JWKS and API-key lookups
-over gRPC, cached so a request costs no round trip in the common case."""
+over gRPC, cached so a request costs no round trip in the common case; and re-authenticates a signer
+(21 CFR 11.200) with the caller's own credentials."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 from molbridge.identity.v1 import identity_service_pb2 as pb
 from molbridge.identity.v1 import identity_service_pb2_grpc as pb_grpc
 
 from services.runtime import telemetry
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
-from services.runtime.errors import AuthenticationError, IntegrationError
+from services.runtime.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    DomainError,
+    IntegrationError,
+    ValidationError,
+)
 from services.runtime.revocation import Revocations
 
 # A cached verification lives this long, or until the next revocation event (which drops them all).
 API_KEY_CACHE_SECONDS = 30.0
 API_KEY_CACHE_SIZE = 10_000
+SIGNER_NOT_CONFIRMED = (
+    "The password or MFA code was wrong: the signature was not applied. Repeated failures lock the account"
+)
+
+
+@dataclass(frozen=True)
+class SignerIdentity:
+    """The caller, confirmed by identity for one electronic signature (what the signature prints)."""
+
+    user_id: str
+    printed_name: str
+    email: str
+    organization_id: str
+    roles: frozenset[str]
 
 
 class RemoteIdentity:
@@ -68,9 +92,48 @@ class RemoteIdentity:
             via="api_key",
         )
 
+    async def confirm_signer(self, credentials: Mapping[str, str], password: str, mfa_code: str) -> SignerIdentity:
+        """Checks the caller's password (and MFA code) again. `credentials` is the caller's authorization
+        metadata, forwarded: identity confirms the person the token names, and only them."""
+        request = pb.ConfirmSignerIdentityRequest(password=password, mfa_code=mfa_code)
+        try:
+            reply = await self._stub.ConfirmSignerIdentity(request, metadata=tuple(credentials.items()), timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            raise signer_error(exc) from exc
+        return SignerIdentity(
+            user_id=reply.user_id, printed_name=reply.printed_name, email=reply.email,
+            organization_id=reply.organization_id, roles=frozenset(reply.roles),
+        )
+
     async def close(self) -> None:
         await self._channel.close()
 
 
 def remote_authenticator(identity: RemoteIdentity) -> Authenticator:
     return Authenticator(TokenVerifier(identity.jwks, identity.revocations), identity)
+
+
+def signer_error(exc: grpc.aio.AioRpcError) -> DomainError:
+    """Identity's refusal as our own error; its detail says why (wrong password, locked, expired token)."""
+    detail = error_detail(exc)
+    message = exc.details() or ""
+    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+        if detail == "SIGNER_NOT_CONFIRMED":
+            message = SIGNER_NOT_CONFIRMED
+        return AuthenticationError(message or "Not signed in: sign in again", detail=detail)
+    if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+        return AuthorizationError(message or "Electronic signatures need a person", detail=detail)
+    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        return ValidationError(message or "Enter your password to sign", detail=detail)
+    return IntegrationError("Identity service unreachable: cannot confirm the signer; try again")
+
+
+def error_detail(exc: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo `detail` our interceptors attach (services/runtime/interceptors.status_of), or ""."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            for any_detail in status_pb2.Status.FromString(value).details:
+                info = error_details_pb2.ErrorInfo()
+                if any_detail.Unpack(info):
+                    return info.metadata.get("detail", "")
+    return ""

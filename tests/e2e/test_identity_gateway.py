@@ -14,6 +14,9 @@ import pytest
 from molbridge.identity.v1 import identity_service_pb2 as pb
 from molbridge.identity.v1 import identity_service_pb2_grpc as pb_grpc
 
+from services.runtime.errors import AuthenticationError
+from services.runtime.identity_client import RemoteIdentity
+
 PASSWORD = "E2e-Strong-Pass-42!"
 
 
@@ -100,6 +103,25 @@ def test_internal_api_key_lookup_is_not_exposed(stub) -> None:  # type: ignore[n
         stub.AuthenticateApiKey(pb.AuthenticateApiKeyRequest(secret="mbk_guess"))
     assert error.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED,
                                   grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+async def test_signer_confirmation_is_internal_to_the_mesh(  # type: ignore[no-untyped-def]
+    api: httpx.Client, stub, admin: dict, mesh
+) -> None:
+    _, org_admin = new_org(api, admin)
+    credentials = {"authorization": f"Bearer {org_admin['access_token']}"}
+    request = pb.ConfirmSignerIdentityRequest(password=PASSWORD)
+    with pytest.raises(grpc.RpcError) as error:  # not routed by the gateway, even with a valid token
+        stub.ConfirmSignerIdentity(request, metadata=list(credentials.items()))
+    assert error.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED)
+    identity = RemoteIdentity(mesh.service_addr("identity"))  # as the document service calls it
+    try:
+        signer = await identity.confirm_signer(credentials, PASSWORD, "")
+        assert (signer.user_id, signer.printed_name) == (org_admin["user"]["id"], "Org Admin")
+        with pytest.raises(AuthenticationError):
+            await identity.confirm_signer(credentials, "Not-The-Pass-1!", "")
+    finally:
+        await identity.close()
 
 
 def test_error_envelope_for_each_code(api: httpx.Client, admin: dict) -> None:

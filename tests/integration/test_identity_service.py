@@ -21,6 +21,7 @@ from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from molbridge.identity.v1 import identity_service_pb2 as pb
 from molbridge.identity.v1 import identity_service_pb2_grpc as pb_grpc
 
+from services.identity import domain
 from services.identity.bootstrap import MIGRATIONS
 from services.identity.domain import Session
 from services.identity.server import PUBLIC_METHODS, IdentityServicer
@@ -34,10 +35,12 @@ from services.runtime.errors import (
     AuthenticationError,
     AuthorizationError,
     ConflictError,
+    IntegrationError,
     NotFoundError,
     PreconditionError,
     ValidationError,
 )
+from services.runtime.identity_client import SIGNER_NOT_CONFIRMED, RemoteIdentity, SignerIdentity
 from services.runtime.pagination import PageRequest
 from services.runtime.process import Process, running
 from services.runtime.settings import Settings
@@ -331,18 +334,23 @@ async def test_key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key(wo
 async def test_every_action_writes_an_audit_event_to_the_outbox(world: World) -> None:
     with pytest.raises(AuthenticationError):
         await world.service.login(ADMIN[0], "Wrong-Pass-123!")
-    async with world.engine.connect() as connection:
-        query = sa.text("SELECT payload FROM identity.outbox ORDER BY created_at")
-        payloads = (await connection.execute(query)).scalars()
-        actions = []
-        for payload in payloads:
-            envelope = EventEnvelope.FromString(payload)
-            audit = AuditRecorded()
-            assert envelope.payload.Unpack(audit)
-            actions.append((audit.action, audit.outcome))
+    actions = [(a.action, a.outcome) for a in await outbox_audits(world)]
     names = [a for a, _ in actions]
     assert names[:2] == ["user.created", "auth.login_succeeded"]
     assert names[-1] == "auth.login_failed" and actions[-1][1] == AuditRecorded.FAILURE
+
+
+async def outbox_audits(world: World) -> list[AuditRecorded]:
+    """The audit events identity wrote to its outbox, oldest first."""
+    async with world.engine.connect() as connection:
+        query = sa.text("SELECT payload FROM identity.outbox ORDER BY created_at")
+        payloads = list((await connection.execute(query)).scalars())
+    audits = []
+    for payload in payloads:
+        audit = AuditRecorded()
+        if EventEnvelope.FromString(payload).payload.Unpack(audit):
+            audits.append(audit)
+    return audits
 
 
 async def test_servicer_authenticates_every_rpc_and_maps_errors(world: World) -> None:
@@ -568,3 +576,120 @@ async def test_revocations_reach_other_processes_through_the_bus(  # type: ignor
         await revoked_in(late)
         with pytest.raises(AuthenticationError):
             await TokenVerifier(world.service.jwks, late).verify(session.access_token)
+
+
+# ---- electronic signatures: re-authenticating the signer (21 CFR 11.200) ----------------------------
+
+WRONG = "Wrong-Pass-123!"
+
+
+async def signer_world(world: World, name: str) -> tuple[str, Principal]:
+    """A scientist of a new organization, signed in: (email, principal)."""
+    _, admin = await world.organization_with_admin(name)
+    email = f"signer@{name.lower().replace(' ', '-')}.test"
+    await world.service.create_user(admin, email=email, full_name="Ada Signer", password=PASSWORD, roles=[],
+                                    organization_id="", request_id="")
+    return email, await world.principal(email, PASSWORD)
+
+
+async def test_signer_is_confirmed_by_the_password_and_failures_count_toward_the_lockout(world: World) -> None:
+    email, signer = await signer_world(world, "Signing Pharma")
+    confirmed = await world.service.confirm_signer(signer, PASSWORD, "")
+    assert confirmed == domain.Signer(user_id=signer.subject, printed_name="Ada Signer", email=email,
+                                      organization_id=signer.organization_id, roles=("pharma_scientist",))
+    with pytest.raises(AuthenticationError) as wrong:
+        await world.service.confirm_signer(signer, WRONG, "")
+    assert wrong.value.detail == "SIGNER_NOT_CONFIRMED" and "lock" in wrong.value.message
+    with pytest.raises(ValidationError):
+        await world.service.confirm_signer(signer, "", "")  # bad input, not an attempt
+    for _ in range(3):
+        with pytest.raises(AuthenticationError):
+            await world.service.confirm_signer(signer, WRONG, "")
+    with pytest.raises(AuthenticationError) as fifth:
+        await world.service.confirm_signer(signer, WRONG, "")
+    assert fifth.value.detail == "ACCOUNT_LOCKED"
+    with pytest.raises(AuthenticationError) as locked:
+        await world.service.confirm_signer(signer, PASSWORD, "")  # right password, refused while locked
+    assert locked.value.detail == "ACCOUNT_LOCKED"
+    with pytest.raises(AuthenticationError):
+        await world.service.login(email, PASSWORD)  # the same lock as logins
+    world.clock.advance(timedelta(minutes=31))
+    assert (await world.service.confirm_signer(signer, PASSWORD, "")).user_id == signer.subject
+
+    audits = [a for a in await outbox_audits(world) if a.target_id == signer.subject]
+    outcomes = [(a.action, a.outcome) for a in audits if a.action.startswith(("auth.signer", "auth.account"))]
+    failed = ("auth.signer_confirmation_failed", AuditRecorded.FAILURE)
+    assert outcomes == [("auth.signer_confirmed", AuditRecorded.SUCCESS), *[failed] * 5,
+                        ("auth.account_locked", AuditRecorded.SUCCESS), failed,
+                        ("auth.signer_confirmed", AuditRecorded.SUCCESS)]
+    reasons = [a.details["reason"] for a in audits if a.action == "auth.signer_confirmation_failed"]
+    assert reasons == ["wrong password"] * 5 + ["account locked"]
+
+
+async def test_signer_with_mfa_needs_a_fresh_code(world: World) -> None:
+    _, signer = await signer_world(world, "Mfa Signing Pharma")
+    secret, _ = await world.service.enroll_mfa(signer)
+    totp = pyotp.TOTP(secret)
+    await world.service.confirm_mfa(signer, totp.at(world.clock.now))
+    world.clock.advance(timedelta(seconds=30))  # the enrolment spent the current code
+    code = totp.at(world.clock.now)
+    wrong_code = "000000" if code != "000000" else "111111"
+    for password, mfa_code in ((PASSWORD, ""), (PASSWORD, wrong_code), (WRONG, code)):
+        with pytest.raises(AuthenticationError) as refused:
+            await world.service.confirm_signer(signer, password, mfa_code)
+        assert refused.value.detail == "SIGNER_NOT_CONFIRMED"
+    assert (await world.service.confirm_signer(signer, PASSWORD, code)).user_id == signer.subject
+    with pytest.raises(AuthenticationError):
+        await world.service.confirm_signer(signer, PASSWORD, code)  # a code signs once
+    reasons = [a.details["reason"] for a in await outbox_audits(world)
+               if a.action == "auth.signer_confirmation_failed" and a.target_id == signer.subject]
+    assert reasons == ["MFA code missing", "wrong or reused MFA code", "wrong password", "wrong or reused MFA code"]
+
+
+async def test_an_api_key_cannot_sign(world: World) -> None:
+    _, admin = await world.organization_with_admin("Keyed Signing Pharma")
+    created = await world.service.create_api_key(admin, "LIMS", ["pharma_scientist"])
+    key = await world.service.resolve_api_key(created.secret)
+    with pytest.raises(AuthorizationError) as refused:
+        await world.service.confirm_signer(key, PASSWORD, "")
+    assert "signatures need a person" in refused.value.message
+
+
+async def test_remote_identity_confirms_the_signer_over_grpc(world: World) -> None:
+    email, signer = await signer_world(world, "Remote Signing Pharma")
+    _, admin = await world.organization_with_admin("Remote Keys Pharma")
+    key = await world.service.create_api_key(admin, "LIMS", ["pharma_scientist"])
+    token = (await world.service.login(email, PASSWORD)).access_token
+    port = free_port()
+    settings = Settings.from_env("identity", {"MOLBRIDGE_IDENTITY_ADDR": f"127.0.0.1:{port}"})
+    process = Process(
+        servicers=[(pb_grpc.add_IdentityServiceServicer_to_server, IdentityServicer(world.service))],
+        authenticator=Authenticator(TokenVerifier(world.service.jwks), world.service),
+        public_methods=PUBLIC_METHODS,
+    )
+    identity = RemoteIdentity(settings.listen_addr)
+    try:
+        async with running("identity", process, settings):
+            confirmed = await identity.confirm_signer({"authorization": f"Bearer {token}"}, PASSWORD, "")
+            assert confirmed == SignerIdentity(
+                user_id=signer.subject, printed_name="Ada Signer", email=email,
+                organization_id=signer.organization_id, roles=frozenset({"pharma_scientist"}),
+            )
+            with pytest.raises(AuthenticationError) as wrong:
+                await identity.confirm_signer({"authorization": f"Bearer {token}"}, WRONG, "")
+            assert wrong.value.message == SIGNER_NOT_CONFIRMED and wrong.value.detail == "SIGNER_NOT_CONFIRMED"
+            with pytest.raises(AuthenticationError) as no_token:
+                await identity.confirm_signer({}, PASSWORD, "")
+            assert no_token.value.message != SIGNER_NOT_CONFIRMED  # not a password problem: sign in again
+            with pytest.raises(AuthorizationError):
+                await identity.confirm_signer({"x-api-key": key.secret}, PASSWORD, "")
+            with pytest.raises(ValidationError):
+                await identity.confirm_signer({"authorization": f"Bearer {token}"}, "", "")
+    finally:
+        await identity.close()
+    unreachable = RemoteIdentity(f"127.0.0.1:{free_port()}")
+    try:
+        with pytest.raises(IntegrationError):
+            await unreachable.confirm_signer({"authorization": f"Bearer {token}"}, PASSWORD, "")
+    finally:
+        await unreachable.close()

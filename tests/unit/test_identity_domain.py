@@ -141,3 +141,28 @@ def test_every_login_refusal_is_one_and_the_same_answer() -> None:
 def test_reset_emails_stop_after_three_per_window() -> None:
     assert [domain.may_send_reset_email(n) for n in range(5)] == [True, True, True, False, False]
     assert timedelta(hours=1) == domain.RESET_EMAIL_WINDOW
+
+
+def test_a_signer_prints_their_full_name_or_else_their_email() -> None:
+    user = domain.User(
+        id="u1", email="ada@b.test", full_name="  Ada Lovelace ", organization_id="org-a",
+        roles=("pharma_scientist", "pharma_admin"), active=True, mfa_enabled=False, locked_until=None,
+        created_at=NOW, updated_at=NOW, last_login_at=None,
+    )
+    assert domain.signer_of(user) == domain.Signer(
+        user_id="u1", printed_name="Ada Lovelace", email="ada@b.test", organization_id="org-a",
+        roles=("pharma_admin", "pharma_scientist"),
+    )
+    assert domain.signer_of(replace(user, full_name=" ")).printed_name == "ada@b.test"
+
+
+def test_only_a_person_signs() -> None:
+    domain.require_person(principal({"pharma_scientist"}))
+    key = Principal(subject="k1", organization_id="org-a", organization_kind="PHARMA",
+                    roles=frozenset({"pharma_scientist"}), via="api_key")
+    with pytest.raises(AuthorizationError) as refused:
+        domain.require_person(key)
+    assert "signatures need a person" in refused.value.message
+    wrong, locked = domain.signer_not_confirmed(locked=False), domain.signer_not_confirmed(locked=True)
+    assert (wrong.detail, locked.detail) == ("SIGNER_NOT_CONFIRMED", "ACCOUNT_LOCKED")
+    assert "lock" in wrong.message and "30 minutes" in locked.message

@@ -58,3 +58,10 @@ def audit_event_pb(entry: domain.AuditEntry) -> pb.AuditEvent:
     )
 
 
+
+
+def signer_pb(signer: domain.Signer) -> pb.ConfirmSignerIdentityResponse:
+    return pb.ConfirmSignerIdentityResponse(
+        user_id=signer.user_id, printed_name=signer.printed_name, email=signer.email,
+        organization_id=signer.organization_id, roles=list(signer.roles),
+    )

@@ -17,6 +17,7 @@ from services.identity.server.mapping import (
     kind_pb,
     organization_pb,
     session_pb,
+    signer_pb,
     user_pb,
 )
 from services.identity.service import IdentityService
@@ -167,3 +168,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             key_id=principal.subject, organization_id=principal.organization_id, roles=sorted(principal.roles),
             organization_kind=kind_pb(principal.organization_kind),
         )
+
+    async def ConfirmSignerIdentity(
+        self, request: pb.ConfirmSignerIdentityRequest, context: Context
+    ) -> pb.ConfirmSignerIdentityResponse:
+        return signer_pb(await self._service.confirm_signer(current_principal(), request.password, request.mfa_code))

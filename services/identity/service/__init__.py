@@ -10,11 +10,12 @@ from services.identity.service.base import UseCases
 from services.identity.service.organizations import OrganizationUseCases
 from services.identity.service.passwords import PasswordUseCases
 from services.identity.service.sessions import MFA_AUDIENCE, SessionUseCases
+from services.identity.service.signers import SignerUseCases
 from services.identity.service.users import PLATFORM_ORGANIZATION, Bootstrap, UserUseCases
 
 
 class IdentityService(
-    SessionUseCases, PasswordUseCases, UserUseCases, OrganizationUseCases, ApiKeyUseCases, AuditUseCases
+    SignerUseCases, SessionUseCases, PasswordUseCases, UserUseCases, OrganizationUseCases, ApiKeyUseCases, AuditUseCases
 ):
     """Every identity use case over one set of dependencies (see UseCases)."""
 
@@ -31,6 +32,7 @@ __all__ = [
     "OrganizationUseCases",
     "PasswordUseCases",
     "SessionUseCases",
+    "SignerUseCases",
     "UseCases",
     "UserUseCases",
 ]

@@ -56,21 +56,7 @@ class SessionUseCases(UseCases):
                     organization_id=account.user.organization_id, actor_id=account.user.id,
                 )
             elif not await self._matches(account.password_hash, password):
-                outcome = domain.after_failed_login(account.failed_logins, now)
-                await uow.users.update(
-                    account.user.id, failed_logins=outcome.failed_logins, locked_until=outcome.locked_until
-                )
-                uow.record(
-                    audit_event("auth.login_failed", target_type="user", target_id=account.user.id, success=False,
-                                details={"reason": "wrong password"}),
-                    organization_id=account.user.organization_id, actor_id=account.user.id,
-                )
-                if outcome.locked_until is not None:
-                    uow.record(
-                        audit_event("auth.account_locked", target_type="user", target_id=account.user.id,
-                                    details={"until": outcome.locked_until.isoformat()}),
-                        organization_id=account.user.organization_id, actor_id=account.user.id,
-                    )
+                await self._count_failure(uow, account, "auth.login_failed", "wrong password")
             else:
                 await uow.users.update(account.user.id, failed_logins=0)
                 if account.user.mfa_enabled:
@@ -82,6 +68,32 @@ class SessionUseCases(UseCases):
                 )
                 return result
         raise domain.invalid_credentials()  # after the commit: the failure is counted and audited
+
+    async def _count_failure(self, uow: IdentityUnitOfWork, account: Account, action: str, reason: str) -> bool:
+        """One more failed attempt toward the lockout, audited as `action`; True when it locked the account."""
+        outcome = domain.after_failed_login(account.failed_logins, self._now())
+        await uow.users.update(account.user.id, failed_logins=outcome.failed_logins, locked_until=outcome.locked_until)
+        user = account.user
+        uow.record(
+            audit_event(action, target_type="user", target_id=user.id, success=False, details={"reason": reason}),
+            organization_id=user.organization_id, actor_id=user.id,
+        )
+        if outcome.locked_until is None:
+            return False
+        uow.record(
+            audit_event("auth.account_locked", target_type="user", target_id=user.id,
+                        details={"until": outcome.locked_until.isoformat()}),
+            organization_id=user.organization_id, actor_id=user.id,
+        )
+        return True
+
+    async def _spend_totp(self, uow: IdentityUnitOfWork, account: Account, code: str) -> bool:
+        """Whether `code` is the user's current TOTP code, not used before; a good code is spent (single use)."""
+        step = totp_step(account.mfa_secret or "", code, self._now())
+        if not account.user.mfa_enabled or step is None or step <= account.mfa_last_step:
+            return False
+        await uow.users.update(account.user.id, mfa_last_step=step)
+        return True
 
     async def _issue_session(self, uow: IdentityUnitOfWork, account: Account, family_id: str | None = None) -> Session:
         now = self._now()
@@ -133,10 +145,8 @@ class SessionUseCases(UseCases):
         user_id = verify_jwt(mfa_token, await self.jwks(), MFA_AUDIENCE, self._now().timestamp())
         async with self._uow() as uow:
             account = await uow.users.get(user_id, lock=True)
-            step = totp_step(account.mfa_secret or "", code, self._now())
             user = account.user
-            if user.active and user.mfa_enabled and step is not None and step > account.mfa_last_step:
-                await uow.users.update(user.id, mfa_last_step=step)
+            if user.active and await self._spend_totp(uow, account, code):
                 result = await self._issue_session(uow, account)
                 uow.record(
                     audit_event("auth.login_succeeded", target_type="user", target_id=user.id,
