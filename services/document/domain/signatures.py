@@ -177,6 +177,16 @@ class SignatureRequest:
     def sign(self, signer: Person, meaning: str, current_sha256: str, at: datetime) -> list[Event]:
         """A built-in signature by a re-authenticated signer, meaning `meaning`, of the document whose
         current version has `current_sha256` (it must still be the version requested)."""
+        slot = self.check_signature(signer, meaning, current_sha256)
+        slot.status = SignerStatus.SIGNED
+        slot.signed_by, slot.printed_name, slot.email = signer.user_id, signer.printed_name, signer.email
+        slot.organization_id, slot.meaning = signer.organization_id, meaning
+        slot.signed_at, slot.signed_sha256 = at, self.sha256
+        return [SignerSigned(replace(slot)), *self._after_signatures(at)]
+
+    def check_signature(self, signer: Person, meaning: str, current_sha256: str) -> Signer:
+        """What `sign` refuses, without signing (asked before the signer re-authenticates); the slot
+        the signer would fill."""
         if meaning not in SignatureMeaning.__members__.values():
             allowed = ", ".join(m.value for m in SignatureMeaning)
             raise ValidationError(
@@ -193,12 +203,12 @@ class SignatureRequest:
                 "The document changed since signatures were requested: void this request and ask again",
                 detail="DOCUMENT_CHANGED",
             )
-        slot = self._turn_of(signer, "sign")
-        slot.status = SignerStatus.SIGNED
-        slot.signed_by, slot.printed_name, slot.email = signer.user_id, signer.printed_name, signer.email
-        slot.organization_id, slot.meaning = signer.organization_id, meaning
-        slot.signed_at, slot.signed_sha256 = at, self.sha256
-        return [SignerSigned(replace(slot)), *self._after_signatures(at)]
+        return self._turn_of(signer, "sign")
+
+    def turn_of(self, person: Person) -> Signer:
+        """The slot this person signs now; refused (finished, not their turn, not a signer) otherwise."""
+        self._require_open("signed")
+        return self._turn_of(person, "sign")
 
     def decline(self, signer: Person, reason: str, at: datetime) -> list[Event]:
         """A signer whose turn it is refuses; the request ends DECLINED."""
