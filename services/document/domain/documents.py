@@ -213,7 +213,7 @@ class Document:
     def update(self, *, title: str = "", description: str = "", expires_on: str = "") -> list[str]:
         """Empty values leave a field as it is; answers the names of the fields that changed."""
         self._require_not_archived("changed")
-        changed = []
+        changed: list[str] = []
         if title and check_title(title) != self.title:
             self.title, changed = check_title(title), [*changed, "title"]
         if description and check_description(description) != self.description:

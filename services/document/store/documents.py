@@ -136,7 +136,7 @@ class DocumentRepository:
 
     # -- lists -------------------------------------------------------------------------------------------
 
-    async def list(
+    async def find(
         self, principal: Principal, where: DocumentFilter, page: PageRequest
     ) -> tuple[list[Document], int]:
         """Newest first, each with its current version only."""
@@ -239,18 +239,20 @@ class DocumentRepository:
             )
         )
 
-    async def share_of(self, submission_id: str, organization_id: str) -> Share | None:
-        """The share of the submission that involves the organization, on either side."""
-        organization = canonical_uuid(organization_id)
-        if organization is None:
-            return None
+    async def share_of(self, submission_id: str, organization_id: str | None) -> Share | None:
+        """The share of the submission that involves the organization, on either side (None: any)."""
+        condition: sa.ColumnElement[bool] = sa.true()
+        if organization_id is not None:
+            organization = canonical_uuid(organization_id)
+            if organization is None:
+                return None
+            condition = sa.or_(
+                _shares.owner_organization_id == organization, _shares.cro_organization_id == organization
+            )
         row = (
             await self._session.execute(
                 sa.select(submission_shares)
-                .where(
-                    _shares.submission_id == submission_id,
-                    sa.or_(_shares.owner_organization_id == organization, _shares.cro_organization_id == organization),
-                )
+                .where(_shares.submission_id == submission_id, condition)
                 .order_by(_shares.created_at.desc())
                 .limit(1)
             )
