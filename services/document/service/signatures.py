@@ -26,16 +26,13 @@ import asyncio
 import hashlib
 import ipaddress
 import logging
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from google.protobuf.message import Message
-from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.document_pb2 import (
-    DocumentStatusChanged,
     SignatureFinished,
     SignatureRequested,
     SignatureSyncRequested,
@@ -64,6 +61,7 @@ from services.document.domain.vocabulary import (
     Provider,
     VersionOrigin,
 )
+from services.document.service.documents import DocumentService, record_audit, record_status_change
 from services.document.service.ports import (
     EnvelopeRecipient,
     SealCheck,
@@ -84,7 +82,6 @@ from services.runtime.errors import (
     ValidationError,
 )
 from services.runtime.protomap import timestamp
-from services.runtime.storage import ObjectStorage
 
 log = logging.getLogger("molbridge.document.signatures")
 
@@ -112,7 +109,7 @@ class SignatureService:
     def __init__(
         self,
         uow: DocumentTransactions,
-        storage: ObjectStorage,
+        documents: DocumentService,
         signers: SignerIdentities,
         sealer: Sealer,
         provider: SignatureProvider | None = None,
@@ -120,7 +117,8 @@ class SignatureService:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._uow = uow
-        self._storage = storage
+        self._documents = documents  # stores the files this service makes
+        self._storage = documents.storage
         self._signers = signers
         self._sealer = sealer
         self._provider = provider
@@ -170,13 +168,10 @@ class SignatureService:
                     message=message, recipients=[_recipient(s.position, s.spec) for s in request.signers],
                 )
             await uow.signatures.add(request, idempotency_key)
-            uow.record(
-                self._audit("signature.requested", document, {
-                    "request_id": request.id, "provider": request.provider.value, "version": str(request.version),
-                    "sha256": request.sha256, "signers": str(len(request.signers)),
-                }),
-                actor=principal,
-            )
+            record_audit(uow, "signature.requested", document, principal, {
+                "request_id": request.id, "provider": request.provider.value, "version": str(request.version),
+                "sha256": request.sha256, "signers": str(len(request.signers)),
+            })
             await self._apply(uow, document, request, events, principal.subject)
         return request
 
@@ -352,15 +347,12 @@ class SignatureService:
         return await self._store(document, sealed, suffix="signed")
 
     async def _store(self, document: Document, pdf: bytes, *, suffix: str) -> StoredFile:
-        if not pdf.startswith(b"%PDF-"):
-            raise IntegrationError("the completed document is not a PDF", detail="NOT_A_PDF")
-        key = f"documents/{document.id}/{uuid.uuid4().hex}.pdf"
-        await self._storage.put_bytes(key, pdf, PDF)
         stem = document.current.filename.rsplit(".", 1)[0] or "document"
-        return StoredFile(
-            object_key=key, filename=f"{stem}-{suffix}.pdf", content_type=PDF, size_bytes=len(pdf),
-            sha256=hashlib.sha256(pdf).hexdigest(),
-        )
+        stored = await self._documents.store_bytes(document.organization_id, pdf, f"{stem}-{suffix}.pdf")
+        if stored.content_type != PDF:
+            await asyncio.shield(self._storage.delete(stored.object_key))
+            raise IntegrationError(f"the {suffix} document is not a PDF", detail="NOT_A_PDF")
+        return stored
 
     async def _apply(
         self,
@@ -376,8 +368,11 @@ class SignatureService:
     ) -> None:
         """Applies what a change caused to the document, records every event, and saves both."""
 
-        def keep(event: Message, by: str = actor_id) -> None:
-            uow.record(event, organization_id=request.organization_id, actor_id=by)
+        def keep(event: Message) -> None:
+            uow.record(event, organization_id=request.organization_id, actor_id=actor_id)
+
+        def audit(action: str, details: Mapping[str, str], by: str = actor_id) -> None:
+            record_audit(uow, action, document, None, {"request_id": request.id, **details}, actor_id=by)
 
         for event in events:
             if isinstance(event, SignerTurn):
@@ -389,16 +384,14 @@ class SignatureService:
                 ))
             elif isinstance(event, SignerSigned):
                 signer = event.signer
-                keep(self._audit("signature.signed", document, {
-                    "request_id": request.id, "position": str(signer.position), "meaning": signer.meaning,
-                    "printed_name": signer.printed_name, "sha256": signer.signed_sha256,
-                    "signer_organization_id": signer.organization_id,
-                }), signer.signed_by or actor_id)
+                audit("signature.signed", {
+                    "position": str(signer.position), "meaning": signer.meaning, "printed_name": signer.printed_name,
+                    "sha256": signer.signed_sha256, "signer_organization_id": signer.organization_id,
+                }, signer.signed_by or actor_id)
             elif isinstance(event, SignerDeclined):
-                keep(self._audit("signature.declined", document, {
-                    "request_id": request.id, "position": str(event.signer.position),
-                    "reason": event.signer.decline_reason,
-                }))
+                audit("signature.declined", {
+                    "position": str(event.signer.position), "reason": event.signer.decline_reason
+                })
             elif isinstance(event, RequestFinished):
                 keep(SignatureFinished(
                     request_id=request.id, document_id=request.document_id, organization_id=request.organization_id,
@@ -406,12 +399,12 @@ class SignatureService:
                     requested_by=request.requested_by, finished_at=timestamp(event.at),
                 ))
                 if event.status is not EnvelopeStatus.DECLINED:  # a decline is audited with its signer
-                    details = {"request_id": request.id, **({"reason": reason} if reason else {})}
-                    keep(self._audit(f"signature.{event.status.value.lower()}", document, details))
+                    audit(f"signature.{event.status.value.lower()}", {"reason": reason} if reason else {})
             elif isinstance(event, DocumentStatusMoved):
                 change = self._move(document, request, event, completed, origin, actor_id)
                 if change is not None:
-                    keep(_status_changed(document, change))
+                    record_status_change(uow, document, change, organization_id=request.organization_id,
+                                         actor_id=actor_id)
         await uow.signatures.save(request)
         await uow.documents.save(document)
 
@@ -426,23 +419,6 @@ class SignatureService:
         change = document.add_signed_version(completed, actor_id, origin)
         request.attach_signed_version(document.current_version)
         return change
-
-    @staticmethod
-    def _audit(action: str, document: Document, details: Mapping[str, str]) -> AuditRecorded:
-        return AuditRecorded(
-            action=action, outcome=AuditRecorded.SUCCESS, target_type="document", target_id=document.id,
-            client_address=client_address_var.get(), request_id=request_id_var.get(),
-            details={"document_type": document.document_type.value, **details},
-        )
-
-
-def _status_changed(document: Document, change: StatusChange) -> DocumentStatusChanged:
-    return DocumentStatusChanged(
-        document_id=document.id, organization_id=document.organization_id, submission_id=document.submission_id,
-        document_type=document.document_type.value,
-        from_status=change.from_status.value if change.from_status else "", to_status=change.to_status.value,
-        version=document.current_version,
-    )
 
 
 def _recipient(position: int, spec: SignerSpec) -> EnvelopeRecipient:
