@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import json
 import threading
 import time
@@ -24,6 +25,8 @@ from typing import Any, TypeVar
 
 import jwt
 import urllib3
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from docusign_esign import (
     ApiClient,
     ApiException,
@@ -31,8 +34,8 @@ from docusign_esign import (
     Envelope,
     EnvelopeDefinition,
     EnvelopesApi,
-    RecipientViewRequest,
     Recipients,
+    RecipientViewRequest,
     Signer,
     SignHere,
     Tabs,
@@ -50,6 +53,7 @@ from services.runtime.errors import IntegrationError, ValidationError
 from services.runtime.settings import SettingsError
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 REQUIRED_VARIABLES = (
     "DOCUSIGN_BASE_PATH",
@@ -103,8 +107,8 @@ class DocuSignSettings:
                 problems.append(f"DOCUSIGN_PRIVATE_KEY_FILE={key_file!r} cannot be read: {error.strerror}")
         elif not private_key:
             problems.append("DOCUSIGN_PRIVATE_KEY (PEM) or DOCUSIGN_PRIVATE_KEY_FILE is not set")
-        if private_key and "PRIVATE KEY-----" not in private_key:
-            problems.append("the DocuSign private key is not a PEM private key")
+        if private_key and not is_rsa_private_key(private_key):
+            problems.append("the DocuSign private key is not an unencrypted RSA private key in PEM")
         base_path = value("DOCUSIGN_BASE_PATH").rstrip("/")
         if base_path and not base_path.startswith(("https://", "http://")):
             problems.append(f"DOCUSIGN_BASE_PATH={base_path!r}: expected https://host/restapi")
@@ -145,9 +149,10 @@ class DocuSignProvider:
     def __init__(self, settings: DocuSignSettings) -> None:
         self._settings = settings
         self._client = ApiClient(host=settings.base_path, oauth_host_name=settings.oauth_host)
-        # The SDK reads TLS trust from a Configuration when its REST client is built; ApiClient takes
-        # no Configuration, so it gets a REST client built from ours (not the process-wide default).
-        configuration = Configuration()
+        # The SDK's Configuration() is a process-wide singleton that its REST client reads TLS trust
+        # from when built: this client gets a REST client built from a copy, so the trust configured
+        # here stays with this provider and changes nothing for other SDK users in the process.
+        configuration = copy.copy(Configuration())
         if settings.ca_cert_file:
             configuration.ssl_ca_cert = settings.ca_cert_file
         self._client.rest_client = RESTClientObject(configuration=configuration)
@@ -159,7 +164,9 @@ class DocuSignProvider:
         self, *, pdf: bytes, filename: str, subject: str, message: str, recipients: Sequence[EnvelopeRecipient]
     ) -> str:
         if not recipients:
-            raise ValidationError("an envelope needs at least one recipient", field_violations=[("recipients", "empty")])
+            raise ValidationError(
+                "an envelope needs at least one recipient", field_violations=[("recipients", "empty")]
+            )
         last_page = _page_count(pdf)
         signers = [
             Signer(
@@ -235,14 +242,9 @@ class DocuSignProvider:
             )
 
         envelope, recipients = await self._call(f"read envelope {envelope_id}", read)
-        word = str(getattr(envelope, "status", "") or "")
-        status = envelope_status_of(word)
-        if status is None:
-            raise IntegrationError(f"DocuSign answered an envelope status we do not know: {word!r}",
-                                   detail="DOCUSIGN_ANSWER")
         return EnvelopeState(
             envelope_id=envelope_id,
-            status=status,
+            status=_known_status(envelope, envelope_status_of, "an envelope"),
             recipients=tuple(_recipient_state(signer) for signer in (getattr(recipients, "signers", None) or [])),
         )
 
@@ -254,8 +256,9 @@ class DocuSignProvider:
             ),
         )
         if not isinstance(document, bytes) or not document.startswith(b"%PDF-"):
-            raise IntegrationError(f"DocuSign's document of envelope {envelope_id} is not a PDF",
-                                   detail="DOCUSIGN_ANSWER")
+            raise IntegrationError(
+                f"DocuSign's document of envelope {envelope_id} is not a PDF", detail="DOCUSIGN_ANSWER"
+            )
         return document
 
     async def void(self, envelope_id: str, reason: str) -> None:
@@ -274,8 +277,9 @@ class DocuSignProvider:
             # The token request takes no timeout in the SDK: wait_for bounds the whole step.
             return await asyncio.wait_for(asyncio.to_thread(self._run, what, call, timeout), timeout * 2)
         except TimeoutError:
-            raise IntegrationError(f"DocuSign did not answer within {timeout:g} s to {what}",
-                                   detail="DOCUSIGN_UNREACHABLE") from None
+            raise IntegrationError(
+                f"DocuSign did not answer within {timeout:g} s to {what}", detail="DOCUSIGN_UNREACHABLE"
+            ) from None
 
     def _run(self, what: str, call: Callable[[EnvelopesApi, float], T], timeout: float) -> T:
         self._ensure_token()
@@ -293,6 +297,11 @@ class DocuSignProvider:
             if time.monotonic() < self._token_renew_at:
                 return
             settings = self._settings
+            if not is_rsa_private_key(settings.private_key):
+                raise IntegrationError(
+                    "the DocuSign private key cannot sign the JWT assertion (not an RSA private key in PEM)",
+                    detail="DOCUSIGN_CONFIGURATION",
+                )
             try:
                 token = self._client.request_jwt_user_token(
                     client_id=settings.integration_key,
@@ -306,11 +315,16 @@ class DocuSignProvider:
                 raise _refused("grant an access token (JWT grant)", error) from None
             except (urllib3.exceptions.HTTPError, OSError) as error:
                 raise _unreachable("grant an access token (JWT grant)", error) from None
-            except (ArgumentException, jwt.PyJWTError, ValueError, TypeError):
-                # From jwt/cryptography when the PEM is not a usable RSA key; their text may quote it.
+            except (ArgumentException, jwt.PyJWTError) as error:
+                # Their text may quote the key: only the kind of failure is told.
                 raise IntegrationError(
-                    "the DocuSign private key cannot sign the JWT assertion (not an RSA private key in PEM)",
+                    f"the DocuSign JWT assertion could not be made ({type(error).__name__})",
                     detail="DOCUSIGN_CONFIGURATION",
+                ) from None
+            except ValueError:
+                raise IntegrationError(
+                    "DocuSign answered the token request with something that is not a token",
+                    detail="DOCUSIGN_ANSWER",
                 ) from None
             lifetime = _seconds(getattr(token, "expires_in", None))
             margin = min(TOKEN_RENEWAL_MARGIN_SECONDS, lifetime / 10)
@@ -321,11 +335,23 @@ class DocuSignProvider:
             self._token_renew_at = 0.0
 
 
+def is_rsa_private_key(pem: str) -> bool:
+    """True when `pem` is an unencrypted RSA private key (what DocuSign's JWT grant signs with)."""
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        return False
+    return isinstance(key, rsa.RSAPrivateKey)
+
+
 def _refused(what: str, error: ApiException) -> IntegrationError:
     status = int(error.status or 0)
     if status == 0:  # the SDK's word for a TLS failure
-        return IntegrationError(f"DocuSign could not be reached to {what}: TLS failed", detail="DOCUSIGN_UNREACHABLE",
-                                metadata={"provider": "docusign"})
+        return IntegrationError(
+            f"DocuSign could not be reached to {what}: TLS failed",
+            detail="DOCUSIGN_UNREACHABLE",
+            metadata={"provider": "docusign"},
+        )
     code = _error_code(error.body)
     suffix = f" ({code})" if code else ""
     return IntegrationError(
@@ -373,15 +399,18 @@ def _page_count(pdf: bytes) -> int:
     return pages
 
 
-def _recipient_state(signer: Any) -> RecipientState:
-    word = str(getattr(signer, "status", "") or "")
-    status = signer_status_of(word)
+def _known_status(model: Any, ours: Callable[[str], S | None], what: str) -> S:
+    word = str(getattr(model, "status", "") or "")
+    status = ours(word)
     if status is None:
-        raise IntegrationError(f"DocuSign answered a recipient status we do not know: {word!r}",
-                               detail="DOCUSIGN_ANSWER")
+        raise IntegrationError(f"DocuSign answered {what} status we do not know: {word!r}", detail="DOCUSIGN_ANSWER")
+    return status
+
+
+def _recipient_state(signer: Any) -> RecipientState:
     return RecipientState(
         recipient_id=str(getattr(signer, "recipient_id", "") or ""),
-        status=status,
+        status=_known_status(signer, signer_status_of, "a recipient"),
         signed_at=parse_docusign_time(str(getattr(signer, "signed_date_time", "") or "")),
         declined_reason=str(getattr(signer, "declined_reason", "") or ""),
     )

@@ -138,17 +138,24 @@ def parse_connect_event(body: bytes) -> ConnectEvent:
     event = _text(message, "event").lower()
     envelope_id = _text(data, "envelopeId")
     generated = _text(message, "generatedDateTime")
-    violations = [(name, "required") for name, value in (("event", event), ("data.envelopeId", envelope_id),
-                                                         ("generatedDateTime", generated)) if not value]
+    violations = [
+        (name, "required")
+        for name, value in (("event", event), ("data.envelopeId", envelope_id), ("generatedDateTime", generated))
+        if not value
+    ]
     if violations:
         raise ValidationError("the Connect message misses required fields", field_violations=violations)
     if len(envelope_id) > MAX_ID_LENGTH:
-        raise ValidationError("the Connect message's envelope id is too long", field_violations=[
-            ("data.envelopeId", f"at most {MAX_ID_LENGTH} characters")])
+        raise ValidationError(
+            "the Connect message's envelope id is too long",
+            field_violations=[("data.envelopeId", f"at most {MAX_ID_LENGTH} characters")],
+        )
     generated_at = parse_docusign_time(generated)
     if generated_at is None:
-        raise ValidationError("the Connect message's generatedDateTime is not a timestamp",
-                              field_violations=[("generatedDateTime", "expected an ISO 8601 timestamp")])
+        raise ValidationError(
+            "the Connect message's generatedDateTime is not a timestamp",
+            field_violations=[("generatedDateTime", "expected an ISO 8601 timestamp")],
+        )
 
     summary = data.get("envelopeSummary")
     summary = summary if isinstance(summary, dict) else {}
