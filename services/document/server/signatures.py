@@ -87,7 +87,9 @@ class SignatureServicer(pb_grpc.SignatureServiceServicer):
     def __init__(self, service: SignatureService) -> None:
         self._service = service
 
-    async def RequestSignature(self, request: pb.RequestSignatureRequest, context: Context) -> pb.RequestSignatureResponse:
+    async def RequestSignature(
+        self, request: pb.RequestSignatureRequest, context: Context
+    ) -> pb.RequestSignatureResponse:
         created = await self._service.request(
             current_principal(), request.id, [spec_of(s) for s in request.signers], provider=request.provider,
             message=request.message, idempotency_key=request.request_id,
@@ -97,7 +99,8 @@ class SignatureServicer(pb_grpc.SignatureServiceServicer):
     async def GetSignatureStatus(
         self, request: pb.GetSignatureStatusRequest, context: Context
     ) -> pb.GetSignatureStatusResponse:
-        return pb.GetSignatureStatusResponse(data=request_pb(await self._service.status(current_principal(), request.id)))
+        found = await self._service.status(current_principal(), request.id)
+        return pb.GetSignatureStatusResponse(data=request_pb(found))
 
     async def Sign(self, request: pb.SignRequest, context: Context) -> pb.SignResponse:
         signed = await self._service.sign(
