@@ -143,14 +143,14 @@ class SignatureService:
             raise ValidationError("request_id is too long", field_violations=[("request_id", "at most 100 chars")])
         async with self._uow() as uow:
             document = await uow.documents.get(principal, document_id, lock=True)
-            if idempotency_key:
-                earlier = await uow.signatures.by_idempotency_key(document.id, idempotency_key)
-                if earlier is not None:
-                    return earlier
             if not principal.can_see_organization(document.organization_id):
                 raise AuthorizationError(
                     "Only the owning organization asks for signatures on its documents", detail="NOT_OWNER"
                 )
+            if idempotency_key:
+                earlier = await uow.signatures.by_idempotency_key(document.id, idempotency_key)
+                if earlier is not None:
+                    return earlier
             current = document.current
             facts = DocumentFacts(
                 id=document.id, organization_id=document.organization_id, submission_id=document.submission_id,
