@@ -143,19 +143,29 @@ NOW = datetime(2026, 5, 1, tzinfo=UTC)
 
 
 def doc(
-    document_type: DocumentType, status: DocumentStatus = DocumentStatus.DRAFT, *, age: int = 0,
-    signed_by: frozenset[str] = frozenset(), organization_id: str = ORG, id: str = "",
+    document_type: DocumentType,
+    status: DocumentStatus = DocumentStatus.DRAFT,
+    *,
+    age: int = 0,
+    signed_by: frozenset[str] = frozenset(),
+    organization_id: str = ORG,
+    id: str = "",
 ) -> SubmissionDocument:
     return SubmissionDocument(
-        id=id or f"{document_type.value}-{status.value}-{age}", organization_id=organization_id,
-        document_type=document_type, status=status, created_at=NOW - timedelta(days=age), signed_by=signed_by,
+        id=id or f"{document_type.value}-{status.value}-{age}",
+        organization_id=organization_id,
+        document_type=document_type,
+        status=status,
+        created_at=NOW - timedelta(days=age),
+        signed_by=signed_by,
     )
 
 
 def test_requirements_of_a_binding_assay_and_of_adme() -> None:
     binding = requirements("s1", "BINDING_ASSAY", [], owner_organization_id=ORG)
     assert [r.document_type for r in binding.requirements] == [
-        DocumentType.MATERIAL_TRANSFER_AGREEMENT, DocumentType.NON_DISCLOSURE_AGREEMENT,
+        DocumentType.MATERIAL_TRANSFER_AGREEMENT,
+        DocumentType.NON_DISCLOSURE_AGREEMENT,
         DocumentType.EXPERIMENT_SPECIFICATION,
     ]
     assert not binding.complete and all(r.document_id == "" and not r.present for r in binding.requirements)
