@@ -86,6 +86,36 @@ def test_the_signature_page_is_appended_with_every_signature(document: bytes, se
     assert "Northwind Therapeutics Ltd." in first  # the document itself is unchanged ahead of it
 
 
+def test_the_sealed_file_starts_with_the_exact_bytes_of_the_signed_version(document: bytes, sealed: bytes) -> None:
+    assert sealed.startswith(document)  # an incremental update: the version's SHA-256 checks against the prefix
+
+
+def test_any_uploaded_pdf_can_be_sealed(sealer: PadesSealer) -> None:
+    writer = pypdf.PdfWriter()
+    writer.add_blank_page(width=612, height=792)  # US Letter, not PDF/A, not ours
+    upload = io.BytesIO()
+    writer.write(upload)
+
+    sealed = sealer.seal(upload.getvalue(), LINES[:1], title="Scanned agreement", document_id="doc_7")
+    assert len(pages(sealed)) == 2
+    assert sealer.verify(sealed).covers_whole_document
+
+
+def test_a_sealed_or_encrypted_document_cannot_be_sealed_again(sealer: PadesSealer, sealed: bytes) -> None:
+    with pytest.raises(ValidationError) as raised:
+        sealer.seal(sealed, LINES, title="Mutual Non-Disclosure Agreement", document_id="doc_42")
+    assert "certified against any change" in raised.value.field_violations[0][1]
+
+    writer = pypdf.PdfWriter()
+    writer.add_blank_page(width=612, height=792)
+    writer.encrypt("secret")
+    encrypted = io.BytesIO()
+    writer.write(encrypted)
+    with pytest.raises(ValidationError) as raised:
+        sealer.seal(encrypted.getvalue(), LINES, title="x", document_id="doc_1")
+    assert raised.value.field_violations == [("pdf", "an encrypted PDF cannot be sealed")]
+
+
 def test_one_flipped_byte_inside_the_signed_range_breaks_the_seal(sealer: PadesSealer, sealed: bytes) -> None:
     match = re.search(rb"/ByteRange\s*\[\s*0\s+(\d+)", sealed)
     assert match is not None

@@ -1,6 +1,6 @@
 """The platform's seal on built-in signatures: a signature page appended to the document and a PAdES
 (baseline B-B) certification signature by the platform's key over the whole file, so anyone can check
-offline that the signed document was not altered. pyHanko signs and validates; pypdf merges pages.
+offline that the signed document was not altered. pyHanko signs, validates and appends the signature page.
 
 All of it is CPU work and synchronous; the use case runs it in a thread."""
 
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pypdf
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -25,10 +24,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from pyhanko.keys import load_private_key_from_pemder_data
+from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign import fields, signers
-from pyhanko.sign.validation import validate_pdf_signature
+from pyhanko.sign.validation import read_certification_data, validate_pdf_signature
 from pyhanko.sign.validation.status import PdfSignatureStatus, SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.registry import SimpleCertificateStore
@@ -191,33 +191,31 @@ class PadesSealer:
         self._page = jinja_environment(templates_directory).get_template(SIGNATURE_PAGE)
 
     def seal(self, pdf: bytes, lines: Sequence[SignatureLine], *, title: str, document_id: str) -> bytes:
+        """The seal is an incremental update: the sealed file starts with the exact bytes of `pdf`, so the
+        signed version's SHA-256 still checks against that prefix, and earlier PDF signatures stay valid."""
         _check_seal_input(lines, title, document_id)
-        document = _read(pdf)
-        merged = pypdf.PdfWriter(clone_from=document)
-        merged.append(pypdf.PdfReader(io.BytesIO(self._signature_page(lines, title, document_id))))
-        unsigned = io.BytesIO()
-        merged.write(unsigned)
-
+        writer = _open_for_update(pdf)
+        earlier_fields = {signature.field_name for signature in writer.prev.embedded_signatures}
+        _append_pages(writer, self._signature_page(lines, title, document_id))
         metadata = signers.PdfSignatureMetadata(
-            field_name=SIGNATURE_FIELD,
+            field_name=_free_field_name(earlier_fields),
             md_algorithm="sha256",
             subfilter=fields.SigSeedSubFilter.PADES,
             reason=f"Electronic signatures of document {document_id}",
             name=SEAL_SUBJECT,
-            # A certification signature that allows no change: any later revision is reported as a change.
-            certify=True,
+            # Certified against any change, unless someone else signed first (there can be one certification):
+            # a later revision then shows as a change.
+            certify=not earlier_fields,
             docmdp_permissions=fields.MDPPerm.NO_CHANGES,
         )
-        writer = IncrementalPdfFileWriter(unsigned, strict=False)
-        signed = signers.sign_pdf(writer, metadata, signer=self._signer)
-        return signed.getvalue()
+        return signers.sign_pdf(writer, metadata, signer=self._signer).getvalue()
 
     def verify(self, pdf: bytes) -> SealCheck:
         if b"%PDF-" not in pdf[:PDF_HEADER_WINDOW]:
             raise ValidationError("Not a PDF document", field_violations=[("pdf", "not a PDF document")])
         try:
             reader = PdfFileReader(io.BytesIO(pdf), strict=False)
-            seals = [s for s in reader.embedded_regular_signatures if s.field_name == SIGNATURE_FIELD]
+            seals = [s for s in reader.embedded_regular_signatures if s.field_name.startswith(SIGNATURE_FIELD)]
         except Exception as error:  # a damaged file is a verification result, not a failure of ours
             return _failed(f"the file cannot be read as a PDF ({type(error).__name__})")
         if not seals:
@@ -255,22 +253,53 @@ def _check_seal_input(lines: Sequence[SignatureLine], title: str, document_id: s
         raise ValidationError(f"Invalid {violations[0][0]}: {violations[0][1]}", field_violations=violations)
 
 
-def _read(pdf: bytes) -> pypdf.PdfReader:
+def _open_for_update(pdf: bytes) -> IncrementalPdfFileWriter:
     problem = ""
     if b"%PDF-" not in pdf[:PDF_HEADER_WINDOW]:
         problem = "not a PDF document"
     else:
         try:
-            reader = pypdf.PdfReader(io.BytesIO(pdf))
-            if reader.is_encrypted:
+            writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
+            certification = read_certification_data(writer.prev)
+            if writer.prev.encrypted:
                 problem = "an encrypted PDF cannot be sealed"
-            elif len(reader.pages) == 0:
+            elif int(writer.root["/Pages"]["/Count"]) < 1:
                 problem = "the PDF has no pages"
+            elif certification is not None and certification.permission == fields.MDPPerm.NO_CHANGES:
+                problem = "the PDF is certified against any change (sealed already?)"
             else:
-                return reader
-        except Exception as error:  # pypdf's errors for damaged files are many and not one hierarchy
+                return writer
+        except Exception as error:  # a damaged file raises many kinds of errors, none of them ours
             problem = f"not a readable PDF ({type(error).__name__})"
     raise ValidationError(f"Cannot seal the document: {problem}", field_violations=[("pdf", problem)])
+
+
+def _append_pages(writer: IncrementalPdfFileWriter, pdf: bytes) -> None:
+    """Each page of `pdf` becomes a new last page of the document, drawn from a form XObject."""
+    source = PdfFileReader(io.BytesIO(pdf), strict=False)
+    for index in range(int(source.root["/Pages"]["/Count"])):
+        drawing = writer.import_page_as_xobject(source, page_ix=index)
+        contents = writer.add_object(generic.StreamObject(stream_data=b"q /SignaturePage Do Q"))
+        name = generic.pdf_name
+        xobjects = generic.DictionaryObject({name("/SignaturePage"): drawing})
+        page = generic.DictionaryObject(
+            {
+                name("/Type"): name("/Page"),
+                name("/MediaBox"): drawing.get_object()["/BBox"],
+                name("/Resources"): generic.DictionaryObject({name("/XObject"): xobjects}),
+                name("/Contents"): contents,
+            }
+        )
+        writer.insert_page(page)
+
+
+def _free_field_name(taken: set[str]) -> str:
+    """MolbridgeSeal, or MolbridgeSeal2, 3, … when the document already has a field of that name."""
+    name, number = SIGNATURE_FIELD, 1
+    while name in taken:
+        number += 1
+        name = f"{SIGNATURE_FIELD}{number}"
+    return name
 
 
 @dataclass(frozen=True)
