@@ -107,13 +107,14 @@ class DocumentParts:
 def build_parts(
     settings: DocumentSettings,
     database: AsyncEngine,
-    signers: SignerIdentities,
     *,
+    signers: SignerIdentities | None = None,
     templates: TemplateRenderer | None = None,
     docusign: DocuSignSettings | None = None,
 ) -> DocumentParts:
     """Every part of the service over `database`; call it inside the running event loop. `signers`
-    re-authenticates built-in signers (identity over gRPC); `docusign` None: DocuSign is not configured."""
+    re-authenticates built-in signers (identity over gRPC; None: built-in signing answers
+    INTEGRATION_ERROR); `docusign` None: DocuSign is not configured."""
     uow = transactions(database)
     storage = make_storage(settings)
     documents = DocumentService(
@@ -130,7 +131,7 @@ def build_parts(
 def build_server(settings: DocumentSettings) -> Process:
     database = telemetry.traced_engine(settings.database_url, SCHEMA)
     identity = RemoteIdentity(settings.addr_of("identity"))
-    parts = build_parts(settings, database, IdentitySigners(identity), docusign=docusign_settings(os.environ))
+    parts = build_parts(settings, database, signers=IdentitySigners(identity), docusign=docusign_settings(os.environ))
     return Process(
         servicers=parts.servicers,
         authenticator=remote_authenticator(identity),

@@ -170,9 +170,9 @@ async def world(postgres_server, tmp_path_factory) -> AsyncIterator[World]:  # t
     docusign.start()
     try:
         async with running("identity", process, settings):
-            parts = build_parts(document_settings(root, "data"), engine, IdentitySigners(remote),
+            parts = build_parts(document_settings(root, "data"), engine, signers=IdentitySigners(remote),
                                 docusign=docusign_settings(docusign.environ()))
-            plain = build_parts(document_settings(root, "data"), engine, IdentitySigners(remote))
+            plain = build_parts(document_settings(root, "data"), engine, signers=IdentitySigners(remote))
             w = World(identity, parts, plain, engine, docusign)
             w.root = await w.login("root@sign.test", "root")
             yield w

@@ -110,7 +110,7 @@ class SignatureService:
         self,
         uow: DocumentTransactions,
         documents: DocumentService,
-        signers: SignerIdentities,
+        signers: SignerIdentities | None,
         sealer: Sealer,
         provider: SignatureProvider | None = None,
         connect_secrets: Sequence[str] = (),
@@ -197,6 +197,8 @@ class SignatureService:
             (await self._latest(uow, document)).check_signature(person(principal), meaning, document.current.sha256)
         if not password:
             raise ValidationError("Your password is required to sign", field_violations=[("password", "required")])
+        if self._signers is None:
+            raise IntegrationError("Signing needs the identity service, which this process does not reach")
         confirmed = await self._signers.confirm_signer(credentials, password, mfa_code)
         signer = Person(
             confirmed.user_id, confirmed.organization_id, confirmed.roles, confirmed.printed_name, confirmed.email
