@@ -47,6 +47,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("molecule-worker", "services.molecule.worker", grpc=False, health=True),
     ServiceSpec("prediction", "services.prediction"),
     ServiceSpec("prediction-worker", "services.prediction.worker", grpc=False, health=True),
+    ServiceSpec("document", "services.document"),
 )
 
 DESCRIPTOR_PATH = REPO_ROOT / "build" / "descriptor.pb"

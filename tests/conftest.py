@@ -37,6 +37,8 @@ MESH_RATE_LIMIT_SCALE = "100"
 # cross them through the gateway without sending 100 MiB.
 MESH_MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 MESH_MAX_IMPORT_ROWS = 200_000
+# The document service's upload limit in the mesh (default 50 MiB), and an expiry sweep every second.
+MESH_DOCUMENT_MAX_BYTES = 4 * 1024 * 1024
 
 
 @pytest.fixture(scope="session")
@@ -147,6 +149,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServ
                 "MOLBRIDGE_RATE_LIMIT_SCALE": MESH_RATE_LIMIT_SCALE,
                 "MOLBRIDGE_MAX_UPLOAD_BYTES": str(MESH_MAX_UPLOAD_BYTES),
                 "MOLBRIDGE_MAX_IMPORT_ROWS": str(MESH_MAX_IMPORT_ROWS),
+                "MOLBRIDGE_DOCUMENT_MAX_BYTES": str(MESH_DOCUMENT_MAX_BYTES),
+                "MOLBRIDGE_DOCUMENT_EXPIRY_SWEEP_S": "1",
             },
         )
         running = Mesh(settings, collector.messages)

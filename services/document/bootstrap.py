@@ -29,6 +29,7 @@ from services.document import worker
 from services.document.adapters.docusign import DocuSignProvider, DocuSignSettings
 from services.document.adapters.seal import PadesSealer, PlatformKey
 from services.document.adapters.signer_identities import IdentitySigners
+from services.document.adapters.templates import JinjaTemplates
 from services.document.server import DocumentServicer
 from services.document.server.signatures import PUBLIC_METHODS, SignatureServicer
 from services.document.service.documents import (
@@ -117,6 +118,7 @@ def build_parts(
     INTEGRATION_ERROR); `docusign` None: DocuSign is not configured."""
     uow = transactions(database)
     storage = make_storage(settings)
+    templates = templates or JinjaTemplates()  # the template files of the repository
     documents = DocumentService(
         uow, storage, limits=settings.limits(), public_url=settings.public_url, templates=templates
     )

@@ -640,3 +640,57 @@ async def test_status_changes_reach_the_bus(world: World) -> None:
     finally:
         await subscription.unsubscribe()
         await nats.close()
+
+
+# --- generation from templates ---------------------------------------------------------------------------
+
+
+def sample_fields(template: pb.DocumentTemplate) -> dict[str, str]:
+    samples = {
+        "effective_date": "2026-06-01",
+        "term_years": "3",
+        "price": "12500.00",
+        "currency": "EUR",
+        "turnaround_days": "20",
+        "payment_terms_days": "30",
+        "service_type": "BINDING_ASSAY",
+    }
+    return {f.name: samples.get(f.name, f"{f.name} value") for f in template.fields if f.required}
+
+
+async def test_templates_are_listed_previewed_and_generate_versioned_pdfs(world: World) -> None:
+    auth = world.auth("alpha_scientist")
+    listed = (await world.stub.ListDocumentTemplates(pb.ListDocumentTemplatesRequest(), metadata=auth)).data
+    templates = {t.name: t for t in listed}
+    assert {"nda", "mta", "service_agreement", "experiment_specification"} <= set(templates)
+    assert templates["nda"].document_type == NDA and any(f.required for f in templates["nda"].fields)
+
+    call = world.stub.PreviewDocumentTemplate(pb.PreviewDocumentTemplateRequest(name="nda"), metadata=auth)
+    preview = await call
+    assert preview.content_type == "application/pdf" and preview.data.startswith(b"%PDF-")
+    assert await audits(world) == []  # nothing stored
+
+    fields = sample_fields(templates["nda"]) | {"cro_organization": "Contoso Bioanalytics GmbH"}
+    request = pb.GenerateDocumentRequest(
+        template="nda", fields=fields, submission_id="sub-gen", expires_on="2029-05-31"
+    )
+    generated = (await world.stub.GenerateDocument(request, metadata=auth)).data
+    assert generated.document_type == NDA and generated.template == "nda" and generated.submission_id == "sub-gen"
+    assert generated.title == "Mutual Non-Disclosure Agreement — Contoso Bioanalytics GmbH"
+    assert generated.current.origin == "generated" and generated.current.content_type == "application/pdf"
+    assert generated.expires_on == "2029-05-31" and generated.signature_required
+    pdf, content_type, disposition = await download(world, "alpha_scientist", generated.id)
+    assert pdf.startswith(b"%PDF-") and hashlib.sha256(pdf).hexdigest() == generated.current.sha256
+    assert 'filename="nda.pdf"' in disposition
+
+    again = pb.GenerateDocumentRequest(template="nda", fields=fields, document_id=generated.id)
+    version_two = (await world.stub.GenerateDocument(again, metadata=auth)).data
+    assert version_two.id == generated.id and version_two.current_version == 2
+    assert [a.action for a in await audits(world, generated.id)] == ["document.created", "document.version_added"]
+
+    error = await rpc_error(world.stub.GenerateDocument(pb.GenerateDocumentRequest(template="lease"), metadata=auth))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    missing = pb.GenerateDocumentRequest(template="nda", fields={"pharma_organization": "Northwind"})
+    assert_validation(await rpc_error(world.stub.GenerateDocument(missing, metadata=auth)))
+    error = await rpc_error(world.stub.GenerateDocument(request, metadata=world.auth("audit_auditor")))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED

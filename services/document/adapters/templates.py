@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import math
 import re
+import threading
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ MAX_SMILES_LENGTH = 2000
 MAX_DRAWN_ATOMS = 250  # larger structures are listed without a drawing
 DEPICTION_SIZE = (240, 180)  # px; the CSS scales it to the table cell
 
+# WeasyPrint (over Pango and fontconfig) is not documented as thread-safe, and the use cases render in
+# worker threads: one rendering at a time per process.
+_RENDERING = threading.Lock()
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _INTEGER = re.compile(r"[0-9]{1,6}")
 _MONEY = re.compile(r"[0-9]{1,12}(\.[0-9]{1,2})?")
@@ -101,7 +105,8 @@ def pdf_a(html: str) -> bytes:
     """HTML → PDF/A-3b. Fonts come from the system and are embedded; only data: URLs are fetched, so a
     template or a field can never make the renderer reach the network or the file system."""
     fetcher = URLFetcher(allowed_protocols={"data"}, fail_on_errors=False)
-    return bytes(HTML(string=html, url_fetcher=fetcher).write_pdf(pdf_variant="pdf/a-3b"))
+    with _RENDERING:
+        return bytes(HTML(string=html, url_fetcher=fetcher).write_pdf(pdf_variant="pdf/a-3b"))
 
 
 class JinjaTemplates:

@@ -83,8 +83,15 @@ class Version:
         cls, number: int, file: StoredFile, origin: VersionOrigin, created_by: str, *, signed: bool = False
     ) -> Version:
         return cls(
-            version=number, filename=file.filename, content_type=file.content_type, size_bytes=file.size_bytes,
-            sha256=file.sha256, origin=origin, object_key=file.object_key, created_by=created_by, signed=signed,
+            version=number,
+            filename=file.filename,
+            content_type=file.content_type,
+            size_bytes=file.size_bytes,
+            sha256=file.sha256,
+            origin=origin,
+            object_key=file.object_key,
+            created_by=created_by,
+            signed=signed,
         )
 
 

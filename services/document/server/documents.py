@@ -158,9 +158,7 @@ class DocumentServicer(pb_grpc.DocumentServiceServicer):
         document = await self._service.delete(current_principal(), request.id)
         return pb.DeleteDocumentResponse(data=document_pb(document, with_versions=True))
 
-    async def DownloadDocument(
-        self, request: pb.DownloadDocumentRequest, context: Context
-    ) -> AsyncIterator[HttpBody]:
+    async def DownloadDocument(self, request: pb.DownloadDocumentRequest, context: Context) -> AsyncIterator[HttpBody]:
         """Server streaming: the first message carries the content type (the gateway sends it as the
         response's), the file name goes out as `content-disposition` before it."""
         download = await self._service.download(current_principal(), request.id, request.version)
@@ -184,9 +182,7 @@ class DocumentServicer(pb_grpc.DocumentServiceServicer):
         found = self._service.templates(current_principal())
         return pb.ListDocumentTemplatesResponse(data=[template_pb(t) for t in found])
 
-    async def PreviewDocumentTemplate(
-        self, request: pb.PreviewDocumentTemplateRequest, context: Context
-    ) -> HttpBody:
+    async def PreviewDocumentTemplate(self, request: pb.PreviewDocumentTemplateRequest, context: Context) -> HttpBody:
         pdf = await self._service.preview(current_principal(), request.name)
         await context.send_initial_metadata(
             (("content-disposition", attachment_disposition(f"{request.name}-preview.pdf")),)

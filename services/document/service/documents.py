@@ -46,7 +46,13 @@ from services.document.store.uow import DocumentTransactions, DocumentUnitOfWork
 from services.runtime.auth import Principal
 from services.runtime.context import client_address_var, request_id_var
 from services.runtime.db import canonical_uuid
-from services.runtime.errors import AuthorizationError, IntegrationError, PreconditionError, ValidationError
+from services.runtime.errors import (
+    AuthorizationError,
+    IntegrationError,
+    NotFoundError,
+    PreconditionError,
+    ValidationError,
+)
 from services.runtime.multipart import MultipartParser, PartEnd, PartStart, boundary_of, clean_filename, header_params
 from services.runtime.pagination import PageRequest
 from services.runtime.storage import MIB, ObjectStorage
@@ -183,7 +189,7 @@ class DocumentService:
         digest = hashlib.sha256()
 
         async def checked() -> AsyncIterator[bytes]:
-            held: list[bytes] = []  # until the head is known good, nothing reaches storage
+            held: list[bytes] | None = []  # until the head is known good, nothing reaches storage
             async for chunk in chunks:
                 sniffer.feed(chunk)
                 digest.update(chunk)
@@ -195,7 +201,7 @@ class DocumentService:
                     sniffer.check_head()
                     for piece in held:
                         yield piece
-                    held = None  # type: ignore[assignment]
+                    held = None
             if held is not None:
                 sniffer.check_head()
                 for piece in held:
@@ -382,8 +388,13 @@ class DocumentService:
         )
 
     async def share_submission(
-        self, principal: Principal, submission_id: str, owner_organization_id: str, cro_organization_id: str,
-        *, shared: bool,
+        self,
+        principal: Principal,
+        submission_id: str,
+        owner_organization_id: str,
+        cro_organization_id: str,
+        *,
+        shared: bool,
     ) -> int:
         """Lets the CRO organization read (and sign) the owner's documents of the submission, and the owner
         read the CRO's, or takes that away. Answers how many of the owner's documents it concerns."""
@@ -438,11 +449,17 @@ class DocumentService:
         principal.require_any_role(*DOCUMENT_WRITERS)
         renderer = self._renderer()
         info = next((t for t in renderer.templates() if t.name == request.template), None)
+        if info is None:
+            raise NotFoundError(f"template {request.template[:100]!r} not found", detail="TEMPLATE_NOT_FOUND")
+        # Default title: the template's and the other side's name (the CRO's for a pharma, and back).
+        other_side = request.fields.get(
+            "pharma_organization" if principal.organization_kind == "CRO" else "cro_organization", ""
+        )
         target = _target(
             {
-                "document_type": info.document_type.value if info else "",
-                "title": request.title or (info.title if info else ""),
-                "submission_id": request.submission_id,
+                "document_type": info.document_type.value,
+                "title": request.title or (f"{info.title} — {other_side}" if other_side.strip() else info.title),
+                "submission_id": request.submission_id or request.fields.get("submission_id", ""),
                 "expires_on": request.expires_on,
                 "document_id": request.document_id,
             }
