@@ -29,7 +29,7 @@ def _ask(prompt: str, flag: str) -> str:
     return answer
 
 
-def _secret(prompt: str, env_var: str | None = None) -> str:
+def ask_secret(prompt: str, env_var: str | None = None) -> str:
     value = os.environ.get(env_var, "") if env_var else ""
     if not value:
         try:
@@ -43,7 +43,7 @@ def _secret(prompt: str, env_var: str | None = None) -> str:
 
 def login(args: argparse.Namespace, gw: Gateway) -> None:
     email = args.email or _ask("Email: ", "--email")
-    password = _secret("Password: ", "MOLBRIDGE_PASSWORD")
+    password = ask_secret("Password: ", "MOLBRIDGE_PASSWORD")
     user = gw.login(
         email,
         password,
@@ -112,7 +112,7 @@ def create_user(args: argparse.Namespace, gw: Gateway) -> None:
     request = pb.CreateUserRequest(
         email=args.email,
         full_name=args.name,
-        password=args.password or _secret("Password for the new user: "),
+        password=args.password or ask_secret("Password for the new user: "),
         roles=args.role,
         organization_id=args.organization_id,
         request_id=str(uuid.uuid4()),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,18 +25,20 @@ from cli.client import CliError, Gateway, describe_rpc_error
 from cli.progress import (
     SEPARATOR,
     ProgressLine,
-    RateMeter,
-    eta,
     format_bytes,
     format_count,
     format_duration,
     format_rate,
     fraction,
 )
+from cli.transfer import (
+    UPLOAD_CHUNK_BYTES,
+    file_messages,
+    readable_file,
+    upload_with_progress,
+)
 
 CSV_CONTENT_TYPE = "text/csv"
-# Every message of the upload stream, data and content type together, stays within 1 MiB.
-UPLOAD_CHUNK_BYTES = 1024 * 1024 - 1024
 IGNORE = "ignore"
 MODES = ("keep_valid", "reject_all")
 PAGE_SIZE = 100
@@ -53,27 +54,8 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 def csv_messages(
     path: Path, *, chunk_bytes: int = UPLOAD_CHUNK_BYTES, on_progress: Callable[[int], None] | None = None
 ) -> Iterator[HttpBody]:
-    """The file as upload messages of at most `chunk_bytes`, read as they are sent (never whole); the
-    first carries the content type (an empty file is one empty message). `on_progress(bytes_taken)`
-    runs each time the sender has taken a message."""
-    with path.open("rb") as source:
-        data = source.read(chunk_bytes)
-        sent = len(data)
-        yield HttpBody(content_type=CSV_CONTENT_TYPE, data=data)
-        if on_progress:
-            on_progress(sent)
-        while data := source.read(chunk_bytes):
-            yield HttpBody(data=data)
-            sent += len(data)
-            if on_progress:
-                on_progress(sent)
-
-
-def content_disposition(filename: str) -> str:
-    """A Content-Disposition naming the file, in ASCII as gRPC metadata requires (RFC 6266 `filename*`)."""
-    if filename.isascii() and filename.isprintable() and not set(filename) & set('"\\'):
-        return f'attachment; filename="{filename}"'
-    return f"attachment; filename*=UTF-8''{urllib.parse.quote(filename, safe='')}"
+    """The CSV file as upload messages (see cli.transfer.file_messages)."""
+    return file_messages(path, content_type=CSV_CONTENT_TYPE, chunk_bytes=chunk_bytes, on_progress=on_progress)
 
 
 def parse_map(values: Sequence[str]) -> dict[str, str]:
@@ -226,42 +208,7 @@ def resolve_library(gw: Gateway, name: str, *, create: bool) -> lib_pb.Library:
 
 def upload(gw: Gateway, path: Path) -> pb.StoredUpload:
     """Stream the file to the service with a progress line (bytes, MB/s, ETA) on stderr."""
-    size = path.stat().st_size
-    line = ProgressLine(sys.stderr, f"upload {path.name}")
-    meter = RateMeter()
-
-    def show(sent: int) -> None:
-        rate = meter.rate(sent)
-        line.update(
-            fraction(sent, size),
-            [
-                f"{format_bytes(sent)}/{format_bytes(size)}",
-                format_rate(rate, "bytes"),
-                f"ETA {format_duration(eta(sent, size, rate))}",
-            ],
-        )
-
-    def messages() -> Iterator[HttpBody]:
-        nonlocal meter
-        meter = RateMeter()  # a repeated call (token refresh) starts over
-        return csv_messages(path, on_progress=show)
-
-    disposition = ("content-disposition", content_disposition(path.name))
-    try:
-        stored = gw.upload(_imports(gw).UploadCsv, messages, metadata=[disposition]).data
-    except BaseException:
-        line.end()  # the error goes on a line of its own
-        raise
-    took = meter.elapsed()
-    line.finish(
-        1.0,
-        [
-            format_bytes(size),
-            format_rate(size / took if took > 0 else None, "bytes"),
-            f"in {format_duration(took)}",
-        ],
-    )
-    return stored
+    return upload_with_progress(gw, _imports(gw).UploadCsv, path, content_type=CSV_CONTENT_TYPE).data
 
 
 def watch(gw: Gateway, job_id: str, *, assume_yes: bool) -> pb.WatchImportResponse:
@@ -363,13 +310,7 @@ def save_errors(gw: Gateway, job_id: str, path: Path) -> int:
 
 def import_csv(args: argparse.Namespace, gw: Gateway) -> None:
     path: Path = args.file
-    try:
-        with path.open("rb"):  # readable now, not only once the upload has started
-            pass
-    except OSError as err:
-        raise CliError(f"cannot read {path}: {err.strerror or err}") from err
-    if not path.is_file():
-        raise CliError(f"{path}: not a file")
+    readable_file(path)
     overrides = parse_map(args.map)
     predict = [name.strip() for value in args.predict for name in value.split(",") if name.strip()]
     library = resolve_library(gw, args.library, create=args.create_library) if args.library else None

@@ -12,6 +12,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 from molbridge.common.v1 import page_pb2
+from molbridge.document.v1 import document_service_pb2_grpc as document_grpc
 from molbridge.identity.v1 import identity_service_pb2 as identity_pb
 from molbridge.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from molbridge.molecule.v1 import import_service_pb2_grpc as import_grpc
@@ -75,6 +76,10 @@ class ServerStream(Generic[ResponseT]):
             yield from self._call
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
+
+    def initial_metadata(self) -> dict[str, str]:
+        """The response's headers, sent before its first message (a download's `content-disposition`)."""
+        return {key: value for key, value in self._call.initial_metadata() or () if isinstance(value, str)}
 
     def cancel(self) -> None:
         self._call.cancel()
@@ -155,6 +160,14 @@ class Client:
     @property
     def predictions(self) -> prediction_grpc.PredictionServiceStub:
         return self.stub(prediction_grpc.PredictionServiceStub)
+
+    @property
+    def documents(self) -> document_grpc.DocumentServiceStub:
+        return self.stub(document_grpc.DocumentServiceStub)
+
+    @property
+    def signatures(self) -> document_grpc.SignatureServiceStub:
+        return self.stub(document_grpc.SignatureServiceStub)
 
     # Sessions.
     def login(

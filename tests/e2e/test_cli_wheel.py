@@ -79,9 +79,13 @@ def test_the_wheel_brings_typed_stubs_and_no_server_code(partner_venv: Path) -> 
         f"""
         import importlib.util, pathlib
         import molbridge.identity.v1.identity_service_pb2 as pb
+        import molbridge.document.v1.document_service_pb2_grpc as documents
         import molbridge_client
+        import cli.documents
         stubs = pathlib.Path(pb.__file__).parent
         assert (stubs / "identity_service_pb2.pyi").exists() and (stubs / "identity_service_pb2_grpc.pyi").exists()
+        assert (pathlib.Path(documents.__file__).parent / "document_service_pb2.pyi").exists()
+        assert molbridge_client.Client.documents and molbridge_client.Client.signatures
         assert (pathlib.Path(molbridge_client.__file__).parent / "py.typed").exists()
         present = [name for name in {SERVER_PACKAGES!r} if importlib.util.find_spec(name)]
         assert not present, present

@@ -353,14 +353,19 @@ async def outbox_audits(world: World) -> list[AuditRecorded]:
     return audits
 
 
-async def test_servicer_authenticates_every_rpc_and_maps_errors(world: World) -> None:
-    port = free_port()
-    settings = Settings.from_env("identity", {"MOLBRIDGE_IDENTITY_ADDR": f"127.0.0.1:{port}"})
+def identity_process(world: World) -> tuple[Process, Settings]:
+    """The identity gRPC server over the world's service, on a free port (run it with `running`)."""
+    settings = Settings.from_env("identity", {"MOLBRIDGE_IDENTITY_ADDR": f"127.0.0.1:{free_port()}"})
     process = Process(
         servicers=[(pb_grpc.add_IdentityServiceServicer_to_server, IdentityServicer(world.service))],
         authenticator=Authenticator(TokenVerifier(world.service.jwks), world.service),
         public_methods=PUBLIC_METHODS,
     )
+    return process, settings
+
+
+async def test_servicer_authenticates_every_rpc_and_maps_errors(world: World) -> None:
+    process, settings = identity_process(world)
     async with running("identity", process, settings), grpc.aio.insecure_channel(settings.listen_addr) as channel:
         stub = pb_grpc.IdentityServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
@@ -660,13 +665,7 @@ async def test_remote_identity_confirms_the_signer_over_grpc(world: World) -> No
     _, admin = await world.organization_with_admin("Remote Keys Pharma")
     key = await world.service.create_api_key(admin, "LIMS", ["pharma_scientist"])
     token = (await world.service.login(email, PASSWORD)).access_token
-    port = free_port()
-    settings = Settings.from_env("identity", {"MOLBRIDGE_IDENTITY_ADDR": f"127.0.0.1:{port}"})
-    process = Process(
-        servicers=[(pb_grpc.add_IdentityServiceServicer_to_server, IdentityServicer(world.service))],
-        authenticator=Authenticator(TokenVerifier(world.service.jwks), world.service),
-        public_methods=PUBLIC_METHODS,
-    )
+    process, settings = identity_process(world)
     identity = RemoteIdentity(settings.listen_addr)
     try:
         async with running("identity", process, settings):

@@ -14,9 +14,7 @@ from molbridge.molecule.v1 import import_service_pb2 as pb
 from cli.client import CliError
 from cli.imports import (
     CSV_CONTENT_TYPE,
-    UPLOAD_CHUNK_BYTES,
     MappingRow,
-    content_disposition,
     csv_messages,
     job_stats,
     job_summary,
@@ -38,6 +36,7 @@ from cli.progress import (
     fraction,
     render,
 )
+from cli.transfer import UPLOAD_CHUNK_BYTES, content_disposition
 
 MIB = 1024 * 1024
 
