@@ -7,10 +7,9 @@ replayed ones without effect, the completed envelope's document stored once as a
 from __future__ import annotations
 
 import io
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import httpx
@@ -22,16 +21,17 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
-from pypdf import PdfReader, PdfWriter
+from pypdf import PdfReader
 
 from tests.conftest import WEBHOOK_PATH
 from tests.e2e import test_identity_gateway
 from tests.e2e.molecule_rest import Org, assert_error, created, data
 from tests.e2e.test_identity_gateway import PASSWORD, new_org
+from tests.e2e.test_prediction_gateway import eventually
+from tests.pdfs import blank_pdf
 
 api = test_identity_gateway.api
 admin = test_identity_gateway.admin
-T = TypeVar("T")
 WEBHOOK = WEBHOOK_PATH.removeprefix("/api/v1")  # the api client's base URL ends in /api/v1
 
 
@@ -69,7 +69,7 @@ class Parties:
         uploaded = api.post(
             "/documents/upload",
             data={"document_type": "NON_DISCLOSURE_AGREEMENT", "title": "Mutual NDA", "submission_id": submission},
-            files={"file": ("nda.pdf", a_pdf(pages), "application/pdf")},
+            files={"file": ("nda.pdf", blank_pdf(pages), "application/pdf")},
             headers=self.scientist_headers,
         )
         document_id: str = created(uploaded)["id"]
@@ -79,25 +79,6 @@ class Parties:
         )
         assert documents_grpc.ShareSubmissionDocuments(share, metadata=list(self.scientist_headers.items())).documents
         return document_id
-
-
-def a_pdf(pages: int = 1) -> bytes:
-    writer = PdfWriter()
-    for _ in range(pages):
-        writer.add_blank_page(width=595, height=842)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found is not None:
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def sign(api: httpx.Client, org: Org, document_id: str, meaning: str, password: str = PASSWORD) -> httpx.Response:

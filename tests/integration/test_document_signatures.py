@@ -22,7 +22,7 @@ from molbridge.events.v1.document_pb2 import (
 )
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from molbridge.identity.v1 import identity_service_pb2_grpc as identity_grpc
-from pypdf import PdfReader, PdfWriter
+from pypdf import PdfReader
 
 from services.document.adapters.signer_identities import IdentitySigners
 from services.document.bootstrap import MIGRATIONS, DocumentParts, DocumentSettings, build_parts, docusign_settings
@@ -51,6 +51,7 @@ from services.runtime.process import Process, running
 from services.runtime.settings import Settings
 from stack.ports import free_port
 from tests.docusign_server import DocuSignServer
+from tests.pdfs import blank_pdf
 
 PASSWORD = "Signature-Tester-123!"
 CONNECT_SECRET = "connect-secret-for-tests"
@@ -103,7 +104,7 @@ class World:
 
     async def document(self, owner: Actor, *, submission_id: str = "", pdf: bytes | None = None,
                        filename: str = "nda.pdf") -> str:
-        data = pdf if pdf is not None else a_pdf()
+        data = pdf if pdf is not None else blank_pdf()
 
         async def body() -> AsyncIterator[bytes]:
             yield data
@@ -127,15 +128,6 @@ class World:
                         envelope.payload.Unpack(event)
                         found.append(event)
             return found
-
-
-def a_pdf(pages: int = 1) -> bytes:
-    writer = PdfWriter()
-    for _ in range(pages):
-        writer.add_blank_page(width=595, height=842)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
 
 
 def document_settings(root: Path, name: str) -> DocumentSettings:
@@ -339,7 +331,7 @@ async def test_another_organization_sees_no_signature(world: World) -> None:
 
 async def test_docusign_envelope_connect_and_sync(world: World) -> None:
     pharma_admin, scientist, cro_admin, submission = await pharma_and_cro(world)
-    document_id = await world.document(scientist, submission_id=submission, pdf=a_pdf(2))
+    document_id = await world.document(scientist, submission_id=submission, pdf=blank_pdf(2))
     specs = [
         SignerSpec(user_id=pharma_admin.id, organization_id=pharma_admin.principal.organization_id,
                    name="Paula Pharma", email="paula@pharma.test", routing_order=1),
