@@ -84,9 +84,10 @@ class ObjectStorage(ABC):
 
     @abstractmethod
     async def presigned_url(
-        self, key: str, expires_s: int, *, download_name: str | None = None
+        self, key: str, expires_s: int, *, download_name: str | None = None, content_type: str | None = None
     ) -> str | None:
-        """A URL anyone may GET for `expires_s` seconds, or None when the storage cannot sign one."""
+        """A URL anyone may GET for `expires_s` seconds, or None when the storage cannot sign one; the
+        answer names `download_name` in its Content-Disposition and carries `content_type` when given."""
 
     @abstractmethod
     def open_reader(self, key: str) -> BinaryIO:
@@ -141,7 +142,7 @@ class LocalStorage(ObjectStorage):
         self._path(key).unlink(missing_ok=True)
 
     async def presigned_url(
-        self, key: str, expires_s: int, *, download_name: str | None = None
+        self, key: str, expires_s: int, *, download_name: str | None = None, content_type: str | None = None
     ) -> str | None:
         return None  # nothing serves the directory: the service streams the object itself
 
@@ -292,11 +293,13 @@ class S3Storage(ObjectStorage):
         await self._call("delete_object", check_key(key))
 
     async def presigned_url(
-        self, key: str, expires_s: int, *, download_name: str | None = None
+        self, key: str, expires_s: int, *, download_name: str | None = None, content_type: str | None = None
     ) -> str | None:
         params = {"Bucket": self.bucket, "Key": check_key(key)}
         if download_name:
             params["ResponseContentDisposition"] = attachment_disposition(download_name)
+        if content_type:  # objects are stored as streams, without a type of their own
+            params["ResponseContentType"] = content_type
         return str(self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s))
 
     def open_reader(self, key: str) -> BinaryIO:

@@ -69,6 +69,9 @@ def docx(text: str = "Experiment specification") -> bytes:
     return buffer.getvalue()
 
 
+SPEC = docx()  # built once: a ZIP records the time it was written
+
+
 @dataclass
 class World:
     stub: pb_grpc.DocumentServiceStub
@@ -342,6 +345,7 @@ async def test_multipart_and_raw_uploads_store_the_file_typed_from_its_bytes(wor
         with urllib.request.urlopen(link.url) as answer:  # presigned: no token needed
             assert answer.read() == PDF
             assert "nda final.docx" in answer.headers["Content-Disposition"]
+            assert answer.headers["Content-Type"] == "application/pdf"
     else:
         assert link.url == f"http://gw.test/api/v1/documents/{nda.id}/download?version=1"
 
@@ -493,7 +497,7 @@ async def test_sharing_a_submission_lets_the_cro_read_exactly_its_documents(worl
         world, "alpha_scientist", PDF, "nda.pdf", document_type="NON_DISCLOSURE_AGREEMENT", submission_id="sub-A"
     )
     spec = await upload_raw(
-        world, "alpha_scientist", docx(), "spec.docx", document_type="EXPERIMENT_SPECIFICATION", submission_id="sub-A"
+        world, "alpha_scientist", SPEC, "spec.docx", document_type="EXPERIMENT_SPECIFICATION", submission_id="sub-A"
     )
     other = await upload_raw(
         world, "alpha_scientist", PDF, "mta.pdf", document_type="MATERIAL_TRANSFER_AGREEMENT", submission_id="sub-B"
@@ -517,7 +521,7 @@ async def test_sharing_a_submission_lets_the_cro_read_exactly_its_documents(worl
     assert sorted(d.id for d in listed.data) == sorted([nda.id, spec.id])
     by_route = await world.stub.ListDocuments(pb.ListDocumentsRequest(submission_id="sub-A"), metadata=cro)
     assert by_route.meta.total == 2
-    assert (await download(world, "cro_technician", spec.id))[0] == docx()
+    assert (await download(world, "cro_technician", spec.id))[0] == SPEC
     for hidden in (other.id, loose.id):
         assert (
             await rpc_error(world.stub.GetDocument(pb.GetDocumentRequest(id=hidden), metadata=cro))

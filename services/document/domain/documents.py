@@ -177,6 +177,16 @@ class Document:
         self, file: StoredFile, created_by: str, origin: VersionOrigin = VersionOrigin.UPLOAD, *, template: str = ""
     ) -> StatusChange | None:
         """A new file; the document becomes a DRAFT again if it was REJECTED or EXPIRED."""
+        self.check_versionable()
+        self.versions.append(Version.of(self.current_version + 1, file, origin, created_by))
+        if template:
+            self.template = template
+        if self.status is not DocumentStatus.DRAFT:
+            return self._move(DocumentStatus.DRAFT)
+        return None
+
+    def check_versionable(self) -> None:
+        """A new file is refused once the document is signed, out for signature or archived."""
         if self.status not in VERSIONABLE:
             raise PreconditionError(
                 f"a {self.status} document cannot take a new version: only DRAFT, REJECTED or EXPIRED "
@@ -184,12 +194,6 @@ class Document:
                 detail="DOCUMENT_STATE",
                 metadata={"status": self.status.value},
             )
-        self.versions.append(Version.of(self.current_version + 1, file, origin, created_by))
-        if template:
-            self.template = template
-        if self.status is not DocumentStatus.DRAFT:
-            return self._move(DocumentStatus.DRAFT)
-        return None
 
     def add_signed_version(self, file: StoredFile, created_by: str, origin: VersionOrigin) -> StatusChange:
         """The completed signature's file (signature page and seal, or DocuSign's): an immutable version,

@@ -29,7 +29,6 @@ from molbridge.events.v1.document_pb2 import DocumentStatusChanged
 
 from services.document.domain import content
 from services.document.domain.documents import (
-    VERSIONABLE,
     Document,
     StatusChange,
     StoredFile,
@@ -50,7 +49,6 @@ from services.runtime.errors import (
     AuthorizationError,
     IntegrationError,
     NotFoundError,
-    PreconditionError,
     ValidationError,
 )
 from services.runtime.multipart import MultipartParser, PartEnd, PartStart, boundary_of, clean_filename, header_params
@@ -303,7 +301,9 @@ class DocumentService:
         document = await self.get(principal, document_id)
         found = document.version(version)
         seconds = self.limits.link_seconds
-        url = await self.storage.presigned_url(found.object_key, seconds, download_name=found.filename)
+        url = await self.storage.presigned_url(
+            found.object_key, seconds, download_name=found.filename, content_type=found.content_type
+        )
         if url is None:
             return DownloadLink(
                 f"{self._public_url}/api/v1/documents/{document.id}/download?version={found.version}", None
@@ -494,13 +494,7 @@ class DocumentService:
 
     def _check_versionable(self, principal: Principal, document: Document) -> None:
         self._require_owner(principal, document)
-        if document.status not in VERSIONABLE:
-            raise PreconditionError(
-                f"a {document.status} document cannot take a new version: only DRAFT, REJECTED or EXPIRED "
-                "documents can (upload a new document instead)",
-                detail="DOCUMENT_STATE",
-                metadata={"status": document.status.value},
-            )
+        document.check_versionable()
 
 
 # -- events (also used by the signature service) ------------------------------------------------------
