@@ -93,3 +93,24 @@ def test_a_file_that_is_no_document_is_refused(scientist: Run, tmp_path: Path) -
     refused = scientist("documents", "upload", str(program), "--type", "nda", ok=False)
     assert refused.returncode == EXIT_VALIDATION, refused.stderr
     assert "INVALID_ARGUMENT" in refused.stderr
+
+
+def test_templates_are_listed_and_generate_a_pdf(scientist: Run, tmp_path: Path) -> None:
+    listed = scientist("documents", "templates")
+    assert any(line.split()[:1] == ["nda"] for line in listed.stdout.splitlines())
+    fields = {
+        "pharma_organization": "Northwind Therapeutics Ltd.", "pharma_address": "12 Harbour Road, Cambridge",
+        "pharma_signatory_name": "Ada Signer", "pharma_signatory_title": "Head of Chemistry",
+        "cro_organization": "Acme Labs", "cro_address": "1 Lab Street, Basel",
+        "cro_signatory_name": "Ann Lee", "cro_signatory_title": "Director", "effective_date": "2030-01-15",
+        "term_years": "3", "governing_law": "England and Wales",
+    }
+    generated = scientist("documents", "generate", "nda", *(f"--field={k}={v}" for k, v in fields.items()),
+                          "--json")
+    document = json.loads(generated.stdout)["data"]
+    assert (document["template"], document["document_type"]) == ("nda", "NON_DISCLOSURE_AGREEMENT")
+    assert document["current"]["content_type"] == "application/pdf"
+    scientist("documents", "download", document["id"], "--out", str(tmp_path / "nda.pdf"))
+    assert (tmp_path / "nda.pdf").read_bytes().startswith(b"%PDF-")
+    missing = scientist("documents", "generate", "nda", "--field", "term_years=3", ok=False)
+    assert missing.returncode == EXIT_VALIDATION and "governing_law" in missing.stderr
