@@ -81,6 +81,7 @@ from services.runtime.errors import (
     PreconditionError,
     ValidationError,
 )
+from services.runtime.idempotency import MAX_REQUEST_ID_LENGTH
 from services.runtime.protomap import timestamp
 
 log = logging.getLogger("molbridge.document.signatures")
@@ -139,8 +140,10 @@ class SignatureService:
         principal.require_any_role(*SIGNATURE_REQUESTERS)
         chosen = parse_provider(provider)
         docusign = self._docusign() if chosen is Provider.DOCUSIGN else None
-        if len(idempotency_key) > 100:
-            raise ValidationError("request_id is too long", field_violations=[("request_id", "at most 100 chars")])
+        if len(idempotency_key) > MAX_REQUEST_ID_LENGTH:
+            raise ValidationError(
+                "request_id is too long", field_violations=[("request_id", f"at most {MAX_REQUEST_ID_LENGTH} chars")]
+            )
         async with self._uow() as uow:
             document = await uow.documents.get(principal, document_id, lock=True)
             if not principal.can_see_organization(document.organization_id):
@@ -169,7 +172,7 @@ class SignatureService:
                 )
             await uow.signatures.add(request, idempotency_key)
             record_audit(uow, "signature.requested", document, principal, {
-                "request_id": request.id, "provider": request.provider.value, "version": str(request.version),
+                "signature_request_id": request.id, "provider": request.provider.value, "version": str(request.version),
                 "sha256": request.sha256, "signers": str(len(request.signers)),
             })
             await self._apply(uow, document, request, events, principal.subject)
@@ -374,7 +377,7 @@ class SignatureService:
             uow.record(event, organization_id=request.organization_id, actor_id=actor_id)
 
         def audit(action: str, details: Mapping[str, str], by: str = actor_id) -> None:
-            record_audit(uow, action, document, None, {"request_id": request.id, **details}, actor_id=by)
+            record_audit(uow, action, document, None, {"signature_request_id": request.id, **details}, actor_id=by)
 
         for event in events:
             if isinstance(event, SignerTurn):
