@@ -435,3 +435,23 @@ def test_domain_errors_carry_the_envelope_codes():
     with pytest.raises(DomainError) as caught:
         completed().void(REQUESTER, "late", at(9))
     assert caught.value.code == "RESOURCE_CONFLICT"
+
+
+def test_checks_before_re_authentication_change_nothing():
+    request = sent()
+    slot = request.check_signature(PHARMA_ADMIN, "approved", SHA)
+    assert slot.position == 1 and slot.status is SignerStatus.SENT
+    with pytest.raises(PreconditionError):
+        request.check_signature(CRO_ADMIN, "reviewed", SHA)
+    assert [s.status for s in request.signers] == [SignerStatus.SENT, SignerStatus.WAITING]
+
+
+def test_turn_of_answers_the_current_slot_or_refuses():
+    request = sent(DOCUSIGN_SIGNERS, "docusign")
+    assert request.turn_of(PHARMA_ADMIN).position == 1
+    with pytest.raises(AuthorizationError):
+        request.turn_of(STRANGER)
+    request.apply_envelope_state(EnvelopeStatus.VOIDED, (), at(1))
+    with pytest.raises(PreconditionError) as finished:
+        request.turn_of(PHARMA_ADMIN)
+    assert finished.value.detail == "REQUEST_FINISHED"
