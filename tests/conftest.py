@@ -6,6 +6,8 @@ Fixtures
 - nats_server (session): `.url`, `.stop()`, `.start()`, `.restart()` (same port, JetStream store kept).
 - mesh (session): the whole stack on free ports in a temp dir, see `Mesh` (rate limits scaled up:
   tests share one admin and one client address; `mesh.extra_gateway` gives a gateway with others).
+  Its document service talks to a local DocuSign eSignature peer (`mesh.docusign`, tests/docusign_server.py)
+  whose Connect callbacks go to the gateway's webhook route, signed with MESH_DOCUSIGN_CONNECT_SECRET.
 - server_tmp_path: a directory for a test that starts its own PostgreSQL.
 Everything runs as our own child processes (stack/) and is stopped at session end.
 """
@@ -29,6 +31,7 @@ from stack.mesh import Stack, StackSettings
 from stack.nats import NatsServer
 from stack.ports import free_port
 from stack.postgres import PostgresServer
+from tests.docusign_server import DocuSignServer
 
 ADMIN_EMAIL = "admin@molbridge.test"
 ADMIN_PASSWORD = "Mesh-Admin-Passw0rd!"
@@ -39,6 +42,8 @@ MESH_MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 MESH_MAX_IMPORT_ROWS = 200_000
 # The document service's upload limit in the mesh (default 50 MiB), and an expiry sweep every second.
 MESH_DOCUMENT_MAX_BYTES = 4 * 1024 * 1024
+MESH_DOCUSIGN_CONNECT_SECRET = "mesh-docusign-connect-secret"
+WEBHOOK_PATH = "/api/v1/documents/signature/webhook"
 
 
 @pytest.fixture(scope="session")
@@ -106,9 +111,10 @@ class Mesh(Stack):
     grpc_target, admin_url, data_dir, logs_dir, service_addr(name), env, extra_gateway(name, env), …)
     plus the admin's credentials and the mailbox of the SMTP listener."""
 
-    def __init__(self, settings: StackSettings, mailbox: list[EmailMessage]) -> None:
+    def __init__(self, settings: StackSettings, mailbox: list[EmailMessage], docusign: DocuSignServer) -> None:
         super().__init__(settings)
         self.mailbox = mailbox
+        self.docusign = docusign
         self.admin_email = ADMIN_EMAIL
         self.admin_password = ADMIN_PASSWORD
 
@@ -134,6 +140,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServ
     collector = SmtpCollector()
     smtp = Controller(collector, hostname="127.0.0.1", port=free_port())
     smtp.start()
+    docusign = DocuSignServer(tmp_path_factory.mktemp("docusign"))
+    docusign.start()
     try:
         settings = StackSettings.isolated(
             tmp_path_factory.mktemp("mesh"),
@@ -151,13 +159,17 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServ
                 "MOLBRIDGE_MAX_IMPORT_ROWS": str(MESH_MAX_IMPORT_ROWS),
                 "MOLBRIDGE_DOCUMENT_MAX_BYTES": str(MESH_DOCUMENT_MAX_BYTES),
                 "MOLBRIDGE_DOCUMENT_EXPIRY_SWEEP_S": "1",
+                **docusign.environ(DOCUSIGN_CONNECT_SECRETS=MESH_DOCUSIGN_CONNECT_SECRET),
             },
         )
-        running = Mesh(settings, collector.messages)
+        docusign.configure_connect(f"http://127.0.0.1:{settings.gateway_port}{WEBHOOK_PATH}",
+                                   MESH_DOCUSIGN_CONNECT_SECRET)
+        running = Mesh(settings, collector.messages, docusign)
         running.start()
         try:
             yield running
         finally:
             running.stop()
     finally:
+        docusign.stop()
         smtp.stop()

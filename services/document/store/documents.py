@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.document.domain.documents import Document, Version
 from services.document.domain.requirements import SubmissionDocument
 from services.document.domain.vocabulary import DocumentStatus, DocumentType, VersionOrigin
+from services.document.store.signatures import SignatureRepository
 from services.document.store.tables import document_versions, documents, submission_shares
 from services.runtime.auth import Principal
 from services.runtime.db import canonical_uuid
@@ -189,16 +190,13 @@ class DocumentRepository:
     async def signing_organizations(
         self, found: Sequence[tuple[str, str, str]]
     ) -> dict[str, frozenset[str]]:
-        """Document id → the organizations that signed it, for (id, organization id, status) triples.
-
-        Until signature records exist, a SIGNED document counts as signed by its own organization; the
-        signature tables (SignatureService) extend this with every signer's organization.
-        """
-        return {
-            document_id: frozenset({organization_id})
-            for document_id, organization_id, status in found
-            if status == DocumentStatus.SIGNED.value
-        }
+        """Document id → the organizations that signed it, for (id, organization id, status) triples:
+        the organizations of the signers of its signed version (signature tables); a SIGNED document
+        without signature records counts as signed by its own organization."""
+        signed = [(d, o) for d, o, status in found if status == DocumentStatus.SIGNED.value]
+        by_signers = await SignatureRepository(self._session).signing_organizations([d for d, _ in signed])
+        return {document_id: by_signers.get(document_id) or frozenset({organization_id})
+                for document_id, organization_id in signed}
 
     async def due_for_expiry(self, today: date, limit: int) -> list[str]:
         """Ids of documents past their last valid day and not yet EXPIRED or ARCHIVED, locked for this

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.document.store.documents import DocumentRepository
+from services.document.store.signatures import SignatureRepository
 from services.document.store.tables import SCHEMA
 from services.runtime.uow import EventSink, Transactions, UnitOfWork
 
@@ -15,6 +16,7 @@ class DocumentUnitOfWork(UnitOfWork):
     def __init__(self, session: AsyncSession, sink: EventSink) -> None:
         super().__init__(session, sink)
         self.documents = DocumentRepository(session)
+        self.signatures = SignatureRepository(session)
 
 
 DocumentTransactions = Transactions[DocumentUnitOfWork]
