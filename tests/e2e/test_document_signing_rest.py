@@ -148,7 +148,7 @@ def test_decline_and_void_over_rest(
     declined = data(api.post(f"/documents/{document_id}/signature/decline", json={"reason": "wrong party"},
                              headers=pharma.headers))
     assert declined["status"] == "DECLINED" and declined["signers"][0]["decline_reason"] == "wrong party"
-    assert data(api.get(f"/documents/{document_id}", headers=pharma.headers))["status"] == "DRAFT"
+    assert data(api.get(f"/documents/{document_id}", headers=pharma.headers))["status"] == "REJECTED"
 
     created(api.post(f"/documents/{document_id}/signature", json=ask, headers=parties.scientist_headers))
     voided = data(api.post(f"/documents/{document_id}/signature/void", json={"reason": "superseded"},

@@ -269,7 +269,7 @@ async def test_two_signers_in_order_seal_the_document(world: World) -> None:
     assert finished == ["COMPLETED"]
 
 
-async def test_decline_and_void_put_the_document_back_to_draft(world: World) -> None:
+async def test_decline_rejects_the_document_and_void_puts_it_back_to_draft(world: World) -> None:
     pharma_admin, scientist, cro_admin, submission = await pharma_and_cro(world)
     document_id = await world.document(scientist, submission_id=submission)
     signatures = world.signatures
@@ -278,14 +278,14 @@ async def test_decline_and_void_put_the_document_back_to_draft(world: World) -> 
     await signatures.request(scientist.principal, document_id, specs)
     with pytest.raises(PreconditionError) as second:
         await world.plain.signatures.request(scientist.principal, document_id, specs)
-    assert second.value.detail in ("DOCUMENT_NOT_DRAFT", "REQUEST_OPEN")
+    assert second.value.detail in ("DOCUMENT_STATE", "REQUEST_OPEN")
     with pytest.raises(AuthorizationError):  # not the requester, not an admin
         other = await world.user(scientist.principal.organization_id, "pharma_scientist")
         await signatures.void(other.principal, document_id, "not mine")
     declined = await signatures.decline(pharma_admin.principal, document_id, "wrong counterparty")
     assert declined.status is EnvelopeStatus.DECLINED
     assert declined.signers[0].decline_reason == "wrong counterparty"
-    assert (await world.parts.documents.get(scientist.principal, document_id)).status is DocumentStatus.DRAFT
+    assert (await world.parts.documents.get(scientist.principal, document_id)).status is DocumentStatus.REJECTED
 
     await signatures.request(scientist.principal, document_id, specs)
     voided = await signatures.void(pharma_admin.principal, document_id, "superseded")  # an admin of the owner

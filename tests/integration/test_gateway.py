@@ -723,6 +723,9 @@ async def test_cors_preflight_and_headers(client: httpx.AsyncClient) -> None:
     assert response.headers["access-control-allow-credentials"] == "true"
     assert "authorization" in response.headers["access-control-allow-headers"]
     assert "x-api-key" in response.headers["access-control-allow-headers"]
+    # A browser's raw document upload names and describes the file in headers (DocumentService.UploadDocument).
+    for header in ("content-disposition", "x-document-type", "x-document-id", "x-expires-on"):
+        assert header in response.headers["access-control-allow-headers"]
     other = await client.options("/api/v1/users/me", headers={**preflight, "origin": "http://evil.test"})
     assert "access-control-allow-origin" not in other.headers
     # Errors carry the CORS headers too, so the browser app can read the envelope.

@@ -139,9 +139,9 @@ def test_routing_orders_need_not_be_contiguous_and_zero_reads_as_one():
     ("document", "error", "detail"),
     [
         (DocumentFacts(**{**DOCUMENT.__dict__, "status": DocumentStatus.SIGNED}), PreconditionError,
-         "DOCUMENT_NOT_DRAFT"),
+         "DOCUMENT_STATE"),
         (DocumentFacts(**{**DOCUMENT.__dict__, "status": DocumentStatus.PENDING_SIGNATURE}), PreconditionError,
-         "DOCUMENT_NOT_DRAFT"),
+         "DOCUMENT_STATE"),
         (DocumentFacts(**{**DOCUMENT.__dict__, "content_type": "text/plain"}), ValidationError, "NOT_A_PDF"),
     ],
 )
@@ -212,10 +212,10 @@ ALLOWED = {
 AFTER = {  # (state, action) → request status after, document status move
     ("CREATED", "send"): (EnvelopeStatus.SENT, (DocumentStatus.DRAFT, DocumentStatus.PENDING_SIGNATURE)),
     ("SENT", "sign"): (EnvelopeStatus.SIGNED, None),
-    ("SENT", "decline"): (EnvelopeStatus.DECLINED, (DocumentStatus.PENDING_SIGNATURE, DocumentStatus.DRAFT)),
+    ("SENT", "decline"): (EnvelopeStatus.DECLINED, (DocumentStatus.PENDING_SIGNATURE, DocumentStatus.REJECTED)),
     ("SENT", "void"): (EnvelopeStatus.VOIDED, (DocumentStatus.PENDING_SIGNATURE, DocumentStatus.DRAFT)),
     ("SIGNED", "sign"): (EnvelopeStatus.COMPLETED, (DocumentStatus.PENDING_SIGNATURE, DocumentStatus.SIGNED)),
-    ("SIGNED", "decline"): (EnvelopeStatus.DECLINED, (DocumentStatus.PENDING_SIGNATURE, DocumentStatus.DRAFT)),
+    ("SIGNED", "decline"): (EnvelopeStatus.DECLINED, (DocumentStatus.PENDING_SIGNATURE, DocumentStatus.REJECTED)),
     ("SIGNED", "void"): (EnvelopeStatus.VOIDED, (DocumentStatus.PENDING_SIGNATURE, DocumentStatus.DRAFT)),
 }
 
@@ -402,13 +402,17 @@ def test_completed_without_recipient_details_still_signs_every_slot():
     assert all(s.status is SignerStatus.SIGNED for s in request.signers)
 
 
-@pytest.mark.parametrize("status", [EnvelopeStatus.DECLINED, EnvelopeStatus.VOIDED, EnvelopeStatus.EXPIRED])
-def test_a_terminal_envelope_puts_the_document_back_to_draft(status):
+@pytest.mark.parametrize(
+    ("status", "document_after"),
+    [(EnvelopeStatus.DECLINED, DocumentStatus.REJECTED), (EnvelopeStatus.VOIDED, DocumentStatus.DRAFT),
+     (EnvelopeStatus.EXPIRED, DocumentStatus.DRAFT)],
+)
+def test_a_terminal_envelope_rejects_the_document_or_puts_it_back_to_draft(status, document_after):
     request = sent(DOCUSIGN_SIGNERS, "docusign")
     recipients = (Recipient("1", SignerStatus.DECLINED, at(1), "no"),) if status is EnvelopeStatus.DECLINED else ()
     events = request.apply_envelope_state(status, recipients, at(2))
     assert events[-2:] == [RequestFinished(status, at(2)),
-                           DocumentStatusMoved(DocumentStatus.PENDING_SIGNATURE, DocumentStatus.DRAFT)]
+                           DocumentStatusMoved(DocumentStatus.PENDING_SIGNATURE, document_after)]
     assert request.status is status
     # A later "completed" for a finished request changes nothing.
     assert request.apply_envelope_state(EnvelopeStatus.COMPLETED, (), at(3)) == []
@@ -455,3 +459,9 @@ def test_turn_of_answers_the_current_slot_or_refuses():
     with pytest.raises(PreconditionError) as finished:
         request.turn_of(PHARMA_ADMIN)
     assert finished.value.detail == "REQUEST_FINISHED"
+
+
+def test_a_rejected_document_can_be_sent_again():
+    rejected = DocumentFacts(**{**DOCUMENT.__dict__, "status": DocumentStatus.REJECTED})
+    request = new_request(rejected, TWO_STEPS, provider="builtin", requested_by="u", at=T0)
+    assert request.status is EnvelopeStatus.CREATED

@@ -8,8 +8,8 @@ A signer is either a named user or "any user of organization X with at least rol
 Statuses (DOMAIN.md): the request starts SENT (the first order's turn came), becomes SIGNED once
 someone signed and COMPLETED when everyone did; DECLINED, VOIDED and EXPIRED end it too. The
 document follows (DOCUMENT_STATUS_AFTER): PENDING_SIGNATURE while the request is open, SIGNED when it
-completes, and back to DRAFT when it is declined, voided or expires, as the SignatureService contract
-says ("the document goes back to DRAFT"); REJECTED is not used by signatures.
+completes, REJECTED when a signer declines (DOMAIN.md's document status; a new request or a new
+version starts again from there), and back to DRAFT when the request is voided or expires.
 
 Every change answers the events it causes (SignerTurn, SignerSigned, SignerDeclined, RequestFinished,
 DocumentStatusMoved); an action that changes nothing answers none.
@@ -42,9 +42,11 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 # The document's status when a request reaches a status (the request's start: PENDING_SIGNATURE).
+# A declined document may be sent again (other signers, or after a new version).
+SENDABLE = frozenset({DocumentStatus.DRAFT, DocumentStatus.REJECTED})
 DOCUMENT_STATUS_AFTER: dict[EnvelopeStatus, DocumentStatus] = {
     EnvelopeStatus.COMPLETED: DocumentStatus.SIGNED,
-    EnvelopeStatus.DECLINED: DocumentStatus.DRAFT,
+    EnvelopeStatus.DECLINED: DocumentStatus.REJECTED,
     EnvelopeStatus.VOIDED: DocumentStatus.DRAFT,
     EnvelopeStatus.EXPIRED: DocumentStatus.DRAFT,
 }
@@ -415,10 +417,10 @@ def new_request(
 ) -> SignatureRequest:
     """A request (status CREATED; `send` puts it out) for the document's current version."""
     chosen = parse_provider(provider)
-    if document.status is not DocumentStatus.DRAFT:
+    if document.status not in SENDABLE:
         raise PreconditionError(
-            f"Only a DRAFT document can be sent for signature (this one is {document.status.value})",
-            detail="DOCUMENT_NOT_DRAFT",
+            f"Only a DRAFT or REJECTED document can be sent for signature (this one is {document.status.value})",
+            detail="DOCUMENT_STATE",
         )
     if document.content_type != "application/pdf":
         raise ValidationError(
