@@ -450,7 +450,7 @@ class Submission:
     ) -> tuple[Submission, SubmissionCreated]:
         """A DRAFT of the caller's (pharma) organization for an active CRO service."""
         side = Side.PHARMA if actor.organization_kind == Side.PHARMA.value else None
-        if not WHO_MAY[Operation.CREATE][0].holds_role(actor, side):
+        if not any(rule.holds_role(actor, side) for rule in WHO_MAY[Operation.CREATE]):
             raise _refuse(Operation.CREATE)
         if not service.active:
             raise PreconditionError(
