@@ -1,0 +1,1 @@
+"""CRO vocabulary and submission rules: pure Python, no I/O, no grpc."""
