@@ -31,6 +31,7 @@ import json
 import re
 import secrets
 import ssl
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -206,7 +207,7 @@ class DocuSignServer:
         class Handler(_Handler):
             server_peer = peer
 
-        httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        httpd = _TlsServer(("127.0.0.1", self.port), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.ca_cert_file, self._key_file)
         # The handshake happens in the handler's thread, not in the accepting loop.
@@ -658,6 +659,13 @@ def _json(status: int, payload: dict[str, Any]) -> tuple[int, str, bytes]:
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+class _TlsServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that refuses our self-signed certificate (a test of exactly that) is no server error."""
+        if not isinstance(sys.exc_info()[1], ssl.SSLError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -334,8 +334,7 @@ def test_templates_are_listed_previewed_and_generated(api: httpx.Client, pharma:
         json={"template": "experiment_specification", "fields": fields, "submission_id": "sub-generated"},
         headers=pharma.headers,
     )
-    assert response.status_code == 201  # a create (gateway/envoy/policy.toml created_methods)
-    document = data(response)
+    document = data(response, 201)  # a create (gateway/envoy/policy.toml created_methods)
     assert document["template"] == "experiment_specification" and document["current"]["origin"] == "generated"
     assert document["document_type"] == "EXPERIMENT_SPECIFICATION"
     pdf = api.get(f"/documents/{document['id']}/download", headers=pharma.headers)
