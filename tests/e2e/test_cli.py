@@ -25,7 +25,7 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def cli_runner(mesh, config_home: Path) -> Run:  # type: ignore[no-untyped-def]
-    """`run(*args, ok=True)` runs `molbridge args…` against the mesh with `config_home` as
+    """`run(*args, ok=True, typed=None)` runs `molbridge args…` against the mesh with `config_home` as
     XDG_CONFIG_HOME; with ok, asserts exit status 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOLBRIDGE_")}
     env |= {
@@ -34,14 +34,16 @@ def cli_runner(mesh, config_home: Path) -> Run:  # type: ignore[no-untyped-def]
         "XDG_CONFIG_HOME": str(config_home),
     }
 
-    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, ok: bool = True, typed: str | None = None) -> subprocess.CompletedProcess[str]:
+        """`typed`: what the user types at the prompts (stdin); nothing by default."""
         done = subprocess.run(
             [str(MOLBRIDGE), *args],
             env=env,
             capture_output=True,
             text=True,
             timeout=60,
-            stdin=subprocess.DEVNULL,
+            input=typed,
+            stdin=subprocess.DEVNULL if typed is None else None,
         )
         if ok:
             assert done.returncode == 0, f"molbridge {' '.join(args)}: {done.returncode}\n{done.stderr}"

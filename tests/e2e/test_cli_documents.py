@@ -114,3 +114,26 @@ def test_templates_are_listed_and_generate_a_pdf(scientist: Run, tmp_path: Path)
     assert (tmp_path / "nda.pdf").read_bytes().startswith(b"%PDF-")
     missing = scientist("documents", "generate", "nda", "--field", "term_years=3", ok=False)
     assert missing.returncode == EXIT_VALIDATION and "governing_law" in missing.stderr
+
+
+def test_request_sign_status_and_verify(scientist: Run, mesh, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The built-in signer from the terminal: the password is typed at the prompt (never an option)."""
+    me = json.loads(scientist("whoami", "--json").stdout)["data"]
+    source = tmp_path / "Protocol.pdf"
+    source.write_bytes(pdf_bytes(1))
+    document = json.loads(scientist("documents", "upload", str(source), "--type", "experiment-specification", "--json").stdout)["data"]
+    scientist("documents", "request-signature", document["id"], "--signer", me["id"])
+    waiting = scientist("documents", "status", document["id"], "--json")
+    assert json.loads(waiting.stdout)["data"]["status"] == "SENT"
+
+    wrong = scientist("documents", "sign", document["id"], "--meaning", "author", typed="not my password\n", ok=False)
+    assert wrong.returncode != 0 and "not my password" not in wrong.stdout + wrong.stderr
+    signed = scientist("documents", "sign", document["id"], "--meaning", "author", typed=mesh.admin_password + "\n")
+    assert mesh.admin_password not in signed.stdout + signed.stderr  # never echoed
+    status = json.loads(scientist("documents", "status", document["id"], "--json").stdout)["data"]
+    assert status["status"] == "COMPLETED" and status["signers"][0]["meaning"] == "author"
+    assert status["signers"][0]["printed_name"] == "Doc Scientist"
+    verified = scientist("documents", "verify", document["id"])
+    assert "intact" in verified.stdout and "NO" not in verified.stdout
+    scientist("documents", "download", document["id"], "--out", str(tmp_path / "signed.pdf"))
+    assert (tmp_path / "signed.pdf").read_bytes().startswith(pdf_bytes(1)[:8])
