@@ -121,7 +121,8 @@ def test_request_sign_status_and_verify(scientist: Run, mesh, tmp_path: Path) ->
     me = json.loads(scientist("whoami", "--json").stdout)["data"]
     source = tmp_path / "Protocol.pdf"
     source.write_bytes(pdf_bytes(1))
-    document = json.loads(scientist("documents", "upload", str(source), "--type", "experiment-specification", "--json").stdout)["data"]
+    uploaded = scientist("documents", "upload", str(source), "--type", "experiment-specification", "--json")
+    document = json.loads(uploaded.stdout)["data"]
     scientist("documents", "request-signature", document["id"], "--signer", me["id"])
     waiting = scientist("documents", "status", document["id"], "--json")
     assert json.loads(waiting.stdout)["data"]["status"] == "SENT"
