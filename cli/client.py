@@ -118,6 +118,7 @@ def describe_rpc_error(err: grpc.RpcError, target: str) -> str:
     if not typed.reason and isinstance(typed, Unimplemented):
         return f"the gateway at {target} does not offer this call (UNIMPLEMENTED): is its service deployed?"
     tags = [typed.code().name, *([typed.reason] if typed.reason else [])]
-    tags.extend(f"{k}={v}" for k, v in sorted(typed.metadata.items()))
+    # A metadata value that only repeats the message (e.g. the rule a refusal names) is said once.
+    tags.extend(f"{k}={v}" for k, v in sorted(typed.metadata.items()) if v != typed.message)
     violations = [f"  {v.field}: {v.description}" for v in typed.field_violations]
     return "\n".join([f"{typed.message} ({', '.join(tags)})", *violations])
