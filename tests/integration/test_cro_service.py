@@ -341,7 +341,7 @@ async def test_a_submission_is_submitted_blinded_and_holds_its_molecules(world: 
     with pytest.raises(PreconditionError) as unsigned:
         await subs.act(p.scientist.principal, p.scientist.credentials, submission_id, submit)
     assert unsigned.value.detail == "DOCUMENTS_INCOMPLETE"
-    assert "NON_DISCLOSURE_AGREEMENT" in unsigned.value.message and "MATERIAL_TRANSFER_AGREEMENT" in unsigned.value.message
+    assert all(kind in unsigned.value.message for kind in ("NON_DISCLOSURE_AGREEMENT", "MATERIAL_TRANSFER_AGREEMENT"))
     nda = await world.document(p.scientist, submission_id, "NON_DISCLOSURE_AGREEMENT")
     mta = await world.document(p.scientist, submission_id, "MATERIAL_TRANSFER_AGREEMENT")
     await world.document(p.scientist, submission_id, "EXPERIMENT_SPECIFICATION")
