@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.cro.server import CatalogueServicer, SubmissionServicer
 from services.cro.service.catalogue import CatalogueService
-from services.cro.service.ports import DocumentRequirementsPort, MoleculeLookup
+from services.cro.service.ports import DocumentRequirementsPort, MoleculeLookup, OrganizationNames
 from services.cro.service.submissions import SubmissionService
 from services.cro.store import SCHEMA, CroTransactions, transactions
 from services.runtime import telemetry
@@ -71,6 +71,7 @@ def build_parts(
     *,
     molecules: MoleculeLookup,
     documents: DocumentRequirementsPort,
+    names: OrganizationNames | None = None,
 ) -> CroParts:
     """Every part of the service over `database`; call it inside the running event loop."""
     uow = transactions(database)
@@ -79,7 +80,7 @@ def build_parts(
         settings=settings,
         uow=uow,
         storage=storage,
-        catalogue=CatalogueService(uow),
+        catalogue=CatalogueService(uow, names),
         submissions=SubmissionService(uow, molecules, documents, storage),
     )
 
@@ -89,7 +90,7 @@ def build_server(settings: CroSettings) -> Process:
     identity = RemoteIdentity(settings.addr_of("identity"))
     molecules = MoleculeClient(settings.addr_of("molecule"))
     documents = DocumentClient(settings.addr_of("document"))
-    parts = build_parts(settings, database, molecules=molecules, documents=documents)
+    parts = build_parts(settings, database, molecules=molecules, documents=documents, names=identity)
     return Process(
         servicers=parts.servicers,
         authenticator=remote_authenticator(identity),
