@@ -432,6 +432,7 @@ class Submission:
     step_times: dict[SubmissionStatus, datetime] = field(default_factory=dict)  # when each state was entered
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    structures_revealed: bool = False  # the pharma side showed the structures to the CRO
 
     @classmethod
     def create(
@@ -581,6 +582,11 @@ class Submission:
         return SubmissionEdited(self.id, changed, actor.subject, at)
 
     # -- the actions --------------------------------------------------------------------------------------
+
+    def check_action(self, actor: Principal, action: Action) -> SubmissionStatus:
+        """The refusals an action meets before its input is looked at (404, 403, 409: party, role, state,
+        rule), e.g. for a caller that parses the input only then; answers the next state."""
+        return self._begin(actor, action)
 
     def submit(
         self,
