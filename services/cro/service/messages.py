@@ -47,9 +47,8 @@ from services.runtime.errors import NotFoundError, ValidationError
 from services.runtime.pagination import PageRequest
 
 if TYPE_CHECKING:  # the store binds the tables; the feed above needs none of it
-    from services.cro.store.uow import CroTransactions, CroUnitOfWork
-
     from services.cro.store.messages import UnreadCount
+    from services.cro.store.uow import CroTransactions, CroUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +156,7 @@ class MessageService:
     ) -> tuple[list[Message], int]:
         async with self._uow() as uow:
             submission_id = await _thread(uow, principal, submission_id)
-            return await uow.threads.page(submission_id, page)
+            return await uow.messages.page(submission_id, page)
 
     async def post_message(
         self,
@@ -184,7 +183,7 @@ class MessageService:
                 return posted.message.id
 
             message_id = await uow.once(f"{principal.subject}:PostMessage:{submission.id}", request_id, post)
-            found = await uow.threads.visible_message(principal, message_id)
+            found = await uow.messages.visible_message(principal, message_id)
         if found is None:  # the request_id was used for another thread's message
             raise ValidationError(
                 "request_id was already used for another message", field_violations=[("request_id", "already used")]
@@ -196,36 +195,38 @@ class MessageService:
         async with self._uow() as uow:
             submission_id = await _thread(uow, principal, submission_id)
             if up_to_message_id.strip():
-                seq = await uow.threads.seq_of(submission_id, up_to_message_id.strip())
+                seq = await uow.messages.seq_of(submission_id, up_to_message_id.strip())
                 if seq is None:
                     raise NotFoundError(
                         f"message {up_to_message_id} not found in this thread", detail="MESSAGE_NOT_FOUND"
                     )
             else:
-                seq = await uow.threads.latest_seq(submission_id)
-            await uow.threads.mark_read(submission_id, principal.subject, seq)
-            return await uow.threads.unread(submission_id, principal.subject)
+                seq = await uow.messages.latest_seq(submission_id)
+            await uow.messages.mark_read(submission_id, principal.subject, seq)
+            return await uow.messages.unread(submission_id, principal.subject)
 
     async def unread_counts(self, principal: Principal) -> tuple[list[UnreadCount], int]:
         async with self._uow() as uow:
-            counts = await uow.threads.unread_counts(principal)
+            counts = await uow.messages.unread_counts(principal)
         return counts, sum(count.unread for count in counts)
 
     async def watch(
         self, principal: Principal, submission_id: str, after_id: str = ""
     ) -> AsyncIterator[Message | None]:
         """The messages after `after_id` (none when empty), then each new one; None is a heartbeat."""
+        start: int | None = None
         async with self._uow() as uow:
             submission_id = await _thread(uow, principal, submission_id)
             if after_id.strip():
-                start = await uow.threads.seq_of(submission_id, after_id.strip())
+                start = await uow.messages.seq_of(submission_id, after_id.strip())
                 if start is None:
                     raise NotFoundError(f"message {after_id} not found in this thread", detail="MESSAGE_NOT_FOUND")
+        # Registered before the backlog is read: a message posted in between is not missed.
         with self._feed.watch(submission_id) as notices:
             sent: set[str] = set()
-            if after_id.strip():
+            if start is not None:
                 async with self._uow() as uow:
-                    backlog = await uow.threads.after(submission_id, start)
+                    backlog = await uow.messages.after(submission_id, start)
                 for _, message in backlog:
                     sent.add(message.id)
                     yield message
@@ -241,7 +242,7 @@ class MessageService:
                 if message_id in sent:
                     continue
                 async with self._uow() as uow:
-                    found = await uow.threads.visible_message(principal, message_id)
+                    found = await uow.messages.visible_message(principal, message_id)
                 if found is None:  # not (or no longer) visible to the watcher: the stream ends
                     return
                 sent.add(message_id)
