@@ -23,8 +23,10 @@ from molbridge.cro.v1 import cro_service_pb2_grpc as pb_grpc
 from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.cro_pb2 import SubmissionMessagePosted
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bus import outbox_table, unpack
+from services.cro.bootstrap import MIGRATIONS as CRO_MIGRATIONS
 from services.cro.domain.submissions import ServiceFacts, Submission
 from services.cro.domain.vocabulary import SubmissionStatus
 from services.cro.server.messages import MessageServicer
@@ -40,7 +42,6 @@ from services.identity.store.signing_keys import KeyRing
 from services.runtime.auth import Authenticator, TokenVerifier
 from services.runtime.db import make_engine
 from services.runtime.email import FolderSender
-from services.runtime.migrations import MigrationSpec
 from services.runtime.process import Outbox, Process, running
 from services.runtime.settings import Settings
 from stack.ports import free_port
@@ -48,7 +49,6 @@ from stack.ports import free_port
 ADMIN = ("root@platform.test", "Platform-Root-Pass1!")
 PASSWORD = "Scientist-Pass-123!"
 HEARTBEAT_S = 0.2
-CRO_MIGRATIONS = MigrationSpec(CRO_SCHEMA, Path(__file__).parents[2] / "services" / "cro" / "migrations")
 EVENT_WAIT_S = 30.0  # generous: the wait ends as soon as the event is there
 
 
@@ -66,7 +66,7 @@ class World:
     tokens: dict[str, str]  # "pharma", "pharma_admin", "cro", "stranger"
     submitted: str  # a SUBMITTED submission of pharma → cro
     draft: str  # a DRAFT one
-    engine: sa.ext.asyncio.AsyncEngine
+    engine: AsyncEngine
 
     def auth(self, who: str) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.tokens[who]}")]

@@ -147,7 +147,7 @@ class MessageService:
     ) -> None:
         self._uow = uow
         self._documents = documents
-        self._feed = feed
+        self.feed = feed  # the bootstrap feeds it from the bus (message_feed)
         self._heartbeat_s = heartbeat_s
         self._clock = clock
 
@@ -222,7 +222,7 @@ class MessageService:
                 if start is None:
                     raise NotFoundError(f"message {after_id} not found in this thread", detail="MESSAGE_NOT_FOUND")
         # Registered before the backlog is read: a message posted in between is not missed.
-        with self._feed.watch(submission_id) as notices:
+        with self.feed.watch(submission_id) as notices:
             sent: set[str] = set()
             if start is not None:
                 async with self._uow() as uow:
