@@ -39,7 +39,7 @@ from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
 from services.identity.store import identity_transactions
 from services.identity.store.signing_keys import KeyRing
-from services.runtime.auth import Authenticator, TokenVerifier
+from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import make_engine
 from services.runtime.email import FolderSender
 from services.runtime.process import Outbox, Process, running
@@ -67,6 +67,7 @@ class World:
     submitted: str  # a SUBMITTED submission of pharma → cro
     draft: str  # a DRAFT one
     engine: AsyncEngine
+    feed_a: MessageFeed  # replica A's watchers
 
     def auth(self, who: str) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.tokens[who]}")]
@@ -93,7 +94,11 @@ async def _people(identity: IdentityService, verifier: TokenVerifier) -> tuple[d
     return tokens, orgs
 
 
-async def _submission(engine, pharma_org: str, cro_org: str, status: SubmissionStatus, scientist) -> str:  # type: ignore[no-untyped-def]
+async def write_submission(
+    engine: AsyncEngine, pharma_org: str, cro_org: str, status: SubmissionStatus, scientist: Principal
+) -> str:
+    """A submission in `status` (with its CRO service), written by the service's own repository: the journey
+    to SUBMITTED (molecules, signed documents, gates) is the submission tests' business."""
     service_id = str(uuid.uuid4())
     uow_factory = transactions(engine)
     async with uow_factory() as uow:
@@ -107,7 +112,7 @@ async def _submission(engine, pharma_org: str, cro_org: str, status: SubmissionS
             scientist, service=ServiceFacts(service_id, cro_org, "ADME", "EUR"), name="thread test",
             sample_prefix="7F3K", at=datetime.now(UTC),
         )
-        submission.status = status  # the journey to SUBMITTED is the submission tests' business
+        submission.status = status
         await uow.submissions.add(submission)
         return submission.id
 
@@ -127,15 +132,17 @@ async def world(database_url: str, nats_server, tmp_path: Path) -> AsyncIterator
     tokens, orgs = await _people(identity, verifier)
     scientist = await verifier.verify(tokens["pharma"])
     engine = make_engine(database_url, CRO_SCHEMA)
-    submitted = await _submission(engine, orgs["pharma"], orgs["cro"], SubmissionStatus.SUBMITTED, scientist)
-    draft = await _submission(engine, orgs["pharma"], orgs["cro"], SubmissionStatus.DRAFT, scientist)
+    submitted = await write_submission(engine, orgs["pharma"], orgs["cro"], SubmissionStatus.SUBMITTED, scientist)
+    draft = await write_submission(engine, orgs["pharma"], orgs["cro"], SubmissionStatus.DRAFT, scientist)
+
+    feeds: dict[str, MessageFeed] = {}
 
     def replica(name: str) -> tuple[Process, Settings]:
         settings = Settings.from_env("cro", {
             "MOLBRIDGE_CRO_ADDR": f"127.0.0.1:{free_port()}", "MOLBRIDGE_DATA_DIR": str(tmp_path / name),
             "NATS_URL": nats_server.url,
         })
-        feed = MessageFeed()
+        feed = feeds[name] = MessageFeed()
         service = MessageService(transactions(engine), NoDocuments(), feed, heartbeat_s=HEARTBEAT_S)
         process = Process(
             servicers=[(pb_grpc.add_MessageServiceServicer_to_server, MessageServicer(service))],
@@ -155,7 +162,7 @@ async def world(database_url: str, nats_server, tmp_path: Path) -> AsyncIterator
         ):
             yield World(
                 pb_grpc.MessageServiceStub(channel_a), pb_grpc.MessageServiceStub(channel_b), tokens, submitted,
-                draft, engine,
+                draft, engine, feeds["a"],
             )
     finally:
         await engine.dispose()
@@ -277,7 +284,14 @@ async def test_a_watcher_on_one_replica_sees_what_is_posted_through_the_other(wo
     posted = await post(world.b, world, "cro", "posted through replica B")
     live = await asyncio.wait_for(next_message(), EVENT_WAIT_S)
     assert (live.id, live.text, live.side) == (posted.id, "posted through replica B", "CRO")
-    call.cancel()  # the client goes away; the server's stream ends with it
+    assert world.feed_a.watchers(world.submitted) == 1
+    call.cancel()  # the client goes away: the server's stream ends and its watcher is gone
+
+    async def released() -> None:
+        while world.feed_a.watchers(world.submitted):
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(released(), EVENT_WAIT_S)
 
 
 async def test_a_watch_without_after_id_gets_only_new_messages(world: World) -> None:
