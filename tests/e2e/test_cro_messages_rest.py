@@ -172,6 +172,7 @@ def test_an_open_page_sees_what_the_other_side_posts(api: httpx.Client, thread: 
     watch = Watch(api, thread.path("/watch") + f"?after_id={earlier['id']}", headers(thread.scientist))
     watches.append(watch)
     assert watch.status_code == 200 and watch.content_type.startswith("text/event-stream")
+    assert watch.events.get(timeout=EVENT_WAIT_S) == {}  # the first heartbeat: watching from now on
     posted = post(api, thread, thread.technician, "Plate 1 is running.")
     pushed = watch.next_message()
     assert (pushed["id"], pushed["text"], pushed["side"]) == (posted["id"], "Plate 1 is running.", "CRO")

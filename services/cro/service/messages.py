@@ -13,7 +13,8 @@
   sends the messages after `after_id` from the database, then each new message as its event arrives
   from the bus (`message_feed`: one JetStream consumer per process, fanning out in memory), read again
   from the database by id for the watcher (so authorization is checked on every message). A heartbeat
-  (None) goes out when nothing was sent for `heartbeat_s`, so proxies keep the stream open. A client
+  (None) goes out first, once the watcher is registered, then whenever nothing was sent for `heartbeat_s`,
+  so proxies keep the stream open. A client
   that goes away cancels the stream; its registration is removed.
 """
 
@@ -223,6 +224,7 @@ class MessageService:
                     raise NotFoundError(f"message {after_id} not found in this thread", detail="MESSAGE_NOT_FOUND")
         # Registered before the backlog is read: a message posted in between is not missed.
         with self.feed.watch(submission_id) as notices:
+            yield None  # at once: the page (and any proxy) sees the stream open before anything is posted
             sent: set[str] = set()
             if start is not None:
                 async with self._uow() as uow:
