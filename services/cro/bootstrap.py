@@ -1,10 +1,10 @@
 """Composition root of the CRO service: typed settings, clients and use cases, built once.
 
-`python -m services.cro` serves CatalogueService, SubmissionService and MessageService and relays the
-schema's outbox (audit, submission and quote events, submission_packages work items). The molecule and
-document services are called over gRPC with the caller's own credentials (MOLBRIDGE_MOLECULE_ADDR,
-MOLBRIDGE_DOCUMENT_ADDR). `build_parts` makes every part over one engine, so tests serve the real
-servicers.
+`python -m services.cro` serves CatalogueService, SubmissionService and MessageService (WatchMessages fed
+by one SubmissionMessagePosted consumer per replica) and relays the schema's outbox (audit, submission and
+quote events, submission_packages work items). The molecule and document services are called over gRPC
+with the caller's own credentials (MOLBRIDGE_MOLECULE_ADDR, MOLBRIDGE_DOCUMENT_ADDR). `build_parts` makes
+every part over one engine, so tests serve the real servicers.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from molbridge.cro.v1 import cro_service_pb2_grpc as pb_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.cro.server import CatalogueServicer, SubmissionServicer
+from services.cro.server.messages import MessageServicer
 from services.cro.service.catalogue import CatalogueService
+from services.cro.service.messages import DocumentLookup, MessageFeed, MessageService, message_feed
 from services.cro.service.ports import DocumentRequirementsPort, MoleculeLookup, OrganizationNames
 from services.cro.service.submissions import SubmissionService
 from services.cro.store import SCHEMA, CroTransactions, transactions
@@ -49,6 +51,7 @@ class CroParts:
     storage: ObjectStorage
     catalogue: CatalogueService
     submissions: SubmissionService
+    messages: MessageService
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
@@ -56,8 +59,7 @@ class CroParts:
         return [
             (pb_grpc.add_CatalogueServiceServicer_to_server, CatalogueServicer(self.catalogue)),
             (pb_grpc.add_SubmissionServiceServicer_to_server, SubmissionServicer(self.submissions)),
-            # The thread's use cases come with the messages work; until then every method is UNIMPLEMENTED.
-            (pb_grpc.add_MessageServiceServicer_to_server, pb_grpc.MessageServiceServicer()),  # type: ignore[abstract]
+            (pb_grpc.add_MessageServiceServicer_to_server, MessageServicer(self.messages)),
         ]
 
     @property
@@ -71,6 +73,7 @@ def build_parts(
     *,
     molecules: MoleculeLookup,
     documents: DocumentRequirementsPort,
+    message_documents: DocumentLookup,
     names: OrganizationNames | None = None,
 ) -> CroParts:
     """Every part of the service over `database`; call it inside the running event loop."""
@@ -82,6 +85,7 @@ def build_parts(
         storage=storage,
         catalogue=CatalogueService(uow, names),
         submissions=SubmissionService(uow, molecules, documents, storage),
+        messages=MessageService(uow, message_documents, MessageFeed()),
     )
 
 
@@ -90,12 +94,17 @@ def build_server(settings: CroSettings) -> Process:
     identity = RemoteIdentity(settings.addr_of("identity"))
     molecules = MoleculeClient(settings.addr_of("molecule"))
     documents = DocumentClient(settings.addr_of("document"))
-    parts = build_parts(settings, database, molecules=molecules, documents=documents, names=identity)
+    parts = build_parts(
+        settings, database, molecules=molecules, documents=documents, message_documents=documents, names=identity
+    )
     return Process(
         servicers=parts.servicers,
         authenticator=remote_authenticator(identity),
         outbox=Outbox(database, SCHEMA),
-        consumers=[revocation_feed(identity.revocations, "cro")],  # revoked tokens refused at once
+        consumers=[
+            revocation_feed(identity.revocations, "cro"),  # revoked tokens refused at once
+            message_feed(parts.messages.feed, "cro"),  # new messages to this replica's watchers
+        ],
         jobs=parts.jobs,
         on_stop=[identity.close, molecules.close, documents.close, *parts.on_stop, database.dispose],
     )

@@ -1,6 +1,6 @@
-"""The document service as another service sees it: a gRPC client of GetDocumentRequirements (and the
-internal ShareSubmissionDocuments), called with the caller's own credentials so the document service
-applies its organization scoping and sharing."""
+"""The document service as another service sees it: a gRPC client of GetDocumentRequirements, GetDocument
+(which submission a referenced document belongs to) and the internal ShareSubmissionDocuments, called with
+the caller's own credentials so the document service applies its organization scoping and sharing."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from molbridge.document.v1 import document_service_pb2 as pb
 from molbridge.document.v1 import document_service_pb2_grpc as pb_grpc
 
 from services.runtime import telemetry
+from services.runtime.db import canonical_uuid
 from services.runtime.errors import AuthorizationError, IntegrationError, ValidationError
 
 CALL_TIMEOUT_S = 30.0
@@ -121,6 +122,21 @@ class DocumentClient:
         except grpc.aio.AioRpcError as error:
             raise _error(error) from error
         return reply.documents
+
+    async def submission_of(self, document_id: str, credentials: Mapping[str, str]) -> str | None:
+        """The submission id of a document the caller may read ("" for none); None when the caller cannot
+        read it (or `document_id` is no document id) — the document service's visibility decides."""
+        if canonical_uuid(document_id) is None:
+            return None
+        try:
+            reply = await self._stub.GetDocument(
+                pb.GetDocumentRequest(id=document_id), metadata=tuple(credentials.items()), timeout=CALL_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                return None
+            raise _error(error) from error
+        return reply.data.submission_id
 
 
 def _error(error: grpc.aio.AioRpcError) -> Exception:

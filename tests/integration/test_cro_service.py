@@ -197,7 +197,7 @@ async def world(postgres_server, tmp_path_factory) -> AsyncIterator[World]:  # t
                 document_engine, signers=IdentitySigners(remote),
             )
             cro = build_cro(CroSettings.from_env("cro", env), cro_engine, molecules=molecule_client,
-                            documents=document_client, names=remote)
+                            documents=document_client, message_documents=document_client, names=remote)
             molecule_process = Process(servicers=molecules.servicers, authenticator=remote_authenticator(remote))
             document_process = Process(
                 servicers=documents.servicers, authenticator=remote_authenticator(remote),

@@ -766,6 +766,11 @@ class Submission:
             )
         return MessagePosted(self._message(actor, text, document_id, at, change_request=False))
 
+    def visible_to(self, actor: Principal) -> bool:
+        """Whether `actor` sees the submission (and its thread): its parties, the CRO only past DRAFT."""
+        side = self.side_of(actor)
+        return actor.is_system_admin or side is Side.PHARMA or (side is Side.CRO and self.status in VISIBLE_TO_CRO)
+
     # -- the machinery --------------------------------------------------------------------------------------
 
     def _authorize(self, actor: Principal, what: Action | Operation) -> Side | None:
