@@ -34,6 +34,8 @@ def service_type(value: str) -> int:
 
 def money(value: str) -> str:
     """An amount as the API's decimal text ("1250.00"), checked here: a number, finite, not negative."""
+    if not value.strip():
+        return ""  # not given (argparse passes the default through here too)
     try:
         amount = Decimal(value.strip())
     except InvalidOperation:
@@ -53,6 +55,8 @@ def days(value: str) -> int:
 def currency(value: str) -> str:
     """An ISO 4217 code (three letters), upper-cased."""
     code = value.strip().upper()
+    if not code:
+        return ""  # not given
     if len(code) != 3 or not (code.isascii() and code.isalpha()):
         raise argparse.ArgumentTypeError(f"{value!r} is not a currency code (ISO 4217, e.g. EUR)")
     return code
@@ -141,16 +145,39 @@ def show(args: argparse.Namespace, answer: Any, text: Callable[[], str]) -> None
     print(output.as_json(answer) if args.json else text())
 
 
-# --- commands --------------------------------------------------------------------------------------------
+# --- requests --------------------------------------------------------------------------------------------
 
 
-def list_services(args: argparse.Namespace, gw: Gateway) -> None:
-    request = pb.ListCroServicesRequest(
+def list_request(args: argparse.Namespace) -> pb.ListCroServicesRequest:
+    return pb.ListCroServicesRequest(
         service_type=args.type or pb.CroService.SERVICE_TYPE_UNSPECIFIED, organization_id=args.cro,
         max_price=args.max_price, max_turnaround_days=args.max_turnaround, include_inactive=args.include_inactive,
         sort=args.sort, page=args.page, page_size=args.page_size,
     )
-    answer = gw.call(gw.catalogue.ListCroServices, request)
+
+
+def create_request(args: argparse.Namespace) -> pb.CreateCroServiceRequest:
+    return pb.CreateCroServiceRequest(
+        name=args.name, description=args.description, service_type=args.type, base_price=args.price,
+        currency=args.currency, turnaround_days=args.turnaround,
+        specification_schema=read_json_object(args.schema, "--schema") if args.schema else None,
+        request_id=str(uuid.uuid4()),
+    )
+
+
+def update_request(args: argparse.Namespace) -> pb.UpdateCroServiceRequest:
+    return pb.UpdateCroServiceRequest(
+        id=args.id, name=args.name, description=args.description, base_price=args.price, currency=args.currency,
+        turnaround_days=args.turnaround, active=active_flag(args.active),
+        specification_schema=read_json_object(args.schema, "--schema") if args.schema else None,
+    )
+
+
+# --- commands --------------------------------------------------------------------------------------------
+
+
+def list_services(args: argparse.Namespace, gw: Gateway) -> None:
+    answer = gw.call(gw.catalogue.ListCroServices, list_request(args))
     if args.json:
         print(output.as_json(answer))
         return
@@ -167,23 +194,12 @@ def get_service(args: argparse.Namespace, gw: Gateway) -> None:
 
 
 def create_service(args: argparse.Namespace, gw: Gateway) -> None:
-    request = pb.CreateCroServiceRequest(
-        name=args.name, description=args.description, service_type=args.type, base_price=args.price,
-        currency=args.currency, turnaround_days=args.turnaround,
-        specification_schema=read_json_object(args.schema, "--schema") if args.schema else None,
-        request_id=str(uuid.uuid4()),
-    )
-    answer = gw.call(gw.catalogue.CreateCroService, request)
+    answer = gw.call(gw.catalogue.CreateCroService, create_request(args))
     show(args, answer, lambda: f"Created CRO service {answer.data.id}\n{service_fields(answer.data)}")
 
 
 def update_service(args: argparse.Namespace, gw: Gateway) -> None:
-    request = pb.UpdateCroServiceRequest(
-        id=args.id, name=args.name, description=args.description, base_price=args.price, currency=args.currency,
-        turnaround_days=args.turnaround, active=active_flag(args.active),
-        specification_schema=read_json_object(args.schema, "--schema") if args.schema else None,
-    )
-    answer = gw.call(gw.catalogue.UpdateCroService, request)
+    answer = gw.call(gw.catalogue.UpdateCroService, update_request(args))
     show(args, answer, lambda: f"Updated CRO service {answer.data.id}\n{service_fields(answer.data)}")
 
 
@@ -204,7 +220,7 @@ def register(subparsers: Any) -> None:
     cmd.add_argument("--cro", default="", metavar="ORG_ID", help="only this CRO organization's services")
     cmd.add_argument("--max-price", type=money, default="", metavar="AMOUNT", help="base price at most")
     cmd.add_argument("--max-turnaround", type=days, default=0, metavar="DAYS", help="turnaround at most")
-    cmd.add_argument("--sort", choices=SORTS, default="", help="default: name")
+    cmd.add_argument("--sort", choices=SORTS, default="", help="default: name (descending price: --sort=-price)")
     cmd.add_argument("--include-inactive", action="store_true", help="your own CRO's inactive services too")
     cmd.add_argument("--page", type=int, default=1)
     cmd.add_argument("--page-size", type=int, default=0, help="services per page (server default 50)")

@@ -165,13 +165,51 @@ def pricing_fields(args: argparse.Namespace) -> dict[str, Any]:
             "valid_until": args.valid_until, "line_items": args.line, "note": args.note}
 
 
-def generic_fields(args: argparse.Namespace) -> dict[str, Any]:
-    """`act`: the fields its options gave, for whichever action (the service says what is missing)."""
+def generic_action(args: argparse.Namespace) -> pb.ActOnSubmissionRequest:
+    """`act ID ACTION`: the fields its options gave, for whichever action (the service says what is missing)."""
     if args.action == "PROVIDE_PRICING":
-        return {"reason": args.reason, "text": args.text, **pricing_fields(args)}
-    return {"reason": args.reason, "text": args.text, "price": args.price, "currency": args.currency,
-            "turnaround_days": args.turnaround, "valid_until": args.valid_until, "line_items": args.line,
-            "note": args.note}
+        return action_request(args.id, args.action, reason=args.reason, text=args.text, **pricing_fields(args))
+    return action_request(
+        args.id, args.action, reason=args.reason, text=args.text, price=args.price, currency=args.currency,
+        turnaround_days=args.turnaround, valid_until=args.valid_until, line_items=args.line, note=args.note,
+    )
+
+
+def quote_action(args: argparse.Namespace) -> pb.ActOnSubmissionRequest:
+    return action_request(args.id, "PROVIDE_PRICING", **pricing_fields(args))
+
+
+def one_action(action: str, **options: str) -> Callable[[argparse.Namespace], pb.ActOnSubmissionRequest]:
+    """The request of a one-action command; `options` maps request fields to argument names."""
+    def build(args: argparse.Namespace) -> pb.ActOnSubmissionRequest:
+        return action_request(args.id, action, **{field: getattr(args, name) for field, name in options.items()})
+
+    return build
+
+
+def list_request(args: argparse.Namespace) -> pb.ListSubmissionsRequest:
+    created_from, created_to = date_range(args.created_from, args.created_to)
+    return pb.ListSubmissionsRequest(
+        status=args.status or pb.Submission.STATUS_UNSPECIFIED, cro_organization_id=args.cro,
+        cro_service_id=args.service, created_from=created_from, created_to=created_to, molecule_id=args.molecule,
+        page=args.page, page_size=args.page_size,
+    )
+
+
+def create_request(args: argparse.Namespace) -> pb.CreateSubmissionRequest:
+    return pb.CreateSubmissionRequest(
+        name=args.name, cro_service_id=args.service, molecules=args.molecule, specifications=specifications(args),
+        budget=args.budget, request_id=str(uuid.uuid4()),
+    )
+
+
+def update_request(args: argparse.Namespace) -> pb.UpdateSubmissionRequest:
+    if args.molecule and args.no_molecules:
+        raise CliError("--molecule and --no-molecules: choose one")
+    return pb.UpdateSubmissionRequest(
+        id=args.id, name=args.name, molecules=args.molecule, replace_molecules=bool(args.molecule or args.no_molecules),
+        specifications=specifications(args), budget=args.budget,
+    )
 
 
 # --- output ----------------------------------------------------------------------------------------------
@@ -354,13 +392,7 @@ def follow(
 
 
 def list_submissions(args: argparse.Namespace, gw: Gateway) -> None:
-    created_from, created_to = date_range(args.created_from, args.created_to)
-    request = pb.ListSubmissionsRequest(
-        status=args.status or pb.Submission.STATUS_UNSPECIFIED, cro_organization_id=args.cro,
-        cro_service_id=args.service, created_from=created_from, created_to=created_to, molecule_id=args.molecule,
-        page=args.page, page_size=args.page_size,
-    )
-    answer = gw.call(gw.submissions.ListSubmissions, request)
+    answer = gw.call(gw.submissions.ListSubmissions, list_request(args))
     if args.json:
         print(output.as_json(answer))
         return
@@ -381,46 +413,21 @@ def get_submission(args: argparse.Namespace, gw: Gateway) -> None:
 
 
 def create_submission(args: argparse.Namespace, gw: Gateway) -> None:
-    request = pb.CreateSubmissionRequest(
-        name=args.name, cro_service_id=args.service, molecules=args.molecule, specifications=specifications(args),
-        budget=args.budget, request_id=str(uuid.uuid4()),
-    )
-    answer = gw.call(gw.submissions.CreateSubmission, request)
+    answer = gw.call(gw.submissions.CreateSubmission, create_request(args))
     show(args, answer, lambda: f"Created submission {answer.data.id} (DRAFT)\n{submission_text(answer.data)}")
 
 
 def update_submission(args: argparse.Namespace, gw: Gateway) -> None:
-    if args.molecule and args.no_molecules:
-        raise CliError("--molecule and --no-molecules: choose one")
-    request = pb.UpdateSubmissionRequest(
-        id=args.id, name=args.name, molecules=args.molecule, replace_molecules=bool(args.molecule or args.no_molecules),
-        specifications=specifications(args), budget=args.budget,
-    )
-    answer = gw.call(gw.submissions.UpdateSubmission, request)
+    answer = gw.call(gw.submissions.UpdateSubmission, update_request(args))
     show(args, answer, lambda: f"Updated submission {answer.data.id}\n{submission_text(answer.data)}")
 
 
-def _act(args: argparse.Namespace, gw: Gateway, action: str, **fields: Any) -> None:
-    answer = gw.call(gw.submissions.ActOnSubmission, action_request(args.id, action, **fields))
-    status = output.enum_word(answer.data, "status")
-    show(args, answer, lambda: f"{action}: submission {args.id} is {status}\n\n{status_text(answer.data)}")
-
-
-def action_command(action: str, **options: str) -> Callable[[argparse.Namespace, Gateway], None]:
-    """The handler of a one-action command; `options` maps request fields to the argument names."""
-    def handler(args: argparse.Namespace, gw: Gateway) -> None:
-        _act(args, gw, action, **{field: getattr(args, name) for field, name in options.items()})
-
-    handler.__name__ = action.lower()
-    return handler
-
-
-def quote(args: argparse.Namespace, gw: Gateway) -> None:
-    _act(args, gw, "PROVIDE_PRICING", **pricing_fields(args))
-
-
-def act(args: argparse.Namespace, gw: Gateway) -> None:
-    _act(args, gw, args.action, **generic_fields(args))
+def take_action(args: argparse.Namespace, gw: Gateway) -> None:
+    """Every action command: the request its `build_action` makes, then where the submission stands."""
+    request = args.build_action(args)
+    answer = gw.call(gw.submissions.ActOnSubmission, request)
+    state = output.enum_word(answer.data, "status")
+    show(args, answer, lambda: f"{request.action}: submission {args.id} is {state}\n\n{status_text(answer.data)}")
 
 
 def status(args: argparse.Namespace, gw: Gateway) -> None:
@@ -571,6 +578,15 @@ def _with_id(parent: Any, name: str, help: str, handler: Any) -> argparse.Argume
     return cmd
 
 
+def _action(
+    parent: Any, name: str, help: str,  # noqa: A002
+    build: Callable[[argparse.Namespace], pb.ActOnSubmissionRequest],
+) -> argparse.ArgumentParser:
+    cmd = _with_id(parent, name, help, take_action)
+    cmd.set_defaults(build_action=build)
+    return cmd
+
+
 def register(subparsers: Any) -> None:
     subs = subparsers.add_parser("submissions", help="submissions to CRO services, their actions and messages")
     commands = subs.add_subparsers(dest="submissions_command", required=True, metavar="COMMAND")
@@ -605,23 +621,23 @@ def register(subparsers: Any) -> None:
     _add_spec_options(cmd)
     cmd.add_argument("--budget", type=money_or_none, default="", metavar="AMOUNT", help="or `none` to remove it")
 
-    _with_id(commands, "submit", "send a DRAFT to the CRO (needs molecules and the documents signed)",
-             action_command("SUBMIT"))
-    cmd = _with_id(commands, "quote", "give a quote (CRO admin)", quote)
+    _action(commands, "submit", "send a DRAFT to the CRO (needs molecules and the documents signed)",
+            one_action("SUBMIT"))
+    cmd = _action(commands, "quote", "give a quote (CRO admin)", quote_action)
     _add_pricing_options(cmd, required=True)
-    _with_id(commands, "approve", "approve the current quote (pharma admin)", action_command("APPROVE"))
-    cmd = _with_id(commands, "reject", "reject a submission (CRO) or its price (pharma admin)",
-                   action_command("REJECT", reason="reason"))
+    _action(commands, "approve", "approve the current quote (pharma admin)", one_action("APPROVE"))
+    cmd = _action(commands, "reject", "reject a submission (CRO) or its price (pharma admin)",
+                  one_action("REJECT", reason="reason"))
     cmd.add_argument("--reason", required=True)
-    cmd = _with_id(commands, "cancel", "cancel a submission", action_command("CANCEL", reason="reason"))
+    cmd = _action(commands, "cancel", "cancel a submission", one_action("CANCEL", reason="reason"))
     cmd.add_argument("--reason", default="")
-    cmd = _with_id(commands, "request-changes", "ask the other side for changes (posts a message)",
-                   action_command("REQUEST_CHANGES", text="text"))
+    cmd = _action(commands, "request-changes", "ask the other side for changes (posts a message)",
+                  one_action("REQUEST_CHANGES", text="text"))
     cmd.add_argument("--text", required=True, help="what should change")
-    _with_id(commands, "start", "start the experiments (CRO)", action_command("START_EXPERIMENT"))
-    _with_id(commands, "complete", "complete a submission whose results were reviewed", action_command("COMPLETE"))
+    _action(commands, "start", "start the experiments (CRO)", one_action("START_EXPERIMENT"))
+    _action(commands, "complete", "complete a submission whose results were reviewed", one_action("COMPLETE"))
 
-    cmd = _with_id(commands, "act", "take any action, with the options it needs", act)
+    cmd = _action(commands, "act", "take any action, with the options it needs", generic_action)
     cmd.add_argument("action", type=action_word, metavar="ACTION",
                      help=f"{', '.join(a.lower().replace('_', '-') for a in ACTIONS)}")
     cmd.add_argument("--reason", default="")
