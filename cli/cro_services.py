@@ -145,6 +145,24 @@ def show(args: argparse.Namespace, answer: Any, text: Callable[[], str]) -> None
     print(output.as_json(answer) if args.json else text())
 
 
+def show_list(
+    args: argparse.Namespace,
+    answer: Any,
+    nothing: str,
+    headers: Sequence[str],
+    rows: Callable[[int], list[list[str]]],
+    summary: str | None = None,
+) -> None:
+    """A list answer: the API's JSON with --json; `nothing` when it is empty (a CSV still gets its header);
+    else a table of `rows(width)`, long texts cut to NAME_WIDTH, or CSV with whole values."""
+    if args.json:
+        print(output.as_json(answer))
+    elif not answer.data and args.output != "csv":
+        print(nothing)
+    else:
+        output.listing(args, headers, rows(NAME_WIDTH), summary, csv_rows=rows(sys.maxsize))
+
+
 # --- requests --------------------------------------------------------------------------------------------
 
 
@@ -178,14 +196,8 @@ def update_request(args: argparse.Namespace) -> pb.UpdateCroServiceRequest:
 
 def list_services(args: argparse.Namespace, gw: Gateway) -> None:
     answer = gw.call(gw.catalogue.ListCroServices, list_request(args))
-    if args.json:
-        print(output.as_json(answer))
-        return
-    if not answer.data and args.output != "csv":
-        print("No CRO service found")
-        return
-    output.listing(args, SERVICE_HEADERS, service_rows(answer.data), output.page_summary(answer.meta, "service"),
-                   csv_rows=service_rows(answer.data, name_width=sys.maxsize))
+    show_list(args, answer, "No CRO service found", SERVICE_HEADERS,
+              lambda width: service_rows(answer.data, name_width=width), output.page_summary(answer.meta, "service"))
 
 
 def get_service(args: argparse.Namespace, gw: Gateway) -> None:

@@ -23,7 +23,18 @@ from molbridge.cro.v1 import cro_service_pb2 as pb
 from cli import output
 from cli.app import add_command
 from cli.client import CliError, Gateway
-from cli.cro_services import as_struct, currency, days, money, price_text, read_json_object, show, struct_text
+from cli.cro_services import (
+    NAME_WIDTH,
+    as_struct,
+    currency,
+    days,
+    money,
+    price_text,
+    read_json_object,
+    show,
+    show_list,
+    struct_text,
+)
 from cli.documents import _enum_value, iso_date, truncate
 from molbridge_client import Unavailable
 
@@ -31,7 +42,6 @@ from molbridge_client import Unavailable
 ACTIONS = ("SUBMIT", "PROVIDE_PRICING", "APPROVE", "REJECT", "REQUEST_CHANGES", "CANCEL", "START_EXPERIMENT",
            "UPLOAD_RESULTS", "REVIEW_RESULTS", "COMPLETE")
 ACTION_ALIASES = {"quote": "PROVIDE_PRICING", "start": "START_EXPERIMENT", "review": "REVIEW_RESULTS"}
-NAME_WIDTH = 40
 WATCH_RETRIES = 5  # consecutive failed reconnections before `--watch` gives up
 WATCH_PAUSE_SECONDS = 1.0
 WATCH_MAX_PAUSE_SECONDS = 30.0
@@ -393,15 +403,9 @@ def follow(
 
 def list_submissions(args: argparse.Namespace, gw: Gateway) -> None:
     answer = gw.call(gw.submissions.ListSubmissions, list_request(args))
-    if args.json:
-        print(output.as_json(answer))
-        return
-    if not answer.data and args.output != "csv":
-        print("No submission found")
-        return
-    output.listing(args, SUBMISSION_HEADERS, submission_rows(answer.data),
-                   output.page_summary(answer.meta, "submission"),
-                   csv_rows=submission_rows(answer.data, name_width=sys.maxsize))
+    show_list(args, answer, "No submission found", SUBMISSION_HEADERS,
+              lambda width: submission_rows(answer.data, name_width=width),
+              output.page_summary(answer.meta, "submission"))
 
 
 def get_submission(args: argparse.Namespace, gw: Gateway) -> None:
@@ -437,24 +441,15 @@ def status(args: argparse.Namespace, gw: Gateway) -> None:
 
 def status_counts(args: argparse.Namespace, gw: Gateway) -> None:
     answer = gw.call(gw.submissions.GetSubmissionStatusCounts, pb.GetSubmissionStatusCountsRequest())
-    if args.json:
-        print(output.as_json(answer))
-        return
-    output.listing(args, ["STATUS", "COUNT"], [[c.status, str(c.count)] for c in answer.data],
-                   f"{sum(c.count for c in answer.data)} in all")
+    show_list(args, answer, "No submission yet", ["STATUS", "COUNT"],
+              lambda _: [[c.status, str(c.count)] for c in answer.data], f"{sum(c.count for c in answer.data)} in all")
 
 
 def quotes(args: argparse.Namespace, gw: Gateway) -> None:
     answer = gw.call(gw.submissions.ListQuotes, pb.ListQuotesRequest(id=args.id))
-    if args.json:
-        print(output.as_json(answer))
-        return
-    if not answer.data and args.output != "csv":
-        print(f"No quote yet for submission {args.id}")
-        return
-    output.listing(args, QUOTE_HEADERS, quote_rows(answer.data), csv_rows=quote_rows(answer.data,
-                                                                                     note_width=sys.maxsize))
-    for q in answer.data if args.output != "csv" else ():
+    show_list(args, answer, f"No quote yet for submission {args.id}", QUOTE_HEADERS,
+              lambda width: quote_rows(answer.data, note_width=width))
+    for q in answer.data if args.output == "table" else ():
         if q.line_items:
             print(f"\nQuote {q.number}:\n{output.table(LINE_HEADERS, line_rows(q.line_items))}")
 
@@ -538,14 +533,8 @@ def read(args: argparse.Namespace, gw: Gateway) -> None:
 
 def unread(args: argparse.Namespace, gw: Gateway) -> None:
     answer = gw.call(gw.messages.GetUnreadCounts, pb.GetUnreadCountsRequest())
-    if args.json:
-        print(output.as_json(answer))
-        return
-    if not answer.data and args.output != "csv":
-        print("No unread messages")
-        return
-    output.listing(args, ["SUBMISSION", "UNREAD"], [[c.submission_id, str(c.unread)] for c in answer.data],
-                   f"{answer.total} unread in all")
+    show_list(args, answer, "No unread messages", ["SUBMISSION", "UNREAD"],
+              lambda _: [[c.submission_id, str(c.unread)] for c in answer.data], f"{answer.total} unread in all")
 
 
 # --- registration ----------------------------------------------------------------------------------------
