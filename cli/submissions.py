@@ -101,9 +101,11 @@ def parse_line_item(value: str) -> pb.QuoteLineItem:
     if not replicates.isdigit() or int(replicates) < 1:
         raise argparse.ArgumentTypeError(f"{value!r}: replicates must be a whole number from 1")
     try:
-        price = money(unit_price)
+        price = money(unit_price) if unit_price else ""
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"{value!r}: the unit price {unit_price!r} is not an amount") from None
+        price = ""
+    if not price:
+        raise argparse.ArgumentTypeError(f"{value!r}: the unit price {unit_price!r} is not an amount")
     return pb.QuoteLineItem(molecule=molecule.strip(), assay=assay, replicates=int(replicates), unit_price=price)
 
 

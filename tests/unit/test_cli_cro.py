@@ -220,6 +220,7 @@ def test_line_items() -> None:
         ("S-1:IC50:0:1", "replicates must be a whole number from 1"),
         ("S-1:IC50:two:1", "replicates must be a whole number from 1"),
         ("S-1:IC50:2:free", "the unit price 'free' is not an amount"),
+        ("S-1:IC50:2:", "the unit price '' is not an amount"),
     ):
         with pytest.raises(Exception, match=complaint):
             parse_line_item(bad)
