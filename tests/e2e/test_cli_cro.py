@@ -18,6 +18,8 @@ from tests.e2e.test_cli import Run, cli_runner
 
 EXIT_PERMISSION = 4
 EXIT_NOT_FOUND = 5
+EXIT_VALIDATION = 6
+EXIT_CONFLICT = 7
 ETHANOL = "CCO"
 
 
@@ -134,3 +136,19 @@ def test_a_refused_action_prints_the_rule_and_fails(parties: Parties, service: d
     assert "PERMISSION_DENIED" in refused.stderr
     still = json.loads(parties.pharma("submissions", "status", submission_id, "--json").stdout)["data"]
     assert still["status"] == "DRAFT"
+
+    empty = parties.pharma("submissions", "submit", submission_id, ok=False)
+    assert empty.returncode == EXIT_VALIDATION and "molecules: add at least one molecule" in empty.stderr, empty.stderr
+
+    parties.pharma("submissions", "update", submission_id, "--molecule", f"{parties.molecule_id}:5 mg",
+                   "--name", "Round 2")
+    needs = parties.pharma("submissions", "requirements", submission_id, "--output", "csv").stdout
+    types = {row["DOCUMENT TYPE"]: row["SATISFIED"] for row in csv.DictReader(io.StringIO(needs))}
+    assert types.get("NON_DISCLOSURE_AGREEMENT") == "no", needs
+    unsigned = parties.pharma("submissions", "submit", submission_id, ok=False)
+    assert unsigned.returncode == EXIT_CONFLICT, unsigned.stderr
+    assert "the required documents are not complete" in unsigned.stderr
+    assert "NON_DISCLOSURE_AGREEMENT" in unsigned.stderr, unsigned.stderr
+
+    cancelled = parties.pharma("submissions", "cancel", submission_id, "--reason", "no documents yet")
+    assert cancelled.stdout.startswith(f"CANCEL: submission {submission_id} is CANCELLED"), cancelled.stdout
