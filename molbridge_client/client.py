@@ -12,6 +12,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 from molbridge.common.v1 import page_pb2
+from molbridge.cro.v1 import cro_service_pb2_grpc as cro_grpc
 from molbridge.document.v1 import document_service_pb2_grpc as document_grpc
 from molbridge.identity.v1 import identity_service_pb2 as identity_pb
 from molbridge.identity.v1 import identity_service_pb2_grpc as identity_grpc
@@ -168,6 +169,18 @@ class Client:
     @property
     def signatures(self) -> document_grpc.SignatureServiceStub:
         return self.stub(document_grpc.SignatureServiceStub)
+
+    @property
+    def catalogue(self) -> cro_grpc.CatalogueServiceStub:
+        return self.stub(cro_grpc.CatalogueServiceStub)
+
+    @property
+    def submissions(self) -> cro_grpc.SubmissionServiceStub:
+        return self.stub(cro_grpc.SubmissionServiceStub)
+
+    @property
+    def messages(self) -> cro_grpc.MessageServiceStub:
+        return self.stub(cro_grpc.MessageServiceStub)
 
     # Sessions.
     def login(
