@@ -224,14 +224,15 @@ class MessageService:
                     raise NotFoundError(f"message {after_id} not found in this thread", detail="MESSAGE_NOT_FOUND")
         # Registered before the backlog is read: a message posted in between is not missed.
         with self.feed.watch(submission_id) as notices:
+            async with self._uow() as uow:
+                if start is None:  # only new ones: what is already stored is history
+                    start = await uow.messages.latest_seq(submission_id)
+                backlog = await uow.messages.after(submission_id, start)
             yield None  # at once: the page (and any proxy) sees the stream open before anything is posted
             sent: set[str] = set()
-            if start is not None:
-                async with self._uow() as uow:
-                    backlog = await uow.messages.after(submission_id, start)
-                for _, message in backlog:
-                    sent.add(message.id)
-                    yield message
+            for _, message in backlog:
+                sent.add(message.id)
+                yield message
             while True:
                 try:
                     message_id = await asyncio.wait_for(notices.get(), self._heartbeat_s)
@@ -247,6 +248,8 @@ class MessageService:
                     found = await uow.messages.visible_message(principal, message_id)
                 if found is None:  # not (or no longer) visible to the watcher: the stream ends
                     return
+                if found[0] <= start:  # the bus is late with a message from before the watch began
+                    continue
                 sent.add(message_id)
                 yield found[1]
 
