@@ -48,6 +48,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("prediction", "services.prediction"),
     ServiceSpec("prediction-worker", "services.prediction.worker", grpc=False, health=True),
     ServiceSpec("document", "services.document"),
+    ServiceSpec("cro", "services.cro"),
 )
 
 DESCRIPTOR_PATH = REPO_ROOT / "build" / "descriptor.pb"

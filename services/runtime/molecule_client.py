@@ -34,6 +34,10 @@ class MoleculeRecord:
     id: str
     canonical_smiles: str
     numeric_values: tuple[NumericValue, ...]
+    formula: str = ""
+    molecular_weight: float | None = None
+    inchi_key: str = ""
+    registration_number: str = ""
 
 
 def source_name(source: int) -> str:
@@ -84,4 +88,12 @@ def _record(molecule: molecule_pb2.Molecule) -> MoleculeRecord:
         for p in molecule.properties
         if p.value.WhichOneof("kind") == "number_value"
     )
-    return MoleculeRecord(molecule.id, molecule.canonical_smiles, values)
+    return MoleculeRecord(
+        molecule.id,
+        molecule.canonical_smiles,
+        values,
+        formula=molecule.formula,
+        molecular_weight=molecule.molecular_weight or None,
+        inchi_key=molecule.inchi_key,
+        registration_number=molecule.registration_number,
+    )

@@ -432,6 +432,7 @@ class Submission:
     step_times: dict[SubmissionStatus, datetime] = field(default_factory=dict)  # when each state was entered
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    structures_revealed: bool = False  # the pharma side showed the structures to the CRO
 
     @classmethod
     def create(

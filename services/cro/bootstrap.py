@@ -1,0 +1,100 @@
+"""Composition root of the CRO service: typed settings, clients and use cases, built once.
+
+`python -m services.cro` serves CatalogueService, SubmissionService and MessageService and relays the
+schema's outbox (audit, submission and quote events, submission_packages work items). The molecule and
+document services are called over gRPC with the caller's own credentials (MOLBRIDGE_MOLECULE_ADDR,
+MOLBRIDGE_DOCUMENT_ADDR). `build_parts` makes every part over one engine, so tests serve the real
+servicers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from molbridge.cro.v1 import cro_service_pb2_grpc as pb_grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.cro.server import CatalogueServicer, SubmissionServicer
+from services.cro.service.catalogue import CatalogueService
+from services.cro.service.ports import DocumentRequirementsPort, MoleculeLookup
+from services.cro.service.submissions import SubmissionService
+from services.cro.store import SCHEMA, CroTransactions, transactions
+from services.runtime import telemetry
+from services.runtime.document_client import DocumentClient
+from services.runtime.identity_client import RemoteIdentity, remote_authenticator
+from services.runtime.migrations import MigrationSpec
+from services.runtime.molecule_client import MoleculeClient
+from services.runtime.process import Hook, Outbox, Process
+from services.runtime.revocation import revocation_feed
+from services.runtime.settings import Settings
+from services.runtime.storage import ObjectStorage, make_storage
+
+MIGRATIONS = MigrationSpec(SCHEMA, Path(__file__).parent / "migrations")
+
+Servicer = tuple[Callable[[Any, grpc.aio.Server], None], Any]
+
+
+class CroSettings(Settings):
+    """The CRO service's variables: what every process reads (S3_* for the package manifests)."""
+
+
+@dataclass
+class CroParts:
+    settings: CroSettings
+    uow: CroTransactions
+    storage: ObjectStorage
+    catalogue: CatalogueService
+    submissions: SubmissionService
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @property
+    def servicers(self) -> list[Servicer]:
+        return [
+            (pb_grpc.add_CatalogueServiceServicer_to_server, CatalogueServicer(self.catalogue)),
+            (pb_grpc.add_SubmissionServiceServicer_to_server, SubmissionServicer(self.submissions)),
+            # The thread's use cases come with the messages work; until then every method is UNIMPLEMENTED.
+            (pb_grpc.add_MessageServiceServicer_to_server, pb_grpc.MessageServiceServicer()),
+        ]
+
+    @property
+    def jobs(self) -> list[Hook]:
+        return []
+
+
+def build_parts(
+    settings: CroSettings,
+    database: AsyncEngine,
+    *,
+    molecules: MoleculeLookup,
+    documents: DocumentRequirementsPort,
+) -> CroParts:
+    """Every part of the service over `database`; call it inside the running event loop."""
+    uow = transactions(database)
+    storage = make_storage(settings)
+    return CroParts(
+        settings=settings,
+        uow=uow,
+        storage=storage,
+        catalogue=CatalogueService(uow),
+        submissions=SubmissionService(uow, molecules, documents, storage),
+    )
+
+
+def build_server(settings: CroSettings) -> Process:
+    database = telemetry.traced_engine(settings.database_url, SCHEMA)
+    identity = RemoteIdentity(settings.addr_of("identity"))
+    molecules = MoleculeClient(settings.addr_of("molecule"))
+    documents = DocumentClient(settings.addr_of("document"))
+    parts = build_parts(settings, database, molecules=molecules, documents=documents)
+    return Process(
+        servicers=parts.servicers,
+        authenticator=remote_authenticator(identity),
+        outbox=Outbox(database, SCHEMA),
+        consumers=[revocation_feed(identity.revocations, "cro")],  # revoked tokens refused at once
+        jobs=parts.jobs,
+        on_stop=[identity.close, molecules.close, documents.close, *parts.on_stop, database.dispose],
+    )

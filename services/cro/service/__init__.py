@@ -1,0 +1,1 @@
+"""The CRO service's use cases."""

@@ -1,0 +1,122 @@
+"""The document service as another service sees it: a gRPC client of GetDocumentRequirements (and the
+internal ShareSubmissionDocuments), called with the caller's own credentials so the document service
+applies its organization scoping and sharing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import grpc
+from molbridge.document.v1 import document_service_pb2 as pb
+from molbridge.document.v1 import document_service_pb2_grpc as pb_grpc
+
+from services.runtime import telemetry
+from services.runtime.errors import AuthorizationError, IntegrationError, ValidationError
+
+CALL_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class DocumentRequirement:
+    document_type: str  # Document.Type name, e.g. "NON_DISCLOSURE_AGREEMENT"
+    signature_required: bool
+    document_id: str
+    present: bool
+    signed_by_owner: bool
+    signed_by_counterparty: bool
+    satisfied: bool
+
+
+@dataclass(frozen=True)
+class DocumentRequirements:
+    submission_id: str
+    requirements: tuple[DocumentRequirement, ...]
+    complete: bool
+
+    def of(self, document_type: str) -> DocumentRequirement | None:
+        return next((r for r in self.requirements if r.document_type == document_type), None)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Required types with no present document."""
+        return tuple(r.document_type for r in self.requirements if not r.present)
+
+    @property
+    def unsigned(self) -> tuple[str, ...]:
+        """Present documents that need the owner's signature and lack it."""
+        return tuple(
+            r.document_type for r in self.requirements if r.present and r.signature_required and not r.signed_by_owner
+        )
+
+
+class DocumentClient:
+    def __init__(self, address: str) -> None:
+        self._channel = telemetry.traced_channel(address)
+        self._stub = pb_grpc.DocumentServiceStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def requirements(
+        self, credentials: Mapping[str, str], submission_id: str, service_type: str
+    ) -> DocumentRequirements:
+        """Which documents the submission needs for the service type, which are present and signed."""
+        try:
+            reply = await self._stub.GetDocumentRequirements(
+                pb.GetDocumentRequirementsRequest(submission_id=submission_id, service_type=service_type),
+                metadata=tuple(credentials.items()),
+                timeout=CALL_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _error(error) from error
+        data = reply.data
+        return DocumentRequirements(
+            submission_id=data.submission_id,
+            requirements=tuple(
+                DocumentRequirement(
+                    document_type=pb.Document.Type.Name(r.document_type),
+                    signature_required=r.signature_required,
+                    document_id=r.document_id,
+                    present=r.present,
+                    signed_by_owner=r.signed_by_owner,
+                    signed_by_counterparty=r.signed_by_counterparty,
+                    satisfied=r.satisfied,
+                )
+                for r in data.requirements
+            ),
+            complete=data.complete,
+        )
+
+    async def share(
+        self,
+        credentials: Mapping[str, str],
+        submission_id: str,
+        owner_organization_id: str,
+        cro_organization_id: str,
+        *,
+        shared: bool = True,
+    ) -> int:
+        """Lets the CRO organization read and sign the owner's documents of the submission (or takes it away)."""
+        try:
+            reply = await self._stub.ShareSubmissionDocuments(
+                pb.ShareSubmissionDocumentsRequest(
+                    submission_id=submission_id,
+                    owner_organization_id=owner_organization_id,
+                    cro_organization_id=cro_organization_id,
+                    shared=shared,
+                ),
+                metadata=tuple(credentials.items()),
+                timeout=CALL_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _error(error) from error
+        return reply.documents
+
+
+def _error(error: grpc.aio.AioRpcError) -> Exception:
+    if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        return ValidationError(error.details() or "the document service refused the request")
+    if error.code() == grpc.StatusCode.PERMISSION_DENIED:
+        return AuthorizationError(error.details() or "the document service refused the caller")
+    return IntegrationError("The document service could not be reached; try again")
