@@ -57,7 +57,7 @@ class CroParts:
             (pb_grpc.add_CatalogueServiceServicer_to_server, CatalogueServicer(self.catalogue)),
             (pb_grpc.add_SubmissionServiceServicer_to_server, SubmissionServicer(self.submissions)),
             # The thread's use cases come with the messages work; until then every method is UNIMPLEMENTED.
-            (pb_grpc.add_MessageServiceServicer_to_server, pb_grpc.MessageServiceServicer()),
+            (pb_grpc.add_MessageServiceServicer_to_server, pb_grpc.MessageServiceServicer()),  # type: ignore[abstract]
         ]
 
     @property

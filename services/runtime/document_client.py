@@ -69,12 +69,21 @@ class DocumentClient:
         await self._channel.close()
 
     async def requirements(
-        self, credentials: Mapping[str, str], submission_id: str, service_type: str
+        self,
+        credentials: Mapping[str, str],
+        submission_id: str,
+        service_type: str,
+        *,
+        include_service_agreement: bool = False,
     ) -> DocumentRequirements:
         """Which documents the submission needs for the service type, which are present and signed."""
         try:
             reply = await self._stub.GetDocumentRequirements(
-                pb.GetDocumentRequirementsRequest(submission_id=submission_id, service_type=service_type),
+                pb.GetDocumentRequirementsRequest(
+                    submission_id=submission_id,
+                    service_type=service_type,
+                    include_service_agreement=include_service_agreement,
+                ),
                 metadata=tuple(credentials.items()),
                 timeout=CALL_TIMEOUT_S,
             )

@@ -12,9 +12,9 @@ from molbridge.cro.v1 import cro_service_pb2_grpc as pb_grpc
 from services.cro.domain.catalogue import CroService, ServiceFields
 from services.cro.service.catalogue import CatalogueService
 from services.runtime.auth import current_principal
+from services.runtime.errors import ValidationError
 from services.runtime.pagination import PageRequest
 from services.runtime.protomap import enum_name, enum_number, timestamp
-from services.runtime.errors import ValidationError
 
 Context: TypeAlias = grpc.aio.ServicerContext
 
@@ -74,7 +74,7 @@ class CatalogueServicer(pb_grpc.CatalogueServiceServicer):
 
     async def ListCroServices(self, request: pb.ListCroServicesRequest, context: Context) -> pb.ListCroServicesResponse:
         page = PageRequest.of(request.page, request.page_size)
-        found, total = await self._service.list(
+        found, total = await self._service.list_services(
             current_principal(),
             page,
             service_type=enum_name(pb.CroService.ServiceType, request.service_type),

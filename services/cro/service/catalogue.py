@@ -114,7 +114,7 @@ class CatalogueService:
             uow.record(self._audit("cro_service.deleted", service), actor=principal)
             return True, service
 
-    async def list(
+    async def list_services(
         self,
         principal: Principal,
         page: PageRequest,
@@ -146,7 +146,7 @@ class CatalogueService:
             sort=sort,
         )
         async with self._uow() as uow:
-            return await uow.catalogue.list(found, page)
+            return await uow.catalogue.find(found, page)
 
     # -- helpers -------------------------------------------------------------------------------------
 

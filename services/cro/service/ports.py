@@ -18,7 +18,12 @@ class MoleculeLookup(Protocol):
 
 class DocumentRequirementsPort(Protocol):
     async def requirements(
-        self, credentials: Mapping[str, str], submission_id: str, service_type: str
+        self,
+        credentials: Mapping[str, str],
+        submission_id: str,
+        service_type: str,
+        *,
+        include_service_agreement: bool = False,
     ) -> DocumentRequirements: ...
 
     async def share(

@@ -103,7 +103,7 @@ class CatalogueRepository:
         )
         return bool(used)
 
-    async def list(self, found: CatalogueFilter, page: PageRequest) -> tuple[list[CroService], int]:
+    async def find(self, found: CatalogueFilter, page: PageRequest) -> tuple[list[CroService], int]:
         conditions: list[Any] = []
         if found.include_inactive_of:
             conditions.append(sa.or_(_c.active, _c.organization_id == found.include_inactive_of))

@@ -36,7 +36,11 @@ class PackageRepository:
 
     async def add(self, package: StoredPackage) -> bool:
         """Stores the package once per submission; False when one is stored already (kept as it is)."""
-        values = {"submission_id": package.submission_id, "sha256": package.sha256, "storage_key": package.storage_key}
+        values: dict[str, object] = {
+            "submission_id": package.submission_id,
+            "sha256": package.sha256,
+            "storage_key": package.storage_key,
+        }
         if package.built_at is not None:
             values["built_at"] = package.built_at
         done = await self._session.execute(

@@ -96,7 +96,8 @@ def _quote_values(submission_id: str, quote: Quote) -> dict[str, Any]:
         "turnaround_days": quote.turnaround_days,
         "valid_until": quote.valid_until,
         "line_items": [
-            {"molecule_id": i.molecule_id, "assay": i.assay, "replicates": i.replicates, "unit_price": str(i.unit_price)}
+            {"molecule_id": i.molecule_id, "assay": i.assay, "replicates": i.replicates,
+             "unit_price": str(i.unit_price)}
             for i in quote.line_items
         ],
         "over_budget": quote.over_budget,
@@ -278,7 +279,7 @@ class SubmissionRepository:
         )
         return [dict(r._mapping) for r in rows]
 
-    async def list(self, found: SubmissionFilter, page: PageRequest) -> tuple[list[Submission], int]:
+    async def find(self, found: SubmissionFilter, page: PageRequest) -> tuple[list[Submission], int]:
         where = self._where(found)
         total = await self._session.scalar(sa.select(sa.func.count()).select_from(submissions).where(where))
         rows = (
@@ -308,7 +309,8 @@ class SubmissionRepository:
         conditions: list[Any] = [sa.true() if found.everyone else sa.or_(sa.false(), *sides)]
         if found.status:
             conditions.append(_s.status == found.status)
-        for column, value in ((_s.cro_organization_id, found.for_cro_organization_id), (_s.cro_service_id, found.cro_service_id)):
+        by_id = ((_s.cro_organization_id, found.for_cro_organization_id), (_s.cro_service_id, found.cro_service_id))
+        for column, value in by_id:
             if value:
                 key = canonical_uuid(value)
                 conditions.append(column == key if key else sa.false())

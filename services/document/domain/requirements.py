@@ -77,11 +77,15 @@ def requirements(
     *,
     owner_organization_id: str,
     counterparty_organization_id: str = "",
+    include_service_agreement: bool = False,
 ) -> Requirements:
     """One requirement per type the service type needs. The owner is the pharma organization of the
     submission, the counterparty its CRO ("" while the submission is not shared with one)."""
     found = []
-    for document_type in required_documents(check_service_type(service_type)):
+    wanted = required_documents(check_service_type(service_type))
+    if include_service_agreement:  # START_EXPERIMENT's gate: signed by both sides
+        wanted += (DocumentType.SERVICE_AGREEMENT,)
+    for document_type in wanted:
         document = _chosen([d for d in documents if d.document_type is document_type])
         signature_required = document_type in SIGNATURE_REQUIRED
         present = document is not None and document.present

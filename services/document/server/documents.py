@@ -209,7 +209,12 @@ class DocumentServicer(pb_grpc.DocumentServiceServicer):
     async def GetDocumentRequirements(
         self, request: pb.GetDocumentRequirementsRequest, context: Context
     ) -> pb.GetDocumentRequirementsResponse:
-        found = await self._service.requirements(current_principal(), request.submission_id, request.service_type)
+        found = await self._service.requirements(
+            current_principal(),
+            request.submission_id,
+            request.service_type,
+            include_service_agreement=request.include_service_agreement,
+        )
         return pb.GetDocumentRequirementsResponse(data=requirements_pb(found))
 
     async def ShareSubmissionDocuments(

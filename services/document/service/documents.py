@@ -369,7 +369,9 @@ class DocumentService:
 
     # -- submissions -------------------------------------------------------------------------------------
 
-    async def requirements(self, principal: Principal, submission_id: str, service_type: str) -> Requirements:
+    async def requirements(
+        self, principal: Principal, submission_id: str, service_type: str, *, include_service_agreement: bool = False
+    ) -> Requirements:
         """Which documents the submission needs for the service type, which are present and signed."""
         principal.require_any_role(*DOCUMENT_READERS)
         submission_id = _required_submission(submission_id)
@@ -384,7 +386,12 @@ class DocumentService:
             owner = found[0].organization_id if principal.is_system_admin and found else principal.organization_id
             counterparty = ""
         return requirements(
-            submission_id, service_type, found, owner_organization_id=owner, counterparty_organization_id=counterparty
+            submission_id,
+            service_type,
+            found,
+            owner_organization_id=owner,
+            counterparty_organization_id=counterparty,
+            include_service_agreement=include_service_agreement,
         )
 
     async def share_submission(
