@@ -1,15 +1,14 @@
-"""The submission package (issue 11): the immutable manifest of what was sent to the CRO, and the blinded
-view the CRO side reads. Pure: no I/O.
+"""The submission package (issue 11): the immutable manifest of what was sent to the CRO. Pure: no I/O.
 
 The manifest is the pharma side's record: the submission, the service, the specifications, every molecule
 as it was at SUBMIT (structure, registration number, sample code) and the documents with the SHA-256 of
 their versions. Its bytes are canonical JSON (sorted keys, no whitespace, UTF-8), built only from facts
-fixed at SUBMIT, so building it again gives the same bytes and the same SHA-256.
+fixed at SUBMIT, so building it again gives the same bytes and the same SHA-256. The CRO side reads it
+blinded (service/submissions.py) unless the structures were revealed.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Sequence
@@ -17,14 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.cro.domain.submissions import Submission
-from services.cro.domain.vocabulary import Side, SubmissionStatus
+from services.cro.domain.vocabulary import SubmissionStatus
 
 MANIFEST_VERSION = 1
 MEDIA_TYPE = "application/json"
-# What the CRO never reads in a package (the pharma side's own identifiers) …
-PHARMA_ONLY = ("molecule_id", "registration_number")
-# … and what it reads only once the pharma side revealed the structures.
-STRUCTURE_FIELDS = ("smiles", "inchi_key")
 
 
 @dataclass(frozen=True)
@@ -100,13 +95,10 @@ def build_package(
             }
             for m in molecules
         ],
-        "documents": sorted(
-            (
-                {"document_id": d.document_id, "document_type": d.document_type, "version": d.version, "sha256": d.sha256}
-                for d in documents
-            ),
-            key=lambda d: (d["document_type"], d["document_id"]),
-        ),
+        "documents": [
+            {"document_id": d.document_id, "document_type": d.document_type, "version": d.version, "sha256": d.sha256}
+            for d in sorted(documents, key=lambda d: (d.document_type, d.document_id))
+        ],
     }
     data = canonical_json(manifest)
     return Package(manifest=manifest, data=data, sha256=hashlib.sha256(data).hexdigest())
@@ -115,22 +107,3 @@ def build_package(
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no whitespace, UTF-8: the same value always gives the same bytes."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
-def sees_structures(side: Side | None, *, is_system_admin: bool, structures_revealed: bool) -> bool:
-    """The pharma side (and a system_admin) always; the CRO side only once the structures were revealed."""
-    return is_system_admin or side is Side.PHARMA or (side is Side.CRO and structures_revealed)
-
-
-def manifest_for(manifest: dict[str, Any], side: Side | None, *, is_system_admin: bool, revealed: bool) -> dict[str, Any]:
-    """What a reader sees of the manifest: the whole of it for the pharma side (and a system_admin); for the
-    CRO side no molecule ids or registration numbers, and no structures unless they were revealed."""
-    if is_system_admin or side is Side.PHARMA:
-        return manifest
-    hidden = PHARMA_ONLY if revealed else PHARMA_ONLY + STRUCTURE_FIELDS
-    blinded = copy.deepcopy(manifest)
-    for molecule in blinded.get("molecules", []):
-        for name in hidden:
-            molecule.pop(name, None)
-    blinded["blinded"] = True
-    return blinded
