@@ -17,12 +17,13 @@ from datetime import UTC, datetime
 from molbridge.events.v1 import cro_pb2
 
 from services.cro.domain import submissions as domain
-from services.cro.domain.packages import MEDIA_TYPE, PackagedDocument, PackagedMolecule, build_package
+from services.cro.domain.packages import MEDIA_TYPE, Package, PackagedDocument, PackagedMolecule, build_package
 from services.cro.domain.vocabulary import SubmissionStatus
 from services.cro.store.packages import StoredPackage
 from services.cro.store.uow import CroTransactions, CroUnitOfWork
 from services.runtime.auth import Principal
 from services.runtime.document_client import DocumentFingerprint
+from services.runtime.errors import NotFoundError
 from services.runtime.storage import ObjectStorage
 
 # Stores a step's domain events and records their bus and audit events (SubmissionService.record).
@@ -58,15 +59,36 @@ class PackageBuilder:
 
     async def build(self, request: cro_pb2.SubmissionPackageRequested) -> bool:
         """Builds the package once; False when no such submission exists (the item can never succeed)."""
+        try:
+            package = await self.prepare(request)
+        except NotFoundError:
+            return False
+        if package is None:
+            return True  # built already (a redelivery), or cancelled or rejected before it was
+        await self._storage.put_bytes(package.storage_key, package.data, MEDIA_TYPE)
+        async with self._uow() as uow:
+            submission = await uow.submissions.get(request.submission_id, lock=True)
+            if submission is None or submission.status is not SubmissionStatus.SUBMITTED:
+                return True  # moved on meanwhile (a cancel, another worker): nothing to record
+            at = self._clock()
+            await uow.packages.add(StoredPackage(submission.id, package.sha256, package.storage_key, at))
+            events = submission.package_built(package_sha256=package.sha256, at=at)
+            await uow.submissions.save(submission)
+            await self._record(uow, submission, events, None)
+        return True
+
+    async def prepare(self, request: cro_pb2.SubmissionPackageRequested) -> Package | None:
+        """The package the item describes, built and not stored: None once the submission is past SUBMITTED;
+        NotFoundError when there is no such submission."""
         async with self._uow() as uow:
             submission = await uow.submissions.get(request.submission_id)
             if submission is None:
-                return False
+                raise NotFoundError(f"submission {request.submission_id} not found", detail="SUBMISSION_NOT_FOUND")
             if submission.status is not SubmissionStatus.SUBMITTED:
-                return True  # built already (a redelivery), or cancelled or rejected before it was
+                return None
             rows = await uow.submissions.molecules(submission.id)
             service = await uow.catalogue.get(submission.service_id)
-        package = build_package(
+        return build_package(
             submission,
             service_name=service.name if service else "",
             molecules=[
@@ -87,14 +109,3 @@ class PackageBuilder:
                 PackagedDocument(d.document_id, d.document_type, d.version, d.sha256) for d in request.documents
             ],
         )
-        await self._storage.put_bytes(package.storage_key, package.data, MEDIA_TYPE)
-        async with self._uow() as uow:
-            submission = await uow.submissions.get(request.submission_id, lock=True)
-            if submission is None or submission.status is not SubmissionStatus.SUBMITTED:
-                return True  # moved on meanwhile (a cancel, another worker): nothing to record
-            at = self._clock()
-            await uow.packages.add(StoredPackage(submission.id, package.sha256, package.storage_key, at))
-            events = submission.package_built(package_sha256=package.sha256, at=at)
-            await uow.submissions.save(submission)
-            await self._record(uow, submission, events, None)
-        return True
