@@ -583,6 +583,11 @@ class Submission:
 
     # -- the actions --------------------------------------------------------------------------------------
 
+    def check_action(self, actor: Principal, action: Action) -> SubmissionStatus:
+        """The refusals an action meets before its input is looked at (404, 403, 409: party, role, state,
+        rule), e.g. for a caller that parses the input only then; answers the next state."""
+        return self._begin(actor, action)
+
     def submit(
         self,
         actor: Principal,

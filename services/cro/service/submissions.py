@@ -476,6 +476,7 @@ class SubmissionService:
     def _provide_pricing(
         self, submission: Submission, principal: Principal, request: ActionInput, at: datetime
     ) -> list[domain.Event]:
+        submission.check_action(principal, Action.PROVIDE_PRICING)  # party, role and state before the input
         violations: list[tuple[str, str]] = []
         price = _money("price", request.price, violations) if request.price.strip() else None
         if price is None and not violations:
