@@ -24,7 +24,7 @@ from services.cro import worker
 from services.cro.server import CatalogueServicer, SubmissionServicer
 from services.cro.service.catalogue import CatalogueService
 from services.cro.service.packages import PackageBuilder
-from services.cro.service.ports import DocumentRequirementsPort, MoleculeLookup
+from services.cro.service.ports import DocumentRequirementsPort, MoleculeLookup, OrganizationNames
 from services.cro.service.structures import NdaWatcher
 from services.cro.service.submissions import SubmissionService
 from services.cro.store import SCHEMA, CroTransactions, transactions
@@ -83,6 +83,7 @@ def build_parts(
     *,
     molecules: MoleculeLookup,
     documents: DocumentRequirementsPort,
+    names: OrganizationNames | None = None,
 ) -> CroParts:
     """Every part of the service over `database`; call it inside the running event loop."""
     uow = transactions(database)
@@ -92,7 +93,7 @@ def build_parts(
         settings=settings,
         uow=uow,
         storage=storage,
-        catalogue=CatalogueService(uow),
+        catalogue=CatalogueService(uow, names),
         submissions=submissions,
         packages=PackageBuilder(uow, storage, submissions.record),
         ndas=NdaWatcher(uow),
@@ -104,7 +105,7 @@ def build_server(settings: CroSettings) -> Process:
     identity = RemoteIdentity(settings.addr_of("identity"))
     molecules = MoleculeClient(settings.addr_of("molecule"))
     documents = DocumentClient(settings.addr_of("document"))
-    parts = build_parts(settings, database, molecules=molecules, documents=documents)
+    parts = build_parts(settings, database, molecules=molecules, documents=documents, names=identity)
     return Process(
         servicers=parts.servicers,
         authenticator=remote_authenticator(identity),

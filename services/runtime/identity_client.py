@@ -105,6 +105,17 @@ class RemoteIdentity:
             organization_id=reply.organization_id, roles=frozenset(reply.roles),
         )
 
+    async def organization_name(self, credentials: Mapping[str, str], organization_id: str) -> str:
+        """The organization's name as the caller may read it (GetOrganization with the caller's own
+        credentials); "" when identity does not answer or the caller may not read it: a name is cosmetic."""
+        try:
+            reply = await self._stub.GetOrganization(
+                pb.GetOrganizationRequest(id=organization_id), metadata=tuple(credentials.items()), timeout=5
+            )
+        except grpc.aio.AioRpcError:
+            return ""
+        return str(reply.data.name)
+
     async def close(self) -> None:
         await self._channel.close()
 

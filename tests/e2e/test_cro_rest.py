@@ -80,6 +80,7 @@ def test_the_catalogue_is_created_filtered_and_kept_when_used(api: httpx.Client,
     cro = parties.cro
     service = new_service(api, cro)
     assert service["currency"] == "USD" and service["active"] and service["organization_id"] == cro.id
+    assert service["organization_name"].startswith("Org ")
     cheap = new_service(api, cro, name="Solubility", service_type="SOLUBILITY", base_price="200", turnaround_days=3)
     assert_error(api.post("/cro-services", json={"name": "x"}, headers=parties.pharma.headers), 403,
                  "AUTHORIZATION_ERROR")

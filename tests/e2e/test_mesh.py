@@ -12,6 +12,7 @@ def test_mesh_serves_health_through_the_gateway(mesh: Mesh) -> None:
     response = httpx.get(f"{mesh.gateway_url}/api/v1/health")
     assert response.status_code == 200
     assert response.json()["data"]["services"] == {
+        "cro": "SERVING",
         "document": "SERVING",
         "identity": "SERVING",
         "molecule": "SERVING",

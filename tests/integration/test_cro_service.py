@@ -191,7 +191,7 @@ async def world(postgres_server, tmp_path_factory) -> AsyncIterator[World]:  # t
                 document_engine, signers=IdentitySigners(remote),
             )
             cro = build_cro(CroSettings.from_env("cro", env), cro_engine, molecules=molecule_client,
-                            documents=document_client)
+                            documents=document_client, names=remote)
             molecule_process = Process(servicers=molecules.servicers, authenticator=remote_authenticator(remote))
             document_process = Process(
                 servicers=documents.servicers, authenticator=remote_authenticator(remote),
@@ -237,7 +237,9 @@ async def parties(world: World) -> Parties:
     cro_admin = await world.organization("CRO")
     technician = await world.user(cro_admin.org, "cro_technician")
     outsider = await world.organization("PHARMA")
-    service = await world.cro.catalogue.create(cro_admin.principal, service_fields())
+    service = await world.cro.catalogue.create(cro_admin.principal, service_fields(),
+                                               credentials=cro_admin.credentials)
+    assert service.organization_name.startswith("Org ")  # named by identity for the cro_admin
     return Parties(pharma_admin, scientist, cro_admin, technician, outsider, service.id)
 
 

@@ -13,6 +13,7 @@ from services.cro.domain.catalogue import CroService, ServiceFields
 from services.cro.service.catalogue import CatalogueService
 from services.runtime.auth import current_principal
 from services.runtime.errors import ValidationError
+from services.runtime.molecule_client import forwarded_credentials
 from services.runtime.pagination import PageRequest
 from services.runtime.protomap import enum_name, enum_number, timestamp
 
@@ -58,6 +59,10 @@ def service_pb(service: CroService) -> pb.CroService:
     )
 
 
+def credentials_of(context: Context) -> dict[str, str]:
+    return forwarded_credentials(context.invocation_metadata())
+
+
 def _active(text: str) -> bool | None:
     if not text:
         return None
@@ -98,7 +103,9 @@ class CatalogueServicer(pb_grpc.CatalogueServiceServicer):
             turnaround_days=request.turnaround_days,
             specification_schema=struct_to_dict(request.specification_schema),
         )
-        service = await self._service.create(current_principal(), fields, request_id=request.request_id)
+        service = await self._service.create(
+            current_principal(), fields, request_id=request.request_id, credentials=credentials_of(context)
+        )
         return pb.CreateCroServiceResponse(data=service_pb(service))
 
     async def GetCroService(self, request: pb.GetCroServiceRequest, context: Context) -> pb.GetCroServiceResponse:
@@ -118,7 +125,9 @@ class CatalogueServicer(pb_grpc.CatalogueServiceServicer):
             else None,
             active=_active(request.active),
         )
-        service = await self._service.update(current_principal(), request.id, fields)
+        service = await self._service.update(
+            current_principal(), request.id, fields, credentials=credentials_of(context)
+        )
         return pb.UpdateCroServiceResponse(data=service_pb(service))
 
     async def DeleteCroService(

@@ -10,7 +10,7 @@ from molbridge.cro.v1 import cro_service_pb2 as pb
 from molbridge.cro.v1 import cro_service_pb2_grpc as pb_grpc
 
 from services.cro.domain.submissions import Quote, SubmissionMolecule
-from services.cro.server.catalogue import dict_to_struct, struct_to_dict
+from services.cro.server.catalogue import credentials_of, dict_to_struct, struct_to_dict
 from services.cro.service.submissions import (
     ActionInput,
     LineItemInput,
@@ -20,7 +20,6 @@ from services.cro.service.submissions import (
 )
 from services.runtime.auth import current_principal
 from services.runtime.document_client import DocumentRequirements
-from services.runtime.molecule_client import forwarded_credentials
 from services.runtime.pagination import PageRequest
 from services.runtime.protomap import enum_name, enum_number, timestamp
 
@@ -116,10 +115,6 @@ def _molecules(items: list[pb.SubmissionMoleculeInput]) -> list[SubmissionMolecu
     return [SubmissionMolecule(m.molecule_id.strip(), m.concentration, m.notes) for m in items]
 
 
-def _credentials(context: Context) -> dict[str, str]:
-    return forwarded_credentials(context.invocation_metadata())
-
-
 class SubmissionServicer(pb_grpc.SubmissionServiceServicer):
     SERVICE_FULL_NAME = "molbridge.cro.v1.SubmissionService"
 
@@ -144,7 +139,7 @@ class SubmissionServicer(pb_grpc.SubmissionServiceServicer):
     ) -> pb.CreateSubmissionResponse:
         view = await self._service.create(
             current_principal(),
-            _credentials(context),
+            credentials_of(context),
             name=request.name,
             service_id=request.cro_service_id,
             molecules=_molecules(list(request.molecules)),
@@ -162,7 +157,7 @@ class SubmissionServicer(pb_grpc.SubmissionServiceServicer):
     ) -> pb.UpdateSubmissionResponse:
         view = await self._service.update(
             current_principal(),
-            _credentials(context),
+            credentials_of(context),
             request.id,
             name=request.name,
             molecules=_molecules(list(request.molecules)) if request.replace_molecules else None,
@@ -188,13 +183,13 @@ class SubmissionServicer(pb_grpc.SubmissionServiceServicer):
             note=request.note,
             request_id=request.request_id,
         )
-        view = await self._service.act(current_principal(), _credentials(context), request.id, action)
+        view = await self._service.act(current_principal(), credentials_of(context), request.id, action)
         return pb.ActOnSubmissionResponse(data=submission_pb(view))
 
     async def GetSubmissionDocumentRequirements(
         self, request: pb.GetSubmissionDocumentRequirementsRequest, context: Context
     ) -> pb.GetSubmissionDocumentRequirementsResponse:
-        found = await self._service.document_requirements(current_principal(), _credentials(context), request.id)
+        found = await self._service.document_requirements(current_principal(), credentials_of(context), request.id)
         return pb.GetSubmissionDocumentRequirementsResponse(data=requirements_pb(found))
 
     async def GetSubmissionStatusCounts(
@@ -223,6 +218,6 @@ class SubmissionServicer(pb_grpc.SubmissionServiceServicer):
         self, request: pb.SetStructuresRevealedRequest, context: Context
     ) -> pb.SetStructuresRevealedResponse:
         view = await self._service.set_structures_revealed(
-            current_principal(), _credentials(context), request.id, revealed=request.revealed
+            current_principal(), credentials_of(context), request.id, revealed=request.revealed
         )
         return pb.SetStructuresRevealedResponse(data=submission_pb(view))

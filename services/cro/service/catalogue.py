@@ -14,6 +14,7 @@ from molbridge.events.v1.audit_pb2 import AuditRecorded
 
 from services.cro.domain.catalogue import CroService, ServiceFields, apply_fields, parse_money, require_cro_admin
 from services.cro.domain.vocabulary import ServiceType
+from services.cro.service.ports import OrganizationNames
 from services.cro.store.catalogue import SORTS, CatalogueFilter
 from services.cro.store.uow import CroTransactions, CroUnitOfWork
 from services.runtime.auth import Principal
@@ -41,10 +42,24 @@ def _now() -> datetime:
 
 
 class CatalogueService:
-    def __init__(self, uow: CroTransactions) -> None:
+    def __init__(self, uow: CroTransactions, names: OrganizationNames | None = None) -> None:
         self._uow = uow
+        self._names = names
 
-    async def create(self, principal: Principal, fields: ServiceFields, *, request_id: str = "") -> CroService:
+    async def _organization_name(self, principal: Principal, credentials: Mapping[str, str]) -> str:
+        """The CRO's name, asked with the cro_admin's own credentials (who may read their organization)."""
+        if self._names is None or not credentials:
+            return ""
+        return await self._names.organization_name(credentials, principal.organization_id)
+
+    async def create(
+        self,
+        principal: Principal,
+        fields: ServiceFields,
+        *,
+        request_id: str = "",
+        credentials: Mapping[str, str] | None = None,
+    ) -> CroService:
         require_cro_admin(principal)
         now = _now()
         service = CroService(
@@ -58,6 +73,7 @@ class CatalogueService:
             created_by=principal.subject,
             created_at=now,
             updated_at=now,
+            organization_name=await self._organization_name(principal, credentials or {}),
         )
         # Every required field is checked (an empty type or currency is a violation, not a default).
         given = replace(
@@ -85,11 +101,22 @@ class CatalogueService:
         async with self._uow() as uow:
             return await self._visible(uow, principal, service_id)
 
-    async def update(self, principal: Principal, service_id: str, fields: ServiceFields) -> CroService:
+    async def update(
+        self,
+        principal: Principal,
+        service_id: str,
+        fields: ServiceFields,
+        *,
+        credentials: Mapping[str, str] | None = None,
+    ) -> CroService:
         require_cro_admin(principal)
+        name = await self._organization_name(principal, credentials or {})
         async with self._uow() as uow:
             service = await self._owned(uow, principal, service_id)
             changed = apply_fields(service, fields, creating=False)
+            if name and name != service.organization_name and service.organization_id == principal.organization_id:
+                service.organization_name = name  # a renamed organization shows its new name from now on
+                changed.append("organization_name")
             if changed:
                 service.updated_at = _now()
                 await uow.catalogue.save(service)

@@ -16,6 +16,10 @@ class MoleculeLookup(Protocol):
     ) -> tuple[list[MoleculeRecord], list[str]]: ...
 
 
+class OrganizationNames(Protocol):
+    async def organization_name(self, credentials: Mapping[str, str], organization_id: str) -> str: ...
+
+
 class DocumentRequirementsPort(Protocol):
     async def requirements(
         self,

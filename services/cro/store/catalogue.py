@@ -40,6 +40,7 @@ def _values(service: CroService) -> dict[str, Any]:
     return {
         "id": service.id,
         "organization_id": service.organization_id,
+        "organization_name": service.organization_name,
         "name": service.name,
         "description": service.description,
         "service_type": service.service_type.value,
@@ -69,6 +70,7 @@ def _service(row: Any) -> CroService:
         created_by=row.created_by,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        organization_name=row.organization_name,
     )
 
 

@@ -25,6 +25,9 @@ cro_services = sa.Table(
     metadata,
     sa.Column("id", _id, primary_key=True),
     sa.Column("organization_id", _id, nullable=False),
+    # As identity named it when the service was created or last changed (shown to pharma users, who may
+    # not read the CRO organization themselves).
+    sa.Column("organization_name", sa.Text, nullable=False, server_default=""),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("description", sa.Text, nullable=False, server_default=""),
     sa.Column("service_type", sa.Text, nullable=False),

@@ -35,6 +35,7 @@ def upgrade() -> None:
         "cro_services",
         sa.Column("id", _id, nullable=False),
         sa.Column("organization_id", _id, nullable=False),
+        sa.Column("organization_name", sa.Text(), server_default="", nullable=False),
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("description", sa.Text(), server_default="", nullable=False),
         sa.Column("service_type", sa.Text(), nullable=False),
