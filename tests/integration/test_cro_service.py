@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,12 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from google.protobuf.message import Message
 from molbridge.events.v1.audit_pb2 import AuditRecorded
-from molbridge.events.v1.cro_pb2 import SubmissionPackageRequested, SubmissionTransitioned
+from molbridge.events.v1.cro_pb2 import (
+    QuoteProvided,
+    SubmissionMessagePosted,
+    SubmissionPackageRequested,
+    SubmissionTransitioned,
+)
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from molbridge.identity.v1 import identity_service_pb2_grpc as identity_grpc
 
@@ -28,7 +34,7 @@ from services.cro.bootstrap import CroParts, CroSettings
 from services.cro.bootstrap import build_parts as build_cro
 from services.cro.domain.catalogue import ServiceFields
 from services.cro.domain.submissions import SubmissionMolecule
-from services.cro.service.submissions import ActionInput, ListFilters
+from services.cro.service.submissions import ActionInput, LineItemInput, ListFilters
 from services.cro.store import SCHEMA as CRO_SCHEMA
 from services.document.adapters.signer_identities import IdentitySigners
 from services.document.bootstrap import MIGRATIONS as DOCUMENT_MIGRATIONS
@@ -432,3 +438,95 @@ async def test_a_submission_is_submitted_blinded_and_holds_its_molecules(world: 
     assert ("submission.created", "", "") in audits
     assert ("submission.submitted", "DRAFT", "SUBMITTED") in audits
     assert ("submission.cancelled", "SUBMITTED", "CANCELLED") in audits
+
+
+async def package_built(world: World, submission_id: str) -> None:
+    """The package worker's system step (SUBMITTED → PENDING_REVIEW), taken through the same store and
+    event recording the worker uses."""
+    async with world.cro.uow() as uow:
+        submission = await uow.submissions.get(submission_id, lock=True)
+        assert submission is not None
+        events = submission.package_built(package_sha256="a" * 64, at=datetime.now(UTC))
+        await uow.submissions.save(submission)
+        await world.cro.submissions.record(uow, submission, events, None)
+
+
+async def submitted(world: World, p: Parties, *smiles: str, budget: str = "") -> tuple[str, list[str]]:
+    ids = await world.molecules(p.scientist, *smiles)
+    draft = await world.cro.submissions.create(
+        p.scientist.principal, p.scientist.credentials, name="Journey", service_id=p.service_id,
+        molecules=[SubmissionMolecule(i) for i in ids], specifications={"temperature": 4}, budget=budget,
+    )
+    submission_id = draft.submission.id
+    for kind in ("NON_DISCLOSURE_AGREEMENT", "MATERIAL_TRANSFER_AGREEMENT", "EXPERIMENT_SPECIFICATION"):
+        document = await world.document(p.scientist, submission_id, kind)
+        if kind != "EXPERIMENT_SPECIFICATION":
+            await world.signed(p.scientist, document, p.pharma_admin)
+    await world.cro.submissions.act(p.scientist.principal, p.scientist.credentials, submission_id,
+                                    ActionInput(action="SUBMIT"))
+    return submission_id, ids
+
+
+async def test_quote_approval_and_the_service_agreement_gate(world: World) -> None:
+    p = await parties(world)
+    subs = world.cro.submissions
+    submission_id, ids = await submitted(world, p, "CCOC", "CCCl", budget="500")
+    await package_built(world, submission_id)
+    codes = (await subs.get(p.scientist.principal, submission_id)).submission.sample_codes
+
+    asked = await subs.act(p.technician.principal, p.technician.credentials, submission_id,
+                           ActionInput(action="REQUEST_CHANGES", text="Which buffer, please?"))
+    assert asked.submission.status.value == "PENDING_REVIEW"
+    messages = [e for e in await world.events(SubmissionMessagePosted) if e.submission_id == submission_id]
+    assert [(m.side, m.change_request) for m in messages] == [("CRO", True)]
+
+    price = ActionInput(
+        action="PROVIDE_PRICING", price="600.00", turnaround_days=10,
+        valid_until=(date.today() + timedelta(days=30)).isoformat(),
+        line_items=[LineItemInput(codes[ids[0]], "Kd", 2, "150"), LineItemInput(ids[1], "Kd", 2, "150")],
+        request_id="quote-1",
+    )
+    with pytest.raises(AuthorizationError):  # only a cro_admin prices
+        await subs.act(p.technician.principal, p.technician.credentials, submission_id, price)
+    bad = ActionInput(action="PROVIDE_PRICING", price="600", turnaround_days=10, valid_until="soon")
+    with pytest.raises(ValidationError) as invalid:
+        await subs.act(p.cro_admin.principal, p.cro_admin.credentials, submission_id, bad)
+    assert dict(invalid.value.field_violations) == {"valid_until": "a date YYYY-MM-DD"}
+    quoted = await subs.act(p.cro_admin.principal, p.cro_admin.credentials, submission_id, price)
+    assert quoted.submission.status.value == "PRICING_PROVIDED"
+    view, quotes = await subs.quotes(p.cro_admin.principal, submission_id)
+    assert [q.number for q in quotes] == [1] and quotes[0].over_budget
+    assert [view.quote_molecule(i.molecule_id) for i in quotes[0].line_items] == [codes[ids[0]], codes[ids[1]]]
+    await subs.act(p.cro_admin.principal, p.cro_admin.credentials, submission_id,
+                   replace(price, price="500", line_items=[], request_id="quote-2"))
+    _, quotes = await subs.quotes(p.scientist.principal, submission_id)
+    assert [(q.number, str(q.price), q.over_budget) for q in quotes] == [(2, "500.00", False), (1, "600.00", True)]
+
+    with pytest.raises(AuthorizationError) as scientist_approves:
+        await subs.act(p.scientist.principal, p.scientist.credentials, submission_id, ActionInput(action="APPROVE"))
+    assert "pharma_admin" in scientist_approves.value.message
+    approved = await subs.act(p.pharma_admin.principal, p.pharma_admin.credentials, submission_id,
+                              ActionInput(action="APPROVE"))
+    assert approved.submission.status.value == "APPROVED" and str(approved.submission.price) == "500.00"
+
+    start = ActionInput(action="START_EXPERIMENT")
+    with pytest.raises(PreconditionError) as unsigned:
+        await subs.act(p.technician.principal, p.technician.credentials, submission_id, start)
+    assert unsigned.value.detail == "SERVICE_AGREEMENT_UNSIGNED"
+    agreement = await world.document(p.scientist, submission_id, "SERVICE_AGREEMENT")
+    await world.signed(p.scientist, agreement, p.pharma_admin, p.cro_admin)
+    started = await subs.act(p.technician.principal, p.technician.credentials, submission_id, start)
+    assert started.submission.status.value == "IN_PROGRESS"
+    assert started.submission.estimated_completion == date.today() + timedelta(days=10)
+
+    transitions = [(e.to_status, e.molecule_status) for e in await world.events(SubmissionTransitioned)
+                   if e.submission_id == submission_id]
+    assert transitions == [("SUBMITTED", "PENDING"), ("PENDING_REVIEW", ""), ("PRICING_PROVIDED", ""),
+                           ("APPROVED", ""), ("IN_PROGRESS", "TESTING")]
+    quoted_events = [(e.number, e.over_budget) for e in await world.events(QuoteProvided)
+                     if e.submission_id == submission_id]
+    assert quoted_events == [(1, True), (2, False)]
+    audits = [e.action for e in await world.events(AuditRecorded) if e.target_id == submission_id]
+    for action in ("submission.package_built", "submission.changes_requested", "submission.priced",
+                   "submission.approved", "submission.started"):
+        assert action in audits

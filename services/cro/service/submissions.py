@@ -415,13 +415,13 @@ class SubmissionService:
         action = self._action(request.action)
         async with self._uow() as uow:
             current = await self._visible(uow, principal, submission_id)
-            schema = (await uow.catalogue.get(current.service_id) or None) if action is Action.SUBMIT else None
+            service = await uow.catalogue.get(current.service_id) if action is Action.SUBMIT else None
         facts = _Facts()
         # Other services are asked only when the action may go ahead (a retried one finds it done).
         if action in current.permitted_actions(principal):
             if action is Action.SUBMIT:
                 facts = await self._submit_facts(
-                    credentials, current, schema.specification_schema if schema else {}
+                    credentials, current, service.specification_schema if service else {}
                 )
             elif action is Action.START_EXPERIMENT:
                 facts = await self._agreement_facts(credentials, current)
