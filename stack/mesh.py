@@ -49,6 +49,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("prediction-worker", "services.prediction.worker", grpc=False, health=True),
     ServiceSpec("document", "services.document"),
     ServiceSpec("cro", "services.cro"),
+    ServiceSpec("cro-worker", "services.cro.worker", grpc=False, health=True),
 )
 
 DESCRIPTOR_PATH = REPO_ROOT / "build" / "descriptor.pb"

@@ -1,10 +1,12 @@
 """Composition root of the CRO service: typed settings, clients and use cases, built once.
 
 `python -m services.cro` serves CatalogueService, SubmissionService and MessageService (WatchMessages fed
-by one SubmissionMessagePosted consumer per replica) and relays the schema's outbox (audit, submission and
-quote events, submission_packages work items). The molecule and document services are called over gRPC
-with the caller's own credentials (MOLBRIDGE_MOLECULE_ADDR, MOLBRIDGE_DOCUMENT_ADDR). `build_parts` makes
-every part over one engine, so tests serve the real servicers.
+by one SubmissionMessagePosted consumer per replica), relays the schema's outbox (audit, submission and
+quote events, submission_packages work items) and hides a submission's structures when its NDA ends
+(DocumentStatusChanged). `python -m services.cro.worker` (build_worker) builds the submission packages
+(the submission_packages queue). The molecule and document services are called over gRPC with the
+caller's own credentials (MOLBRIDGE_MOLECULE_ADDR, MOLBRIDGE_DOCUMENT_ADDR). `build_parts` makes every
+part over one engine, so tests serve the real servicers.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import grpc
 from molbridge.cro.v1 import cro_service_pb2_grpc as pb_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.cro import worker
 from services.cro.server import CatalogueServicer, SubmissionServicer
 from services.cro.server.messages import MessageServicer
 from services.cro.service.catalogue import CatalogueService
 from services.cro.service.messages import DocumentLookup, MessageFeed, MessageService, message_feed
+from services.cro.service.packages import PackageBuilder
 from services.cro.service.ports import DocumentRequirementsPort, MoleculeLookup, OrganizationNames
+from services.cro.service.structures import NdaWatcher
 from services.cro.service.submissions import SubmissionService
 from services.cro.store import SCHEMA, CroTransactions, transactions
 from services.runtime import telemetry
@@ -30,7 +35,7 @@ from services.runtime.document_client import DocumentClient
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
 from services.runtime.migrations import MigrationSpec
 from services.runtime.molecule_client import MoleculeClient
-from services.runtime.process import Hook, Outbox, Process
+from services.runtime.process import Hook, Outbox, Process, Subscription
 from services.runtime.revocation import revocation_feed
 from services.runtime.settings import Settings
 from services.runtime.storage import ObjectStorage, make_storage
@@ -52,6 +57,8 @@ class CroParts:
     catalogue: CatalogueService
     submissions: SubmissionService
     messages: MessageService
+    packages: PackageBuilder
+    ndas: NdaWatcher
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
@@ -66,6 +73,11 @@ class CroParts:
     def jobs(self) -> list[Hook]:
         return []
 
+    @property
+    def subscriptions(self) -> list[Subscription[Any]]:
+        """The server's (NDAs that ended); the worker's are worker.package_subscriptions."""
+        return worker.document_subscriptions(self.ndas)
+
 
 def build_parts(
     settings: CroSettings,
@@ -79,13 +91,16 @@ def build_parts(
     """Every part of the service over `database`; call it inside the running event loop."""
     uow = transactions(database)
     storage = make_storage(settings)
+    submissions = SubmissionService(uow, molecules, documents, storage)
     return CroParts(
         settings=settings,
         uow=uow,
         storage=storage,
         catalogue=CatalogueService(uow, names),
-        submissions=SubmissionService(uow, molecules, documents, storage),
+        submissions=submissions,
         messages=MessageService(uow, message_documents, MessageFeed()),
+        packages=PackageBuilder(uow, storage, submissions.record),
+        ndas=NdaWatcher(uow),
     )
 
 
@@ -100,6 +115,7 @@ def build_server(settings: CroSettings) -> Process:
     return Process(
         servicers=parts.servicers,
         authenticator=remote_authenticator(identity),
+        subscriptions=parts.subscriptions,
         outbox=Outbox(database, SCHEMA),
         consumers=[
             revocation_feed(identity.revocations, "cro"),  # revoked tokens refused at once
@@ -107,4 +123,19 @@ def build_server(settings: CroSettings) -> Process:
         ],
         jobs=parts.jobs,
         on_stop=[identity.close, molecules.close, documents.close, *parts.on_stop, database.dispose],
+    )
+
+
+def build_worker(settings: CroSettings) -> Process:
+    """The package worker: the submission_packages queue. It relays the schema's outbox too, so a built
+    package's step reaches the bus with no server running. It calls no other service (the clients the
+    use cases are built with stay unused)."""
+    database = telemetry.traced_engine(settings.database_url, SCHEMA)
+    molecules = MoleculeClient(settings.addr_of("molecule"))
+    documents = DocumentClient(settings.addr_of("document"))
+    parts = build_parts(settings, database, molecules=molecules, documents=documents, message_documents=documents)
+    return Process(
+        subscriptions=worker.package_subscriptions(parts.packages),
+        outbox=Outbox(database, SCHEMA),
+        on_stop=[molecules.close, documents.close, *parts.on_stop, database.dispose],
     )

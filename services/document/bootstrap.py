@@ -2,7 +2,8 @@
 
 `python -m services.document` serves DocumentService and SignatureService, relays the schema's outbox
 (audit, status and signature events, signature_sync work items), consumes its own signature_sync queue
-(services/document/worker.py: DocuSign envelope sync) and runs the expiry sweep as a supervised job
+(services/document/worker.py: DocuSign envelope sync) and the CRO's SubmissionTransitioned (documents
+shared with the CRO at SUBMITTED) and runs the expiry sweep as a supervised job
 (every replica may run it: the sweep skips rows another holds).
 
 Signatures: the platform seal key lives in MOLBRIDGE_SIGNING_KEY_DIR (default <data dir>/document-seal,
@@ -95,7 +96,7 @@ class DocumentParts:
 
     @property
     def subscriptions(self) -> list[Subscription[Any]]:
-        return worker.subscriptions(self.signatures)
+        return worker.subscriptions(self.signatures, self.documents)
 
     @property
     def jobs(self) -> list[Hook]:

@@ -2,10 +2,11 @@
 
 `build_parts` makes the storage, the indexes, the use cases and the servicers over one engine (tests
 use it to serve the real servicers); `build_server` declares the process services.runtime.process runs:
-the servicers, the PredictionCompleted subscription, the outbox, and two supervised jobs — the query
-index's and the search index's followers of MoleculesChanged. Those two are not durable subscriptions
-on purpose: every replica must see every change (each has its own ordered consumer from "now"; what
-came before, its load reads), where a durable consumer would hand each change to one replica only.
+the servicers, the PredictionCompleted and SubmissionTransitioned subscriptions, the outbox, and two
+supervised jobs — the query index's and the search index's followers of MoleculesChanged. Those two are
+not durable subscriptions on purpose: every replica must see every change (each has its own ordered
+consumer from "now"; what came before, its load reads), where a durable consumer would hand each change
+to one replica only.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from molbridge.events.v1.cro_pb2 import SubmissionTransitioned
 from molbridge.events.v1.prediction_pb2 import PredictionCompleted
 from molbridge.molecule.v1 import (
     import_service_pb2_grpc,
@@ -45,6 +47,8 @@ from services.molecule.service.numbering import Numbering
 from services.molecule.service.predictions import DURABLE as PREDICTIONS_DURABLE
 from services.molecule.service.predictions import PREDICTIONS_SOURCE, PredictionConsumer
 from services.molecule.service.search import SearchService
+from services.molecule.service.submissions import DURABLE as SUBMISSIONS_DURABLE
+from services.molecule.service.submissions import SUBMISSIONS_SOURCE, SubmissionStatusConsumer
 from services.molecule.service.uploads import UploadService
 from services.molecule.settings import MoleculeSettings
 from services.molecule.store.tables import SCHEMA
@@ -76,6 +80,7 @@ class MoleculeParts:
     uploads: UploadService
     import_jobs: ImportJobService
     predictions: PredictionConsumer
+    submissions: SubmissionStatusConsumer
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
@@ -89,6 +94,28 @@ class MoleculeParts:
                 ImportServicer(self.uploads, self.import_jobs),
             ),
         ]
+
+    @property
+    def subscriptions(self) -> list[Subscription[Any]]:
+        return subscriptions(self.predictions, self.submissions)
+
+
+def subscriptions(predictions: PredictionConsumer, submissions: SubmissionStatusConsumer) -> list[Subscription[Any]]:
+    """PREDICTED values from the prediction service; molecule statuses from the CRO's submissions."""
+    return [
+        Subscription(
+            PredictionCompleted,
+            durable=PREDICTIONS_DURABLE,
+            handler=predictions.on_completed,
+            source=PREDICTIONS_SOURCE,
+        ),
+        Subscription(
+            SubmissionTransitioned,
+            durable=SUBMISSIONS_DURABLE,
+            handler=submissions.on_transitioned,
+            source=SUBMISSIONS_SOURCE,
+        ),
+    ]
 
 
 def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculeParts:
@@ -128,6 +155,7 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
             queue=settings.csv_queue, numbering=numbering,
         ),
         predictions=PredictionConsumer(transactions),  # PREDICTED values from the prediction service
+        submissions=SubmissionStatusConsumer(transactions),  # statuses that follow the submissions
         on_stop=[users.close, matcher.close, organizations.close],
     )
 
@@ -143,14 +171,7 @@ def build_server(settings: MoleculeSettings) -> Process:
     return Process(
         servicers=parts.servicers,
         authenticator=remote_authenticator(identity),
-        subscriptions=[
-            Subscription(
-                PredictionCompleted,
-                durable=PREDICTIONS_DURABLE,
-                handler=parts.predictions.on_completed,
-                source=PREDICTIONS_SOURCE,
-            )
-        ],
+        subscriptions=parts.subscriptions,
         # Revoked tokens and API keys, from identity's PrincipalRevoked events (a feed per process).
         consumers=[revocation_feed(identity.revocations, "molecule")],
         outbox=Outbox(engine, SCHEMA),

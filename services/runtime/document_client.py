@@ -4,7 +4,7 @@ the caller's own credentials so the document service applies its organization sc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -49,6 +49,16 @@ class DocumentRequirements:
         return tuple(
             r.document_type for r in self.requirements if r.present and r.signature_required and not r.signed_by_owner
         )
+
+
+@dataclass(frozen=True)
+class DocumentFingerprint:
+    """Which version of a document is current, and the SHA-256 of its bytes (a submission package records them)."""
+
+    document_id: str
+    document_type: str  # Document.Type name
+    version: int
+    sha256: str
 
 
 class DocumentClient:
@@ -137,6 +147,29 @@ class DocumentClient:
                 return None
             raise _error(error) from error
         return reply.data.submission_id
+
+    async def fingerprints(
+        self, credentials: Mapping[str, str], document_ids: Sequence[str]
+    ) -> list[DocumentFingerprint]:
+        """The current version and SHA-256 of each document (the caller must be able to read them)."""
+        found = []
+        for document_id in document_ids:
+            try:
+                reply = await self._stub.GetDocument(
+                    pb.GetDocumentRequest(id=document_id), metadata=tuple(credentials.items()), timeout=CALL_TIMEOUT_S
+                )
+            except grpc.aio.AioRpcError as error:
+                raise _error(error) from error
+            document = reply.data
+            found.append(
+                DocumentFingerprint(
+                    document_id=document.id,
+                    document_type=pb.Document.Type.Name(document.document_type),
+                    version=document.current.version,
+                    sha256=document.current.sha256,
+                )
+            )
+        return found
 
 
 def _error(error: grpc.aio.AioRpcError) -> Exception:

@@ -3,15 +3,15 @@ gRPC in this process: the CRO service asks them with the caller's forwarded cred
 the caller's, documents present and signed). The unique partial index refuses a second active
 submission of a molecule; specification errors come per field; the CRO side sees a blinded view.
 
-The PENDING_REVIEW step is the package worker's (not built here): the journey goes up to SUBMITTED,
-then CANCEL releases the molecules."""
+The PENDING_REVIEW step is the package worker's (its use case runs on the queued item here): the journey
+goes up to SUBMITTED, then CANCEL releases the molecules."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -441,14 +441,10 @@ async def test_a_submission_is_submitted_blinded_and_holds_its_molecules(world: 
 
 
 async def package_built(world: World, submission_id: str) -> None:
-    """The package worker's system step (SUBMITTED → PENDING_REVIEW), taken through the same store and
-    event recording the worker uses."""
-    async with world.cro.uow() as uow:
-        submission = await uow.submissions.get(submission_id, lock=True)
-        assert submission is not None
-        events = submission.package_built(package_sha256="a" * 64, at=datetime.now(UTC))
-        await uow.submissions.save(submission)
-        await world.cro.submissions.record(uow, submission, events, None)
+    """The package worker's system step (SUBMITTED → PENDING_REVIEW), by its own use case on the work item
+    SUBMIT queued (test_cro_packages.py runs the worker itself, through JetStream)."""
+    [item] = [i for i in await world.events(SubmissionPackageRequested) if i.submission_id == submission_id]
+    assert await world.cro.packages.build(item)
 
 
 async def submitted(world: World, p: Parties, *smiles: str, budget: str = "") -> tuple[str, list[str]]:

@@ -15,8 +15,9 @@ import uuid
 import zipfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -27,13 +28,15 @@ from google.rpc import error_details_pb2, status_pb2
 from molbridge.document.v1 import document_service_pb2 as pb
 from molbridge.document.v1 import document_service_pb2_grpc as pb_grpc
 from molbridge.events.v1.audit_pb2 import AuditRecorded
+from molbridge.events.v1.cro_pb2 import SubmissionTransitioned
 from molbridge.events.v1.document_pb2 import DocumentStatusChanged
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bus import outbox_table, unpack
+from bus import build_envelope, event_subject, outbox_table, unpack
 from bus.connection import connect
 from bus.subjects import source_events
+from services.document import worker
 from services.document.bootstrap import MIGRATIONS as DOCUMENT_MIGRATIONS
 from services.document.bootstrap import DocumentParts, DocumentSettings, build_parts
 from services.document.domain.vocabulary import DocumentStatus, VersionOrigin
@@ -576,11 +579,87 @@ async def test_sharing_a_submission_lets_the_cro_read_exactly_its_documents(worl
     ).code() == grpc.StatusCode.NOT_FOUND
     listed = await world.stub.ListDocuments(pb.ListDocumentsRequest(), metadata=cro)
     assert [d.id for d in listed.data] == [agreement.id]
+    # Sharing twice changed something once: one audit record for it.
     assert [a.action for a in await audits(world) if a.target_type == "submission"] == [
-        "document.shared",
         "document.shared",
         "document.unshared",
     ]
+
+
+async def test_a_submitted_submission_shares_its_documents_once_without_a_caller(world: World) -> None:
+    submission = str(uuid.uuid4())
+    nda = await upload_raw(
+        world, "alpha_scientist", PDF, "nda.pdf", document_type="NON_DISCLOSURE_AGREEMENT", submission_id=submission
+    )
+    cro = world.auth("cro_technician")
+
+    def transitioned(to_status: str, cro_organization_id: str = "") -> EventEnvelope:
+        event = SubmissionTransitioned(
+            submission_id=submission,
+            organization_id=world.orgs["alpha"],
+            cro_organization_id=cro_organization_id or world.orgs["cro"],
+            from_status="DRAFT",
+            to_status=to_status,
+            action="SUBMIT",
+        )
+        return build_envelope(
+            event_id=str(uuid.uuid4()), source="cro", payload=event, occurred_at=datetime.now(UTC), actor_id="someone"
+        )
+
+    async def handled(envelope: EventEnvelope) -> None:
+        async def poll() -> None:
+            query = sa.text("SELECT count(*) FROM processed_events WHERE consumer = :c AND event_id = :e")
+            while True:
+                async with world.engine.connect() as connection:
+                    if await connection.scalar(query, {"c": worker.SHARING_DURABLE, "e": envelope.id}):
+                        return
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(poll(), 20)
+
+    # The subscription as the server declares it, next to the servicer.
+    declared = [s for s in world.parts.subscriptions if s.durable == worker.SHARING_DURABLE]
+    nats = await connect(world.nats_url)
+    js = nats.jetstream()
+    subject = event_subject("cro", SubmissionTransitioned)
+    try:
+        async with running("document-sharing", Process(subscriptions=declared), world.parts.settings):
+            # Not SUBMITTED yet (a cancelled draft): nothing is shared. An owner sharing with itself: poison.
+            for ignored in (transitioned("CANCELLED"), transitioned("SUBMITTED", world.orgs["alpha"])):
+                await js.publish(subject, ignored.SerializeToString(), headers={"Nats-Msg-Id": ignored.id})
+            submitted = transitioned("SUBMITTED")
+            for copy in range(2):  # delivered twice (a second copy JetStream does not dedupe)
+                headers = {"Nats-Msg-Id": submitted.id if copy == 0 else str(uuid.uuid4())}
+                await js.publish(subject, submitted.SerializeToString(), headers=headers)
+            await handled(submitted)
+            later = transitioned("PENDING_REVIEW")
+            await js.publish(subject, later.SerializeToString(), headers={"Nats-Msg-Id": later.id})
+            # The CRO reads the submission's documents.
+            seen = await world.stub.GetDocument(pb.GetDocumentRequest(id=nda.id), metadata=cro)
+            assert seen.data.id == nda.id
+            while True:  # the copy and the later event are consumed in order after the first
+                listed = await world.stub.ListDocuments(pb.ListDocumentsRequest(submission_id=submission), metadata=cro)
+                assert [d.id for d in listed.data] == [nda.id]
+                if await _consumed_all(js, worker.SHARING_DURABLE):
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await nats.close()
+    shared = [a for a in await audits(world) if a.target_id == submission]
+    assert [(a.action, a.details["submitted_by"], a.details["documents"]) for a in shared] == [
+        ("document.shared", "someone", "1")
+    ]
+    # A person's share still needs the owner's pharma scientist: the system path loosened nothing.
+    share = pb.ShareSubmissionDocumentsRequest(
+        submission_id=submission, owner_organization_id=world.orgs["alpha"], cro_organization_id=world.orgs["cro"]
+    )
+    error = await rpc_error(world.stub.ShareSubmissionDocuments(share, metadata=cro))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def _consumed_all(js: Any, durable: str) -> bool:
+    info = await js.consumer_info("EVENTS", durable)
+    return info.num_pending == 0 and info.num_ack_pending == 0
 
 
 # --- expiry -------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from services.runtime.document_client import DocumentRequirements
+from services.runtime.document_client import DocumentFingerprint, DocumentRequirements
 from services.runtime.molecule_client import MoleculeRecord
 
 
@@ -39,3 +39,7 @@ class DocumentRequirementsPort(Protocol):
         *,
         shared: bool = True,
     ) -> int: ...
+
+    async def fingerprints(
+        self, credentials: Mapping[str, str], document_ids: Sequence[str]
+    ) -> list[DocumentFingerprint]: ...

@@ -42,12 +42,13 @@ from services.cro.domain.vocabulary import (
     SubmissionStatus,
 )
 from services.cro.service.catalogue import audit_event
+from services.cro.service.packages import package_request
 from services.cro.service.ports import DocumentRequirementsPort, MoleculeLookup
 from services.cro.store.packages import StoredPackage
 from services.cro.store.submissions import MoleculeRow, MoleculeSnapshot, SubmissionFilter
 from services.cro.store.uow import CroTransactions, CroUnitOfWork
 from services.runtime.auth import Principal
-from services.runtime.document_client import DocumentRequirements
+from services.runtime.document_client import DocumentFingerprint, DocumentRequirements
 from services.runtime.errors import (
     AuthorizationError,
     DomainError,
@@ -150,6 +151,7 @@ class _Facts:
     specification_violations: list[tuple[str, str]] = field(default_factory=list)
     documents: DocumentFacts = DocumentFacts()
     agreement: AgreementFacts = AgreementFacts()
+    fingerprints: list[DocumentFingerprint] = field(default_factory=list)  # SUBMIT: what the package records
 
 
 def _now() -> datetime:
@@ -435,9 +437,7 @@ class SubmissionService:
                 await uow.submissions.save(submission)
                 if action is Action.SUBMIT:
                     await uow.submissions.snapshot(submission.id, facts.snapshots)
-                    uow.enqueue(
-                        PACKAGE_QUEUE, cro_pb2.SubmissionPackageRequested(submission_id=submission.id), actor=principal
-                    )
+                    uow.enqueue(PACKAGE_QUEUE, package_request(submission.id, facts.fingerprints), actor=principal)
                 await self.record(uow, submission, events, principal)
                 return submission.id
 
@@ -605,6 +605,9 @@ class SubmissionService:
                 "the submission cannot be submitted yet",
             )
         found = await self._documents.requirements(credentials, submission.id, submission.service_type)
+        present = [r.document_id for r in found.requirements if r.present and r.document_id]
+        # The versions and hashes the package records (the package worker has no caller to ask with).
+        fingerprints = await self._documents.fingerprints(credentials, present) if found.complete else []
         return _Facts(
             snapshots=[
                 MoleculeSnapshot(
@@ -614,6 +617,7 @@ class SubmissionService:
             ],
             specification_violations=specification_violations(schema, submission.specifications),
             documents=DocumentFacts(missing=found.missing, unsigned=found.unsigned),
+            fingerprints=fingerprints,
         )
 
     async def _agreement_facts(self, credentials: Mapping[str, str], submission: Submission) -> _Facts:

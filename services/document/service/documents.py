@@ -405,39 +405,36 @@ class DocumentService:
     ) -> int:
         """Lets the CRO organization read (and sign) the owner's documents of the submission, and the owner
         read the CRO's, or takes that away. Answers how many of the owner's documents it concerns."""
-        submission_id = _required_submission(submission_id)
-        owner = _organization(owner_organization_id, "owner_organization_id")
-        cro = _organization(cro_organization_id, "cro_organization_id")
-        if owner == cro:
-            raise ValidationError(
-                "the CRO organization must differ from the owner",
-                field_violations=[("cro_organization_id", "must differ from owner_organization_id")],
-            )
+        share = _checked_share(submission_id, owner_organization_id, cro_organization_id)
         if not principal.is_system_admin and not (
-            principal.organization_id == owner and principal.has_any_role(*SHARERS)
+            principal.organization_id == share.owner_organization_id and principal.has_any_role(*SHARERS)
         ):
             raise AuthorizationError(
                 "only a pharma scientist of the owner organization may share its documents",
                 detail="NOT_DOCUMENT_OWNER",
             )
-        share = Share(submission_id, owner, cro)
         async with self._uow() as uow:
-            if shared:
-                await uow.documents.share(share, principal.subject)
-            else:
-                await uow.documents.unshare(share)
-            count = await uow.documents.count_in_submission(submission_id, owner)
-            uow.record(
-                audit_event(
-                    "document.shared" if shared else "document.unshared",
-                    target_type="submission",
-                    target_id=submission_id,
-                    details={"owner_organization_id": owner, "cro_organization_id": cro, "documents": str(count)},
-                ),
-                organization_id=owner,
-                actor_id=principal.subject,
-            )
-        return count
+            return await _apply_share(uow, share, shared=shared, actor_id=principal.subject)
+
+    async def share_submitted(
+        self,
+        submission_id: str,
+        owner_organization_id: str,
+        cro_organization_id: str,
+        *,
+        event_id: str,
+        consumer: str,
+        submitted_by: str = "",
+    ) -> int | None:
+        """The platform's own share when a submission is SUBMITTED to its CRO (a SubmissionTransitioned
+        event, no caller): the effect of ShareSubmissionDocuments(shared=true), once per event (None: this
+        event was handled before). Nobody's role is checked: the CRO service's SUBMIT checked the submitter."""
+        share = _checked_share(submission_id, owner_organization_id, cro_organization_id)
+        async with self._uow() as uow:
+            if not await uow.first_delivery(consumer, event_id):
+                return None
+            details = {"submitted_by": submitted_by} if submitted_by else {}
+            return await _apply_share(uow, share, shared=True, actor_id=SYSTEM_ACTOR, details=details)
 
     # -- generation --------------------------------------------------------------------------------------
 
@@ -589,6 +586,46 @@ def _target(values: Mapping[str, str]) -> Target:
         submission_id=check_submission_id(values.get("submission_id", "")),
         expires_on=optional_date(values.get("expires_on", "")),
     )
+
+
+def _checked_share(submission_id: str, owner_organization_id: str, cro_organization_id: str) -> Share:
+    submission_id = _required_submission(submission_id)
+    owner = _organization(owner_organization_id, "owner_organization_id")
+    cro = _organization(cro_organization_id, "cro_organization_id")
+    if owner == cro:
+        raise ValidationError(
+            "the CRO organization must differ from the owner",
+            field_violations=[("cro_organization_id", "must differ from owner_organization_id")],
+        )
+    return Share(submission_id, owner, cro)
+
+
+async def _apply_share(
+    uow: DocumentUnitOfWork, share: Share, *, shared: bool, actor_id: str, details: Mapping[str, str] | None = None
+) -> int:
+    """Shares (or unshares) and records "document.shared"/"document.unshared" when that changed anything (the
+    CRO service's call at SUBMIT and the SubmissionTransitioned event both share); answers the owner's
+    documents."""
+    changed = await (uow.documents.share(share, actor_id) if shared else uow.documents.unshare(share))
+    count = await uow.documents.count_in_submission(share.submission_id, share.owner_organization_id)
+    if not changed:
+        return count
+    uow.record(
+        audit_event(
+            "document.shared" if shared else "document.unshared",
+            target_type="submission",
+            target_id=share.submission_id,
+            details={
+                "owner_organization_id": share.owner_organization_id,
+                "cro_organization_id": share.cro_organization_id,
+                "documents": str(count),
+                **(details or {}),
+            },
+        ),
+        organization_id=share.owner_organization_id,
+        actor_id=actor_id,
+    )
+    return count
 
 
 def _required_submission(submission_id: str) -> str:

@@ -216,8 +216,9 @@ class DocumentRepository:
 
     # -- shares ------------------------------------------------------------------------------------------
 
-    async def share(self, share: Share, shared_by: str) -> None:
-        await self._session.execute(
+    async def share(self, share: Share, shared_by: str) -> bool:
+        """True when the share is new (False: it existed already)."""
+        result = await self._session.execute(
             pg_insert(submission_shares)
             .values(
                 submission_id=share.submission_id,
@@ -227,15 +228,18 @@ class DocumentRepository:
             )
             .on_conflict_do_nothing()
         )
+        return bool(getattr(result, "rowcount", 0))
 
-    async def unshare(self, share: Share) -> None:
-        await self._session.execute(
+    async def unshare(self, share: Share) -> bool:
+        """True when a share was removed."""
+        result = await self._session.execute(
             sa.delete(submission_shares).where(
                 _shares.submission_id == share.submission_id,
                 _shares.owner_organization_id == share.owner_organization_id,
                 _shares.cro_organization_id == share.cro_organization_id,
             )
         )
+        return bool(getattr(result, "rowcount", 0))
 
     async def share_of(self, submission_id: str, organization_id: str | None) -> Share | None:
         """The share of the submission that involves the organization, on either side (None: any)."""

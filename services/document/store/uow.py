@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from bus.idempotency import first_delivery
 from services.document.store.documents import DocumentRepository
 from services.document.store.signatures import SignatureRepository
 from services.document.store.tables import SCHEMA
@@ -17,6 +18,10 @@ class DocumentUnitOfWork(UnitOfWork):
         super().__init__(session, sink)
         self.documents = DocumentRepository(session)
         self.signatures = SignatureRepository(session)
+
+    async def first_delivery(self, consumer: str, event_id: str) -> bool:
+        """True the first time `consumer` handles this event (the marker commits with the change)."""
+        return await first_delivery(self.session, consumer, event_id, schema=SCHEMA)
 
 
 DocumentTransactions = Transactions[DocumentUnitOfWork]

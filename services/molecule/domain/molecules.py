@@ -5,10 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from services.molecule.domain import chemistry, properties
 from services.molecule.domain.imports import MAX_NAME_LENGTH, PropertyValue, stored_value
-from services.molecule.domain.vocabulary import FLAG_TYPES, HELD_STATUSES, IMPORTED, STATUSES, USER_STATUSES
+from services.molecule.domain.vocabulary import (
+    ARCHIVED,
+    AVAILABLE,
+    FLAG_TYPES,
+    HELD_STATUSES,
+    IMPORTED,
+    STATUSES,
+    USER_STATUSES,
+)
 from services.runtime.errors import PreconditionError, ValidationError
 from services.runtime.validation import Violations
 
@@ -128,6 +137,18 @@ def check_transition(current: str, target: str) -> None:
             f"The molecule is held by a submission (status {current}): its status cannot change by hand",
             detail="MOLECULE_IN_SUBMISSION",
         )
+
+
+def follows_submission(current: str, set_at: datetime | None, target: str, event_at: datetime) -> bool:
+    """Whether a submission's transition (at `event_at`) moves a molecule now `current` to `target`.
+    Events may arrive out of order: one older than the event that last set the status (`set_at`) is
+    stale. A release (AVAILABLE) never brings back a molecule its owners archived; an unknown status
+    is not ours to set."""
+    if target not in STATUSES or target == ARCHIVED:
+        return False
+    if set_at is not None and event_at < set_at:
+        return False
+    return not (target == AVAILABLE and current == ARCHIVED)
 
 
 def checked_input(new: NewMolecule) -> tuple[str, dict[str, PropertyValue]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -188,6 +189,29 @@ class MoleculeRepository:
                     .with_for_update()
                 ),
             )
+        )
+
+    async def lock_statuses(self, organization_id: str, molecule_ids: Sequence[str]) -> list[Any]:
+        """(id, status, status_set_at) of the organization's molecules among these, locked in id order."""
+        ids = sorted({c for c in map(canonical_uuid, molecule_ids) if c})
+        if not ids:
+            return []
+        result = await self._session.execute(
+            sa.select(molecules.c.id, molecules.c.status, molecules.c.status_set_at)
+            .where(molecules.c.id.in_(ids), molecules.c.organization_id == organization_id)
+            .order_by(molecules.c.id)
+            .with_for_update()
+        )
+        return list(result)
+
+    async def set_submission_status(
+        self, molecule_ids: Sequence[str], status: str, submission_id: str, at: datetime
+    ) -> None:
+        """Sets the status a submission's transition gives, remembering which transition and when."""
+        await self._session.execute(
+            molecules.update()
+            .where(molecules.c.id.in_(molecule_ids))
+            .values(status=status, status_submission_id=submission_id, status_set_at=at, updated_at=sa.func.now())
         )
 
     async def write_predicted(self, job_id: str, values: Sequence[PredictedValue]) -> None:

@@ -33,6 +33,10 @@ molecules = sa.Table(
     sa.Column("formula", sa.Text, nullable=False),
     sa.Column("molecular_weight", sa.Float, nullable=False),
     sa.Column("status", sa.Text, nullable=False, server_default="AVAILABLE"),
+    # The submission event that last set `status` (SubmissionTransitioned), and its time: an older one
+    # delivered late is ignored.
+    sa.Column("status_submission_id", _id),
+    timestamp_column("status_set_at"),
     sa.Column("morgan_fp", sa.LargeBinary, nullable=False),  # radius 2, 2048 bits, packed little-endian
     sa.Column("pattern_fp", sa.LargeBinary, nullable=False),  # RDKit pattern fingerprint, 2048 bits
     sa.Column("created_by", sa.Text, nullable=False),
