@@ -227,8 +227,9 @@ class DocumentRepository:
                 shared_by=shared_by,
             )
             .on_conflict_do_nothing()
+            .returning(_shares.submission_id)
         )
-        return bool(getattr(result, "rowcount", 0))
+        return result.first() is not None
 
     async def unshare(self, share: Share) -> bool:
         """True when a share was removed."""
@@ -237,9 +238,9 @@ class DocumentRepository:
                 _shares.submission_id == share.submission_id,
                 _shares.owner_organization_id == share.owner_organization_id,
                 _shares.cro_organization_id == share.cro_organization_id,
-            )
+            ).returning(_shares.submission_id)
         )
-        return bool(getattr(result, "rowcount", 0))
+        return result.first() is not None
 
     async def share_of(self, submission_id: str, organization_id: str | None) -> Share | None:
         """The share of the submission that involves the organization, on either side (None: any)."""
