@@ -191,8 +191,10 @@ def test_a_submission_from_import_to_experiment_through_the_gateway(
     seen = data(api.get(base, headers=technician))
     smiles = {m["smiles"] for m in data(api.get(base, headers=scientist))["molecules"]}
     assert {m["smiles"] for m in seen["molecules"]} == smiles and all(smiles)
+    assert not any(m.get("molecule_id") or m.get("registration_number") for m in seen["molecules"])
     package = data(api.get(f"{base}/package", headers=technician))
     assert {m["smiles"] for m in package["manifest"]["molecules"]} == smiles
+    assert not any("molecule_id" in m or "registration_number" in m for m in package["manifest"]["molecules"])
 
     # A third organization sees nothing of it.
     for path in ("", "/package", "/quotes", "/document-requirements"):

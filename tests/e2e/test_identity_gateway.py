@@ -67,7 +67,9 @@ def new_org(api: httpx.Client, admin: dict, kind: str = "PHARMA") -> tuple[str, 
 def test_health_is_green_once_every_service_serves(api: httpx.Client) -> None:
     response = api.get("/health")
     assert response.status_code == 200
-    services = {"document": "SERVING", "identity": "SERVING", "molecule": "SERVING", "prediction": "SERVING"}
+    services = {
+        "cro": "SERVING", "document": "SERVING", "identity": "SERVING", "molecule": "SERVING", "prediction": "SERVING"
+    }
     assert response.json() == {"data": {"status": "ok", "services": services}}
 
 

@@ -17,24 +17,10 @@ from services.cro.domain.vocabulary import ServiceType
 from services.cro.service.ports import OrganizationNames
 from services.cro.store.catalogue import SORTS, CatalogueFilter
 from services.cro.store.uow import CroTransactions, CroUnitOfWork
+from services.runtime.audit import audit_event
 from services.runtime.auth import Principal
-from services.runtime.context import client_address_var, request_id_var
 from services.runtime.errors import AuthorizationError, NotFoundError, ValidationError
 from services.runtime.pagination import PageRequest
-
-
-def audit_event(
-    action: str, *, target_type: str, target_id: str, details: Mapping[str, str] | None = None
-) -> AuditRecorded:
-    return AuditRecorded(
-        action=action,
-        outcome=AuditRecorded.SUCCESS,
-        target_type=target_type,
-        target_id=target_id,
-        client_address=client_address_var.get(),
-        request_id=request_id_var.get(),
-        details=dict(details or {}),
-    )
 
 
 def _now() -> datetime:

@@ -13,9 +13,9 @@ from molbridge.events.v1.document_pb2 import DocumentStatusChanged
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
 
 from services.cro.domain.vocabulary import SYSTEM_ACTOR
-from services.cro.service.catalogue import audit_event
 from services.cro.service.submissions import NDA
 from services.cro.store.uow import CroTransactions
+from services.runtime.audit import audit_event
 
 NDA_STATUS_DURABLE = "cro-nda-status"
 NO_LONGER_VALID = frozenset({"EXPIRED", "ARCHIVED"})  # Document.Status names that end an NDA

@@ -41,12 +41,12 @@ from services.cro.domain.vocabulary import (
     Side,
     SubmissionStatus,
 )
-from services.cro.service.catalogue import audit_event
 from services.cro.service.packages import package_request
 from services.cro.service.ports import DocumentRequirementsPort, MoleculeLookup
 from services.cro.store.packages import StoredPackage
 from services.cro.store.submissions import MoleculeRow, MoleculeSnapshot, SubmissionFilter
 from services.cro.store.uow import CroTransactions, CroUnitOfWork
+from services.runtime.audit import audit_event
 from services.runtime.auth import Principal
 from services.runtime.document_client import DocumentFingerprint, DocumentRequirements
 from services.runtime.errors import (
@@ -65,7 +65,10 @@ PACKAGE_QUEUE = "submission_packages"  # the WORK stream queue the package worke
 NDA = "NON_DISCLOSURE_AGREEMENT"
 SERVICE_AGREEMENT = "SERVICE_AGREEMENT"
 # What the CRO side never sees of a molecule while structures are hidden (the package manifest too).
-HIDDEN_FROM_CRO = frozenset({"molecule_id", "registration_number", "smiles", "canonical_smiles", "inchi_key"})
+# The CRO side never learns the pharma side's own handles for a molecule (it works from sample codes); the
+# structure itself (and the InChIKey, which gives it away) only once the pharma side reveals structures.
+PHARMA_HANDLES = frozenset({"molecule_id", "registration_number"})
+STRUCTURE_KEYS = frozenset({"smiles", "canonical_smiles", "inchi_key"})
 
 AUDIT_ACTIONS: Mapping[str, str] = {
     "SUBMIT": "submission.submitted",
@@ -194,12 +197,12 @@ def _timestamp(at: datetime) -> Timestamp:
     return stamp
 
 
-def _blind(value: Any) -> Any:
-    """The manifest as the CRO side sees it while structures are hidden."""
+def _for_cro(value: Any, hidden: frozenset[str]) -> Any:
+    """The manifest as the CRO side sees it: without the `hidden` keys at any depth."""
     if isinstance(value, dict):
-        return {k: _blind(v) for k, v in value.items() if k not in HIDDEN_FROM_CRO}
+        return {k: _for_cro(v, hidden) for k, v in value.items() if k not in hidden}
     if isinstance(value, list):
-        return [_blind(v) for v in value]
+        return [_for_cro(v, hidden) for v in value]
     return value
 
 
@@ -367,7 +370,10 @@ class SubmissionService:
                 detail="PACKAGE_NOT_FOUND",
             )
         manifest = json.loads(await self._storage.get_bytes(stored.storage_key))
-        return stored, _blind(manifest) if self._blinded(principal, submission) else manifest
+        if submission.side_of(principal) is not Side.CRO:
+            return stored, manifest
+        hidden = PHARMA_HANDLES if submission.structures_revealed else PHARMA_HANDLES | STRUCTURE_KEYS
+        return stored, _for_cro(manifest, hidden)
 
     # -- revealing structures -----------------------------------------------------------------------------
 
@@ -700,21 +706,25 @@ class SubmissionService:
 
     async def _view(self, uow: CroUnitOfWork, principal: Principal, submission: Submission) -> SubmissionView:
         blinded = self._blinded(principal, submission)
+        cro_side = submission.side_of(principal) is Side.CRO
         rows = await uow.submissions.molecules(submission.id)
         return SubmissionView(
             submission=submission,
             service_name=await self._service_name(uow, submission.service_id),
-            molecules=tuple(self._molecule_view(row, blinded) for row in rows),
+            molecules=tuple(self._molecule_view(row, cro_side=cro_side, blinded=blinded) for row in rows),
             permitted_actions=tuple(a.value for a in submission.permitted_actions(principal)),
             blinded=blinded,
         )
 
     @staticmethod
-    def _molecule_view(row: MoleculeRow, blinded: bool) -> MoleculeView:
+    def _molecule_view(row: MoleculeRow, *, cro_side: bool, blinded: bool) -> MoleculeView:
+        """The CRO side sees sample codes, formula and weight, and the structure once revealed; never the
+        pharma side's molecule ids or registration numbers."""
         snap = row.snapshot
-        if blinded:  # the CRO side while structures are hidden: codes, formula and weight only
-            return MoleculeView("", row.sample_code, "", "", snap.formula, snap.molecular_weight, row.concentration,
-                                row.notes)
+        if cro_side:
+            smiles = "" if blinded else snap.canonical_smiles
+            return MoleculeView("", row.sample_code, "", smiles, snap.formula, snap.molecular_weight,
+                                row.concentration, row.notes)
         return MoleculeView(row.molecule_id, row.sample_code, snap.registration_number, snap.canonical_smiles,
                             snap.formula, snap.molecular_weight, row.concentration, row.notes)
 

@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.document_pb2 import DocumentStatusChanged
 
 from services.document.domain import content
@@ -42,8 +41,8 @@ from services.document.domain.vocabulary import DOCUMENT_READERS, DOCUMENT_WRITE
 from services.document.service.ports import MoleculeRow, TemplateInfo, TemplateRenderer
 from services.document.store.documents import DocumentFilter, Share
 from services.document.store.uow import DocumentTransactions, DocumentUnitOfWork
+from services.runtime.audit import audit_event
 from services.runtime.auth import Principal
-from services.runtime.context import client_address_var, request_id_var
 from services.runtime.db import canonical_uuid
 from services.runtime.errors import (
     AuthorizationError,
@@ -503,19 +502,6 @@ class DocumentService:
 
 # -- events (also used by the signature service) ------------------------------------------------------
 
-
-def audit_event(
-    action: str, *, target_type: str, target_id: str, details: Mapping[str, str] | None = None
-) -> AuditRecorded:
-    return AuditRecorded(
-        action=action,
-        outcome=AuditRecorded.SUCCESS,
-        target_type=target_type,
-        target_id=target_id,
-        client_address=client_address_var.get(),
-        request_id=request_id_var.get(),
-        details=dict(details or {}),
-    )
 
 
 def record_audit(

@@ -11,7 +11,8 @@ from molbridge.events.v1.identity_pb2 import PrincipalRevoked
 
 from services.identity import domain
 from services.identity.domain import ApiKey, CreatedApiKey, Violations
-from services.identity.service.base import UseCases, audit_event
+from services.identity.service.base import UseCases
+from services.runtime.audit import audit_event
 from services.runtime.auth import API_KEY_PREFIX, Principal
 from services.runtime.errors import AuthenticationError, NotFoundError
 from services.runtime.pagination import PageRequest

@@ -5,20 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.identity_pb2 import PrincipalRevoked
 
 from services.identity.domain import Account
 from services.identity.store import IdentityUnitOfWork
 from services.identity.store.signing_keys import KeyRing
 from services.runtime.auth import Principal
-from services.runtime.context import client_address_var, request_id_var
 from services.runtime.email import EmailSender
 from services.runtime.revocation import Revocations
 from services.runtime.uow import Transactions
@@ -29,19 +27,6 @@ log = logging.getLogger("molbridge.identity")
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
-
-def audit_event(
-    action: str, *, target_type: str, target_id: str, success: bool = True, details: Mapping[str, str] | None = None
-) -> AuditRecorded:
-    return AuditRecorded(
-        action=action,
-        outcome=AuditRecorded.SUCCESS if success else AuditRecorded.FAILURE,
-        target_type=target_type,
-        target_id=target_id,
-        client_address=client_address_var.get(),
-        request_id=request_id_var.get(),
-        details=dict(details or {}),
-    )
 
 
 class UseCases:

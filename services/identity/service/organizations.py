@@ -6,7 +6,8 @@ import uuid
 
 from services.identity import domain
 from services.identity.domain import Organization, Violations
-from services.identity.service.base import UseCases, audit_event
+from services.identity.service.base import UseCases
+from services.runtime.audit import audit_event
 from services.runtime.auth import Principal
 from services.runtime.errors import NotFoundError
 from services.runtime.pagination import PageRequest

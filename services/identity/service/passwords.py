@@ -10,9 +10,10 @@ from molbridge.events.v1.identity_pb2 import PrincipalRevoked
 
 from services.identity import domain
 from services.identity.domain import User, Violations
-from services.identity.service.base import UseCases, audit_event
+from services.identity.service.base import UseCases
 from services.identity.service.sessions import totp_step
 from services.identity.store import IdentityUnitOfWork
+from services.runtime.audit import audit_event
 from services.runtime.auth import Principal
 from services.runtime.errors import PreconditionError, ValidationError
 

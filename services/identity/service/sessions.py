@@ -15,9 +15,10 @@ from molbridge.events.v1.identity_pb2 import PrincipalRevoked
 
 from services.identity import domain
 from services.identity.domain import Account, Session
-from services.identity.service.base import UseCases, audit_event
+from services.identity.service.base import UseCases
 from services.identity.store import IdentityUnitOfWork
 from services.identity.store.signing_keys import sign
+from services.runtime.audit import audit_event
 from services.runtime.auth import AUDIENCE, ISSUER, Principal
 from services.runtime.errors import AuthenticationError, ValidationError
 

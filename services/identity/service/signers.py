@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from services.identity import domain
 from services.identity.domain import Signer
-from services.identity.service.base import audit_event
 from services.identity.service.sessions import SessionUseCases
+from services.runtime.audit import audit_event
 from services.runtime.auth import Principal
 from services.runtime.errors import ValidationError
 

@@ -12,9 +12,10 @@ from molbridge.events.v1.identity_pb2 import PrincipalRevoked
 
 from services.identity import domain
 from services.identity.domain import Account, User, Violations
-from services.identity.service.base import UseCases, audit_event
+from services.identity.service.base import UseCases
 from services.identity.store import IdentityUnitOfWork
 from services.identity.store.users import USER_SORT_KEYS
+from services.runtime.audit import audit_event
 from services.runtime.auth import Principal
 from services.runtime.errors import NotFoundError, PreconditionError, ValidationError
 from services.runtime.pagination import PageRequest

@@ -1,0 +1,24 @@
+"""The audit record every service writes through its outbox (identity's trail consumes them all)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from molbridge.events.v1.audit_pb2 import AuditRecorded
+
+from services.runtime.context import client_address_var, request_id_var
+
+
+def audit_event(
+    action: str, *, target_type: str, target_id: str, success: bool = True, details: Mapping[str, str] | None = None
+) -> AuditRecorded:
+    """An AuditRecorded for `action` on the target, carrying the request's id and client address."""
+    return AuditRecorded(
+        action=action,
+        outcome=AuditRecorded.SUCCESS if success else AuditRecorded.FAILURE,
+        target_type=target_type,
+        target_id=target_id,
+        client_address=client_address_var.get(),
+        request_id=request_id_var.get(),
+        details=dict(details or {}),
+    )
