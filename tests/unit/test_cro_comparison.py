@@ -252,12 +252,15 @@ def test_non_finite_inputs_and_unusable_confidences_are_dropped_and_counted() ->
         (2.0, 1.5, 2.5, "="),
         (3.0, 0.3, 3.5, "="),
         (4.0, 0.8, 4.5, "="),
+        (1e308, 0.8, -1e308, "="),  # the difference overflows
+        (1.0, 0.8, 5e-324, "="),  # the relative difference overflows
     ]
     comparison = only(pairs_of("logd", rows))
     summary = comparison.summary
-    assert summary.not_finite == 2 and summary.metrics.n == 4
+    assert summary.not_finite == 3 and summary.metrics.n == 5
+    assert comparison.pairs[7].relative_difference is None and comparison.pairs[7].difference == 1.0
     assert comparison.pairs[0].predicted is None and comparison.pairs[1].measured is None
-    assert [p.confidence for p in comparison.pairs[2:]] == [None, None, 0.3, 0.8]
+    assert [p.confidence for p in comparison.pairs[2:6]] == [None, None, 0.3, 0.8]
     assert summary.confidence.without_confidence == 2
     assert_no_nan(comparison)
 

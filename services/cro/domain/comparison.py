@@ -276,6 +276,8 @@ def outcome(pair: PredictionPair, scale: Scale) -> PairOutcome:
         consistent = predicted <= measured if qualifier is Qualifier.LESS else predicted >= measured
         return replace(plain, status=PairStatus.CENSORED_CONSISTENT if consistent else PairStatus.CENSORED_INCONSISTENT)
     difference = predicted - measured
+    if not math.isfinite(difference):  # 1e308 − (−1e308): no usable difference
+        return plain
     log10_difference = None
     status = PairStatus.INCLUDED
     if scale is Scale.LOG10:
@@ -288,22 +290,23 @@ def outcome(pair: PredictionPair, scale: Scale) -> PairOutcome:
         status=status,
         difference=difference,
         abs_difference=abs(difference),
-        relative_difference=difference / abs(measured) if measured != 0 else None,
+        relative_difference=_finite(difference / abs(measured)) if measured != 0 else None,
         log10_difference=log10_difference,
     )
 
 
 def summarise(outcomes: Sequence[PairOutcome], scale: Scale) -> Summary:
+    """Metrics, within share, censored counts and confidence split of pair outcomes of one property."""
     frame = _numeric_frame(outcomes, scale)
     statuses = pd.Series([o.status for o in outcomes], dtype=object)
     return Summary(
-        metrics=metrics(frame),
-        within=within_share(frame, scale),
+        metrics=_metrics(frame),
+        within=_within_share(frame, scale),
         censored=CensoredSummary(
             consistent=int((statuses == PairStatus.CENSORED_CONSISTENT).sum()),
             inconsistent=int((statuses == PairStatus.CENSORED_INCONSISTENT).sum()),
         ),
-        confidence=confidence_split(frame),
+        confidence=_confidence_split(frame),
         approximate=sum(o.qualifier is Qualifier.APPROXIMATE and o.status is PairStatus.INCLUDED for o in outcomes),
         not_positive=int((statuses == PairStatus.NOT_POSITIVE).sum()),
         not_finite=int((statuses == PairStatus.NOT_FINITE).sum()),
@@ -328,7 +331,7 @@ def _numeric_frame(outcomes: Sequence[PairOutcome], scale: Scale) -> pd.DataFram
     return frame
 
 
-def metrics(frame: pd.DataFrame) -> Metrics:
+def _metrics(frame: pd.DataFrame) -> Metrics:
     """n, MAE, RMSE, R², Spearman ρ and bias of a frame with `predicted`, `measured`, `error` columns."""
     n = len(frame)
     if n == 0:
@@ -358,7 +361,7 @@ def metrics(frame: pd.DataFrame) -> Metrics:
     )
 
 
-def within_share(frame: pd.DataFrame, scale: Scale) -> WithinShare:
+def _within_share(frame: pd.DataFrame, scale: Scale) -> WithinShare:
     rule = within_rule(scale)
     if rule is WithinRule.HALF_LOG_UNIT:
         counted = frame
@@ -371,7 +374,7 @@ def within_share(frame: pd.DataFrame, scale: Scale) -> WithinShare:
     return WithinShare(rule, hits, total, hits / total if total else None)
 
 
-def confidence_split(frame: pd.DataFrame) -> ConfidenceSplit:
+def _confidence_split(frame: pd.DataFrame) -> ConfidenceSplit:
     rated = frame.dropna(subset=["confidence"])
     without = len(frame) - len(rated)
     if len(rated) < 2:
