@@ -1,0 +1,1 @@
+"""Adapters of the CRO service: the predicted-vs-measured figures (plots.py)."""
