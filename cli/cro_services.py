@@ -17,8 +17,8 @@ from molbridge.cro.v1 import cro_service_pb2 as pb
 
 from cli import output
 from cli.app import add_command
+from cli.arguments import enum_choice, truncate
 from cli.client import CliError, Gateway
-from cli.documents import _enum_value, truncate
 
 SORTS = ("name", "price", "-price", "turnaround_days")
 NAME_WIDTH = 40
@@ -29,7 +29,7 @@ NAME_WIDTH = 40
 
 def service_type(value: str) -> int:
     """A CroService.ServiceType from `adme`, `metabolic-stability` or `METABOLIC_STABILITY`."""
-    return _enum_value(pb.CroService.ServiceType, value, "service type")
+    return enum_choice(pb.CroService.ServiceType, value, "service type")
 
 
 def money(value: str) -> str:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import re
 import sys
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from molbridge.identity.v1 import identity_service_pb2 as identity_pb
 
 from cli import output
 from cli.app import add_command
+from cli.arguments import enum_choice, iso_date, truncate
 from cli.client import EXIT_AUTHENTICATION, CliError, Gateway
 from cli.identity import ask_secret
 from cli.progress import format_bytes
@@ -57,36 +57,14 @@ Prompt = Callable[[str], str]
 # --- pure pieces ----------------------------------------------------------------------------------------
 
 
-def _enum_value(enum_type: Any, value: str, what: str, aliases: Mapping[str, int] | None = None) -> int:
-    word = value.strip()
-    if aliases and word.lower() in aliases:
-        return aliases[word.lower()]
-    known = enum_type.DESCRIPTOR.values_by_name
-    name = word.upper().replace("-", "_")
-    if name in known and known[name].number:  # the *_UNSPECIFIED zero is no choice
-        return int(known[name].number)
-    choices = [*(aliases or {}), *(n.lower().replace("_", "-") for n, v in known.items() if v.number)]
-    raise argparse.ArgumentTypeError(f"unknown {what} {value!r} (choose from {', '.join(choices)})")
-
-
 def document_type(value: str) -> int:
     """A Document.Type from `nda`, `non-disclosure-agreement` or `NON_DISCLOSURE_AGREEMENT`."""
-    return _enum_value(pb.Document.Type, value, "document type", TYPE_ALIASES)
+    return enum_choice(pb.Document.Type, value, "document type", TYPE_ALIASES)
 
 
 def document_status(value: str) -> int:
     """A Document.Status from `draft`, `pending-signature` or `PENDING_SIGNATURE`."""
-    return _enum_value(pb.Document.Status, value, "status")
-
-
-def iso_date(value: str) -> str:
-    """YYYY-MM-DD, checked here so a typo is a usage error rather than a round trip."""
-    if not value.strip():
-        return ""  # not given (argparse passes the default through here too)
-    try:
-        return datetime.date.fromisoformat(value.strip()).isoformat()
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+    return enum_choice(pb.Document.Status, value, "status")
 
 
 def upload_metadata(
@@ -187,10 +165,6 @@ def parse_molecules(path: Path) -> list[pb.TemplateMolecule]:
             raise CliError(f"{path}, line {number}: molecular_weight must be a number") from None
         molecules.append(pb.TemplateMolecule(molecular_weight=weight, **values))
     return molecules
-
-
-def truncate(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def document_rows(documents: Sequence[pb.Document], *, title_width: int = TITLE_WIDTH) -> list[list[str]]:

@@ -22,6 +22,7 @@ from molbridge.cro.v1 import cro_service_pb2 as pb
 
 from cli import output
 from cli.app import add_command
+from cli.arguments import enum_choice, iso_date, truncate
 from cli.client import CliError, Gateway
 from cli.cro_services import (
     NAME_WIDTH,
@@ -35,7 +36,6 @@ from cli.cro_services import (
     show_list,
     struct_text,
 )
-from cli.documents import _enum_value, iso_date, truncate
 from molbridge_client import Unavailable
 
 # ActOnSubmissionRequest.action's words (cro_service.proto), and the short names `act` also takes.
@@ -53,7 +53,7 @@ _IN_DAYS = re.compile(r"^\+(\d+)d?$")
 
 def submission_status(value: str) -> int:
     """A Submission.Status from `pricing-provided` or `PRICING_PROVIDED`."""
-    return _enum_value(pb.Submission.Status, value, "status")
+    return enum_choice(pb.Submission.Status, value, "status")
 
 
 def action_word(value: str) -> str:
