@@ -736,7 +736,7 @@ def _quote(text: str, limit: int = 40) -> str:
 # --- the result set ------------------------------------------------------------------------------------------
 
 
-def build_result_set(parts: Iterable[RowsRead], facts: SubmissionFacts) -> ResultSet:
+def build_result_set(plan: ColumnPlan, parts: Iterable[RowsRead], facts: SubmissionFacts) -> ResultSet:
     """Put the chunks of one file together: duplicate replicates, aggregates, hash, QC summary."""
     rows = 0
     measurements: list[Measurement] = []
@@ -745,7 +745,8 @@ def build_result_set(parts: Iterable[RowsRead], facts: SubmissionFacts) -> Resul
         rows += part.rows
         measurements.extend(part.measurements)
         errors.extend(part.errors)
-    measurements, duplicates = _without_duplicate_replicates(measurements)
+    replicate_column = plan.headers[plan.fields[REPLICATE]] if REPLICATE in plan.fields else ""
+    measurements, duplicates = _without_duplicate_replicates(measurements, replicate_column)
     errors.extend(duplicates)
     measurements.sort(key=lambda m: (m.canonical(), m.row_number))
     errors.sort(key=lambda e: (e.row_number, e.column, e.code))
@@ -768,7 +769,7 @@ def validate_results(
 ) -> ResultSet:
     """The whole file at once: plan the columns, read every row, build the result set."""
     plan = plan_columns(headers, mapping, column_units=column_units)
-    return build_result_set([read_rows(plan, rows, facts)], facts)
+    return build_result_set(plan, [read_rows(plan, rows, facts)], facts)
 
 
 def numbered(rows: Iterable[Sequence[str]], first: int = 1) -> Iterable[tuple[int, Sequence[str]]]:
@@ -776,7 +777,9 @@ def numbered(rows: Iterable[Sequence[str]], first: int = 1) -> Iterable[tuple[in
     return enumerate(rows, first)
 
 
-def _without_duplicate_replicates(measurements: list[Measurement]) -> tuple[list[Measurement], list[RowError]]:
+def _without_duplicate_replicates(
+    measurements: list[Measurement], column: str
+) -> tuple[list[Measurement], list[RowError]]:
     labelled: dict[tuple[str, str, str], list[Measurement]] = defaultdict(list)
     for m in measurements:
         if m.replicate:
@@ -788,7 +791,7 @@ def _without_duplicate_replicates(measurements: list[Measurement]) -> tuple[list
             rows = ", ".join(str(n) for n in sorted({m.row_number for m in group}))
             for m in group:
                 reason = f"replicate {_quote(label)} of {m.sample_code} {name} appears in rows {rows}"
-                errors.append(RowError(m.row_number, REPLICATE, RowErrorCode.DUPLICATE_REPLICATE, reason, name))
+                errors.append(RowError(m.row_number, column, RowErrorCode.DUPLICATE_REPLICATE, reason, name))
     return [m for m in measurements if id(m) not in rejected], errors
 
 
