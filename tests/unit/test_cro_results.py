@@ -106,6 +106,10 @@ def test_suggested_mapping_for_a_wide_file() -> None:
     }
 
 
+def test_a_long_file_does_not_get_property_columns_suggested() -> None:
+    assert suggest_mapping(["Sample", "Property", "Value", "IC50"])["IC50"] == "ignore"
+
+
 def test_a_field_name_beats_a_synonym() -> None:
     assert suggest_mapping(["code", "sample_code"]) == {"code": "ignore", "sample_code": "sample_code"}
 
@@ -591,7 +595,7 @@ def test_the_qc_summary() -> None:
         facts=facts,
     )
     qc = result.qc
-    assert (qc.rows, qc.rows_rejected, qc.values_accepted, qc.values_rejected) == (6, 3, 3, 3)
+    assert (qc.rows, qc.rows_rejected, qc.values_accepted, qc.errors) == (6, 3, 3, 3)
     assert {name: (p.accepted, p.rejected, p.samples) for name, p in qc.per_property.items()} == {
         "ic50": (2, 1, 1),
         "pka": (1, 0, 1),  # the unknown sample's row is the row's error, not the property's

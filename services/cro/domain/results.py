@@ -240,7 +240,7 @@ class QcSummary:
     rows: int
     rows_rejected: int  # rows with at least one error
     values_accepted: int
-    values_rejected: int  # = the number of row errors
+    errors: int  # row errors: one per rejected value, one for a row rejected as a whole (unknown sample…)
     per_property: Mapping[str, PropertyQc]
     missing: tuple[tuple[str, str], ...]  # (sample code, property) asked for and without any accepted value
     conflicting: int  # aggregates with both < and > replicates
@@ -300,7 +300,7 @@ _BRACKETED = re.compile(r"[\(\[]([^\)\]]*)[\)\]]")
 
 
 def _normalise(text: str) -> str:
-    """ "Half-life" → "half_life": lowercase ASCII words joined by "_", bracketed parts dropped."""
+    """Lowercase ASCII words joined by "_", bracketed parts dropped: "Half-life (h)" → "half_life"."""
     ascii_text = unicodedata.normalize("NFKD", _BRACKETED.sub(" ", text)).encode("ascii", "ignore").decode()
     return re.sub(r"[^a-z0-9]+", "_", ascii_text.lower()).strip("_")
 
@@ -331,7 +331,10 @@ def header_property(header: str) -> tuple[str, str | None] | None:
 
 
 def suggest_mapping(headers: Sequence[str]) -> dict[str, str]:
-    """A target for every header (a field, a known property, or ignore); no two headers get one target."""
+    """A target for every header (a field, a known property, or ignore); no two headers get one target.
+
+    When a property and a value column are found (the long format), property-named columns are ignored.
+    """
     mapping: dict[str, str] = {}
     ranked: dict[str, tuple[int, int, str]] = {}  # target → (rank, position, header) of the best candidate
     for position, header in enumerate(headers):
@@ -342,7 +345,8 @@ def suggest_mapping(headers: Sequence[str]) -> dict[str, str]:
             target = found[0] if found else ""
         if target and (target not in ranked or (rank, position) < ranked[target][:2]):
             ranked[target] = (rank, position, header)
-    chosen = {header: target for target, (_, _, header) in ranked.items()}
+    long = PROPERTY in ranked and VALUE in ranked
+    chosen = {header: target for target, (_, _, header) in ranked.items() if not (long and target in RESULT_PROPERTIES)}
     for header in headers:
         mapping[header] = chosen.get(header, IGNORE)
     return mapping
@@ -861,7 +865,7 @@ def _qc(
         rows=rows,
         rows_rejected=len({e.row_number for e in errors}),
         values_accepted=len(measurements),
-        values_rejected=len(errors),
+        errors=len(errors),
         per_property=per_property,
         missing=missing,
         conflicting=sum(1 for a in aggregates if a.conflicting),
