@@ -61,6 +61,7 @@ from typing import Any
 import pint
 
 from services.cro.domain.packages import canonical_json
+from services.cro.domain.vocabulary import CENSORED, Qualifier
 from services.runtime.errors import ValidationError
 from services.runtime.properties import KNOWN_PROPERTIES, ValueType
 
@@ -73,17 +74,6 @@ SIGNIFICANT_DIGITS = 12
 class ResultFormat(StrEnum):
     LONG = "LONG"
     WIDE = "WIDE"
-
-
-class Qualifier(StrEnum):
-    EQUAL = "="
-    APPROXIMATE = "~"
-    LESS = "<"
-    GREATER = ">"
-
-    @property
-    def censored(self) -> bool:
-        return self in (Qualifier.LESS, Qualifier.GREATER)
 
 
 class RowErrorCode(StrEnum):
@@ -808,8 +798,8 @@ def _aggregates(measurements: Sequence[Measurement]) -> tuple[Aggregate, ...]:
 
 def _aggregate(group: Sequence[Measurement]) -> Aggregate:
     first = group[0]
-    numbers = sorted(m.value for m in group if not m.qualifier.censored)  # sorted: the sum's rounding is fixed
-    directions = {m.qualifier for m in group if m.qualifier.censored}
+    numbers = sorted(m.value for m in group if m.qualifier not in CENSORED)  # sorted: the sum's rounding is fixed
+    directions = {m.qualifier for m in group if m.qualifier in CENSORED}
     mean = statistics.fmean(numbers) if numbers else None
     sd = statistics.stdev(numbers) if len(numbers) >= 2 else None
     qualifier: Qualifier | None
