@@ -509,6 +509,34 @@ def test_censored_replicates_are_never_averaged(
     assert len(censored) == n_censored  # each bound is kept as written
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["", "<", ">", "~"]), st.integers(min_value=0, max_value=10**6)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_any_replicates_aggregate_by_the_rule(replicates: list[tuple[str, int]]) -> None:
+    (aggregate,) = long(*[["S-7F3K-01", "ic50", f"{q}{v}", "nM"] for q, v in replicates]).aggregates
+    numbers = [float(v) for q, v in replicates if q in ("", "~")]
+    less = [float(v) for q, v in replicates if q == "<"]
+    more = [float(v) for q, v in replicates if q == ">"]
+    assert (aggregate.n, aggregate.n_censored) == (len(numbers), len(less) + len(more))
+    assert aggregate.mean == (pytest.approx(statistics.mean(numbers), rel=1e-12) if numbers else None)
+    assert aggregate.sd == (pytest.approx(statistics.stdev(numbers), rel=1e-12) if len(numbers) > 1 else None)
+    if less and more:
+        assert (aggregate.qualifier, aggregate.value) == (None, None)
+    elif less:
+        assert (aggregate.qualifier, aggregate.value) == (Qualifier.LESS, max(less + numbers))
+    elif more:
+        assert (aggregate.qualifier, aggregate.value) == (Qualifier.GREATER, min(more + numbers))
+    else:
+        approximate = any(q == "~" for q, _ in replicates)
+        assert aggregate.qualifier is (Qualifier.APPROXIMATE if approximate else Qualifier.EQUAL)
+        assert aggregate.value == aggregate.mean
+
+
 def test_aggregates_are_per_molecule_and_property() -> None:
     result = long(
         ["S-7F3K-01", "ic50", "10", "nM"],
@@ -546,6 +574,7 @@ def test_the_hash_ignores_row_order_and_whitespace(rng: random.Random, pads: lis
     again = long(*padded)
     assert again.sha256 == reference.sha256
     assert [m.canonical() for m in again.measurements] == [m.canonical() for m in reference.measurements]
+    assert again.aggregates == reference.aggregates  # means are summed in a fixed order: equal, not close
 
 
 def test_the_hash_is_about_content_not_how_it_was_written() -> None:

@@ -33,7 +33,7 @@ Decisions:
 - Aggregate of the replicates (`Aggregate`): `mean`, `sd` (sample SD, n ≥ 2) and `n` always describe
   the uncensored values only, `n_censored` counts the bounds. The summary `qualifier` + `value`:
   none censored → `=` (`~` if any replicate was approximate) and the mean; censored in one direction →
-  that direction and the tightest bound every replicate satisfies (for `<` the largest of all bounds
+  that direction and the tightest bound no replicate contradicts (for `<` the largest of all bounds
   and values, for `>` the smallest), so `8000, >10000, >10000` is `>8000` and `<1, 0.8` is `<1`;
   `<` and `>` both present → conflicting: qualifier and value None, counted in the QC summary.
 - The result set hash is the SHA-256 of the canonical JSON of the accepted measurements (molecule,
