@@ -2,6 +2,7 @@ import pytest
 
 from services.molecule.domain import properties
 from services.molecule.domain.properties import PropertyValueError, ValueType, check_value, definition, parse_value
+from services.runtime import properties as runtime_properties
 
 DOMAIN_RANGES = {  # DOMAIN.md "Known properties": name → (units, low, high)
     "molecular_weight": ("g/mol", 0, 2000),
@@ -37,6 +38,11 @@ def test_catalogue_matches_domain_table() -> None:
         assert (prop.units, prop.minimum, prop.maximum) == (units, low, high), name
     ours = {"lipinski_violations", "logd", "desirability_score"}  # beyond DOMAIN.md's table
     assert set(properties.KNOWN_PROPERTIES) == set(DOMAIN_RANGES) | ours
+
+
+def test_the_catalogue_is_the_shared_one() -> None:
+    assert properties.KNOWN_PROPERTIES is runtime_properties.KNOWN_PROPERTIES
+    assert properties.PropertyDefinition is runtime_properties.PropertyDefinition
 
 
 def test_calculated_and_predictable_sets_match_domain() -> None:

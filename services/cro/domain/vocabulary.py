@@ -65,6 +65,18 @@ class ServiceType(StrEnum):
     CUSTOM = "CUSTOM"
 
 
+class Qualifier(StrEnum):
+    """How a measured value relates to the truth: `<` and `>` are censored (the value is a bound)."""
+
+    EQUAL = "="
+    APPROXIMATE = "~"
+    LESS = "<"
+    GREATER = ">"
+
+
+CENSORED = frozenset({Qualifier.LESS, Qualifier.GREATER})
+
+
 class Side(StrEnum):
     """Which party of a submission someone acts for."""
 
