@@ -58,6 +58,7 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
+from services.cro.domain.vocabulary import CENSORED, Qualifier
 from services.runtime.errors import ValidationError
 
 LOG10_PROPERTIES = frozenset(
@@ -86,14 +87,6 @@ CONFIDENCE_TOO_FEW = "needs at least 2 numeric pairs with a confidence"
 CONFIDENCE_CONSTANT = "all confidences are equal: nothing to split"
 
 
-class Qualifier(StrEnum):
-    EQUAL = "="
-    APPROXIMATE = "~"
-    LESS = "<"
-    GREATER = ">"
-
-
-CENSORED = frozenset({Qualifier.LESS, Qualifier.GREATER})
 
 
 class Scale(StrEnum):
