@@ -66,6 +66,13 @@ def caller(name: str, session: dict, kind: str) -> Caller:
                   bearer(session))
 
 
+def error_info(error: dict) -> dict[str, str]:
+    """The metadata of the envelope's google.rpc.ErrorInfo (its `detail` is the domain's finer reason)."""
+    infos = [d for d in error.get("details", []) if d.get("@type", "").endswith("google.rpc.ErrorInfo")]
+    assert len(infos) == 1 and infos[0]["reason"] == error["code"], error
+    return dict(infos[0].get("metadata", {}))
+
+
 def expected(who: Principal, side: Side | None, status: SubmissionStatus, action: Action) -> Answer:
     """What the domain answers, in its order: party, role, state, the rule's states."""
     if (side is None or (side is Side.CRO and status not in VISIBLE_TO_CRO)) and not who.is_system_admin:
@@ -122,9 +129,13 @@ class Matrix:
             listed = error["message"].partition("allowed actions: ")[2]
             permitted = ", ".join(allowed_actions(status)) or "none: it is final"
             assert listed == permitted, (where, error)
+            assert error_info(error) == {"detail": "SUBMISSION_STATE", "status": status.value, "action": action.value,
+                                         "allowed_actions": ",".join(allowed_actions(status))}, (where, error)
         else:
             error = assert_error(response, 403, "AUTHORIZATION_ERROR")
             assert rule_text(action) in error["message"], (where, error)
+            assert error_info(error) == {"detail": "SUBMISSION_ROLE", "action": action.value,
+                                         "rule": rule_text(action)}, (where, error)
         after = data(self.submission(self.parties.scientist_headers))
         assert (after["status"], after["updated_at"]) == (before["status"], before["updated_at"]), where
 
