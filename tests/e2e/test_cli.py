@@ -24,15 +24,20 @@ TRACE_WAIT_SECONDS = 20.0
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def cli_runner(mesh, config_home: Path) -> Run:  # type: ignore[no-untyped-def]
-    """`run(*args, ok=True, typed=None)` runs `molbridge args…` against the mesh with `config_home` as
-    XDG_CONFIG_HOME; with ok, asserts exit status 0."""
+def cli_env(mesh, config_home: Path) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The environment `molbridge` runs in against the mesh, with `config_home` as XDG_CONFIG_HOME."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOLBRIDGE_")}
-    env |= {
+    return env | {
         "MOLBRIDGE_TARGET": mesh.grpc_target,
         "MOLBRIDGE_PASSWORD": mesh.admin_password,
         "XDG_CONFIG_HOME": str(config_home),
     }
+
+
+def cli_runner(mesh, config_home: Path) -> Run:  # type: ignore[no-untyped-def]
+    """`run(*args, ok=True, typed=None)` runs `molbridge args…` against the mesh with `config_home` as
+    XDG_CONFIG_HOME; with ok, asserts exit status 0."""
+    env = cli_env(mesh, config_home)
 
     def run(*args: str, ok: bool = True, typed: str | None = None) -> subprocess.CompletedProcess[str]:
         """`typed`: what the user types at the prompts (stdin); nothing by default."""

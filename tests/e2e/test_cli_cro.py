@@ -1,26 +1,40 @@
 """`molbridge cro-services` and `molbridge submissions` as users run them: the console script in a
 subprocess, through the gateway to the CRO service (and, behind it, the molecule and document services).
-A CRO admin offers a service; a pharma scientist finds it, creates a submission and follows it."""
+A CRO admin offers a service; a pharma scientist finds it, creates a submission and follows it; both
+sides talk on a submission's thread, one of them watching it live."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import queue
 import re
+import signal
+import subprocess
+import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.test_cli import Run, cli_runner
+from services.cro.domain.vocabulary import SubmissionStatus
+from services.cro.store import SCHEMA as CRO_SCHEMA
+from services.runtime.auth import Principal
+from services.runtime.db import make_engine
+from tests.e2e.test_cli import MOLBRIDGE, Run, cli_env, cli_runner
+from tests.integration.test_cro_messages import write_submission
 
 EXIT_PERMISSION = 4
 EXIT_NOT_FOUND = 5
 EXIT_VALIDATION = 6
 EXIT_CONFLICT = 7
 ETHANOL = "CCO"
+WATCH_WAIT_S = 60.0  # generous: the wait ends as soon as the line is there
 
 
 @dataclass(frozen=True)
@@ -28,6 +42,10 @@ class Parties:
     cro: Run  # the CLI logged in as a cro_admin of a new CRO organization
     pharma: Run  # … as a pharma_scientist of a new pharma organization
     molecule_id: str  # a molecule of the pharma organization
+    cro_org: str
+    pharma_org: str
+    scientist_id: str  # the pharma_scientist's user id
+    pharma_home: Path  # the pharma_scientist's config dir (XDG_CONFIG_HOME), for a CLI run in the background
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +60,8 @@ def parties(mesh, tmp_path_factory: pytest.TempPathFactory) -> Parties:  # type:
 
         admin = session(mesh.admin_email)
 
-        def member(kind: str, role: str) -> str:
+        def member(kind: str, role: str) -> tuple[str, str, str]:
+            """A new organization of `kind` with a user of `role`: the email, organization id and user id."""
             org = api.post("/organizations", json={"name": f"{kind} {suffix}", "kind": kind}, headers=admin)
             assert org.status_code == 201, org.text
             email = f"{role}-{suffix}@cli.test"
@@ -51,17 +70,19 @@ def parties(mesh, tmp_path_factory: pytest.TempPathFactory) -> Parties:  # type:
                 "organization_id": org.json()["data"]["id"],
             })
             assert user.status_code == 201, user.text
-            return email
+            return email, org.json()["data"]["id"], user.json()["data"]["id"]
 
-        cro_email, pharma_email = member("CRO", "cro_admin"), member("PHARMA", "pharma_scientist")
+        (cro_email, cro_org, _), (pharma_email, pharma_org, scientist_id) = (
+            member("CRO", "cro_admin"), member("PHARMA", "pharma_scientist"))
         molecule = api.post("/molecules", json={"molecule": {"smiles": ETHANOL, "name": f"ethanol {suffix}"}},
                             headers=session(pharma_email))
         assert molecule.status_code == 201, molecule.text
     cro = cli_runner(mesh, tmp_path_factory.mktemp("cro"))  # each user's login in its own config dir
     cro("login", "--email", cro_email)
-    pharma = cli_runner(mesh, tmp_path_factory.mktemp("pharma"))
+    pharma_home = tmp_path_factory.mktemp("pharma")
+    pharma = cli_runner(mesh, pharma_home)
     pharma("login", "--email", pharma_email)
-    return Parties(cro, pharma, molecule.json()["data"]["id"])
+    return Parties(cro, pharma, molecule.json()["data"]["id"], cro_org, pharma_org, scientist_id, pharma_home)
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +173,110 @@ def test_a_refused_action_prints_the_rule_and_fails(parties: Parties, service: d
 
     cancelled = parties.pharma("submissions", "cancel", submission_id, "--reason", "no documents yet")
     assert cancelled.stdout.startswith(f"CANCEL: submission {submission_id} is CANCELLED"), cancelled.stdout
+
+
+@pytest.fixture(scope="module")
+def submitted(parties: Parties, mesh) -> str:  # type: ignore[no-untyped-def]
+    """A SUBMITTED submission of the pharma organization to the CRO, written by the CRO service's own
+    repository into the mesh's database (the journey there is the submission tests' business)."""
+    scientist = Principal(parties.scientist_id, parties.pharma_org, "PHARMA", frozenset({"pharma_scientist"}))
+
+    async def write() -> str:
+        engine = make_engine(mesh.database_url, CRO_SCHEMA)
+        try:
+            return await write_submission(engine, parties.pharma_org, parties.cro_org, SubmissionStatus.SUBMITTED,
+                                          scientist)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(write())
+
+
+def unread_counts(run: Run) -> dict[str, str]:
+    listed = run("messages", "unread", "--output", "csv").stdout
+    return {row["SUBMISSION"]: row["UNREAD"] for row in csv.DictReader(io.StringIO(listed))}
+
+
+def test_both_sides_post_read_and_count_unread_messages(parties: Parties, submitted: str) -> None:
+    posted = parties.pharma("submissions", "post", submitted, "Samples ship on Monday.").stdout
+    assert re.search(r"\] PHARMA \S+: Samples ship on Monday\.$", posted.strip()), posted
+    assert unread_counts(parties.cro).get(submitted) == "1"
+
+    thread = parties.cro("submissions", "messages", submitted).stdout.splitlines()
+    assert thread[-2].endswith(f"PHARMA {parties.scientist_id}: Samples ship on Monday."), thread
+    assert thread[-1] == "1 message", thread
+    answered = parties.cro("submissions", "post", submitted, "Received, thank you.", "--json").stdout
+    answer = json.loads(answered)["data"]
+    assert (answer["side"], answer["text"]) == ("CRO", "Received, thank you.")
+
+    rows = list(csv.DictReader(io.StringIO(
+        parties.pharma("submissions", "messages", submitted, "--output", "csv").stdout)))
+    assert [(r["SIDE"], r["TEXT"]) for r in rows] == [("PHARMA", "Samples ship on Monday."),
+                                                     ("CRO", "Received, thank you.")]
+
+    marked = parties.cro("submissions", "read", submitted).stdout
+    assert marked.strip() == f"Marked read: 0 unread messages left on submission {submitted}", marked
+    assert submitted not in unread_counts(parties.cro)
+    assert unread_counts(parties.pharma).get(submitted) == "1"  # the CRO's answer
+    parties.pharma("submissions", "read", submitted, "--up-to", answer["id"])
+    assert submitted not in unread_counts(parties.pharma)
+
+
+class Background:
+    """`molbridge args…` running in the background, its stdout read line by line as it comes."""
+
+    def __init__(self, mesh, config_home: Path, *args: str) -> None:  # type: ignore[no-untyped-def]
+        self.process = subprocess.Popen([str(MOLBRIDGE), *args], env=cli_env(mesh, config_home), text=True,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def line_with(self, text: str) -> str:
+        """The next line of stdout that contains `text` (earlier lines are passed over)."""
+        while True:
+            try:
+                line = self.lines.get(timeout=WATCH_WAIT_S)
+            except queue.Empty:
+                raise AssertionError(f"no line with {text!r} within {WATCH_WAIT_S} s") from None
+            if text in line:
+                return line
+
+    def interrupt(self) -> tuple[int, str]:
+        """Ctrl-C: the exit status and what it wrote to stderr."""
+        self.process.send_signal(signal.SIGINT)
+        _, stderr = self.process.communicate(timeout=WATCH_WAIT_S)
+        self._reader.join(WATCH_WAIT_S)
+        return self.process.returncode, stderr
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
+
+@pytest.fixture
+def background(mesh) -> Iterator[list[Background]]:  # type: ignore[no-untyped-def]
+    started: list[Background] = []
+    yield started
+    for run in started:
+        run.stop()
+
+
+def test_a_watch_prints_what_the_other_side_posts_until_interrupted(
+    parties: Parties, submitted: str, mesh, background: list[Background]  # type: ignore[no-untyped-def]
+) -> None:
+    parties.cro("submissions", "post", submitted, "Plate 1 is queued.")
+    watch = Background(mesh, parties.pharma_home, "submissions", "messages", submitted, "--watch")
+    background.append(watch)
+    watch.line_with("CRO ")  # the thread so far, then new messages as they come
+    parties.cro("submissions", "post", submitted, "Plate 1 is running.")
+    assert watch.line_with("Plate 1 is running.").endswith(": Plate 1 is running.")
+    returncode, stderr = watch.interrupt()
+    assert returncode == 130, stderr  # Ctrl-C
+    assert "Traceback" not in stderr and f"(watching submission {submitted}" in stderr, stderr

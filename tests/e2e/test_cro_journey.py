@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from datetime import date, timedelta
-from typing import Any
 
 import httpx
 
 from tests.e2e import test_identity_gateway
-from tests.e2e.molecule_rest import Org, assert_error, created, data, start_import, upload_file, wait_for_job
-from tests.e2e.test_cro_rest import Parties, new_service
-from tests.e2e.test_identity_gateway import PASSWORD, bearer
+from tests.e2e.cro_rest import Parties, eventually, new_service, sign
+from tests.e2e.molecule_rest import assert_error, created, data, start_import, upload_file, wait_for_job
+from tests.e2e.test_identity_gateway import bearer
 
 api = test_identity_gateway.api
 admin = test_identity_gateway.admin
 
-WAIT_S = 60.0
 CSV = b"SMILES,Name\nCCO,ethanol\nc1ccccc1O,phenol\nCC(=O)Nc1ccc(O)cc1,paracetamol\n"
 SAMPLES = {
     "effective_date": "2026-06-01",
@@ -39,17 +36,6 @@ SAMPLES = {
     "payment_terms_days": "30",
     "service_type": "BINDING_ASSAY",
 }
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    """Polls `check` until it answers something truthy; returns that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.2)
 
 
 def generate(api: httpx.Client, headers: dict[str, str], template: str, submission: dict) -> str:
@@ -65,18 +51,6 @@ def generate(api: httpx.Client, headers: dict[str, str], template: str, submissi
         headers=headers,
     )
     return str(created(response)["id"])
-
-
-def sign(api: httpx.Client, requester: dict[str, str], document_id: str, signers: list[tuple[Org, dict]]) -> None:
-    """Asks each signer in turn (a named user, or a role of an organization) and signs with the built-in signer."""
-    created(api.post(f"/documents/{document_id}/signature", json={"signers": [s for _, s in signers]},
-                     headers=requester))
-    for org, _ in signers:
-        signed = api.post(f"/documents/{document_id}/signature/sign",
-                          json={"password": PASSWORD, "meaning": "approved"}, headers=org.headers)
-        assert signed.status_code == 200, signed.text
-    status = data(api.get(f"/documents/{document_id}/signature/status", headers=requester))
-    assert status["status"] == "COMPLETED", status
 
 
 def molecule_statuses(api: httpx.Client, headers: dict[str, str], ids: list[str]) -> list[str]:

@@ -14,66 +14,16 @@ import httpx
 import pytest
 
 from tests.e2e import test_identity_gateway
-from tests.e2e.molecule_rest import Org, assert_error, created, data, field_violations
-from tests.e2e.test_identity_gateway import PASSWORD, new_org
-from tests.e2e.test_prediction_gateway import eventually
-from tests.pdfs import blank_pdf
+from tests.e2e.cro_rest import Parties, eventually, new_service, signed_by, upload
+from tests.e2e.molecule_rest import assert_error, created, data, field_violations
 
 api = test_identity_gateway.api
 admin = test_identity_gateway.admin
-
-SCHEMA = {
-    "type": "object",
-    "properties": {"temperature": {"type": "number"}, "buffer": {"type": "string"}},
-    "required": ["temperature"],
-}
-
-
-class Parties:
-    def __init__(self, api: httpx.Client, admin: dict) -> None:
-        self.pharma = Org.create(api, admin)
-        self.scientist = self.pharma.add_user(api, "pharma_scientist")
-        cro_id, cro_session = new_org(api, admin, "CRO")
-        self.cro = Org(cro_id, cro_session)
-        self.technician = self.cro.add_user(api, "cro_technician")
-        self.outsider = Org.create(api, admin)
-
-    @property
-    def scientist_headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.scientist['access_token']}"}
-
-    @property
-    def technician_headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.technician['access_token']}"}
 
 
 @pytest.fixture(scope="module")
 def parties(api: httpx.Client, admin: dict) -> Parties:
     return Parties(api, admin)
-
-
-def new_service(api: httpx.Client, cro: Org, **fields: object) -> dict:
-    body = {"name": "Binding panel", "service_type": "BINDING_ASSAY", "base_price": "1250.00", "currency": "USD",
-            "turnaround_days": 14, "specification_schema": SCHEMA, "request_id": uuid.uuid4().hex} | fields
-    return dict(created(api.post("/cro-services", json=body, headers=cro.headers)))
-
-
-def upload(api: httpx.Client, headers: dict[str, str], submission_id: str, document_type: str) -> str:
-    uploaded = api.post(
-        "/documents/upload",
-        data={"document_type": document_type, "title": document_type.title(), "submission_id": submission_id},
-        files={"file": (f"{document_type.lower()}.pdf", blank_pdf(), "application/pdf")},
-        headers=headers,
-    )
-    return str(created(uploaded)["id"])
-
-
-def signed_by(api: httpx.Client, headers: dict[str, str], document_id: str, signer: Org) -> None:
-    created(api.post(f"/documents/{document_id}/signature",
-                     json={"signers": [{"user_id": signer.user_id, "routing_order": 1}]}, headers=headers))
-    signed = api.post(f"/documents/{document_id}/signature/sign", json={"password": PASSWORD, "meaning": "approved"},
-                      headers=signer.headers)
-    assert data(signed)["status"] == "COMPLETED"
 
 
 def test_the_catalogue_is_created_filtered_and_kept_when_used(api: httpx.Client, parties: Parties) -> None:

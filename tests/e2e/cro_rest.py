@@ -1,0 +1,110 @@
+"""What the CRO REST end-to-end tests share: the two organizations of a submission and a third one, a CRO
+service, documents uploaded and signed, actions taken, and waiting for the package worker's step.
+
+Plain helpers over an `httpx.Client` whose base URL is the gateway's `/api/v1` (the `api` fixture of
+test_identity_gateway), like molecule_rest.py.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from tests.e2e.molecule_rest import Org, created, data
+from tests.e2e.test_identity_gateway import PASSWORD, new_org
+from tests.pdfs import blank_pdf
+
+WAIT_S = 60.0  # generous: every wait ends as soon as its condition holds
+SCHEMA = {
+    "type": "object",
+    "properties": {"temperature": {"type": "number"}, "buffer": {"type": "string"}},
+    "required": ["temperature"],
+}
+
+
+class Parties:
+    """A pharma organization (its admin, a scientist), a CRO organization (its admin, a technician) and a
+    third pharma organization."""
+
+    def __init__(self, api: httpx.Client, admin: dict) -> None:
+        self.pharma = Org.create(api, admin)
+        self.scientist = self.pharma.add_user(api, "pharma_scientist")
+        cro_id, cro_session = new_org(api, admin, "CRO")
+        self.cro = Org(cro_id, cro_session)
+        self.technician = self.cro.add_user(api, "cro_technician")
+        self.outsider = Org.create(api, admin)
+
+    @property
+    def scientist_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.scientist['access_token']}"}
+
+    @property
+    def technician_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.technician['access_token']}"}
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
+    """Polls `check` until it answers something truthy; returns that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.2)
+
+
+def new_service(api: httpx.Client, cro: Org, **fields: object) -> dict:
+    body = {"name": "Binding panel", "service_type": "BINDING_ASSAY", "base_price": "1250.00", "currency": "USD",
+            "turnaround_days": 14, "specification_schema": SCHEMA, "request_id": uuid.uuid4().hex} | fields
+    return dict(created(api.post("/cro-services", json=body, headers=cro.headers)))
+
+
+def act(
+    api: httpx.Client, headers: dict[str, str], submission_id: str, action: str, **fields: object
+) -> httpx.Response:
+    """POST /submissions/{id}/actions."""
+    return api.post(f"/submissions/{submission_id}/actions", json={"action": action, **fields}, headers=headers)
+
+
+def wait_for_status(api: httpx.Client, headers: dict[str, str], submission_id: str, status: str) -> dict:
+    """GET /submissions/{id} until it is in `status` (e.g. the package worker's step to PENDING_REVIEW)."""
+
+    def reached() -> dict | None:
+        submission = data(api.get(f"/submissions/{submission_id}", headers=headers))
+        return dict(submission) if submission["status"] == status else None
+
+    return dict(eventually(reached, f"submission {submission_id} {status}"))
+
+
+def upload(api: httpx.Client, headers: dict[str, str], submission_id: str, document_type: str) -> str:
+    """A (blank) PDF of the submission uploaded as `document_type`; its id."""
+    uploaded = api.post(
+        "/documents/upload",
+        data={"document_type": document_type, "title": document_type.title(), "submission_id": submission_id},
+        files={"file": (f"{document_type.lower()}.pdf", blank_pdf(), "application/pdf")},
+        headers=headers,
+    )
+    return str(created(uploaded)["id"])
+
+
+def sign(api: httpx.Client, requester: dict[str, str], document_id: str, signers: list[tuple[Org, dict]]) -> None:
+    """Asks each signer in turn (a named user, or a role of an organization) and signs with the built-in signer."""
+    created(api.post(f"/documents/{document_id}/signature", json={"signers": [s for _, s in signers]},
+                     headers=requester))
+    for org, _ in signers:
+        signed = api.post(f"/documents/{document_id}/signature/sign",
+                          json={"password": PASSWORD, "meaning": "approved"}, headers=org.headers)
+        assert signed.status_code == 200, signed.text
+    status = data(api.get(f"/documents/{document_id}/signature/status", headers=requester))
+    assert status["status"] == "COMPLETED", status
+
+
+def signed_by(api: httpx.Client, headers: dict[str, str], document_id: str, signer: Org) -> None:
+    """Signed by `signer`'s admin alone."""
+    sign(api, headers, document_id, [(signer, {"user_id": signer.user_id, "routing_order": 1})])
+
