@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bus import build_envelope, connect, ensure_streams, event_subject, outbox_table, unpack
 from services.molecule import bootstrap
 from services.molecule.index.columnar import QueryIndex
+from services.molecule.service.experimental import ExperimentalValueConsumer
 from services.molecule.service.molecules import MoleculeService, NewMolecule
 from services.molecule.service.predictions import PredictionConsumer
 from services.molecule.service.submissions import DURABLE, SUBMISSIONS_SOURCE, SubmissionStatusConsumer
@@ -94,7 +95,11 @@ async def world(database_url: str, nats_server: Any) -> AsyncIterator[World]:
     )
     transactions = molecule_transactions(engine)
     # The subscription as the molecule server declares it, in a process of its own (no servicers).
-    declared = bootstrap.subscriptions(PredictionConsumer(transactions), SubmissionStatusConsumer(transactions))
+    declared = bootstrap.subscriptions(
+        PredictionConsumer(transactions),
+        SubmissionStatusConsumer(transactions),
+        ExperimentalValueConsumer(transactions),
+    )
     process = Process(subscriptions=[s for s in declared if s.durable == DURABLE], outbox=Outbox(engine, SCHEMA))
     nats = await connect(nats_server.url)
     js = nats.jetstream()
