@@ -2,7 +2,7 @@
 
 `build_parts` makes the storage, the indexes, the use cases and the servicers over one engine (tests
 use it to serve the real servicers); `build_server` declares the process services.runtime.process runs:
-the servicers, the PredictionCompleted and SubmissionTransitioned subscriptions, the outbox, and two
+the servicers, the PredictionCompleted, SubmissionTransitioned and ResultsAccepted subscriptions, the outbox, and two
 supervised jobs — the query index's and the search index's followers of MoleculesChanged. Those two are
 not durable subscriptions on purpose: every replica must see every change (each has its own ordered
 consumer from "now"; what came before, its load reads), where a durable consumer would hand each change
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from molbridge.events.v1.cro_pb2 import SubmissionTransitioned
+from molbridge.events.v1.cro_pb2 import ResultsAccepted, SubmissionTransitioned
 from molbridge.events.v1.prediction_pb2 import PredictionCompleted
 from molbridge.molecule.v1 import (
     import_service_pb2_grpc,
@@ -40,6 +40,8 @@ from services.molecule.server.imports import ImportServicer
 from services.molecule.server.libraries import LibraryServicer
 from services.molecule.server.molecules import MoleculeServicer
 from services.molecule.server.search import SearchServicer
+from services.molecule.service.experimental import DURABLE as EXPERIMENTAL_DURABLE
+from services.molecule.service.experimental import RESULTS_SOURCE, ExperimentalValueConsumer
 from services.molecule.service.import_jobs import ImportJobService
 from services.molecule.service.libraries import LibraryService
 from services.molecule.service.molecules import MoleculeService
@@ -81,6 +83,7 @@ class MoleculeParts:
     import_jobs: ImportJobService
     predictions: PredictionConsumer
     submissions: SubmissionStatusConsumer
+    experimental: ExperimentalValueConsumer
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
@@ -97,11 +100,14 @@ class MoleculeParts:
 
     @property
     def subscriptions(self) -> list[Subscription[Any]]:
-        return subscriptions(self.predictions, self.submissions)
+        return subscriptions(self.predictions, self.submissions, self.experimental)
 
 
-def subscriptions(predictions: PredictionConsumer, submissions: SubmissionStatusConsumer) -> list[Subscription[Any]]:
-    """PREDICTED values from the prediction service; molecule statuses from the CRO's submissions."""
+def subscriptions(
+    predictions: PredictionConsumer, submissions: SubmissionStatusConsumer, experimental: ExperimentalValueConsumer
+) -> list[Subscription[Any]]:
+    """PREDICTED values from the prediction service; molecule statuses and EXPERIMENTAL values (accepted
+    results) from the CRO service."""
     return [
         Subscription(
             PredictionCompleted,
@@ -114,6 +120,12 @@ def subscriptions(predictions: PredictionConsumer, submissions: SubmissionStatus
             durable=SUBMISSIONS_DURABLE,
             handler=submissions.on_transitioned,
             source=SUBMISSIONS_SOURCE,
+        ),
+        Subscription(
+            ResultsAccepted,
+            durable=EXPERIMENTAL_DURABLE,
+            handler=experimental.on_accepted,
+            source=RESULTS_SOURCE,
         ),
     ]
 
@@ -156,6 +168,7 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
         ),
         predictions=PredictionConsumer(transactions),  # PREDICTED values from the prediction service
         submissions=SubmissionStatusConsumer(transactions),  # statuses that follow the submissions
+        experimental=ExperimentalValueConsumer(transactions),  # EXPERIMENTAL values of accepted results
         on_stop=[users.close, matcher.close, organizations.close],
     )
 

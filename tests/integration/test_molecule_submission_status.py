@@ -7,7 +7,6 @@ AuditRecorded recorded once per change.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,41 +15,25 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from google.protobuf.message import Message
 from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.cro_pb2 import SubmissionTransitioned
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from molbridge.events.v1.molecule_pb2 import MoleculesChanged
-from nats.js import JetStreamContext
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bus import build_envelope, connect, ensure_streams, event_subject, outbox_table, unpack
-from services.molecule import bootstrap
+from bus import build_envelope
 from services.molecule.index.columnar import QueryIndex
 from services.molecule.service.molecules import MoleculeService, NewMolecule
-from services.molecule.service.predictions import PredictionConsumer
-from services.molecule.service.submissions import DURABLE, SUBMISSIONS_SOURCE, SubmissionStatusConsumer
-from services.molecule.store.tables import SCHEMA
-from services.molecule.store.uow import molecule_transactions
+from services.molecule.service.submissions import DURABLE, SUBMISSIONS_SOURCE
 from services.runtime.auth import Principal
-from services.runtime.db import make_engine
-from services.runtime.process import Outbox, Process, running
-from services.runtime.settings import Settings
+from tests.integration.molecule_subscriptions import Subscribed, subscribed
 
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"]
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
 @dataclass
-class World:
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
-    js: JetStreamContext
+class World(Subscribed):
     molecules: MoleculeService
-
-    async def scalar(self, statement: str, **params: Any) -> Any:
-        async with self.sessions.begin() as session:
-            return await session.scalar(sa.text(statement), params)
 
     async def statuses(self, ids: list[str]) -> dict[str, str]:
         async with self.sessions.begin() as session:
@@ -60,56 +43,11 @@ class World:
             )
             return {row.id: row.status for row in rows}
 
-    async def recorded(self, event_type: type[Message]) -> list[Any]:
-        outbox = outbox_table(SCHEMA)
-        async with self.sessions.begin() as session:
-            payloads = await session.scalars(
-                sa.select(outbox.c.payload).where(outbox.c.subject == event_subject("molecule", event_type))
-            )
-            return [unpack(EventEnvelope.FromString(p), event_type) for p in payloads]
-
-    async def publish(self, envelope: EventEnvelope, *, dedupe: bool = True) -> None:
-        """As the relay does (Nats-Msg-Id = event id); dedupe=False: a redelivered copy JetStream keeps."""
-        headers = {"Nats-Msg-Id": envelope.id if dedupe else str(uuid.uuid4())}
-        subject = event_subject(SUBMISSIONS_SOURCE, SubmissionTransitioned)
-        await self.js.publish(subject, envelope.SerializeToString(), headers=headers)
-
-    async def handled(self, envelope: EventEnvelope, timeout: float = 20.0) -> None:
-        async def poll() -> None:
-            while not await self.scalar(
-                "SELECT count(*) FROM processed_events WHERE consumer = :c AND event_id = :e", c=DURABLE, e=envelope.id
-            ):
-                await asyncio.sleep(0.05)
-
-        await asyncio.wait_for(poll(), timeout)
-
 
 @pytest.fixture
 async def world(database_url: str, nats_server: Any) -> AsyncIterator[World]:
-    bootstrap.MIGRATIONS.upgrade(database_url)
-    engine = make_engine(database_url, SCHEMA)
-    settings = Settings.from_env(
-        "molecule-test",
-        {"DATABASE_URL": database_url, "NATS_URL": nats_server.url, "MOLBRIDGE_MOLECULE_TEST_HEALTH_ADDR": "off"},
-    )
-    transactions = molecule_transactions(engine)
-    # The subscription as the molecule server declares it, in a process of its own (no servicers).
-    declared = bootstrap.subscriptions(PredictionConsumer(transactions), SubmissionStatusConsumer(transactions))
-    process = Process(subscriptions=[s for s in declared if s.durable == DURABLE], outbox=Outbox(engine, SCHEMA))
-    nats = await connect(nats_server.url)
-    js = nats.jetstream()
-    await ensure_streams(js)
-    try:
-        async with running("molecule-test", process, settings):
-            yield World(
-                engine,
-                async_sessionmaker(engine, expire_on_commit=False),
-                js,
-                MoleculeService(transactions, QueryIndex(engine)),
-            )
-    finally:
-        await nats.close()
-        await engine.dispose()
+    async with subscribed(database_url, nats_server.url, DURABLE, SUBMISSIONS_SOURCE, SubmissionTransitioned) as bus:
+        yield World(**bus.parts(), molecules=MoleculeService(bus.transactions, QueryIndex(bus.engine)))
 
 
 def pharma() -> Principal:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.molecule.domain.imports import PropertyValue, StructureRow
 from services.molecule.domain.registration_numbers import normalize_number
-from services.molecule.domain.vocabulary import IMPORTED, PREDICTED
+from services.molecule.domain.vocabulary import EXPERIMENTAL, IMPORTED, PREDICTED
 from services.molecule.store import registration_numbers
 from services.molecule.store.registration import RegistrationResult, register_structures
 from services.molecule.store.tables import flags, molecule_aliases, molecule_properties, molecules
@@ -233,6 +233,27 @@ class MoleculeRepository:
             }
             for v in values
         ]
+        await self._upsert_properties(rows)
+
+    async def experimental_accepted_at(self, molecule_ids: Sequence[str]) -> dict[tuple[str, str], datetime]:
+        """When each stored EXPERIMENTAL value of these molecules was accepted, by (molecule id, property)."""
+        accepted_at = molecule_properties.c.provenance["accepted_at"].astext
+        result = await self._session.execute(
+            sa.select(molecule_properties.c.molecule_id, molecule_properties.c.name, accepted_at).where(
+                molecule_properties.c.molecule_id.in_(molecule_ids),
+                molecule_properties.c.source == EXPERIMENTAL,
+                accepted_at.is_not(None),
+            )
+        )
+        return {(str(m), name): datetime.fromisoformat(at) for m, name, at in result}
+
+    async def write_experimental(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Sets EXPERIMENTAL values: rows of molecule_id, name, value_num, value_text, units, provenance
+        (one per molecule and property; it replaces the stored one)."""
+        await self._upsert_properties([{**row, "source": EXPERIMENTAL} for row in rows])
+
+    async def _upsert_properties(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Inserts or replaces (molecule, name, source) values, in key order (concurrent writers never deadlock)."""
         statement = insert(molecule_properties)
         await self._session.execute(
             statement.on_conflict_do_update(
