@@ -16,6 +16,7 @@ from services.document.domain.requirements import Requirements
 from services.document.service.documents import DocumentService, GenerateRequest
 from services.document.service.ports import MoleculeRow, TemplateInfo
 from services.runtime.auth import current_principal
+from services.runtime.http_body import request_headers, streamed_body
 from services.runtime.pagination import PageRequest
 from services.runtime.protomap import enum_name, enum_number, timestamp
 from services.runtime.storage import attachment_disposition
@@ -99,10 +100,6 @@ def molecule_row(molecule: pb.TemplateMolecule) -> MoleculeRow:
     )
 
 
-def _metadata(context: Context) -> dict[str, str]:
-    return {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
-
-
 class DocumentServicer(pb_grpc.DocumentServiceServicer):
     SERVICE_FULL_NAME = "molbridge.document.v1.DocumentService"
 
@@ -112,19 +109,9 @@ class DocumentServicer(pb_grpc.DocumentServiceServicer):
     async def UploadDocument(
         self, request_iterator: AsyncIterator[HttpBody], context: Context
     ) -> pb.UploadDocumentResponse:
-        principal = current_principal()
-        # Only the first message carries the content type (the gateway's HttpBody streaming).
-        messages = aiter(request_iterator)
-        first = await anext(messages, None)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            if first is not None:
-                yield first.data
-            async for message in messages:
-                yield message.data
-
+        content_type, chunks = await streamed_body(request_iterator)
         document = await self._service.upload(
-            principal, first.content_type if first is not None else "", chunks(), headers=_metadata(context)
+            current_principal(), content_type, chunks, headers=request_headers(context)
         )
         return pb.UploadDocumentResponse(data=document_pb(document, with_versions=True))
 

@@ -13,6 +13,7 @@ from molbridge.document.v1 import document_service_pb2_grpc as pb_grpc
 from services.document.domain.signatures import SignatureRequest, Signer, SignerSpec
 from services.document.service.signatures import SignatureService, Verification
 from services.runtime.auth import current_principal
+from services.runtime.http_body import request_headers
 from services.runtime.molecule_client import forwarded_credentials
 from services.runtime.protomap import enum_number, timestamp
 
@@ -132,6 +133,6 @@ class SignatureServicer(pb_grpc.SignatureServiceServicer):
         return pb.VerifySignedDocumentResponse(data=verification_pb(verification))
 
     async def ReceiveSignatureWebhook(self, request: HttpBody, context: Context) -> pb.ReceiveSignatureWebhookResponse:
-        headers = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        headers = request_headers(context)
         applied = await self._service.receive_webhook(request.data, headers)
         return pb.ReceiveSignatureWebhookResponse(applied=applied)

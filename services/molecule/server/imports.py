@@ -17,6 +17,7 @@ from services.molecule.server.mapping import caller_credentials
 from services.molecule.service.import_jobs import REPORT_CONTENT_TYPE, ImportJobService
 from services.molecule.service.uploads import StoredUpload, UploadService
 from services.runtime.auth import current_principal
+from services.runtime.http_body import request_headers, streamed_body
 from services.runtime.pagination import PageRequest
 from services.runtime.protomap import timestamp
 from services.runtime.storage import attachment_disposition
@@ -75,25 +76,12 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     async def UploadCsv(
         self, request_iterator: AsyncIterator[HttpBody], context: Context
     ) -> pb.UploadCsvResponse:
-        principal = current_principal()
-        # Only the first message carries the content type (the gateway's HttpBody streaming).
-        messages = aiter(request_iterator)
-        first = await anext(messages, None)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            if first is not None:
-                yield first.data
-            async for message in messages:
-                yield message.data
-
-        metadata = {
-            key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)
-        }
+        content_type, chunks = await streamed_body(request_iterator)
         upload = await self._uploads.upload(
-            principal,
-            first.content_type if first is not None else "",
-            chunks(),
-            disposition=metadata.get("content-disposition", ""),
+            current_principal(),
+            content_type,
+            chunks,
+            disposition=request_headers(context).get("content-disposition", ""),
         )
         return pb.UploadCsvResponse(data=stored_upload_pb(upload))
 
