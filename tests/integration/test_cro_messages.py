@@ -17,7 +17,6 @@ from pathlib import Path
 import grpc
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from molbridge.cro.v1 import cro_service_pb2 as pb
 from molbridge.cro.v1 import cro_service_pb2_grpc as pb_grpc
 from molbridge.events.v1.audit_pb2 import AuditRecorded
@@ -37,14 +36,12 @@ from services.cro.store.tables import cro_services
 from services.identity.bootstrap import MIGRATIONS as IDENTITY_MIGRATIONS
 from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
-from services.identity.store import identity_transactions
-from services.identity.store.signing_keys import KeyRing
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import make_engine
-from services.runtime.email import FolderSender
 from services.runtime.process import Outbox, Process, running
 from services.runtime.settings import Settings
 from stack.ports import free_port
+from tests.integration.identity_world import started_identity
 
 ADMIN = ("root@platform.test", "Platform-Root-Pass1!")
 PASSWORD = "Scientist-Pass-123!"
@@ -122,12 +119,7 @@ async def world(database_url: str, nats_server, tmp_path: Path) -> AsyncIterator
     IDENTITY_MIGRATIONS.upgrade(database_url)
     CRO_MIGRATIONS.upgrade(database_url)
     identity_engine = make_engine(database_url, IDENTITY_SCHEMA)
-    identity = IdentityService(
-        identity_transactions(identity_engine), KeyRing(""), FolderSender(tmp_path / "mail"),
-        public_url="http://gw.test", hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
-    )
-    await identity.ensure_signing_key()
-    await identity.bootstrap_admin(*ADMIN)
+    identity = await started_identity(identity_engine, tmp_path / "mail", *ADMIN)
     verifier = TokenVerifier(identity.jwks)
     tokens, orgs = await _people(identity, verifier)
     scientist = await verifier.verify(tokens["pharma"])

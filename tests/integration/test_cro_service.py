@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from google.protobuf.message import Message
 from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.cro_pb2 import (
@@ -47,8 +46,6 @@ from services.identity.bootstrap import MIGRATIONS as IDENTITY_MIGRATIONS
 from services.identity.server import PUBLIC_METHODS, IdentityServicer
 from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
-from services.identity.store import identity_transactions
-from services.identity.store.signing_keys import KeyRing
 from services.molecule.bootstrap import MIGRATIONS as MOLECULE_MIGRATIONS
 from services.molecule.bootstrap import build_parts as build_molecules
 from services.molecule.domain.molecules import NewMolecule
@@ -57,7 +54,6 @@ from services.molecule.store import SCHEMA as MOLECULE_SCHEMA
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import make_engine
 from services.runtime.document_client import DocumentClient
-from services.runtime.email import FolderSender
 from services.runtime.errors import (
     AuthorizationError,
     ConflictError,
@@ -71,6 +67,7 @@ from services.runtime.pagination import PageRequest
 from services.runtime.process import Process, running
 from services.runtime.settings import Settings
 from stack.ports import free_port
+from tests.integration.identity_world import started_identity
 from tests.pdfs import blank_pdf
 
 PASSWORD = "Cro-Service-Tester-123!"
@@ -171,12 +168,7 @@ async def world(postgres_server, tmp_path_factory) -> AsyncIterator[World]:  # t
     root: Path = tmp_path_factory.mktemp("cro")
     engines = [make_engine(url, schema) for schema in (IDENTITY_SCHEMA, MOLECULE_SCHEMA, DOCUMENT_SCHEMA, CRO_SCHEMA)]
     identity_engine, molecule_engine, document_engine, cro_engine = engines
-    identity = IdentityService(
-        identity_transactions(identity_engine), KeyRing(""), FolderSender(root / "mail"),
-        public_url="http://gw.test", hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
-    )
-    await identity.ensure_signing_key()
-    await identity.bootstrap_admin("root@cro.test", PASSWORD)
+    identity = await started_identity(identity_engine, root / "mail", "root@cro.test", PASSWORD)
     ports = {name: free_port() for name in ("identity", "molecule", "document")}
     env = {f"MOLBRIDGE_{name.upper()}_ADDR": f"127.0.0.1:{port}" for name, port in ports.items()}
     env["MOLBRIDGE_DATA_DIR"] = str(root / "data")

@@ -22,7 +22,6 @@ from typing import Any
 import grpc
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from google.api.httpbody_pb2 import HttpBody
 from google.rpc import error_details_pb2, status_pb2
 from molbridge.document.v1 import document_service_pb2 as pb
@@ -42,16 +41,13 @@ from services.document.bootstrap import DocumentParts, DocumentSettings, build_p
 from services.document.domain.vocabulary import DocumentStatus, VersionOrigin
 from services.document.store import SCHEMA as DOCUMENT_SCHEMA
 from services.identity.bootstrap import MIGRATIONS as IDENTITY_MIGRATIONS
-from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
-from services.identity.store import identity_transactions
-from services.identity.store.signing_keys import KeyRing
 from services.runtime.auth import Authenticator, TokenVerifier
 from services.runtime.db import make_engine
-from services.runtime.email import FolderSender
 from services.runtime.process import Outbox, Process, running
 from services.runtime.storage import MIB
 from stack.ports import free_port
+from tests.integration.identity_world import started_identity
 from tests.integration.s3_server import MotoS3
 
 ADMIN = ("root@platform.test", "Platform-Root-Pass1!")
@@ -93,15 +89,7 @@ async def world(request: pytest.FixtureRequest, database_url: str, nats_server, 
     IDENTITY_MIGRATIONS.upgrade(database_url)
     DOCUMENT_MIGRATIONS.upgrade(database_url)
     identity_engine = make_engine(database_url, IDENTITY_SCHEMA)
-    identity = IdentityService(
-        identity_transactions(identity_engine),
-        KeyRing(""),
-        FolderSender(tmp_path / "mail"),
-        public_url="http://gw.test",
-        hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
-    )
-    await identity.ensure_signing_key()
-    await identity.bootstrap_admin(*ADMIN)
+    identity = await started_identity(identity_engine, tmp_path / "mail", *ADMIN)
     verifier = TokenVerifier(identity.jwks)
     admin_token = (await identity.login(*ADMIN)).access_token
     admin = await verifier.verify(admin_token)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from google.protobuf.message import Message
 from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.document_pb2 import (
@@ -34,11 +33,8 @@ from services.identity.bootstrap import MIGRATIONS as IDENTITY_MIGRATIONS
 from services.identity.server import PUBLIC_METHODS, IdentityServicer
 from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
-from services.identity.store import identity_transactions
-from services.identity.store.signing_keys import KeyRing
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import make_engine
-from services.runtime.email import FolderSender
 from services.runtime.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -51,6 +47,7 @@ from services.runtime.process import Process, running
 from services.runtime.settings import Settings
 from stack.ports import free_port
 from tests.docusign_server import DocuSignServer
+from tests.integration.identity_world import started_identity
 from tests.pdfs import blank_pdf
 
 PASSWORD = "Signature-Tester-123!"
@@ -143,12 +140,7 @@ async def world(postgres_server, tmp_path_factory) -> AsyncIterator[World]:  # t
     MIGRATIONS.upgrade(url)
     root = tmp_path_factory.mktemp("signatures")
     identity_engine, engine = make_engine(url, IDENTITY_SCHEMA), make_engine(url, SCHEMA)
-    identity = IdentityService(
-        identity_transactions(identity_engine), KeyRing(""), FolderSender(root / "mail"),
-        public_url="http://gw.test", hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
-    )
-    await identity.ensure_signing_key()
-    await identity.bootstrap_admin("root@sign.test", PASSWORD)
+    identity = await started_identity(identity_engine, root / "mail", "root@sign.test", PASSWORD)
     port = free_port()
     settings = Settings.from_env("identity", {"MOLBRIDGE_IDENTITY_ADDR": f"127.0.0.1:{port}"})
     process = Process(

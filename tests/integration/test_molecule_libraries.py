@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import rdkit
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from molbridge.events.v1.molecule_pb2 import MoleculesChanged
 from molbridge.identity.v1 import identity_service_pb2_grpc as identity_grpc
@@ -30,8 +29,6 @@ from services.identity.bootstrap import MIGRATIONS as IDENTITY_MIGRATIONS
 from services.identity.server import PUBLIC_METHODS, IdentityServicer
 from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
-from services.identity.store import identity_transactions
-from services.identity.store.signing_keys import KeyRing
 from services.molecule.adapters.identity_organizations import IdentityOrganizationNames
 from services.molecule.adapters.identity_users import IdentityUserDirectory
 from services.molecule.bootstrap import build_parts
@@ -47,7 +44,6 @@ from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import make_engine
-from services.runtime.email import FolderSender
 from services.runtime.errors import (
     AuthorizationError,
     ConflictError,
@@ -60,6 +56,7 @@ from services.runtime.pagination import PageRequest
 from services.runtime.process import Process, running
 from services.runtime.settings import REPO_ROOT, Settings
 from stack.ports import free_port
+from tests.integration.identity_world import started_identity
 
 MOLECULE_MIGRATIONS = REPO_ROOT / "services" / "molecule" / "migrations"
 PASSWORD = "Library-Tester-123!"
@@ -184,12 +181,7 @@ async def world(postgres_server, tmp_path_factory) -> AsyncIterator[World]:  # t
     IDENTITY_MIGRATIONS.upgrade(url)
     migrations.upgrade(url, SCHEMA, MOLECULE_MIGRATIONS)
     identity_engine, engine = make_engine(url, IDENTITY_SCHEMA), make_engine(url, SCHEMA)
-    identity = IdentityService(
-        identity_transactions(identity_engine), KeyRing(""), FolderSender(tmp_path_factory.mktemp("mail")),
-        public_url="http://gw.test", hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
-    )
-    await identity.ensure_signing_key()
-    await identity.bootstrap_admin("root@lib.test", PASSWORD)
+    identity = await started_identity(identity_engine, tmp_path_factory.mktemp("mail"), "root@lib.test", PASSWORD)
     port = free_port()
     settings = Settings.from_env("identity", {"MOLBRIDGE_IDENTITY_ADDR": f"127.0.0.1:{port}"})
     process = Process(

@@ -15,7 +15,6 @@ from pathlib import Path
 import grpc
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from google.api.httpbody_pb2 import HttpBody
 from google.rpc import error_details_pb2, status_pb2
 from molbridge.molecule.v1 import import_service_pb2 as pb
@@ -24,10 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import services.molecule
 from services.identity.bootstrap import MIGRATIONS as IDENTITY_MIGRATIONS
-from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
-from services.identity.store import identity_transactions
-from services.identity.store.signing_keys import KeyRing
 from services.molecule.bootstrap import build_parts
 from services.molecule.service.uploads import ImportLimits, UploadService, upload_object_key
 from services.molecule.settings import MoleculeSettings
@@ -36,11 +32,11 @@ from services.molecule.store.uow import molecule_transactions
 from services.runtime import migrations
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import make_engine
-from services.runtime.email import FolderSender
 from services.runtime.process import Process, running
 from services.runtime.storage import MIB, ObjectStorage, S3Storage
 from stack.ports import free_port
 from tests.data.csv import corpus
+from tests.integration.identity_world import started_identity
 from tests.integration.s3_server import MotoS3
 
 MOLECULE_MIGRATIONS = Path(services.molecule.__file__).parent / "migrations"
@@ -69,15 +65,7 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
     IDENTITY_MIGRATIONS.upgrade(database_url)
     migrations.upgrade(database_url, MOLECULE_SCHEMA, MOLECULE_MIGRATIONS)
     identity_engine = make_engine(database_url, IDENTITY_SCHEMA)
-    identity = IdentityService(
-        identity_transactions(identity_engine),
-        KeyRing(""),
-        FolderSender(tmp_path / "mail"),
-        public_url="http://gw.test",
-        hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
-    )
-    await identity.ensure_signing_key()
-    await identity.bootstrap_admin(*ADMIN)
+    identity = await started_identity(identity_engine, tmp_path / "mail", *ADMIN)
     verifier = TokenVerifier(identity.jwks)
     admin_token = (await identity.login(*ADMIN)).access_token
     admin = await verifier.verify(admin_token)
