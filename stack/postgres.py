@@ -84,6 +84,7 @@ class PostgresServer(ManagedProcess):
         if self.user is not None:
             _ensure_system_user(self.user)
             _make_traversable(self.pgdata.parent)
+            _make_traversable(self.bin_dir)  # the server's binaries live in the checkout's venv
             entry = pwd.getpwnam(self.user)
             os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
         self.pgdata.chmod(0o700)
@@ -156,7 +157,7 @@ def _ensure_system_user(user: str) -> None:
 
 
 def _make_traversable(path: Path) -> None:
-    """The server's user must reach its data dir: add search (x) permission for others on every
+    """The server's user must reach its data dir and binaries: add search (x) permission for others on every
     ancestor that lacks it (e.g. pytest's 0700 temp roots). Nothing becomes listable."""
     for folder in [path, *path.parents]:
         mode = folder.stat().st_mode
