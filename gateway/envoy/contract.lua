@@ -15,6 +15,7 @@
 local CONFIG_JSON = [==[{}]==]
 
 local META = "molbridge.gateway"
+local NOT_CREATED = "x-molbridge-not-created" -- set by a service (gRPC initial metadata) on a repeated create
 local ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 local BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 local INVALID_ARGUMENT = 3
@@ -108,5 +109,10 @@ function envoy_on_response(handle)
   local meta = handle:streamInfo():dynamicMetadata():get(META)
   if meta == nil or not meta.created then return end
   local headers = handle:headers()
+  -- A create that found its resource already there (an idempotent repeat) says so: it stays 200.
+  if headers:get(NOT_CREATED) ~= nil then
+    headers:remove(NOT_CREATED)
+    return
+  end
   if headers:get(":status") == "200" then headers:replace(":status", "201") end
 end
