@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from services.runtime import csv_format
 from services.runtime.errors import ValidationError
 from services.runtime.multipart import (
-    Event,
-    MultipartParser,
     PartEnd,
     PartStart,
+    RawFile,
+    UploadedFile,
     boundary_of,
     clean_filename,
     header_params,
+    parse_stream,
 )
 from services.runtime.storage import MIB, ObjectStorage
 
@@ -82,10 +83,10 @@ async def stored_csv(
     """
     media_type = media_type_of(content_type)
     if media_type == MULTIPART:
-        source: _Body = _MultipartFile(boundary_of(content_type), chunks, default_filename)
+        source: UploadedFile = _MultipartFile(boundary_of(content_type), chunks, default_filename)
     elif media_type in RAW_TYPES:
         filename = header_params("content-disposition", disposition).get_filename()
-        source = _RawBody(chunks, clean_filename(filename, default_filename))
+        source = RawFile(chunks, clean_filename(filename, default_filename))
     else:
         raise ValidationError(
             f"unsupported content type {media_type!r}: send text/csv or multipart/form-data",
@@ -126,45 +127,15 @@ async def _sniffed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     return body()
 
 
-class _Body:
-    """The file inside a request body: its bytes as a stream, then its name once they are read."""
-
-    filename: str
-
-    def content(self) -> AsyncIterator[bytes]:
-        raise NotImplementedError
-
-    async def finish(self) -> None:
-        """Read what follows the file and check the body was complete."""
-
-
-class _RawBody(_Body):
-    def __init__(self, chunks: AsyncIterator[bytes], filename: str) -> None:
-        self._chunks = chunks
-        self.filename = filename
-
-    async def content(self) -> AsyncIterator[bytes]:
-        async for chunk in self._chunks:
-            if chunk:
-                yield chunk
-
-
-class _MultipartFile(_Body):
+class _MultipartFile(UploadedFile):
     """The first part named `file`; the other fields are read (bounded) and dropped."""
 
     def __init__(self, boundary: str, chunks: AsyncIterator[bytes], default_filename: str) -> None:
-        self._parser = MultipartParser(boundary)
-        self._events = self._parse(chunks)
+        self._events = parse_stream(boundary, chunks)
         self._found = False
         self._other_bytes = 0
         self._default_filename = default_filename
         self.filename = default_filename
-
-    async def _parse(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Event]:
-        async for chunk in chunks:
-            for event in self._parser.feed(chunk):
-                yield event
-        self._parser.close()
 
     async def content(self) -> AsyncIterator[bytes]:
         in_file = False
