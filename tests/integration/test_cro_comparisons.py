@@ -2,7 +2,7 @@
 this test's subject), predictions stored with the prediction store and read over gRPC from the real
 PredictionService with the caller's forwarded token, and ResultService's comparison RPCs (the ComparisonRpcs
 mixin) served over gRPC. Every figure is checked against an independent computation written here (numpy and
-plain Python, not the domain code)."""
+scipy, not the domain code)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from molbridge.cro.v1 import result_service_pb2 as pb
 from molbridge.cro.v1 import result_service_pb2_grpc as pb_grpc
+from scipy import stats
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.cro.bootstrap import MIGRATIONS as CRO_MIGRATIONS
@@ -227,20 +228,6 @@ async def world(database_url: str) -> AsyncIterator[World]:
 # --- the independent computation ------------------------------------------------------------------------------
 
 
-def average_ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
 def expected_scores(predicted: Sequence[float], measured: Sequence[float], *, log: bool) -> dict[str, float]:
     p = np.log10(predicted) if log else np.asarray(predicted, dtype=float)
     m = np.log10(measured) if log else np.asarray(measured, dtype=float)
@@ -250,7 +237,7 @@ def expected_scores(predicted: Sequence[float], measured: Sequence[float], *, lo
         "rmse": float(np.sqrt(np.mean(e**2))),
         "bias": float(np.mean(e)),
         "r2": float(1 - np.sum(e**2) / np.sum((m - m.mean()) ** 2)),
-        "spearman": float(np.corrcoef(average_ranks(list(p)), average_ranks(list(m)))[0, 1]),
+        "spearman": float(stats.spearmanr(p, m).statistic),
         "within": int(np.sum(np.abs(e) <= 0.5)),
     }
 
@@ -348,7 +335,7 @@ async def test_the_comparison_equals_an_independent_computation(world: World) ->
     assert split.high.mae == pytest.approx((abs(errors[0.9]) + abs(errors[0.5])) / 2)
     assert split.low.mae == pytest.approx(abs(errors[0.2]))
     assert split.high.rmse == pytest.approx(math.sqrt((errors[0.9] ** 2 + errors[0.5] ** 2) / 2))
-    expected_rho = np.corrcoef(average_ranks([0.9, 0.5, 0.2]), average_ranks([abs(e) for e in errors.values()]))[0, 1]
+    expected_rho = stats.spearmanr([0.9, 0.5, 0.2], [abs(e) for e in errors.values()]).statistic
     assert split.error_correlation == pytest.approx(float(expected_rho))
 
     # Every pair but the conflicting value, with the submission's names for the molecule.

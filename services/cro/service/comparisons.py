@@ -124,17 +124,12 @@ class ComparisonService:
         if violations:
             raise ValidationError("invalid plot request", field_violations=violations)
         check_size(width, height)
-        header, values = await self._comparable(principal, result_id, "")
-        comparisons = await self._comparisons(credentials, values, "")
-        chosen = next(
-            (
-                c
-                for c in comparisons
-                if (c.property, c.model_name, c.model_version) == (property_name, model_name, model_version)
-            ),
-            None,
-        )
-        if chosen is None:
+        header, values = await self._comparable(principal, result_id, property_name)
+        comparisons = await self._comparisons(credentials, values, model_name)
+        chosen = next((c for c in comparisons if c.model_version == model_version), None)
+        if chosen is None:  # say what there is to draw (every property and model of the version)
+            _, values = await self._comparable(principal, result_id, "")
+            comparisons = await self._comparisons(credentials, values, "")
             raise NotFoundError(
                 f"result {header.id} has no comparison of {property_name} by {model_name} {model_version}; "
                 f"it has: {_existing(comparisons)}",
