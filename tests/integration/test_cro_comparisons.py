@@ -390,6 +390,26 @@ async def test_the_comparison_equals_an_independent_computation(world: World) ->
     seen = await world.stub.ComparePredictions(pb.ComparePredictionsRequest(id=s.result), metadata=world.meta(auditor))
     assert len(seen.data) == 4
 
+    # Units: a prediction in other units than the measured (canonical) ones is not paired; "–" is "".
+    await store_predictions(
+        world.predictions_db,
+        world.pharma,
+        [
+            Prediction(s.ids[0], "ic50", 0.2, "uM", 0.5, "chemprop", "4.0"),
+            Prediction(s.ids[0], "logp", 1.5, "–", 0.5, "crippen", "1.0"),
+        ],
+    )
+    later = await world.stub.ComparePredictions(
+        pb.ComparePredictionsRequest(id=s.result, summary_only=True), metadata=world.meta(scientist)
+    )
+    assert [(c.property, c.model_name, c.model_version, c.units, c.summary.n) for c in later.data] == [
+        ("ic50", "chemprop", "1.0", "nM", 3),
+        ("ic50", "chemprop", "2.0", "nM", 3),
+        ("logp", "chemprop", "1.0", "", 3),
+        ("logp", "chemprop", "3.0", "", 1),
+        ("logp", "crippen", "1.0", "", 1),
+    ]
+
 
 async def test_who_may_compare_and_what_can_be_compared(world: World) -> None:
     s = await scenario(world)
