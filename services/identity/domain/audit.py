@@ -72,7 +72,8 @@ def audit_scope(principal: Principal, requested_organization: str = "") -> str |
     return principal.organization_id
 
 
-def may_see(principal: Principal, scope: str | None, organization_id: str) -> bool:
+def may_see(scope: str | None, organization_id: str) -> bool:
+    """Whether a reader whose scope is `scope` (see audit_scope) sees an entry of `organization_id`."""
     return scope is None or scope == organization_id
 
 

@@ -152,7 +152,12 @@ class AuditUseCases(UseCases):
             if sequence == 0:
                 return None
             latest = await self._anchors.latest()
-            if latest is not None and latest.sequence == sequence and latest.hash == head:
+            if latest is not None and latest.sequence >= sequence:
+                # Anchors only move forward: one is never overwritten, so a trail cut back below its
+                # latest anchor stays detectable (verification reports it).
+                if (latest.sequence, latest.hash) != (sequence, head):
+                    log.error("audit trail head (sequence %d) is behind or off its latest anchor (sequence %d)",
+                              sequence, latest.sequence)
                 return latest
             anchor = Anchor(sequence, head, self._now(), previous_sequence=latest.sequence if latest else 0)
             await self._anchors.write(anchor)

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from services.identity.domain import LATEST_ANCHOR_KEY, Anchor, anchor_key
 from services.runtime.errors import NotFoundError
 from services.runtime.storage import ObjectStorage
 
 JSON = "application/json"
+log = logging.getLogger("molbridge.identity.audit")
 
 
 class AuditAnchors:
@@ -31,10 +34,12 @@ class AuditAnchors:
         anchor = await self.latest()
         while anchor is not None:
             found.append(anchor)
-            if not anchor.previous_sequence:
+            previous = anchor.previous_sequence
+            if not previous or any(a.sequence == previous for a in found):  # the first one, or a loop
                 break
             try:
-                anchor = Anchor.from_json(await self._storage.get_bytes(anchor_key(anchor.previous_sequence)))
+                anchor = Anchor.from_json(await self._storage.get_bytes(anchor_key(previous)))
             except NotFoundError:
+                log.warning("audit anchor %s is missing from object storage", anchor_key(previous))
                 break
         return found
