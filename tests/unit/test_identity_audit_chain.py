@@ -6,9 +6,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from services.identity import domain
 from services.identity.domain import Anchor, AuditEntry, BreakKind, audit_csv
+from services.runtime.audit import audit_event
 from services.runtime.auth import Principal
 from services.runtime.errors import AuthorizationError, ValidationError
 
@@ -171,3 +173,10 @@ def test_csv_export_neutralises_formulas_in_every_cell() -> None:
     assert lines[0].startswith("sequence,occurred_at,organization_id")
     assert "'=HYPERLINK" in lines[1] and ",'+1+2," in lines[1]
     assert lines[1].startswith("1,2026-03-01T00:01:00+00:00,org-1,cro,")
+
+
+def test_audit_events_carry_the_current_trace_id() -> None:
+    assert audit_event("user.created", target_type="user", target_id="u1").trace_id == ""
+    with TracerProvider().get_tracer("test").start_as_current_span("call") as span:
+        event = audit_event("user.created", target_type="user", target_id="u1")
+    assert event.trace_id == f"{span.get_span_context().trace_id:032x}"
