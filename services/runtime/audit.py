@@ -25,3 +25,13 @@ def audit_event(
         details=dict(details or {}),
         trace_id=current_trace_id(),
     )
+
+
+def changed_values(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, str]:
+    """Audit details for a change: `<field>.before` and `<field>.after` for every field whose value differs."""
+    details: dict[str, str] = {}
+    for name, new in after.items():
+        old = before.get(name, "")
+        if old != new:
+            details[f"{name}.before"], details[f"{name}.after"] = old, new
+    return details

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from molbridge.events.v1.audit_pb2 import AuditRecorded
+from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bus.envelope import build_envelope
+from bus.envelope import build_envelope, unpack
 from services.identity import domain
 from services.identity.bootstrap import MIGRATIONS
 from services.identity.domain import BreakKind
@@ -224,6 +225,18 @@ async def test_auditors_belong_to_any_kind_of_organization_and_hold_no_other_rol
             roles=["auditor", "pharma_scientist"], organization_id=world.pharma, request_id="",
         )
     assert any("read-only" in problem for _, problem in refused.value.field_violations)
+
+
+async def test_a_role_change_is_audited_with_its_before_and_after(world: World) -> None:
+    scientist = await world.person(world.pharma, "pharma_scientist")
+    await world.service.update_user(world.admin, scientist.subject, full_name="", roles=["pharma_admin"], unlock=False)
+    query = sa.text("SELECT payload FROM identity.outbox ORDER BY created_at")
+    async with world.engine.connect() as connection:
+        envelopes = [EventEnvelope.FromString(p) for p in (await connection.execute(query)).scalars()]
+    audits = [unpack(e, AuditRecorded) for e in envelopes if e.payload.Is(AuditRecorded.DESCRIPTOR)]
+    [updated] = [a for a in audits if a.action == "user.updated" and a.target_id == scientist.subject]
+    assert dict(updated.details) == {
+        "fields": "roles", "roles.before": "pharma_scientist", "roles.after": "pharma_admin"}
 
 
 async def test_an_objects_history_includes_the_events_that_name_it(world: World) -> None:

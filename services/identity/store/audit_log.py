@@ -51,7 +51,7 @@ class AuditLog:
     ) -> tuple[list[AuditEntry], int]:
         """Oldest first: the entries about the object, and those naming it as `<target_type>_id` in their details."""
         about = sa.and_(audit_log.c.target_type == target_type, audit_log.c.target_id == target_id)
-        naming = audit_log.c.details[f"{target_type}_id"].astext == target_id
+        naming = audit_log.c.details.contains({f"{target_type}_id": target_id})
         query = sa.select(audit_log).where(sa.or_(about, naming))
         if organization_id is not None:
             query = query.where(audit_log.c.organization_id == organization_id)

@@ -121,4 +121,6 @@ audit_log = sa.Table(
     sa.Column("details", JSONB, nullable=False),
     sa.Column("hash", sa.LargeBinary, nullable=False),
     sa.Column("trace_id", sa.Text, nullable=False, server_default=""),
+    # An object's history finds the entries naming it in their details (`details @> {"submission_id": …}`).
+    sa.Index("ix_audit_log_details", "details", postgresql_using="gin", postgresql_ops={"details": "jsonb_path_ops"}),
 )
