@@ -4,21 +4,25 @@ may read which organization's trail."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import grpc
 import pytest
 import sqlalchemy as sa
 from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
+from molbridge.identity.v1 import identity_service_pb2 as pb
+from molbridge.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bus.envelope import build_envelope, unpack
 from services.identity import domain
-from services.identity.bootstrap import MIGRATIONS
+from services.identity.bootstrap import MIGRATIONS, IdentitySettings, build_server
 from services.identity.domain import BreakKind
 from services.identity.service import AuditTrail, IdentityService
 from services.identity.store import SCHEMA, identity_transactions
@@ -26,7 +30,9 @@ from services.runtime.auth import Principal, TokenVerifier
 from services.runtime.db import make_engine
 from services.runtime.errors import AuthorizationError, PreconditionError, ValidationError
 from services.runtime.pagination import PageRequest
+from services.runtime.process import running
 from services.runtime.storage import LocalStorage
+from stack.ports import free_port
 from tests.integration.identity_world import started_identity
 
 ADMIN = ("root@audit.test", "Platform-Root-Pass1!")
@@ -264,3 +270,35 @@ async def test_export_streams_the_filtered_trail_as_safe_csv(world: World) -> No
     assert "'=cmd|" in lines[-1]
     with pytest.raises(AuthorizationError):
         await world.service.export_audit_events(await world.person(world.cro, "auditor"), organization_id=world.pharma)
+
+
+async def test_the_identity_process_anchors_periodically_and_serves_the_trail_over_grpc(
+    world: World, database_url: str, nats_server, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    settings = IdentitySettings.from_env("identity", {
+        "DATABASE_URL": database_url, "NATS_URL": nats_server.url, "MOLBRIDGE_DATA_DIR": str(tmp_path / "data"),
+        "MOLBRIDGE_IDENTITY_ADDR": f"127.0.0.1:{free_port()}", "MOLBRIDGE_AUDIT_ANCHOR_INTERVAL_S": "0.2",
+    })
+    submission = await journey(world)
+    latest = settings.data_dir / "objects" / "audit-anchors" / "latest.json"
+    token = (await world.service.login(*ADMIN)).access_token
+    auth = [("authorization", f"Bearer {token}")]
+    async with running("identity", build_server(settings), settings), \
+            grpc.aio.insecure_channel(settings.listen_addr) as channel:
+        for _ in range(300):
+            if latest.exists():
+                break
+            await asyncio.sleep(0.05)
+        assert domain.Anchor.from_json(latest.read_bytes()).sequence >= 6
+        stub = pb_grpc.IdentityServiceStub(channel)
+        verified = (await stub.VerifyAuditTrail(pb.VerifyAuditTrailRequest(), metadata=auth)).data
+        assert verified.ok and verified.anchors_checked >= 1 and verified.entries_checked >= 6
+        assert not verified.HasField("first_break")
+        call = stub.ExportAuditEvents(pb.ExportAuditEventsRequest(target_id=submission), metadata=auth)
+        chunks = [message async for message in call]
+        assert chunks[0].content_type.startswith("text/csv")
+        assert 'filename="audit-events.csv"' in dict(await call.initial_metadata())["content-disposition"]
+        assert len(b"".join(c.data for c in chunks).decode().splitlines()) == 4  # the header and 3 entries
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ListAuditEvents(pb.ListAuditEventsRequest(occurred_before="soon"), metadata=auth)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
