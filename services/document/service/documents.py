@@ -528,7 +528,13 @@ def record_audit(
         action,
         target_type="document",
         target_id=document.id,
-        details={"document_type": document.document_type.value, "status": document.status.value, **(details or {})},
+        details={
+            "document_type": document.document_type.value,
+            "status": document.status.value,
+            # names the submission, so the submission's audit history lists its documents and signatures
+            **({"submission_id": document.submission_id} if document.submission_id else {}),
+            **(details or {}),
+        },
     )
     return uow.record(
         event,
