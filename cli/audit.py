@@ -16,9 +16,11 @@ from cli.client import CliError, Gateway
 from cli.progress import format_bytes
 from cli.transfer import save_stream
 
+VERIFY_TIMEOUT_S = 600.0  # the gateway's route timeout for /audit-events/verify (it walks the whole chain)
+
 
 def verify(args: argparse.Namespace, gw: Gateway) -> None:
-    answer = gw.call(gw.identity.VerifyAuditTrail, pb.VerifyAuditTrailRequest())
+    answer = gw.call(gw.identity.VerifyAuditTrail, pb.VerifyAuditTrailRequest(), timeout=VERIFY_TIMEOUT_S)
     result = answer.data
     if args.json:
         print(output.as_json(answer))
