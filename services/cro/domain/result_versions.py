@@ -192,7 +192,7 @@ class ResultVersion:
                 "the change is not valid: " + "; ".join(f"{n}: {p}" for n, p in violations),
                 field_violations=violations,
             )
-        changed = []
+        changed: list[str] = []
         if notes is not None and notes.strip() != self.notes:
             self.notes, changed = notes.strip(), [*changed, "notes"]
         if qc_flag is not None and (qc_flag.value, qc_note.strip()) != (self.qc_flag, self.qc_note):

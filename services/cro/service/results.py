@@ -256,10 +256,11 @@ class ResultService:
         plan = rules.plan_columns(found.headers, mapping, column_units=request.column_units)  # 400 naming problems
         digest = input_sha256(stored.sha256, mapping, request.column_units, mode)
         async with self._uow() as uow:
-            submission = await uow.submissions.get(request.submission_id, lock=True)
-            if submission is None:
+            locked = await uow.submissions.get(request.submission_id, lock=True)
+            if locked is None:
                 raise NotFoundError(f"submission {request.submission_id} not found", detail="SUBMISSION_NOT_FOUND")
-            check_upload(principal, submission)
+            check_upload(principal, locked)
+            submission = locked
             versions = await uow.results.of_submission(submission.id)
             live = next((v for v in versions if not v.withdrawn and (v.current or v.status in IN_WORK)), None)
             if live is not None and live.input_sha256 == digest:

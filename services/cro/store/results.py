@@ -218,11 +218,15 @@ class ResultRepository:
     async def save(self, version: ResultVersion) -> None:
         await self._session.execute(sa.update(results).where(_r.id == version.id).values(**_values(version)))
 
-    async def set_progress(self, result_id: str, processed_rows: int) -> None:
+    async def set_progress(self, result_id: str, processed_rows: int, *, total: int | None = None) -> None:
+        """Rows validated so far (and the file's data rows, once counted) of a version still processing."""
+        values: dict[str, Any] = {"processed_rows": processed_rows, "updated_at": sa.func.now()}
+        if total is not None:
+            values["total_rows"] = total
         await self._session.execute(
             sa.update(results)
-            .where(_r.id == result_id)
-            .values(processed_rows=processed_rows, updated_at=sa.func.now())
+            .where(_r.id == result_id, _r.status == ResultStatus.PROCESSING.value)
+            .values(**values)
         )
 
     async def make_current(self, version: ResultVersion) -> ResultVersion | None:
@@ -401,11 +405,11 @@ class ResultRepository:
         self, organization_id: str, molecule_id: str, page: PageRequest
     ) -> tuple[list[MoleculeValue], int]:
         """A molecule's values across its organization's versions (not withdrawn nor failed), newest first."""
-        key = canonical_uuid(molecule_id)
-        if key is None:
+        molecule_key = canonical_uuid(molecule_id)
+        if molecule_key is None:
             return [], 0
         conditions = [
-            _v.molecule_id == key,
+            _v.molecule_id == molecule_key,
             _r.organization_id == organization_id,
             sa.not_(_r.withdrawn),
             _r.status.in_([ResultStatus.COMPLETED.value, ResultStatus.REJECTED.value]),
