@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from bus.idempotency import first_delivery
 from services.cro.domain.vocabulary import EVENT_SOURCE
 from services.cro.store.catalogue import CatalogueRepository
+from services.cro.store.comparisons import ComparisonRepository
 from services.cro.store.messages import MessageRepository
 from services.cro.store.packages import PackageRepository
 from services.cro.store.results import ResultRepository
@@ -27,6 +28,7 @@ class CroUnitOfWork(UnitOfWork):
         self.packages = PackageRepository(session)
         self.messages = MessageRepository(session)
         self.results = ResultRepository(session)
+        self.comparisons = ComparisonRepository(session)
 
     async def once(self, scope: str, request_id: str, create: Callable[[], Awaitable[str]]) -> str:
         """Runs `create` (which answers a resource id) once per (scope, request_id) (AIP-155)."""
