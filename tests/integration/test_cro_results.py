@@ -338,3 +338,20 @@ async def test_the_worker_processes_items_through_jetstream(cro_world: World, na
         assert watched == [("COMPLETED", True)]
     values, _ = await world.cro.results.values(p.scientist.principal, version.id, PAGE)
     assert [(v.aggregate.qualifier, v.aggregate.value) for v in values] == [("<", 1.0)]
+
+
+async def test_an_older_version_finishing_last_does_not_replace_a_newer_one(cro_world: World) -> None:  # noqa: F811
+    world = cro_world
+    p = await parties(world)
+    submission_id, ids, codes_by_id = await in_progress(world, p, "CCCCCCO")
+    code = codes_by_id[ids[0]]
+    first_key = await upload(world, p.technician, csv_bytes([[code, "IC50", "5", "nM", "", "", ""]]))
+    second_key = await upload(world, p.technician, csv_bytes([[code, "IC50", "6", "nM", "", "", ""]]))
+    older, _ = await world.cro.results.process(p.technician.principal, ProcessInput(first_key, submission_id))
+    newer, _ = await world.cro.results.process(p.technician.principal, ProcessInput(second_key, submission_id))
+    await processed(world, newer.id)
+    await processed(world, older.id)
+    older_now = await world.cro.results.get(p.scientist.principal, older.id)
+    newer_now = await world.cro.results.get(p.scientist.principal, newer.id)
+    assert (newer_now.current, older_now.current, older_now.superseded_by) == (True, False, newer.id)
+    assert older_now.status.value == "COMPLETED" and await status_of(world, p, submission_id) == "RESULTS_UPLOADED"

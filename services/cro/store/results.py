@@ -230,21 +230,28 @@ class ResultRepository:
         )
 
     async def make_current(self, version: ResultVersion) -> ResultVersion | None:
-        """`version` becomes its submission's current one; answers the one it replaced (now superseded)."""
-        previous = (
+        """`version` becomes its submission's current one and is saved; answers the one it replaced (now
+        superseded). A newer version that is current already stays so: `version` is then superseded by it."""
+        current = (
             await self._session.execute(
-                sa.select(_r.id).where(_r.submission_id == version.submission_id, _r.current, _r.id != version.id)
+                sa.select(_r.id, _r.version).where(
+                    _r.submission_id == version.submission_id, _r.current, _r.id != version.id
+                )
             )
-        ).scalar_one_or_none()
-        if previous is not None:
+        ).one_or_none()
+        if current is not None and current.version > version.version:
+            version.current, version.superseded_by = False, str(current.id)
+            await self.save(version)
+            return None
+        if current is not None:
             await self._session.execute(
                 sa.update(results)
-                .where(_r.id == previous)
+                .where(_r.id == current.id)
                 .values(current=False, superseded_by=version.id, updated_at=sa.func.now())
             )
         version.current = True
         await self.save(version)
-        return await self.get(str(previous)) if previous is not None else None
+        return await self.get(str(current.id)) if current is not None else None
 
     async def restore_previous(self, withdrawn: ResultVersion) -> ResultVersion | None:
         """After a withdrawal: the latest COMPLETED (or REJECTED) version not withdrawn becomes current again."""
