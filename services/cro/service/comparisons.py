@@ -10,7 +10,8 @@ Decisions:
   versions are a 409 naming their status. A REJECTED version still has its values and compares.
 - A value whose qualifier is NULL (replicates censored both ways) or that has no value is not paired.
 - One comparison has one unit: the measured values are in the property's canonical units, and a prediction
-  reported in other units is not paired (it would compare numbers of different things); logged.
+  reported in other units is not paired (it would compare numbers of different things); logged. "–" and ""
+  both mean dimensionless.
 - pandas and matplotlib work runs off the event loop (asyncio.to_thread).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -51,6 +53,7 @@ PHARMA_ONLY = "predictions are the pharma organization's: only its members compa
 # Versions whose values are not (or no longer) there to compare.
 NOT_VALIDATED = frozenset({"PENDING", "PROCESSING"})
 FAILED = "FAILED"
+DIMENSIONLESS = frozenset({"", "-", "–", "—"})
 
 
 class PredictionLookup(Protocol):
@@ -124,17 +127,12 @@ class ComparisonService:
         if violations:
             raise ValidationError("invalid plot request", field_violations=violations)
         check_size(width, height)
-        header, values = await self._comparable(principal, result_id, "")
-        comparisons = await self._comparisons(credentials, values, "")
-        chosen = next(
-            (
-                c
-                for c in comparisons
-                if (c.property, c.model_name, c.model_version) == (property_name, model_name, model_version)
-            ),
-            None,
-        )
-        if chosen is None:
+        header, values = await self._comparable(principal, result_id, property_name)
+        comparisons = await self._comparisons(credentials, values, model_name)
+        chosen = next((c for c in comparisons if c.model_version == model_version), None)
+        if chosen is None:  # say what there is to draw (every property and model of the version)
+            _, values = await self._comparable(principal, result_id, "")
+            comparisons = await self._comparisons(credentials, values, "")
             raise NotFoundError(
                 f"result {header.id} has no comparison of {property_name} by {model_name} {model_version}; "
                 f"it has: {_existing(comparisons)}",
@@ -215,22 +213,16 @@ def _check_comparable(header: ResultHeader) -> None:
 
 
 def _pairs(values: Iterable[MeasuredValue], predicted: Iterable[PredictedValue]) -> list[PredictionPair]:
-    """Each prediction with the measured value of the same molecule and property, same units."""
+    """Each prediction with the measured value of the same molecule and property, in the same units."""
     measured = {(v.molecule_id, v.property): v for v in values if v.qualifier is not None and v.value is not None}
     pairs = []
+    other_units: Counter[tuple[str, str, str, str, str]] = Counter()
     for p in predicted:
         value = measured.get((p.molecule_id, p.property))
         if value is None or value.value is None or value.qualifier is None:
             continue
-        if p.units and p.units != value.units:
-            log.warning(
-                "prediction of %s by %s %s in %r, measured in %r: not paired",
-                p.property,
-                p.model_name,
-                p.model_version,
-                p.units,
-                value.units,
-            )
+        if _units(p.units) != _units(value.units):
+            other_units[(p.property, p.model_name, p.model_version, p.units, value.units)] += 1
             continue
         pairs.append(
             PredictionPair(
@@ -245,7 +237,23 @@ def _pairs(values: Iterable[MeasuredValue], predicted: Iterable[PredictedValue])
                 units=value.units,
             )
         )
+    for (name, model, version, predicted_units, measured_units), count in sorted(other_units.items()):
+        log.warning(
+            "%d prediction(s) of %s by %s %s in %r, measured in %r: not paired",
+            count,
+            name,
+            model,
+            version,
+            predicted_units,
+            measured_units,
+        )
     return pairs
+
+
+def _units(text: str) -> str:
+    """DOMAIN.md writes dimensionless units as "–"; stored values use ""."""
+    text = text.strip()
+    return "" if text in DIMENSIONLESS else text
 
 
 def _accuracy(reviewed: Sequence[tuple[ResultHeader, list[PredictionPair]]]) -> list[ModelAccuracy]:
