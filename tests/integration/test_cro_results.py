@@ -293,8 +293,12 @@ async def test_a_worker_killed_mid_file_loses_and_duplicates_nothing(cro_world: 
     item = await queued(world, version.id)
 
     task = asyncio.create_task(slow.process(item))
-    while (await world.cro.results.get(p.technician.principal, version.id)).processed_rows < 30:
-        await asyncio.sleep(0.005)
+
+    async def some_chunks_committed() -> None:
+        while (await world.cro.results.get(p.technician.principal, version.id)).processed_rows < 30:
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(some_chunks_committed(), 60)
     task.cancel()  # the worker dies mid-file
     with pytest.raises(asyncio.CancelledError):
         await task
