@@ -425,8 +425,8 @@ class ResultRepository:
         total = await self._count(joined, conditions)
         rows = list(
             await self._session.execute(
-                sa.select(result_values, _r.id.label("version_id"))
-                .select_from(joined)
+                sa.select(result_values, results, submissions.c.name.label("submission_name"))
+                .select_from(joined.join(submissions, submissions.c.id == _r.submission_id))
                 .where(*conditions)
                 .order_by(_r.created_at.desc(), _v.property)
                 .offset(page.offset)
@@ -435,11 +435,10 @@ class ResultRepository:
         )
         out = []
         for row in rows:
-            version = await self.get(str(row.version_id))
-            assert version is not None
             key = (str(row.molecule_id), row.property)
-            replicates = await self._replicates(version.id, [key])
-            out.append(MoleculeValue(version, StoredValue(_aggregate(row), replicates.get(key, ()))))
+            replicates = await self._replicates(str(row.id), [key])
+            value = StoredValue(_aggregate(row), replicates.get(key, ()))
+            out.append(MoleculeValue(_version(row, row.submission_name), value))
         return out, total
 
 
