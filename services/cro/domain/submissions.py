@@ -19,6 +19,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+from services.cro.domain.results import requested_property_violations
 from services.cro.domain.samples import check_sample_prefix, sample_codes
 from services.cro.domain.vocabulary import (
     ACTIVE,
@@ -462,6 +463,7 @@ class Submission:
         currency = currency.strip().upper() or service.currency
         violations = _name_violations(name) + _molecule_violations(molecules)
         violations += _currency_violations("currency", currency)
+        violations += requested_property_violations(specifications or {})
         if budget is not None:
             violations += _money_violations("budget", budget, zero_allowed=False)
         _check(violations, "the submission is not valid")
@@ -560,6 +562,8 @@ class Submission:
             violations += _molecule_violations(molecules)
         if not isinstance(budget, _Keep) and budget is not None:
             violations += _money_violations("budget", budget, zero_allowed=False)
+        if not isinstance(specifications, _Keep):
+            violations += requested_property_violations(specifications)
         if not isinstance(currency, _Keep):
             currency = currency.strip().upper()
             violations += _currency_violations("currency", currency)
