@@ -7,6 +7,8 @@ test_identity_gateway), like molecule_rest.py.
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 import uuid
 from collections.abc import Callable
@@ -79,6 +81,28 @@ def wait_for_status(api: httpx.Client, headers: dict[str, str], submission_id: s
         return dict(submission) if submission["status"] == status else None
 
     return dict(eventually(reached, f"submission {submission_id} {status}"))
+
+
+def upload_results(api: httpx.Client, headers: dict[str, str], submission_id: str, rows: list[list[str]]) -> dict:
+    """A results CSV (`rows`, header first) uploaded and processed for the submission by the CRO; the
+    version once the results worker has finished it (COMPLETED or FAILED)."""
+    body = io.StringIO(newline="")
+    csv.writer(body).writerows(rows)
+    stored = created(api.post("/results/upload", files={"file": ("results.csv", body.getvalue().encode(), "text/csv")},
+                              headers=headers))
+    version = created(api.post(f"/results/upload/{stored['storage_key']}/process",
+                               json={"submission_id": submission_id}, headers=headers))
+
+    def finished() -> dict | None:
+        found = data(api.get(f"/results/{version['id']}", headers=headers))
+        return dict(found) if found["status"] in ("COMPLETED", "FAILED") else None
+
+    return dict(eventually(finished, f"results {version['id']} processed"))
+
+
+def sample_codes(api: httpx.Client, cro_headers: dict[str, str], submission_id: str) -> list[str]:
+    """The submission's sample codes as the CRO sees them (its blinded view)."""
+    return [m["sample_code"] for m in data(api.get(f"/submissions/{submission_id}", headers=cro_headers))["molecules"]]
 
 
 def upload(api: httpx.Client, headers: dict[str, str], submission_id: str, document_type: str) -> str:

@@ -44,6 +44,13 @@ from services.runtime.errors import AuthorizationError, NotFoundError, Precondit
 S = SubmissionStatus
 A = Action
 
+# Steps of the state machine that only the results flow takes (the upload worker, the review), so that a
+# submission never reaches RESULTS_UPLOADED without a result version or RESULTS_REVIEWED without a review.
+THROUGH_RESULTS: Mapping[Action, str] = {
+    Action.UPLOAD_RESULTS: "upload the file with POST /results/upload, then POST /results/upload/{storage_key}/process",
+    Action.REVIEW_RESULTS: "accept or reject the current version with PUT /results/{id}/status",
+}
+
 # -- the state machine, as data ----------------------------------------------------------------------------
 
 # state → {step: next state}. A step missing here is refused (409). Steps that keep the state:
