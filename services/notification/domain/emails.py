@@ -1,0 +1,221 @@
+"""Notification emails: the subject, plain-text and HTML body of one notification, and of a digest that
+groups several (HOURLY / DAILY preferences). Rendered from the Jinja2 templates in
+services/notification/templates (package data), with links into the app under the public base URL.
+
+Pure: the templates ship with the code and rendering has no side effect; sending is the worker's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from functools import cache
+from pathlib import Path
+from urllib.parse import quote
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+MAX_SUBJECT_LENGTH = 150
+PREFERENCES_PATH = "/settings/notifications"
+INBOX_PATH = "/notifications"
+
+
+@dataclass(frozen=True)
+class EmailCopy:
+    """The words of one notification type: its subject (a format over the title) and the call to act."""
+
+    subject: str
+    heading: str  # the digest's group heading
+    prompt: str
+    action: str
+
+
+DEFAULT_COPY = EmailCopy("{title}", "Other updates", "Open Molbridge for the details.", "Open in Molbridge")
+
+# Keyed by the notification's type (the event it came from). An unknown type falls back to DEFAULT_COPY,
+# so a new event type is mailed with its title before anyone writes its copy.
+COPY: Mapping[str, EmailCopy] = {
+    "submission.submitted": EmailCopy(
+        "New submission: {title}", "New submissions", "A submission awaits your review and pricing.",
+        "Review the submission",
+    ),
+    "submission.quoted": EmailCopy(
+        "Quote received: {title}", "Quotes received", "The CRO has priced the submission; approve or reject the quote.",
+        "Review the quote",
+    ),
+    "submission.approved": EmailCopy(
+        "Quote approved: {title}", "Approved submissions", "The quote was approved; the experiment may start.",
+        "Open the submission",
+    ),
+    "submission.rejected": EmailCopy(
+        "Submission rejected: {title}", "Rejected submissions", "The submission was rejected.", "Open the submission"
+    ),
+    "submission.cancelled": EmailCopy(
+        "Submission cancelled: {title}", "Cancelled submissions", "The submission was cancelled.", "Open the submission"
+    ),
+    "submission.started": EmailCopy(
+        "Experiment started: {title}", "Experiments started", "The CRO started the experiment.", "Open the submission"
+    ),
+    "submission.results_uploaded": EmailCopy(
+        "Results uploaded: {title}", "Results uploaded", "Results are ready for your review.", "Review the results"
+    ),
+    "submission.results_reviewed": EmailCopy(
+        "Results reviewed: {title}", "Results reviewed", "The results were reviewed.", "Open the results"
+    ),
+    "message.posted": EmailCopy(
+        "New message: {title}", "New messages", "A new message was posted on a submission.", "Read the message"
+    ),
+    "signature.requested": EmailCopy(
+        "Signature requested: {title}", "Signatures requested", "Your signature is requested on a document.",
+        "Review and sign",
+    ),
+    "signature.completed": EmailCopy(
+        "Document signed: {title}", "Documents signed", "Every signature on the document is complete.",
+        "Open the document",
+    ),
+    "signature.declined": EmailCopy(
+        "Signature declined: {title}", "Signatures declined", "A signer declined to sign the document.",
+        "Open the document",
+    ),
+    "document.expiring": EmailCopy(
+        "Document expiring: {title}", "Documents expiring", "A document expires soon; renew it in time.",
+        "Open the document",
+    ),
+    "job.finished": EmailCopy(
+        "Job finished: {title}", "Jobs finished", "A job you started has finished.", "See the outcome"
+    ),
+    "job.failed": EmailCopy(
+        "Job failed: {title}", "Jobs failed", "A job you started has failed.", "See what went wrong"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class EmailItem:
+    """One notification as an email shows it."""
+
+    notification_type: str
+    title: str
+    body: str
+    link_path: str  # a path in the app ("/submissions/…"); an absolute https URL is used as is
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+    def message(self, *, sender: str, to: str, headers: Mapping[str, str] | None = None) -> EmailMessage:
+        """A multipart/alternative message (text first, HTML preferred by readers that can)."""
+        message = EmailMessage()
+        message["Subject"] = self.subject
+        message["From"] = sender
+        message["To"] = to
+        for name, value in (headers or {}).items():
+            message[name] = value
+        message.set_content(self.text)
+        message.add_alternative(self.html, subtype="html")
+        return message
+
+
+def copy_for(notification_type: str) -> EmailCopy:
+    return COPY.get(notification_type, DEFAULT_COPY)
+
+
+def app_link(base_url: str, path: str) -> str:
+    """`path` under the app's public base URL; an absolute http(s) URL stays as it is."""
+    if path.startswith(("https://", "http://")):
+        return path
+    path = "/" + path.lstrip("/")
+    return base_url.rstrip("/") + quote(path, safe="/?=&%#:@-._~")
+
+
+def one_line(text: str, limit: int = MAX_SUBJECT_LENGTH) -> str:
+    """A header-safe subject: no line breaks (header injection), at most `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+@cache
+def _environment(autoescape: bool) -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        undefined=StrictUndefined,
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False) if autoescape else False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _render(name: str, context: Mapping[str, object]) -> tuple[str, str]:
+    text = _environment(False).get_template(f"{name}.txt.j2").render(context)
+    html = _environment(True).get_template(f"{name}.html.j2").render(context)
+    return text, html
+
+
+def render_notification(item: EmailItem, *, recipient_name: str, base_url: str) -> RenderedEmail:
+    copy = copy_for(item.notification_type)
+    subject = one_line(copy.subject.format(title=item.title))
+    text, html = _render(
+        "notification",
+        {
+            "subject": subject,
+            "item": item,
+            "copy": copy,
+            "recipient_name": recipient_name or "there",
+            "link": app_link(base_url, item.link_path),
+            "preferences_url": app_link(base_url, PREFERENCES_PATH),
+        },
+    )
+    return RenderedEmail(subject, text, html)
+
+
+@dataclass(frozen=True)
+class DigestEntry:
+    item: EmailItem
+    link: str
+
+
+@dataclass(frozen=True)
+class DigestGroup:
+    heading: str
+    entries: tuple[DigestEntry, ...]
+
+
+def group_for_digest(items: Sequence[EmailItem], base_url: str) -> list[DigestGroup]:
+    """Items grouped by type (groups in order of their first item; items oldest first within a group)."""
+    ordered = sorted(items, key=lambda item: item.occurred_at)
+    groups: dict[str, list[DigestEntry]] = {}
+    for item in ordered:
+        groups.setdefault(copy_for(item.notification_type).heading, []).append(
+            DigestEntry(item, app_link(base_url, item.link_path))
+        )
+    return [DigestGroup(heading, tuple(entries)) for heading, entries in groups.items()]
+
+
+def render_digest(items: Sequence[EmailItem], *, recipient_name: str, base_url: str, period: str) -> RenderedEmail:
+    """One email for several notifications; `period` is HOURLY or DAILY (the preference that gathered them)."""
+    if not items:
+        raise ValueError("a digest needs at least one notification")
+    count = len(items)
+    label = {"HOURLY": "hourly", "DAILY": "daily"}.get(period.upper(), "")
+    noun = "update" if count == 1 else "updates"
+    subject = one_line(f"Your {label + ' ' if label else ''}Molbridge digest: {count} {noun}")
+    text, html = _render(
+        "digest",
+        {
+            "subject": subject,
+            "intro": f"Here {'is' if count == 1 else 'are'} {count} {noun} since your last digest.",
+            "groups": group_for_digest(items, base_url),
+            "recipient_name": recipient_name or "there",
+            "inbox_url": app_link(base_url, INBOX_PATH),
+            "preferences_url": app_link(base_url, PREFERENCES_PATH),
+        },
+    )
+    return RenderedEmail(subject, text, html)
