@@ -49,6 +49,7 @@ class UserUseCases(UseCases):
                 audit_event("user.created", target_type="user", target_id=user_id, details={"bootstrap": "true"}),
                 organization_id=organization_id, actor_id="",
             )
+            await self._announce_user(uow, user_id, actor=None)
             return Bootstrap(created=True, email=email, generated_password=generated)
 
     async def create_user(
@@ -78,6 +79,7 @@ class UserUseCases(UseCases):
                                 details={"roles": ",".join(checked_roles)}),
                     actor=actor, organization_id=organization_id,
                 )
+                await self._announce_user(uow, user_id, actor=actor)
                 return user_id
 
             user_id = await uow.once(f"{principal.subject}:CreateUser", request_id, create)
@@ -125,6 +127,7 @@ class UserUseCases(UseCases):
                             details={"fields": "full_name"}),
                 actor=principal,
             )
+            await self._announce_user(uow, principal.subject, actor=principal)
             return (await uow.users.get(principal.subject)).user
 
     async def update_user(
@@ -153,6 +156,7 @@ class UserUseCases(UseCases):
                             details={"fields": ",".join(sorted(k for k in changes if k != "updated_at"))}),
                 actor=actor, organization_id=account.user.organization_id,
             )
+            await self._announce_user(uow, account.user.id, actor=actor)
             return (await uow.users.get(account.user.id)).user
 
     async def delete_user(self, principal: Principal, user_id: str) -> User:
@@ -170,4 +174,5 @@ class UserUseCases(UseCases):
                 audit_event("user.deleted", target_type="user", target_id=account.user.id),
                 actor=actor, organization_id=account.user.organization_id,
             )
+            await self._announce_user(uow, account.user.id, actor=actor, deleted=True)
             return (await uow.users.get(account.user.id)).user
