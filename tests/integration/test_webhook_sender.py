@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.notification.adapters.secret_box import SecretBox, local_key
 from services.notification.adapters.webhook_sender import HttpWebhookSender
 from services.notification.domain.webhooks import SIGNATURE_HEADER, UrlPolicy, signature_header
 from services.runtime.errors import ValidationError
@@ -87,14 +86,3 @@ async def test_private_targets_are_refused_by_the_strict_policy(receivers: Recei
             await sender.check("https://localhost/hook")
     finally:
         await sender.close()
-
-
-def test_secrets_are_sealed_and_opened_with_the_same_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    key = local_key(tmp_path)
-    assert local_key(tmp_path) == key and (tmp_path / "notification-webhook-secret.key").stat().st_mode & 0o077 == 0
-    box = SecretBox(key)
-    sealed = box.seal(SECRET)
-    assert SECRET.encode() not in sealed and box.open(sealed) == SECRET
-    assert box.seal(SECRET) != sealed  # a fresh nonce each time
-    with pytest.raises(ValueError):
-        SecretBox("another key, long enough").open(sealed)

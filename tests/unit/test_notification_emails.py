@@ -20,7 +20,7 @@ BASE = "https://app.molbridge.example/"
 T0 = datetime(2026, 12, 3, 9, 30, tzinfo=UTC)
 
 
-def item(kind: str = "submission.submitted", title: str = "Solubility panel", **changes: object) -> EmailItem:
+def item(kind: str = "SUBMISSION_SUBMITTED", title: str = "Solubility panel", **changes: object) -> EmailItem:
     values: dict[str, object] = {
         "notification_type": kind, "title": title, "body": "Acme Pharma submitted 12 molecules.",
         "link_path": "/submissions/sub-1", "occurred_at": T0,
@@ -36,7 +36,7 @@ def test_a_notification_email_has_its_type_subject_and_a_link_into_the_app() -> 
     for body in (email.text, email.html):
         assert "Dana" in body and "Solubility panel" in body and link in body
         assert "https://app.molbridge.example/settings/notifications" in body
-    assert COPY["submission.submitted"].action in email.html
+    assert COPY["SUBMISSION_SUBMITTED"].action in email.html
     assert "2026-12-03 09:30 UTC" in email.text
 
 
@@ -81,9 +81,9 @@ def test_links() -> None:
 
 def test_a_digest_groups_notifications_by_type_oldest_first() -> None:
     items = [
-        item("message.posted", "Re: panel", occurred_at=T0 + timedelta(minutes=20), link_path="/submissions/sub-1#m"),
-        item("submission.submitted", "Panel A", occurred_at=T0),
-        item("message.posted", "Question", occurred_at=T0 + timedelta(minutes=5), link_path="/submissions/sub-2"),
+        item("MESSAGE_POSTED", "Re: panel", occurred_at=T0 + timedelta(minutes=20), link_path="/submissions/sub-1#m"),
+        item("SUBMISSION_SUBMITTED", "Panel A", occurred_at=T0),
+        item("MESSAGE_POSTED", "Question", occurred_at=T0 + timedelta(minutes=5), link_path="/submissions/sub-2"),
     ]
     groups = group_for_digest(items, BASE)
     assert [g.heading for g in groups] == ["New submissions", "New messages"]

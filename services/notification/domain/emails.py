@@ -17,6 +17,8 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from services.notification.domain.vocabulary import NotificationType
+
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 MAX_SUBJECT_LENGTH = 150
 PREFERENCES_PATH = "/settings/notifications"
@@ -35,60 +37,74 @@ class EmailCopy:
 
 DEFAULT_COPY = EmailCopy("{title}", "Other updates", "Open Molbridge for the details.", "Open in Molbridge")
 
-# Keyed by the notification's type (the event it came from). An unknown type falls back to DEFAULT_COPY,
-# so a new event type is mailed with its title before anyone writes its copy.
+# Keyed by the notification's type (vocabulary.NotificationType). An unknown type falls back to
+# DEFAULT_COPY, so a new type is mailed with its title before anyone writes its copy.
 COPY: Mapping[str, EmailCopy] = {
-    "submission.submitted": EmailCopy(
+    NotificationType.SUBMISSION_SUBMITTED: EmailCopy(
         "New submission: {title}", "New submissions", "A submission awaits your review and pricing.",
         "Review the submission",
     ),
-    "submission.quoted": EmailCopy(
+    NotificationType.SUBMISSION_QUOTED: EmailCopy(
         "Quote received: {title}", "Quotes received", "The CRO has priced the submission; approve or reject the quote.",
         "Review the quote",
     ),
-    "submission.approved": EmailCopy(
+    NotificationType.SUBMISSION_APPROVED: EmailCopy(
         "Quote approved: {title}", "Approved submissions", "The quote was approved; the experiment may start.",
         "Open the submission",
     ),
-    "submission.rejected": EmailCopy(
+    NotificationType.SUBMISSION_REJECTED: EmailCopy(
         "Submission rejected: {title}", "Rejected submissions", "The submission was rejected.", "Open the submission"
     ),
-    "submission.cancelled": EmailCopy(
+    NotificationType.SUBMISSION_CANCELLED: EmailCopy(
         "Submission cancelled: {title}", "Cancelled submissions", "The submission was cancelled.", "Open the submission"
     ),
-    "submission.started": EmailCopy(
+    NotificationType.SUBMISSION_STARTED: EmailCopy(
         "Experiment started: {title}", "Experiments started", "The CRO started the experiment.", "Open the submission"
     ),
-    "submission.results_uploaded": EmailCopy(
+    NotificationType.RESULTS_UPLOADED: EmailCopy(
         "Results uploaded: {title}", "Results uploaded", "Results are ready for your review.", "Review the results"
     ),
-    "submission.results_reviewed": EmailCopy(
+    NotificationType.RESULTS_REVIEWED: EmailCopy(
         "Results reviewed: {title}", "Results reviewed", "The results were reviewed.", "Open the results"
     ),
-    "message.posted": EmailCopy(
+    NotificationType.MESSAGE_POSTED: EmailCopy(
         "New message: {title}", "New messages", "A new message was posted on a submission.", "Read the message"
     ),
-    "signature.requested": EmailCopy(
+    NotificationType.SIGNATURE_REQUESTED: EmailCopy(
         "Signature requested: {title}", "Signatures requested", "Your signature is requested on a document.",
         "Review and sign",
     ),
-    "signature.completed": EmailCopy(
+    NotificationType.SIGNATURE_COMPLETED: EmailCopy(
         "Document signed: {title}", "Documents signed", "Every signature on the document is complete.",
         "Open the document",
     ),
-    "signature.declined": EmailCopy(
+    NotificationType.SIGNATURE_DECLINED: EmailCopy(
         "Signature declined: {title}", "Signatures declined", "A signer declined to sign the document.",
         "Open the document",
     ),
-    "document.expiring": EmailCopy(
+    NotificationType.DOCUMENT_EXPIRING: EmailCopy(
         "Document expiring: {title}", "Documents expiring", "A document expires soon; renew it in time.",
         "Open the document",
     ),
-    "job.finished": EmailCopy(
-        "Job finished: {title}", "Jobs finished", "A job you started has finished.", "See the outcome"
+    NotificationType.DOCUMENT_EXPIRED: EmailCopy(
+        "Document expired: {title}", "Documents expired", "A document has expired; work that needs it is on hold.",
+        "Open the document",
     ),
-    "job.failed": EmailCopy(
-        "Job failed: {title}", "Jobs failed", "A job you started has failed.", "See what went wrong"
+    NotificationType.IMPORT_FINISHED: EmailCopy(
+        "Import finished: {title}", "Imports finished", "A molecule import you started has finished.",
+        "See the import",
+    ),
+    NotificationType.IMPORT_FAILED: EmailCopy(
+        "Import failed: {title}", "Imports failed", "A molecule import you started has failed.",
+        "See what went wrong",
+    ),
+    NotificationType.PREDICTION_FINISHED: EmailCopy(
+        "Prediction finished: {title}", "Predictions finished", "A prediction job you started has finished.",
+        "See the predictions",
+    ),
+    NotificationType.PREDICTION_FAILED: EmailCopy(
+        "Prediction failed: {title}", "Predictions failed", "A prediction job you started has failed.",
+        "See what went wrong",
     ),
 }
 
@@ -97,7 +113,7 @@ COPY: Mapping[str, EmailCopy] = {
 class EmailItem:
     """One notification as an email shows it."""
 
-    notification_type: str
+    notification_type: str  # a NotificationType name
     title: str
     body: str
     link_path: str  # a path in the app ("/submissions/…"); an absolute https URL is used as is
