@@ -53,8 +53,10 @@ class NotificationSettings(Settings):
         return (self.app_url_override or self.public_url).rstrip("/")
 
     def secret_box(self) -> SecretBox:
-        key = self.webhook_secret_key.encode() if self.webhook_secret_key else key_from_file(
-            self.data_dir / "notification"
+        key = (
+            self.webhook_secret_key.encode()
+            if self.webhook_secret_key
+            else key_from_file(self.data_dir / "notification")
         )
         return SecretBox(key)
 

@@ -108,33 +108,57 @@ SOURCES: dict[NotificationType, Source] = {
         "document", "SignatureRequested", topic="signature.requested", subject=SubjectType.SIGNATURE_REQUEST
     ),
     NotificationType.SIGNATURE_COMPLETED: Source(
-        "document", "SignatureFinished", "status", frozenset({"COMPLETED"}), "signature.completed",
+        "document",
+        "SignatureFinished",
+        "status",
+        frozenset({"COMPLETED"}),
+        "signature.completed",
         SubjectType.SIGNATURE_REQUEST,
     ),
     NotificationType.SIGNATURE_DECLINED: Source(
-        "document", "SignatureFinished", "status", frozenset({"DECLINED", "VOIDED", "EXPIRED"}),
-        "signature.declined", SubjectType.SIGNATURE_REQUEST,
+        "document",
+        "SignatureFinished",
+        "status",
+        frozenset({"DECLINED", "VOIDED", "EXPIRED"}),
+        "signature.declined",
+        SubjectType.SIGNATURE_REQUEST,
     ),
     NotificationType.DOCUMENT_EXPIRING: Source(
         "document", "DocumentExpiring", topic="document.expiring", subject=SubjectType.DOCUMENT
     ),
     NotificationType.DOCUMENT_EXPIRED: Source(
-        "document", "DocumentStatusChanged", "to_status", frozenset({"EXPIRED"}), "document.expired",
+        "document",
+        "DocumentStatusChanged",
+        "to_status",
+        frozenset({"EXPIRED"}),
+        "document.expired",
         SubjectType.DOCUMENT,
     ),
     NotificationType.IMPORT_FINISHED: Source(
         "molecule", "ImportFinished", "status", frozenset({"completed"}), "import.finished", SubjectType.IMPORT_JOB
     ),
     NotificationType.IMPORT_FAILED: Source(
-        "molecule", "ImportFinished", "status", frozenset({"failed", "cancelled"}), "import.failed",
+        "molecule",
+        "ImportFinished",
+        "status",
+        frozenset({"failed", "cancelled"}),
+        "import.failed",
         SubjectType.IMPORT_JOB,
     ),
     NotificationType.PREDICTION_FINISHED: Source(
-        "prediction", "PredictionJobFinished", "status", frozenset({"COMPLETED"}), "prediction.finished",
+        "prediction",
+        "PredictionJobFinished",
+        "status",
+        frozenset({"COMPLETED"}),
+        "prediction.finished",
         SubjectType.PREDICTION_JOB,
     ),
     NotificationType.PREDICTION_FAILED: Source(
-        "prediction", "PredictionJobFinished", "status", frozenset({"FAILED"}), "prediction.failed",
+        "prediction",
+        "PredictionJobFinished",
+        "status",
+        frozenset({"FAILED"}),
+        "prediction.failed",
         SubjectType.PREDICTION_JOB,
     ),
 }
