@@ -11,6 +11,8 @@ from services.notification.domain.emails import (
     COPY,
     EmailItem,
     app_link,
+    digest_cutoff,
+    email_retry_at,
     group_for_digest,
     render_digest,
     render_notification,
@@ -104,3 +106,17 @@ def test_a_digest_of_one_and_an_empty_digest() -> None:
     )
     with pytest.raises(ValueError):
         render_digest([], recipient_name="D", base_url=BASE, period="DAILY")
+
+
+def test_a_failed_email_is_retried_with_a_capped_backoff_forever() -> None:
+    assert email_retry_at(1, T0, lambda: 0.5) == T0 + timedelta(seconds=15)
+    assert email_retry_at(50, T0, lambda: 0.999999) <= T0 + timedelta(minutes=15)
+    assert email_retry_at(3, T0, lambda: 0.0) == T0 + timedelta(seconds=1)
+
+
+def test_digest_cutoffs() -> None:
+    now = datetime(2026, 12, 3, 14, 25, 7, tzinfo=UTC)
+    assert digest_cutoff(now, "HOURLY") == datetime(2026, 12, 3, 14, 0, tzinfo=UTC)
+    assert digest_cutoff(now, "DAILY") == datetime(2026, 12, 3, 0, 0, tzinfo=UTC)
+    with pytest.raises(ValueError):
+        digest_cutoff(now, "OFF")

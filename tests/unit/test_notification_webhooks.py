@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.notification.domain.vocabulary import DeliveryStatus
 from services.notification.domain.webhooks import (
     FIRST_RETRY_S,
     MAX_RETRY_WAIT_S,
     MIN_RETRY_WAIT_S,
     RETRY_WINDOW,
     AttemptResult,
-    DeliveryStatus,
     SignatureError,
     UrlPolicy,
     after_attempt,
@@ -137,7 +137,7 @@ def test_a_2xx_is_delivered() -> None:
 def test_every_other_outcome_is_retried_within_the_window(result: AttemptResult) -> None:
     now = T0 + timedelta(minutes=5)
     decision = after_attempt(result, attempt=2, first_attempt_at=T0, now=now, draw=lambda: 0.5)
-    assert decision.status is DeliveryStatus.PENDING
+    assert decision.status is DeliveryStatus.RETRYING
     assert decision.next_attempt_at == now + timedelta(seconds=0.5 * 2 * FIRST_RETRY_S)
 
 
@@ -167,7 +167,7 @@ def test_the_last_retry_is_at_the_end_of_the_window_then_dead() -> None:
     near_end = T0 + RETRY_WINDOW - timedelta(seconds=30)
     decision = after_attempt(AttemptResult(status_code=500), attempt=30, first_attempt_at=T0, now=near_end,
                              draw=lambda: 0.99)
-    assert decision.status is DeliveryStatus.PENDING and decision.next_attempt_at == T0 + RETRY_WINDOW
+    assert decision.status is DeliveryStatus.RETRYING and decision.next_attempt_at == T0 + RETRY_WINDOW
     at_end = after_attempt(AttemptResult(status_code=500), attempt=31, first_attempt_at=T0, now=T0 + RETRY_WINDOW,
                            draw=lambda: 0.99)
     assert at_end.status is DeliveryStatus.DEAD and at_end.next_attempt_at is None

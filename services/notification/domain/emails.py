@@ -7,9 +7,9 @@ Pure: the templates ship with the code and rendering has no side effect; sending
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from functools import cache
 from pathlib import Path
@@ -41,15 +41,21 @@ DEFAULT_COPY = EmailCopy("{title}", "Other updates", "Open Molbridge for the det
 # DEFAULT_COPY, so a new type is mailed with its title before anyone writes its copy.
 COPY: Mapping[str, EmailCopy] = {
     NotificationType.SUBMISSION_SUBMITTED: EmailCopy(
-        "New submission: {title}", "New submissions", "A submission awaits your review and pricing.",
+        "New submission: {title}",
+        "New submissions",
+        "A submission awaits your review and pricing.",
         "Review the submission",
     ),
     NotificationType.SUBMISSION_QUOTED: EmailCopy(
-        "Quote received: {title}", "Quotes received", "The CRO has priced the submission; approve or reject the quote.",
+        "Quote received: {title}",
+        "Quotes received",
+        "The CRO has priced the submission; approve or reject the quote.",
         "Review the quote",
     ),
     NotificationType.SUBMISSION_APPROVED: EmailCopy(
-        "Quote approved: {title}", "Approved submissions", "The quote was approved; the experiment may start.",
+        "Quote approved: {title}",
+        "Approved submissions",
+        "The quote was approved; the experiment may start.",
         "Open the submission",
     ),
     NotificationType.SUBMISSION_REJECTED: EmailCopy(
@@ -71,39 +77,57 @@ COPY: Mapping[str, EmailCopy] = {
         "New message: {title}", "New messages", "A new message was posted on a submission.", "Read the message"
     ),
     NotificationType.SIGNATURE_REQUESTED: EmailCopy(
-        "Signature requested: {title}", "Signatures requested", "Your signature is requested on a document.",
+        "Signature requested: {title}",
+        "Signatures requested",
+        "Your signature is requested on a document.",
         "Review and sign",
     ),
     NotificationType.SIGNATURE_COMPLETED: EmailCopy(
-        "Document signed: {title}", "Documents signed", "Every signature on the document is complete.",
+        "Document signed: {title}",
+        "Documents signed",
+        "Every signature on the document is complete.",
         "Open the document",
     ),
     NotificationType.SIGNATURE_DECLINED: EmailCopy(
-        "Signature declined: {title}", "Signatures declined", "A signer declined to sign the document.",
+        "Signature declined: {title}",
+        "Signatures declined",
+        "A signer declined to sign the document.",
         "Open the document",
     ),
     NotificationType.DOCUMENT_EXPIRING: EmailCopy(
-        "Document expiring: {title}", "Documents expiring", "A document expires soon; renew it in time.",
+        "Document expiring: {title}",
+        "Documents expiring",
+        "A document expires soon; renew it in time.",
         "Open the document",
     ),
     NotificationType.DOCUMENT_EXPIRED: EmailCopy(
-        "Document expired: {title}", "Documents expired", "A document has expired; work that needs it is on hold.",
+        "Document expired: {title}",
+        "Documents expired",
+        "A document has expired; work that needs it is on hold.",
         "Open the document",
     ),
     NotificationType.IMPORT_FINISHED: EmailCopy(
-        "Import finished: {title}", "Imports finished", "A molecule import you started has finished.",
+        "Import finished: {title}",
+        "Imports finished",
+        "A molecule import you started has finished.",
         "See the import",
     ),
     NotificationType.IMPORT_FAILED: EmailCopy(
-        "Import failed: {title}", "Imports failed", "A molecule import you started has failed.",
+        "Import failed: {title}",
+        "Imports failed",
+        "A molecule import you started has failed.",
         "See what went wrong",
     ),
     NotificationType.PREDICTION_FINISHED: EmailCopy(
-        "Prediction finished: {title}", "Predictions finished", "A prediction job you started has finished.",
+        "Prediction finished: {title}",
+        "Predictions finished",
+        "A prediction job you started has finished.",
         "See the predictions",
     ),
     NotificationType.PREDICTION_FAILED: EmailCopy(
-        "Prediction failed: {title}", "Predictions failed", "A prediction job you started has failed.",
+        "Prediction failed: {title}",
+        "Predictions failed",
+        "A prediction job you started has failed.",
         "See what went wrong",
     ),
 }
@@ -235,3 +259,28 @@ def render_digest(items: Sequence[EmailItem], *, recipient_name: str, base_url: 
         },
     )
     return RenderedEmail(subject, text, html)
+
+
+# ---------------------------------------------------------------- when emails go
+
+EMAIL_FIRST_RETRY_S = 30.0
+EMAIL_MAX_RETRY_WAIT_S = 900.0  # a down SMTP server is tried at least every 15 minutes, for as long as it takes
+
+
+def email_retry_at(attempt: int, now: datetime, draw: Callable[[], float]) -> datetime:
+    """When to try again after the `attempt`-th failed send (1-based): full jitter over an exponential,
+    capped ceiling. An email whose server is down is never given up (it is delayed, never lost); only a
+    permanent refusal (the server rejects the address) ends it."""
+    ceiling = min(EMAIL_MAX_RETRY_WAIT_S, EMAIL_FIRST_RETRY_S * 2 ** min(attempt - 1, 30))
+    return now + timedelta(seconds=max(1.0, draw() * ceiling))
+
+
+def digest_cutoff(now: datetime, digest: str) -> datetime:
+    """A digest gathers what was queued before the current period began (the full hour for HOURLY, UTC
+    midnight for DAILY): at most one digest per recipient and period, sent once the period is over."""
+    now = now.astimezone(UTC)
+    if digest == "HOURLY":
+        return now.replace(minute=0, second=0, microsecond=0)
+    if digest == "DAILY":
+        return now.replace(hour=0, minute=0, second=0, microsecond=0)
+    raise ValueError(f"not a digest period: {digest!r}")

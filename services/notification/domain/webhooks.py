@@ -20,15 +20,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 import secrets as secrets_module
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from enum import StrEnum
 from urllib.parse import urlsplit
 
-from services.runtime.errors import ValidationError
+from services.notification.domain.vocabulary import TEST_TOPIC, DeliveryStatus, NotificationType
+from services.runtime.errors import PreconditionError, ValidationError
 
 SIGNATURE_HEADER = "Molbridge-Signature"
 SIGNATURE_SCHEME = "v1"
@@ -141,12 +142,6 @@ def verify(
 # ---------------------------------------------------------------- outcomes and schedule
 
 
-class DeliveryStatus(StrEnum):
-    PENDING = "PENDING"  # waiting for its (next) attempt
-    DELIVERED = "DELIVERED"  # a 2xx was received: never sent again unless a person redelivers it
-    DEAD = "DEAD"  # the retry window ended without a 2xx
-
-
 @dataclass(frozen=True)
 class AttemptResult:
     """What one POST gave: a status code, or an error (network, timeout, refused address)."""
@@ -192,8 +187,8 @@ def backoff_delay(attempt: int, draw: Callable[[], float]) -> float:
 
 @dataclass(frozen=True)
 class Decision:
-    status: DeliveryStatus
-    next_attempt_at: datetime | None  # set when PENDING
+    status: DeliveryStatus  # DELIVERED, RETRYING or DEAD (vocabulary)
+    next_attempt_at: datetime | None  # set when RETRYING
 
 
 def after_attempt(
@@ -220,7 +215,7 @@ def after_attempt(
         asked = parse_retry_after(result.retry_after, now)
         if asked is not None:
             delay = max(delay, asked)
-    return Decision(DeliveryStatus.PENDING, min(now + timedelta(seconds=delay), deadline))
+    return Decision(DeliveryStatus.RETRYING, min(now + timedelta(seconds=delay), deadline))
 
 
 # ---------------------------------------------------------------- URLs
@@ -317,3 +312,114 @@ def check_addresses(target: WebhookUrl, addresses: Iterable[IpAddress], policy: 
             raise _invalid(f"the host {target.host} resolves to {reason} ({address})", "WEBHOOK_ADDRESS_REFUSED")
     if target.scheme == "http" and any(_effective(a).is_global for a in resolved):
         raise _invalid("a webhook URL on a public address must use https://")
+
+
+# ---------------------------------------------------------------- endpoints, payloads, rotation
+
+ROTATION_GRACE = timedelta(hours=24)  # after a rotation the previous secret still signs (both v1 sent)
+MAX_DESCRIPTION_LENGTH = 500
+TEST_MESSAGE = "A test event from Molbridge: your endpoint receives and verifies webhooks."
+
+
+def secret_hint(secret: str) -> str:
+    """The last four characters, to tell secrets apart in a listing."""
+    return secret[-4:]
+
+
+def signing_secrets(
+    current: str, previous: str | None, previous_expires_at: datetime | None, now: datetime
+) -> list[str]:
+    """The secrets a payload is signed with now: the current one, and the previous one during the grace
+    period after a rotation (the receiver may still know only that one)."""
+    if previous and previous_expires_at is not None and now < previous_expires_at:
+        return [current, previous]
+    return [current]
+
+
+def check_description(description: str) -> str:
+    description = description.strip()
+    if len(description) > MAX_DESCRIPTION_LENGTH:
+        raise ValidationError(
+            f"A description has at most {MAX_DESCRIPTION_LENGTH} characters",
+            field_violations=[("description", f"at most {MAX_DESCRIPTION_LENGTH} characters")],
+        )
+    return description
+
+
+def test_payload(*, event_id: str, organization_id: str, webhook_id: str, now: datetime) -> dict[str, object]:
+    """SendWebhookTest's body, shaped like every event's (notices.webhook_payload): `id` is the event's id
+    (the same on every retry, so a receiver drops duplicates by it), `type` the dotted topic."""
+    return {
+        "id": event_id,
+        "type": TEST_TOPIC,
+        "occurred_at": now.isoformat(),
+        "organization_id": organization_id,
+        "data": {"webhook_id": webhook_id, "message": TEST_MESSAGE},
+    }
+
+
+def encode_payload(body: dict[str, object]) -> bytes:
+    """The exact bytes signed and sent (compact, keys sorted: the same payload gives the same bytes)."""
+    return json.dumps(body, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+@dataclass
+class Webhook:
+    """An organization's endpoint, as the API shows it (the secrets stay in the store, encrypted)."""
+
+    id: str
+    organization_id: str
+    url: str
+    event_types: tuple[str, ...]  # NotificationType names; empty: every type
+    description: str
+    active: bool
+    secret_hint: str
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    secret_rotated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event's delivery to one endpoint, as the delivery log shows it."""
+
+    id: str
+    webhook_id: str
+    event_id: str
+    event_type: str  # NotificationType name, "" for a test
+    status: DeliveryStatus
+    attempts: int
+    last_status_code: int | None
+    last_error: str
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    delivered_at: datetime | None
+    dead_at: datetime | None
+    created_at: datetime
+    test: bool
+
+
+REDELIVERABLE = frozenset({DeliveryStatus.DEAD, DeliveryStatus.DELIVERED})
+
+
+def check_redeliverable(delivery: Delivery) -> None:
+    """A person sends again what was given up (DEAD) or what the receiver lost (DELIVERED); one still
+    being tried is left to its schedule."""
+    if delivery.status not in REDELIVERABLE:
+        raise PreconditionError(
+            f"A {delivery.status} delivery is still being tried; only DEAD or DELIVERED ones are redelivered",
+            detail="DELIVERY_STATE",
+        )
+
+
+def check_event_types(names: Sequence[str]) -> tuple[str, ...]:
+    """The NotificationType names an endpoint subscribes to (sorted, unique); empty means every type."""
+    known = {kind.value for kind in NotificationType}
+    unknown = [name or "TYPE_UNSPECIFIED" for name in names if name not in known]
+    if unknown:
+        raise ValidationError(
+            f"Unknown event types: {', '.join(unknown)}",
+            field_violations=[("event_types", f"one of {', '.join(sorted(known))}")],
+        )
+    return tuple(sorted(set(names)))

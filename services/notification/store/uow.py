@@ -9,7 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bus.idempotency import first_delivery
 from services.notification.domain.vocabulary import EVENT_SOURCE
+from services.notification.store.emails import EmailRepository
 from services.notification.store.tables import SCHEMA
+from services.notification.store.webhooks import WebhookRepository
 from services.runtime.idempotency import idempotent
 from services.runtime.uow import EventSink, Transactions, UnitOfWork
 
@@ -17,6 +19,8 @@ from services.runtime.uow import EventSink, Transactions, UnitOfWork
 class NotificationUnitOfWork(UnitOfWork):
     def __init__(self, session: AsyncSession, sink: EventSink) -> None:
         super().__init__(session, sink)
+        self.webhooks = WebhookRepository(session)
+        self.emails = EmailRepository(session)
 
     async def once(self, scope: str, request_id: str, create: Callable[[], Awaitable[str]]) -> str:
         """Runs `create` (which answers a resource id) once per (scope, request_id) (AIP-155)."""
