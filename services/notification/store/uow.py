@@ -9,6 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bus.idempotency import first_delivery
 from services.notification.domain.vocabulary import EVENT_SOURCE
+from services.notification.store.directory import DirectoryRepository, PartiesRepository
+from services.notification.store.notifications import NotificationRepository
+from services.notification.store.preferences import PreferenceRepository
+from services.notification.store.queue import DeliveryQueue
 from services.notification.store.tables import SCHEMA
 from services.runtime.idempotency import idempotent
 from services.runtime.uow import EventSink, Transactions, UnitOfWork
@@ -17,6 +21,11 @@ from services.runtime.uow import EventSink, Transactions, UnitOfWork
 class NotificationUnitOfWork(UnitOfWork):
     def __init__(self, session: AsyncSession, sink: EventSink) -> None:
         super().__init__(session, sink)
+        self.directory = DirectoryRepository(session)
+        self.parties = PartiesRepository(session)
+        self.notifications = NotificationRepository(session)
+        self.preferences = PreferenceRepository(session)
+        self.deliveries = DeliveryQueue(session)
 
     async def once(self, scope: str, request_id: str, create: Callable[[], Awaitable[str]]) -> str:
         """Runs `create` (which answers a resource id) once per (scope, request_id) (AIP-155)."""
