@@ -26,7 +26,12 @@ from molbridge.notification.v1 import notification_service_pb2_grpc as pb_grpc
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.notification import worker
 from services.notification.adapters.secrets import SecretBox, key_from_file
+from services.notification.server.notifications import NotificationServicer
+from services.notification.service.directory import Directory
+from services.notification.service.dispatch import Dispatcher
+from services.notification.service.notifications import NotificationFeed, NotificationService, notification_feed
 from services.notification.store import SCHEMA, NotificationTransactions, transactions
 from services.runtime import telemetry
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
@@ -66,13 +71,17 @@ class NotificationParts:
     settings: NotificationSettings
     uow: NotificationTransactions
     secrets: SecretBox
+    notifications: NotificationService
+    directory: Directory
+    dispatcher: Dispatcher
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def servicers(self) -> list[Servicer]:
         return [
-            (pb_grpc.add_NotificationServiceServicer_to_server, pb_grpc.NotificationServiceServicer()),
-            (pb_grpc.add_WebhookServiceServicer_to_server, pb_grpc.WebhookServiceServicer()),
+            (pb_grpc.add_NotificationServiceServicer_to_server, NotificationServicer(self.notifications)),
+            # `deliver` replaces the base servicer (UNIMPLEMENTED) with server/webhooks.py.
+            (pb_grpc.add_WebhookServiceServicer_to_server, pb_grpc.WebhookServiceServicer()),  # type: ignore[abstract]
         ]
 
     @property
@@ -81,12 +90,21 @@ class NotificationParts:
 
     @property
     def subscriptions(self) -> list[Subscription[Any]]:
-        return []
+        """The server's: the directory and every event that notifies someone."""
+        return worker.server_subscriptions(self.directory, self.dispatcher)
 
 
 def build_parts(settings: NotificationSettings, database: AsyncEngine) -> NotificationParts:
     """Every part of the service over `database`; call it inside the running event loop."""
-    return NotificationParts(settings=settings, uow=transactions(database), secrets=settings.secret_box())
+    uow = transactions(database)
+    return NotificationParts(
+        settings=settings,
+        uow=uow,
+        secrets=settings.secret_box(),
+        notifications=NotificationService(uow, NotificationFeed()),
+        directory=Directory(uow),
+        dispatcher=Dispatcher(uow, settings.app_url),
+    )
 
 
 def build_server(settings: NotificationSettings) -> Process:
@@ -98,7 +116,10 @@ def build_server(settings: NotificationSettings) -> Process:
         authenticator=remote_authenticator(identity),
         subscriptions=parts.subscriptions,
         outbox=Outbox(database, SCHEMA),
-        consumers=[revocation_feed(identity.revocations, "notification")],
+        consumers=[
+            revocation_feed(identity.revocations, "notification"),  # revoked tokens refused at once
+            notification_feed(parts.notifications.feed, "notification"),  # new notifications to this replica's watchers
+        ],
         jobs=parts.jobs,
         on_stop=[identity.close, *parts.on_stop, database.dispose],
     )

@@ -4,6 +4,7 @@ partner webhook receives for the same event. Pure."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from services.notification.domain.recipients import Occurrence
@@ -111,3 +112,24 @@ def webhook_payload(o: Occurrence, app_url: str) -> dict[str, Any]:
             **{k: v for k, v in sorted(o.facts.items()) if k not in {"submission_id"}},
         },
     }
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One in-app notification of one recipient, as stored."""
+
+    id: str
+    recipient_id: str
+    type: NotificationType
+    title: str
+    body: str
+    link: str
+    organization_id: str
+    subject_type: str
+    subject_id: str
+    submission_id: str
+    event_id: str
+    occurred_at: datetime | None
+    created_at: datetime
+    read_at: datetime | None = None
+    seq: int = 0

@@ -176,11 +176,11 @@ def audience(o: Occurrence, acting_organization: str | None = None) -> Audience:
     match o.type:
         case NotificationType.SIGNATURE_REQUESTED:
             organization = o.signer_organization_id or o.organization_id
-            allowed = frozenset(shared | {organization})
+            signers = frozenset(shared | {organization})
             if o.signer_user_id:
-                return Audience(allowed, frozenset({o.signer_user_id}))
+                return Audience(signers, frozenset({o.signer_user_id}))
             roles = frozenset({o.signer_role}) if o.signer_role else ORGANIZATION_ADMINS
-            return Audience(allowed, roles=((organization, roles),), exclude=frozenset({o.actor_id}))
+            return Audience(signers, roles=((organization, roles),), exclude=frozenset({o.actor_id}))
         case NotificationType.SIGNATURE_COMPLETED | NotificationType.SIGNATURE_DECLINED:
             return Audience(frozenset(shared), frozenset({o.requested_by} - {""}))
         case NotificationType.DOCUMENT_EXPIRING | NotificationType.DOCUMENT_EXPIRED:
@@ -194,6 +194,19 @@ def audience(o: Occurrence, acting_organization: str | None = None) -> Audience:
             return Audience(frozenset({o.organization_id}), frozenset({o.requested_by} - {""}))
     # A submission event whose parties are unknown: nobody can be chosen safely.
     return Audience(frozenset())
+
+
+def webhook_organizations(o: Occurrence) -> frozenset[str]:
+    """Whose endpoints receive `o`: a submission's event both parties' (the CRO's once it was sent to
+    it); anything else the organization it belongs to (and a requested signer's)."""
+    if o.submission is not None and o.subject_type is SubjectType.SUBMISSION:
+        organizations = {o.submission.organization_id}
+        if o.from_status != DRAFT or o.type is NotificationType.SUBMISSION_SUBMITTED:
+            organizations.add(o.submission.cro_organization_id)
+        return frozenset(organizations - {""})
+    if o.type is NotificationType.SIGNATURE_REQUESTED:
+        return frozenset({o.organization_id, o.signer_organization_id} - {""})
+    return frozenset({o.organization_id} - {""})
 
 
 def recipients(o: Occurrence, members: Iterable[Member], acting_organization: str | None = None) -> list[Member]:

@@ -9,7 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bus.idempotency import first_delivery
 from services.notification.domain.vocabulary import EVENT_SOURCE
+from services.notification.store.directory import DirectoryRepository, PartiesRepository
 from services.notification.store.emails import EmailRepository
+from services.notification.store.notifications import NotificationRepository
+from services.notification.store.preferences import PreferenceRepository
+from services.notification.store.queue import DeliveryQueue
 from services.notification.store.tables import SCHEMA
 from services.notification.store.webhooks import WebhookRepository
 from services.runtime.idempotency import idempotent
@@ -19,6 +23,11 @@ from services.runtime.uow import EventSink, Transactions, UnitOfWork
 class NotificationUnitOfWork(UnitOfWork):
     def __init__(self, session: AsyncSession, sink: EventSink) -> None:
         super().__init__(session, sink)
+        self.directory = DirectoryRepository(session)
+        self.parties = PartiesRepository(session)
+        self.notifications = NotificationRepository(session)
+        self.preferences = PreferenceRepository(session)
+        self.deliveries = DeliveryQueue(session)
         self.webhooks = WebhookRepository(session)
         self.emails = EmailRepository(session)
 
