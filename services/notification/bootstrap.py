@@ -28,12 +28,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.notification import worker
 from services.notification.adapters.secrets import SecretBox, key_from_file
+from services.notification.adapters.webhook_sender import HttpWebhookSender
+from services.notification.domain.webhooks import UrlPolicy
 from services.notification.server.notifications import NotificationServicer
+from services.notification.server.webhooks import WebhookServicer
+from services.notification.service.delivery import EmailDispatcher, WebhookDispatcher
 from services.notification.service.directory import Directory
 from services.notification.service.dispatch import Dispatcher
 from services.notification.service.notifications import NotificationFeed, NotificationService, notification_feed
+from services.notification.service.webhooks import WebhookService
 from services.notification.store import SCHEMA, NotificationTransactions, transactions
 from services.runtime import telemetry
+from services.runtime.email import make_email_sender
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
 from services.runtime.migrations import MigrationSpec
 from services.runtime.process import Hook, Outbox, Process, Subscription
@@ -74,14 +80,15 @@ class NotificationParts:
     notifications: NotificationService
     directory: Directory
     dispatcher: Dispatcher
+    webhooks: WebhookService
+    webhook_sender: HttpWebhookSender
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def servicers(self) -> list[Servicer]:
         return [
             (pb_grpc.add_NotificationServiceServicer_to_server, NotificationServicer(self.notifications)),
-            # `deliver` replaces the base servicer (UNIMPLEMENTED) with server/webhooks.py.
-            (pb_grpc.add_WebhookServiceServicer_to_server, pb_grpc.WebhookServiceServicer()),  # type: ignore[abstract]
+            (pb_grpc.add_WebhookServiceServicer_to_server, WebhookServicer(self.webhooks)),
         ]
 
     @property
@@ -97,13 +104,18 @@ class NotificationParts:
 def build_parts(settings: NotificationSettings, database: AsyncEngine) -> NotificationParts:
     """Every part of the service over `database`; call it inside the running event loop."""
     uow = transactions(database)
+    secrets = settings.secret_box()
+    sender = HttpWebhookSender(UrlPolicy(allow_private=settings.allow_private_webhooks))
     return NotificationParts(
         settings=settings,
         uow=uow,
-        secrets=settings.secret_box(),
+        secrets=secrets,
         notifications=NotificationService(uow, NotificationFeed()),
         directory=Directory(uow),
         dispatcher=Dispatcher(uow, settings.app_url),
+        webhooks=WebhookService(uow, secrets, sender),
+        webhook_sender=sender,
+        on_stop=[sender.close],
     )
 
 
@@ -130,8 +142,10 @@ def build_worker(settings: NotificationSettings) -> Process:
     the schema's outbox too."""
     database = telemetry.traced_engine(settings.database_url, SCHEMA)
     parts = build_parts(settings, database)
+    webhooks = WebhookDispatcher(parts.uow, parts.webhook_sender, parts.secrets)
+    emails = EmailDispatcher(parts.uow, make_email_sender(settings), app_url=settings.app_url)
     return Process(
         outbox=Outbox(database, SCHEMA),
-        jobs=[],
+        jobs=[webhooks.run, emails.run],
         on_stop=[*parts.on_stop, database.dispose],
     )

@@ -41,7 +41,7 @@ def delivery_pb(delivery: Delivery) -> pb.WebhookDelivery:
         id=delivery.id,
         webhook_id=delivery.webhook_id,
         event_id=delivery.event_id,
-        event_type=enum_number(Type, delivery.event_type) if delivery.event_type else 0,
+        event_type=enum_number(Type, delivery.event_type),  # a test delivery has none: TYPE_UNSPECIFIED
         status=enum_number(pb.WebhookDelivery.Status, delivery.status.value),
         attempts=delivery.attempts,
         last_status_code=delivery.last_status_code or 0,
