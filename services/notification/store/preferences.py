@@ -30,9 +30,8 @@ class PreferenceRepository:
         for row in rows:
             if row.notification_type in NotificationType.__members__ and row.channel in Channel.__members__:
                 chosen[row.user_id][(NotificationType(row.notification_type), Channel(row.channel))] = row.enabled
-        digests = dict(
-            (await self._session.execute(sa.select(_s.user_id, _s.email_digest).where(_s.user_id.in_(users)))).tuples()
-        )
+        rows = await self._session.execute(sa.select(_s.user_id, _s.email_digest).where(_s.user_id.in_(users)))
+        digests = {row.user_id: row.email_digest for row in rows}
         return {user: Preferences(chosen[user], EmailDigest(digests.get(user, DEFAULT_DIGEST.value))) for user in users}
 
     async def set(self, user_id: str, settings: Iterable[Setting]) -> None:

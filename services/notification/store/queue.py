@@ -50,7 +50,7 @@ class DeliveryQueue:
             sa.select(_w.id, _w.organization_id).where(
                 _w.organization_id.in_(wanted),
                 _w.active,
-                sa.or_(sa.func.cardinality(_w.event_types) == 0, _w.event_types.any(kind.value)),
+                sa.or_(sa.func.cardinality(_w.event_types) == 0, sa.literal(kind.value) == sa.any_(_w.event_types)),
             )
         )
         return [(str(row.id), row.organization_id) for row in rows]
