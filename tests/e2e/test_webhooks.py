@@ -38,8 +38,14 @@ def receiver() -> Iterator[WebhookReceiver]:
         yield started
 
 
+def whole(response: httpx.Response, status: int = 201) -> dict:
+    """The whole answer (`data` and, for a create or rotation, the `secret` beside it)."""
+    assert response.status_code == status, (response.request.method, response.request.url, response.text)
+    return dict(response.json())
+
+
 def register(api: httpx.Client, headers: dict[str, str], receiver: WebhookReceiver, **fields: object) -> dict:
-    answer = created(api.post("/webhooks", json={"url": receiver.url, "request_id": uuid.uuid4().hex, **fields},
+    answer = whole(api.post("/webhooks", json={"url": receiver.url, "request_id": uuid.uuid4().hex, **fields},
                               headers=headers))
     receiver.secrets = [answer["secret"]]
     return dict(answer["data"])
@@ -72,9 +78,9 @@ def test_an_endpoint_receives_a_test_event_and_a_submission_signed(
     api: httpx.Client, parties: Parties, receiver: WebhookReceiver
 ) -> None:
     cro = parties.cro
-    answer = created(api.post("/webhooks", json={"url": receiver.url, "event_types": ["SUBMISSION_SUBMITTED"],
-                                                 "description": "LIMS", "request_id": "lims-once"},
-                              headers=cro.headers))
+    answer = whole(api.post("/webhooks", json={"url": receiver.url, "event_types": ["SUBMISSION_SUBMITTED"],
+                                               "description": "LIMS", "request_id": "lims-once"},
+                            headers=cro.headers))
     secret, webhook = answer["secret"], answer["data"]
     receiver.secrets = [secret]
     assert secret.startswith("whsec_") and webhook["secret_hint"] == secret[-4:]
@@ -92,7 +98,7 @@ def test_an_endpoint_receives_a_test_event_and_a_submission_signed(
     assert "url" in field_violations(bad)
     assert [w["id"] for w in data(api.get("/webhooks", headers=cro.headers))] == [webhook["id"]]
 
-    test = data(api.post(f"/webhooks/{webhook['id']}/test", json={}, headers=cro.headers))
+    test = created(api.post(f"/webhooks/{webhook['id']}/test", json={}, headers=cro.headers))
     assert test["test"] is True and test["status"] == "PENDING"
     [first] = asyncio.run(receiver.wait_for(1, timeout=WAIT_S))
     assert first.json()["type"] == "webhook.test" and first.json()["id"] == test["event_id"]
@@ -116,7 +122,7 @@ def test_a_failing_endpoint_gets_the_event_once_it_recovers_then_redelivery_and_
     headers = parties.outsider.headers  # an organization with no other activity: only these events
     webhook = register(api, headers, receiver, description="flaky partner")
     receiver.fail(2, status=503)
-    test = data(api.post(f"/webhooks/{webhook['id']}/test", json={}, headers=headers))
+    test = created(api.post(f"/webhooks/{webhook['id']}/test", json={}, headers=headers))
     [received] = asyncio.run(receiver.wait_for(1, timeout=WAIT_S))
     assert received.json()["id"] == test["event_id"]
     assert [r.answered for r in receiver.received] == [503, 503, 204]
@@ -132,9 +138,9 @@ def test_a_failing_endpoint_gets_the_event_once_it_recovers_then_redelivery_and_
     assert redelivered.json()["id"] == test["event_id"]  # the same event: the receiver can drop it
 
     old_secret = receiver.secrets[0]
-    rotated = data(api.post(f"/webhooks/{webhook['id']}/rotate-secret", json={}, headers=headers))
+    rotated = whole(api.post(f"/webhooks/{webhook['id']}/rotate-secret", json={}, headers=headers), 200)
     assert rotated["secret"] != old_secret and rotated["data"]["secret_rotated_at"]
-    data(api.post(f"/webhooks/{webhook['id']}/test", json={}, headers=headers))
+    created(api.post(f"/webhooks/{webhook['id']}/test", json={}, headers=headers))
     [*_, signed_twice] = asyncio.run(receiver.wait_for(3, timeout=WAIT_S))  # verified with the old secret
     assert signed_twice.headers["Molbridge-Signature"].count("v1=") == 2
 
