@@ -17,6 +17,7 @@ from cli import output
 from cli.app import add_command
 from cli.arguments import enum_choice, truncate
 from cli.client import CliError, Gateway
+from cli.cro_services import show_list
 from molbridge_client.errors import Unavailable
 
 TITLE_WIDTH = 60
@@ -85,14 +86,9 @@ def list_notifications(args: argparse.Namespace, gw: Gateway) -> None:
     request = pb.ListNotificationsRequest(unread_only=args.unread, type=args.type, page=args.page,
                                           page_size=args.page_size)
     answer = gw.call(notifications_stub(gw).ListNotifications, request)
-    if args.json:
-        print(output.as_json(answer))
-    elif not answer.data and args.output != "csv":
-        print("No notifications")
-    else:
-        summary = f"{output.page_summary(answer.meta, 'notification')}, {answer.unread} unread"
-        output.listing(args, NOTIFICATION_HEADERS, notification_rows(answer.data), summary,
-                       csv_rows=notification_rows(answer.data, sys.maxsize))
+    summary = f"{output.page_summary(answer.meta, 'notification')}, {answer.unread} unread"
+    show_list(args, answer, "No notifications", NOTIFICATION_HEADERS,
+              lambda width: notification_rows(answer.data, width), summary)
 
 
 def unread(args: argparse.Namespace, gw: Gateway) -> None:
@@ -226,13 +222,8 @@ def create_webhook(args: argparse.Namespace, gw: Gateway) -> None:
 
 def list_webhooks(args: argparse.Namespace, gw: Gateway) -> None:
     answer = gw.call(webhooks_stub(gw).ListWebhooks, pb.ListWebhooksRequest(page=args.page, page_size=args.page_size))
-    if args.json:
-        print(output.as_json(answer))
-    elif not answer.data and args.output != "csv":
-        print("No webhooks")
-    else:
-        output.listing(args, WEBHOOK_HEADERS, webhook_rows(answer.data), output.page_summary(answer.meta, "webhook"),
-                       csv_rows=webhook_rows(answer.data, sys.maxsize))
+    show_list(args, answer, "No webhooks", WEBHOOK_HEADERS, lambda width: webhook_rows(answer.data, width),
+              output.page_summary(answer.meta, "webhook"))
 
 
 def get_webhook(args: argparse.Namespace, gw: Gateway) -> None:
@@ -268,14 +259,8 @@ def deliveries(args: argparse.Namespace, gw: Gateway) -> None:
     request = pb.ListWebhookDeliveriesRequest(id=args.id, status=args.status, page=args.page,
                                               page_size=args.page_size)
     answer = gw.call(webhooks_stub(gw).ListWebhookDeliveries, request)
-    if args.json:
-        print(output.as_json(answer))
-    elif not answer.data and args.output != "csv":
-        print("No deliveries")
-    else:
-        output.listing(args, DELIVERY_HEADERS, delivery_rows(answer.data),
-                       output.page_summary(answer.meta, "delivery").replace("deliverys", "deliveries"),
-                       csv_rows=delivery_rows(answer.data, sys.maxsize))
+    show_list(args, answer, "No deliveries", DELIVERY_HEADERS, lambda width: delivery_rows(answer.data, width),
+              output.page_summary(answer.meta, "delivery").replace("deliverys", "deliveries"))
 
 
 def redeliver(args: argparse.Namespace, gw: Gateway) -> None:
