@@ -10,8 +10,10 @@ a real local receiver that verifies every `Molbridge-Signature` with the shared 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,11 +21,14 @@ import pytest
 from tests.e2e import test_identity_gateway
 from tests.e2e.cro_rest import Parties, eventually, new_service, signed_by, upload
 from tests.e2e.molecule_rest import assert_error, created, data, field_violations
+from tests.e2e.test_cli import cli_runner
+from tests.e2e.test_identity_gateway import new_org
 from tests.webhook_receiver import WebhookReceiver
 
 api = test_identity_gateway.api
 admin = test_identity_gateway.admin
 
+EXIT_VALIDATION = 6
 WAIT_S = 60.0  # retries back off from 10 s (with jitter): the waits end as soon as the event is there
 
 
@@ -146,3 +151,38 @@ def test_a_failing_endpoint_gets_the_event_once_it_recovers_then_redelivery_and_
 
     assert api.delete(f"/webhooks/{webhook['id']}", headers=headers).status_code == 200
     assert_error(api.get(f"/webhooks/{webhook['id']}/deliveries", headers=headers), 404, "RESOURCE_NOT_FOUND")
+
+
+def test_the_cli_registers_tests_and_lists_a_webhook_and_shows_preferences(  # type: ignore[no-untyped-def]
+    mesh, api: httpx.Client, admin: dict, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    org_id, _ = new_org(api, admin, "CRO")
+    email = f"cli-admin-{uuid.uuid4().hex[:8]}@webhooks.test"
+    data(api.post("/users", json={"email": email, "full_name": "CLI Admin", "password": mesh.admin_password,
+                                  "roles": ["cro_admin"], "organization_id": org_id},
+                  headers={"authorization": f"Bearer {admin['access_token']}"}), status=201)
+    molbridge = cli_runner(mesh, tmp_path)
+    molbridge("login", "--email", email)
+
+    made = json.loads(molbridge("webhooks", "create", receiver.url, "--events", "submission-submitted",
+                                "--description", "from the CLI", "--json").stdout)
+    receiver.secrets = [made["secret"]]
+    webhook_id = made["data"]["id"]
+    assert "from the CLI" in molbridge("webhooks", "get", webhook_id).stdout
+    assert webhook_id in molbridge("webhooks", "list").stdout
+
+    queued = molbridge("webhooks", "test", webhook_id).stdout
+    assert "queued" in queued
+    asyncio.run(receiver.wait_for(1, timeout=WAIT_S))
+    eventually(lambda: "delivered" in molbridge("webhooks", "deliveries", webhook_id).stdout, "delivered in the log")
+    rotated = molbridge("webhooks", "rotate-secret", webhook_id).stdout
+    assert "signing secret: whsec_" in rotated and "24 hours" in rotated
+
+    assert molbridge("notifications", "unread").stdout.strip().isdigit()
+    shown = molbridge("notifications", "preferences", "show").stdout
+    assert "submission-submitted" in shown and "email digest: off" in shown
+    changed = molbridge("notifications", "preferences", "set", "--digest", "daily", "--disable",
+                        "message-posted:email").stdout
+    assert "email digest: daily" in changed
+    refused = molbridge("webhooks", "create", "https://user:pw@partner.example/x", ok=False)
+    assert refused.returncode == EXIT_VALIDATION and "credentials" in refused.stderr
