@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -32,6 +34,7 @@ from services.notification.service.delivery import EmailDispatcher, WebhookDispa
 from services.notification.service.webhooks import WebhookService
 from services.notification.store import SCHEMA, NotificationTransactions, transactions
 from services.notification.store.notifications import NewNotification
+from services.notification.store.tables import email_deliveries
 from services.runtime.auth import Principal
 from services.runtime.db import make_engine
 from services.runtime.email import SmtpSender
@@ -320,3 +323,44 @@ async def test_a_digest_gathers_the_periods_notifications_into_one_email(world: 
     assert digest["Subject"] == "Your hourly Molbridge digest: 3 updates"
     text = digest.get_body(("plain",))
     assert text is not None and all(title in text.get_content() for title in ("Panel A", "Panel B", "Panel C"))
+
+
+class RefusingCollector(SmtpCollector):
+    """Refuses every recipient for good (550), as a server does for an address that does not exist."""
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        return "550 5.1.1 No such user here"
+
+
+async def email_statuses(world: World, recipient: Member) -> list[tuple[str, str]]:
+    async with world.engine.connect() as connection:
+        rows = await connection.execute(
+            sa.select(email_deliveries.c.status, email_deliveries.c.last_error)
+            .where(email_deliveries.c.recipient_id == recipient.user_id)
+        )
+        return [(row.status, row.last_error) for row in rows]
+
+
+async def test_a_refused_address_or_a_departed_user_ends_the_email(world: World, smtp_port: int) -> None:
+    collector = RefusingCollector()
+    smtp = Controller(collector, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    try:
+        emails = EmailDispatcher(world.uow, SmtpSender(f"smtp://127.0.0.1:{smtp_port}", timeout=2),
+                                 app_url=APP_URL, clock=world.clock, draw=lambda: 0.5)
+        ghost = member("ghost@pharma.test")
+        await queue_email(world, ghost, "Kinase panel", EmailDigest.OFF)
+        assert await emails.send_due() == 0
+        [(status, error)] = await email_statuses(world, ghost)
+        assert status == "DEAD" and "SMTPRecipientsRefused" in error
+
+        gone = member("gone@pharma.test")
+        await queue_email(world, gone, "Kinase panel", EmailDigest.OFF)
+        async with world.uow() as uow:
+            await uow.directory.apply(replace(gone, deleted=True), "PHARMA", datetime.now(UTC) + timedelta(seconds=1))
+        assert await emails.send_due() == 0
+        [(status, error)] = await email_statuses(world, gone)
+        assert status == "DEAD" and "no longer an active user" in error
+    finally:
+        smtp.stop()
+    assert collector.messages == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from collections.abc import Mapping
 
@@ -27,6 +28,9 @@ from services.notification.domain.webhooks import (
 from services.runtime.errors import ValidationError
 
 USER_AGENT = "Molbridge-Webhooks/1"
+
+# httpx logs every request's URL at INFO; a partner's URL may carry a token in its query: only warnings.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 async def resolve(target: WebhookUrl) -> list[IpAddress]:
