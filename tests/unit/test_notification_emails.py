@@ -120,3 +120,22 @@ def test_digest_cutoffs() -> None:
     assert digest_cutoff(now, "DAILY") == datetime(2026, 12, 3, 0, 0, tzinfo=UTC)
     with pytest.raises(ValueError):
         digest_cutoff(now, "OFF")
+
+
+def test_only_a_permanent_smtp_refusal_ends_an_email() -> None:
+    import smtplib
+
+    from services.notification.service.delivery import permanent_refusal
+    from services.runtime.errors import IntegrationError
+
+    def wrapped(cause: BaseException) -> IntegrationError:
+        error = IntegrationError("Could not send email through SMTP; try again later")
+        error.__cause__ = cause
+        return error
+
+    assert permanent_refusal(wrapped(smtplib.SMTPRecipientsRefused({"a@x.test": (550, b"no such user")})))
+    assert not permanent_refusal(wrapped(smtplib.SMTPRecipientsRefused({"a@x.test": (451, b"try later")})))
+    assert permanent_refusal(wrapped(smtplib.SMTPDataError(554, b"rejected")))
+    assert not permanent_refusal(wrapped(smtplib.SMTPAuthenticationError(535, b"bad credentials")))  # config: retry
+    assert not permanent_refusal(wrapped(ConnectionRefusedError()))
+    assert not permanent_refusal(wrapped(smtplib.SMTPServerDisconnected()))
