@@ -31,9 +31,10 @@ from services.notification.adapters.secrets import SecretBox, key_from_file
 from services.notification.server.notifications import NotificationServicer
 from services.notification.service.directory import Directory
 from services.notification.service.dispatch import Dispatcher
-from services.notification.service.notifications import NotificationFeed, NotificationService, notification_feed
+from services.notification.service.notifications import NotificationService, notification_feed
 from services.notification.store import SCHEMA, NotificationTransactions, transactions
 from services.runtime import telemetry
+from services.runtime.feeds import Feed
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
 from services.runtime.migrations import MigrationSpec
 from services.runtime.process import Hook, Outbox, Process, Subscription
@@ -101,7 +102,7 @@ def build_parts(settings: NotificationSettings, database: AsyncEngine) -> Notifi
         settings=settings,
         uow=uow,
         secrets=settings.secret_box(),
-        notifications=NotificationService(uow, NotificationFeed()),
+        notifications=NotificationService(uow, Feed()),
         directory=Directory(uow),
         dispatcher=Dispatcher(uow, settings.app_url),
     )
