@@ -35,11 +35,12 @@ from services.notification.server.webhooks import WebhookServicer
 from services.notification.service.delivery import EmailDispatcher, WebhookDispatcher
 from services.notification.service.directory import Directory
 from services.notification.service.dispatch import Dispatcher
-from services.notification.service.notifications import NotificationFeed, NotificationService, notification_feed
+from services.notification.service.notifications import NotificationService, notification_feed
 from services.notification.service.webhooks import WebhookService
 from services.notification.store import SCHEMA, NotificationTransactions, transactions
 from services.runtime import telemetry
 from services.runtime.email import make_email_sender
+from services.runtime.feeds import Feed
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
 from services.runtime.migrations import MigrationSpec
 from services.runtime.process import Hook, Outbox, Process, Subscription
@@ -110,7 +111,7 @@ def build_parts(settings: NotificationSettings, database: AsyncEngine) -> Notifi
         settings=settings,
         uow=uow,
         secrets=secrets,
-        notifications=NotificationService(uow, NotificationFeed()),
+        notifications=NotificationService(uow, Feed()),
         directory=Directory(uow),
         dispatcher=Dispatcher(uow, settings.app_url),
         webhooks=WebhookService(uow, secrets, sender),

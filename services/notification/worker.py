@@ -13,7 +13,7 @@ Handlers only translate between the bus and the use cases (proto → Occurrence)
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,7 +33,7 @@ from molbridge.events.v1.molecule_pb2 import ImportFinished
 from molbridge.events.v1.prediction_pb2 import PredictionJobFinished
 
 from services.notification.domain.recipients import Member, Occurrence, Parties
-from services.notification.domain.vocabulary import SOURCES, NotificationType, classify
+from services.notification.domain.vocabulary import SOURCES, classify
 from services.notification.service.directory import Directory
 from services.notification.service.dispatch import Dispatcher, SubmissionState
 from services.runtime.process import Subscription
@@ -57,19 +57,6 @@ def _facts(event: Message) -> dict[str, str]:
     return facts
 
 
-def _occurrence(kind: NotificationType, event: Message, envelope: EventEnvelope, **kw: Any) -> Occurrence:
-    base = {
-        "type": kind,
-        "event_id": envelope.id,
-        "organization_id": envelope.organization_id,
-        "subject_type": SOURCES[kind].subject,
-        "actor_id": envelope.actor_id,
-        "occurred_at": _at(envelope.occurred_at),
-        "facts": _facts(event),
-    }
-    return Occurrence(**{**base, **kw})
-
-
 @dataclass(frozen=True)
 class DirectoryHandler:
     directory: Directory
@@ -90,146 +77,159 @@ class DirectoryHandler:
 
 
 @dataclass(frozen=True)
-class EventHandlers:
-    """One handler per event message: classify, map to an Occurrence, dispatch."""
+class Topic:
+    """An event this service tells: where it comes from, its durable, and what the rules need from it
+    beyond what every event gives (the envelope's organization, actor and time; the fields as facts)."""
 
+    event: type[Message]
+    source: str
+    durable: str
+    fields: Callable[[Any, EventEnvelope], dict[str, Any]]
+    state: Callable[[Any, EventEnvelope], SubmissionState] | None = None  # what it says about its submission
+
+
+def _parties(event: Any) -> Parties:
+    """A submission's parties as a CRO event names them (the submitter only where it says so)."""
+    return Parties(
+        event.submission_id,
+        event.organization_id,
+        event.cro_organization_id,
+        getattr(event, "created_by", ""),
+        getattr(event, "name", ""),
+    )
+
+
+def _submission_of(event: Any) -> Parties | None:
+    """A document event's submission: its id only (the dispatcher knows the parties)."""
+    return Parties(event.submission_id, "", "") if event.submission_id else None
+
+
+TOPICS: tuple[Topic, ...] = (
+    Topic(
+        SubmissionTransitioned,
+        "cro",
+        "submissions",
+        lambda e, _: {
+            "organization_id": e.organization_id,
+            "subject_id": e.submission_id,
+            "submission": _parties(e),
+            "from_status": e.from_status,
+        },
+        state=lambda e, envelope: SubmissionState(_parties(e), e.to_status, _at(e.at) or _at(envelope.occurred_at)),
+    ),
+    Topic(
+        QuoteProvided,
+        "cro",
+        "quotes",
+        lambda e, _: {"organization_id": e.organization_id, "subject_id": e.submission_id, "submission": _parties(e)},
+    ),
+    Topic(
+        SubmissionMessagePosted,
+        "cro",
+        "messages",
+        lambda e, envelope: {
+            "organization_id": e.organization_id,
+            "subject_id": e.submission_id,
+            "submission": _parties(e),
+            "side": e.side,
+            "actor_id": e.author_id or envelope.actor_id,
+        },
+    ),
+    Topic(
+        SignatureRequested,
+        "document",
+        "signature-requests",
+        lambda e, _: {
+            "organization_id": e.organization_id,
+            "subject_id": e.request_id,
+            "submission": _submission_of(e),
+            "signer_user_id": e.signer_user_id,
+            "signer_organization_id": e.signer_organization_id,
+            "signer_role": e.signer_role,
+        },
+    ),
+    Topic(
+        SignatureFinished,
+        "document",
+        "signatures-finished",
+        lambda e, _: {
+            "organization_id": e.organization_id,
+            "subject_id": e.request_id,
+            "submission": _submission_of(e),
+            "requested_by": e.requested_by,
+        },
+    ),
+    Topic(
+        DocumentStatusChanged,
+        "document",
+        "document-status",
+        lambda e, _: {"organization_id": e.organization_id, "subject_id": e.document_id},
+    ),
+    Topic(
+        DocumentExpiring,
+        "document",
+        "document-expiring",
+        lambda e, _: {"organization_id": e.organization_id, "subject_id": e.document_id},
+    ),
+    # The import's creator is the envelope's actor (the molecule worker records it so).
+    Topic(
+        ImportFinished,
+        "molecule",
+        "imports",
+        lambda e, envelope: {"subject_id": e.job_id, "requested_by": envelope.actor_id},
+    ),
+    Topic(
+        PredictionJobFinished,
+        "prediction",
+        "predictions",
+        lambda e, _: {"organization_id": e.organization_id, "subject_id": e.job_id, "requested_by": e.requested_by},
+    ),
+)
+
+
+@dataclass(frozen=True)
+class EventHandler:
+    """Classifies one event (vocabulary SOURCES), maps it to an Occurrence and dispatches it; an event that
+    tells nobody still tells its submission's parties."""
+
+    topic: Topic
     dispatcher: Dispatcher
 
-    async def submission_transitioned(self, event: SubmissionTransitioned, envelope: EventEnvelope) -> None:
-        parties = Parties(
-            event.submission_id, event.organization_id, event.cro_organization_id, event.created_by, event.name
-        )
-        state = SubmissionState(parties, event.to_status, _at(event.at) or _at(envelope.occurred_at))
-        kind = classify("SubmissionTransitioned", {"to_status": event.to_status})
+    async def __call__(self, event: Message, envelope: EventEnvelope) -> None:
+        facts = _facts(event)
+        kind = classify(event.DESCRIPTOR.name, facts)
+        state = self.topic.state(event, envelope) if self.topic.state else None
         if kind is None:
-            await self.dispatcher.remember(state, envelope.id)
+            if state is not None:
+                await self.dispatcher.remember(state, envelope.id)
             return
-        occurrence = _occurrence(
-            kind,
-            event,
-            envelope,
-            organization_id=event.organization_id,
-            subject_id=event.submission_id,
-            submission=parties,
-            from_status=event.from_status,
+        common: dict[str, Any] = {
+            "organization_id": envelope.organization_id,
+            "actor_id": envelope.actor_id,
+            "occurred_at": _at(envelope.occurred_at),
+            "facts": facts,
+        }
+        occurrence = Occurrence(
+            type=kind,
+            event_id=envelope.id,
+            subject_type=SOURCES[kind].subject,
+            **{**common, **self.topic.fields(event, envelope)},
         )
         await self.dispatcher.dispatch(occurrence, state)
 
-    async def quote_provided(self, event: QuoteProvided, envelope: EventEnvelope) -> None:
-        parties = Parties(event.submission_id, event.organization_id, event.cro_organization_id)
-        occurrence = _occurrence(
-            NotificationType.SUBMISSION_QUOTED,
-            event,
-            envelope,
-            organization_id=event.organization_id,
-            subject_id=event.submission_id,
-            submission=parties,
-        )
-        await self.dispatcher.dispatch(occurrence)
-
-    async def message_posted(self, event: SubmissionMessagePosted, envelope: EventEnvelope) -> None:
-        parties = Parties(event.submission_id, event.organization_id, event.cro_organization_id)
-        occurrence = _occurrence(
-            NotificationType.MESSAGE_POSTED,
-            event,
-            envelope,
-            organization_id=event.organization_id,
-            subject_id=event.submission_id,
-            submission=parties,
-            side=event.side,
-            actor_id=event.author_id or envelope.actor_id,
-        )
-        await self.dispatcher.dispatch(occurrence)
-
-    async def signature_requested(self, event: SignatureRequested, envelope: EventEnvelope) -> None:
-        occurrence = _occurrence(
-            NotificationType.SIGNATURE_REQUESTED,
-            event,
-            envelope,
-            organization_id=event.organization_id,
-            subject_id=event.request_id,
-            submission=Parties(event.submission_id, "", "") if event.submission_id else None,
-            signer_user_id=event.signer_user_id,
-            signer_organization_id=event.signer_organization_id,
-            signer_role=event.signer_role,
-        )
-        await self.dispatcher.dispatch(occurrence)
-
-    async def signature_finished(self, event: SignatureFinished, envelope: EventEnvelope) -> None:
-        kind = classify("SignatureFinished", {"status": event.status})
-        if kind is None:
-            return
-        occurrence = _occurrence(
-            kind,
-            event,
-            envelope,
-            organization_id=event.organization_id,
-            subject_id=event.request_id,
-            submission=Parties(event.submission_id, "", "") if event.submission_id else None,
-            requested_by=event.requested_by,
-        )
-        await self.dispatcher.dispatch(occurrence)
-
-    async def document_status(self, event: DocumentStatusChanged, envelope: EventEnvelope) -> None:
-        kind = classify("DocumentStatusChanged", {"to_status": event.to_status})
-        if kind is None:
-            return
-        occurrence = _occurrence(
-            kind, event, envelope, organization_id=event.organization_id, subject_id=event.document_id
-        )
-        await self.dispatcher.dispatch(occurrence)
-
-    async def document_expiring(self, event: DocumentExpiring, envelope: EventEnvelope) -> None:
-        occurrence = _occurrence(
-            NotificationType.DOCUMENT_EXPIRING,
-            event,
-            envelope,
-            organization_id=event.organization_id,
-            subject_id=event.document_id,
-        )
-        await self.dispatcher.dispatch(occurrence)
-
-    async def import_finished(self, event: ImportFinished, envelope: EventEnvelope) -> None:
-        kind = classify("ImportFinished", {"status": event.status})
-        if kind is None:
-            return
-        # The job's creator is the envelope's actor (the molecule worker records it so).
-        occurrence = _occurrence(kind, event, envelope, subject_id=event.job_id, requested_by=envelope.actor_id)
-        await self.dispatcher.dispatch(occurrence)
-
-    async def prediction_finished(self, event: PredictionJobFinished, envelope: EventEnvelope) -> None:
-        kind = classify("PredictionJobFinished", {"status": event.status})
-        if kind is None:
-            return
-        occurrence = _occurrence(
-            kind,
-            event,
-            envelope,
-            organization_id=event.organization_id,
-            subject_id=event.job_id,
-            requested_by=event.requested_by,
-        )
-        await self.dispatcher.dispatch(occurrence)
-
 
 def server_subscriptions(directory: Directory, dispatcher: Dispatcher) -> list[Subscription[Any]]:
-    handlers = EventHandlers(dispatcher)
-    topics: list[tuple[type[Message], str, str, Callable[[Any, EventEnvelope], Awaitable[None]]]] = [
-        (SubmissionTransitioned, "cro", "submissions", handlers.submission_transitioned),
-        (QuoteProvided, "cro", "quotes", handlers.quote_provided),
-        (SubmissionMessagePosted, "cro", "messages", handlers.message_posted),
-        (SignatureRequested, "document", "signature-requests", handlers.signature_requested),
-        (SignatureFinished, "document", "signatures-finished", handlers.signature_finished),
-        (DocumentStatusChanged, "document", "document-status", handlers.document_status),
-        (DocumentExpiring, "document", "document-expiring", handlers.document_expiring),
-        (ImportFinished, "molecule", "imports", handlers.import_finished),
-        (PredictionJobFinished, "prediction", "predictions", handlers.prediction_finished),
-    ]
     return [
         Subscription(UserChanged, durable=DIRECTORY_DURABLE, handler=DirectoryHandler(directory), source="identity"),
         *(
-            Subscription(topic, durable=f"notification-{name}", handler=handler, source=source, max_deliver=10)
-            for topic, source, name, handler in topics
+            Subscription(
+                topic.event,
+                durable=f"notification-{topic.durable}",
+                handler=EventHandler(topic, dispatcher),
+                source=topic.source,
+                max_deliver=10,
+            )
+            for topic in TOPICS
         ),
     ]
 

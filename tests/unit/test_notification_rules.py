@@ -234,3 +234,10 @@ def test_texts_and_payload() -> None:
     assert payload["data"]["submission_id"] == "sub-1" and payload["data"]["price"] == "1200.00"
     rejected = describe(_submission(T.SUBMISSION_REJECTED, "cadmin"), "http://x")
     assert rejected.body == "Reason: none given"
+
+
+def test_every_source_event_is_subscribed_from_its_service() -> None:
+    from services.notification.worker import TOPICS
+
+    subscribed = {(topic.source, topic.event.DESCRIPTOR.name) for topic in TOPICS}
+    assert subscribed == {(source.service, source.event) for source in SOURCES.values()}

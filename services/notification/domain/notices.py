@@ -3,7 +3,7 @@ partner webhook receives for the same event. Pure."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -116,7 +116,7 @@ def webhook_payload(o: Occurrence, app_url: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Notification:
-    """One in-app notification of one recipient, as stored."""
+    """One notification of one recipient (unique per source event and recipient)."""
 
     id: str
     recipient_id: str
@@ -130,6 +130,8 @@ class Notification:
     submission_id: str
     event_id: str
     occurred_at: datetime | None
-    created_at: datetime
+    in_app: bool = True  # False: kept for its email only (IN_APP switched off), never listed
+    data: dict[str, str] = field(default_factory=dict)  # the event's facts, for the email templates
+    created_at: datetime | None = None
     read_at: datetime | None = None
     seq: int = 0

@@ -19,11 +19,10 @@ from datetime import datetime
 
 from molbridge.events.v1.notification_pb2 import NotificationCreated
 
-from services.notification.domain.notices import describe, webhook_payload
+from services.notification.domain.notices import Notification, describe, webhook_payload
 from services.notification.domain.recipients import Occurrence, Parties, audience, recipients, webhook_organizations
 from services.notification.domain.vocabulary import Channel
 from services.notification.store import NotificationTransactions, NotificationUnitOfWork
-from services.notification.store.notifications import NewNotification
 
 log = logging.getLogger("molbridge.notification.dispatch")
 
@@ -72,7 +71,7 @@ class Dispatcher:
                     continue
                 notification_id = str(uuid.uuid4())
                 stored = await uow.notifications.add(
-                    NewNotification(
+                    Notification(
                         id=notification_id,
                         recipient_id=member.user_id,
                         type=o.type,

@@ -2,7 +2,7 @@
 
 - Only the recipient sees a notification: every read and mark names the caller, so anyone else's is
   not found (404).
-- WatchNotifications, on any replica: the watcher registers with this process's `NotificationFeed` first,
+- WatchNotifications, on any replica: the watcher registers with this process's `Feed` (runtime.feeds) first,
   then sends the unread notifications after `after_id` (when given) from the database, then each new one
   as its NotificationCreated arrives from the bus (`notification_feed`: one JetStream consumer per
   process, fanning out in memory), read again from the database for the watcher. A heartbeat (None)
@@ -13,100 +13,42 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import uuid
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 
-from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from molbridge.events.v1.notification_pb2 import NotificationCreated
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from bus.consumer import Consumer, PoisonError
-from bus.envelope import unpack
-from bus.streams import EVENTS_STREAM
-from bus.subjects import event_subject
+from bus.consumer import Consumer
 from services.notification.domain.notices import Notification
 from services.notification.domain.preferences import Preferences, check_changes, check_digest
 from services.notification.domain.vocabulary import EVENT_SOURCE, NotificationType
 from services.notification.store import NotificationTransactions
+from services.runtime.audit import audit_event
 from services.runtime.auth import Principal
 from services.runtime.errors import NotFoundError, ValidationError
+from services.runtime.feeds import Feed, feed_consumer
 from services.runtime.pagination import PageRequest
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 15.0
-WATCH_BACKLOG = 1000
-FEED_INACTIVE_THRESHOLD_S = 300.0  # the server drops a replica's consumer this long after it is gone
-CREATED_SUBJECT = event_subject(EVENT_SOURCE, NotificationCreated)
 
 
-class NotificationFeed:
-    """This process's watchers, by recipient: `announce` hands a new notification's id to each of them."""
-
-    def __init__(self, *, backlog: int = WATCH_BACKLOG) -> None:
-        self._watchers: dict[str, set[asyncio.Queue[str | None]]] = defaultdict(set)
-        self._backlog = backlog
-
-    @contextlib.contextmanager
-    def watch(self, recipient_id: str) -> Iterator[asyncio.Queue[str | None]]:
-        """A queue of the recipient's new notification ids (None: the watcher fell behind)."""
-        queue: asyncio.Queue[str | None] = asyncio.Queue(self._backlog + 1)
-        self._watchers[recipient_id].add(queue)
-        try:
-            yield queue
-        finally:
-            watchers = self._watchers[recipient_id]
-            watchers.discard(queue)
-            if not watchers:
-                del self._watchers[recipient_id]
-
-    def announce(self, recipient_id: str, notification_id: str) -> None:
-        for queue in self._watchers.get(recipient_id, ()):
-            if queue.qsize() < self._backlog:
-                queue.put_nowait(notification_id)
-            elif queue.qsize() == self._backlog:
-                queue.put_nowait(None)
-
-
-class NotificationFeedConsumer(Consumer):
-    """This replica's own consumer of NotificationCreated (new events only), feeding its watchers."""
-
-    def __init__(self, js: JetStreamContext, feed: NotificationFeed, *, process_name: str) -> None:
-        self._feed = feed
-        # A name of its own: replicas sharing a consumer would split the events between them.
-        name = f"notifications-{process_name}-{uuid.uuid4().hex[:12]}"
-        super().__init__(js, EVENTS_STREAM, name, CREATED_SUBJECT, self._handle, batch=100, backoff=(1.0,))
-
-    def config(self) -> ConsumerConfig:
-        config = super().config()
-        config.deliver_policy = DeliverPolicy.NEW
-        config.inactive_threshold = FEED_INACTIVE_THRESHOLD_S
-        return config
-
-    async def _handle(self, envelope: EventEnvelope, msg: Msg) -> None:
-        try:
-            event = unpack(envelope, NotificationCreated)
-        except TypeError as error:
-            raise PoisonError(str(error)) from error
-        self._feed.announce(event.recipient_id, event.notification_id)
-
-
-def notification_feed(feed: NotificationFeed, process_name: str) -> Callable[[JetStreamContext], Consumer]:
-    """A consumer factory for `Process(consumers=[…])`."""
-
-    def make(js: JetStreamContext) -> Consumer:
-        return NotificationFeedConsumer(js, feed, process_name=process_name)
-
-    return make
+def notification_feed(feed: Feed, process_name: str) -> Callable[[JetStreamContext], Consumer]:
+    """This replica's consumer of NotificationCreated, handing each new notification to its recipient's
+    watchers (a consumer factory for `Process(consumers=[…])`)."""
+    return feed_consumer(
+        feed,
+        process_name,
+        source=EVENT_SOURCE,
+        event_type=NotificationCreated,
+        key_of=lambda event: (event.recipient_id, event.notification_id),
+    )
 
 
 class NotificationService:
-    def __init__(self, uow: NotificationTransactions, feed: NotificationFeed, *, heartbeat_s: float = HEARTBEAT_S):
+    def __init__(self, uow: NotificationTransactions, feed: Feed, *, heartbeat_s: float = HEARTBEAT_S):
         self._uow = uow
         self.feed = feed  # the bootstrap feeds it from the bus (notification_feed)
         self._heartbeat_s = heartbeat_s
@@ -188,6 +130,14 @@ class NotificationService:
             await uow.preferences.set(principal.subject, settings)
             if new_digest is not None:
                 await uow.preferences.set_digest(principal.subject, new_digest)
+            changed = [f"{s.type.value}.{s.channel.value}={'on' if s.enabled else 'off'}" for s in settings]
+            details = {"settings": ",".join(changed), "email_digest": digest, "reset": str(reset).lower()}
+            uow.record(
+                audit_event(
+                    "notification.preferences_updated", target_type="user", target_id=principal.subject, details=details
+                ),
+                actor=principal,
+            )
             return (await uow.preferences.of([principal.subject]))[principal.subject]
 
 

@@ -7,10 +7,6 @@ IN_APP switch was off (`in_app` false: kept for the email that refers to them) a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
-
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,24 +18,6 @@ from services.runtime.db import canonical_uuid
 from services.runtime.pagination import PageRequest
 
 _n = notifications.c
-
-
-@dataclass(frozen=True)
-class NewNotification:
-    id: str
-    recipient_id: str
-    type: NotificationType
-    title: str
-    body: str
-    link: str
-    organization_id: str
-    subject_type: str
-    subject_id: str
-    submission_id: str
-    event_id: str
-    occurred_at: datetime | None
-    in_app: bool
-    data: dict[str, Any]
 
 
 def _notification(row: sa.Row) -> Notification:  # type: ignore[type-arg]
@@ -56,6 +34,8 @@ def _notification(row: sa.Row) -> Notification:  # type: ignore[type-arg]
         submission_id=row.submission_id,
         event_id=row.event_id,
         occurred_at=row.occurred_at,
+        in_app=row.in_app,
+        data=dict(row.data),
         created_at=row.created_at,
         read_at=row.read_at,
         seq=row.seq,
@@ -70,7 +50,7 @@ class NotificationRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def add(self, new: NewNotification) -> bool:
+    async def add(self, new: Notification) -> bool:
         """Stores it unless this event already notified this recipient; True when stored now."""
         stored = await self._session.scalar(
             pg_insert(notifications)
