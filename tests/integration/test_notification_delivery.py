@@ -27,13 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.notification.adapters.secrets import SecretBox
 from services.notification.adapters.webhook_sender import HttpWebhookSender
 from services.notification.bootstrap import MIGRATIONS
+from services.notification.domain.notices import Notification
 from services.notification.domain.recipients import Member
 from services.notification.domain.vocabulary import DeliveryStatus, EmailDigest, NotificationType
 from services.notification.domain.webhooks import RETRY_WINDOW, UrlPolicy, Webhook
 from services.notification.service.delivery import EmailDispatcher, WebhookDispatcher
 from services.notification.service.webhooks import WebhookService
 from services.notification.store import SCHEMA, NotificationTransactions, transactions
-from services.notification.store.notifications import NewNotification
 from services.notification.store.tables import email_deliveries
 from services.runtime.auth import Principal
 from services.runtime.db import make_engine
@@ -258,7 +258,7 @@ async def queue_email(world: World, recipient: Member, title: str, digest: Email
         await uow.directory.apply(recipient, "PHARMA", datetime.now(UTC))
         notification_id = str(uuid.uuid4())
         await uow.notifications.add(
-            NewNotification(
+            Notification(
                 id=notification_id, recipient_id=recipient.user_id, type=NotificationType.SUBMISSION_QUOTED,
                 title=title, body="The CRO priced it.", link=f"{APP_URL}/submissions/s-1",
                 organization_id=recipient.organization_id, subject_type="submission", subject_id="s-1",
