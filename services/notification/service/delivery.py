@@ -117,7 +117,8 @@ class WebhookDispatcher:
         else:
             self._in_flight.pop(endpoint, None)
         if not task.cancelled() and task.exception() is not None:
-            log.error("webhook delivery failed to record", exc_info=task.exception())
+            # e.g. a secret that does not decrypt: the row is due again when its lease ends
+            log.error("a webhook delivery attempt failed", exc_info=task.exception())
 
     async def _attempt(self, delivery: ClaimedDelivery) -> None:
         body = encode_payload(delivery.payload)
