@@ -207,6 +207,13 @@ async def test_the_directory_follows_identity(world: World) -> None:
     )
     assert not rows[world.users["stranger"]].active
 
+    # A directory lost (or a consumer new to an existing deployment) is filled again by announce-users.
+    async with world.engine.begin() as connection:
+        await connection.execute(sa.delete(directory_users))
+    assert await world.identity.announce_users() == len(PEOPLE) + 1  # and the platform admin
+    rows = await eventually(lambda: _directory(world), lambda r: set(world.users.values()) <= set(r))
+    assert rows[world.users["stranger"]].deleted and rows[world.users["tech"]].roles == ["cro_admin"]
+
     # A late, older announcement changes nothing; a newer one does.
     stale = Member(world.users["tech"], world.orgs["cro"], frozenset({"cro_technician"}))
     assert not await world.parts.directory.user_changed(stale, "CRO", datetime.now(UTC) - timedelta(days=1))

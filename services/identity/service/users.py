@@ -52,6 +52,17 @@ class UserUseCases(UseCases):
             await self._announce_user(uow, user_id, actor=None)
             return Bootstrap(created=True, email=email, generated_password=generated)
 
+    async def announce_users(self) -> int:
+        """UserChanged for every account as it is now (a new consumer's directory, e.g. the notification
+        service's on an existing deployment); deactivated accounts count as deleted (a deletion is a
+        deactivation here). Answers how many."""
+        async with self._uow() as uow:
+            user_ids = await uow.users.ids()
+            for user_id in user_ids:
+                account = await uow.users.get(user_id)
+                await self._announce_user(uow, user_id, actor=None, deleted=not account.user.active)
+            return len(user_ids)
+
     async def create_user(
         self, principal: Principal, *, email: str, full_name: str, password: str, roles: Sequence[str],
         organization_id: str, request_id: str,

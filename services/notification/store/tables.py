@@ -10,8 +10,13 @@
   `email_deliveries` (one per notification: the recipient's address then, PENDING until sent; a digest
   email waits with `digest` HOURLY/DAILY) and `webhook_deliveries` (one per event and endpoint, the signed
   body's JSON in `payload`). Both retry with `attempts`, `next_attempt_at`, `last_error`, then DEAD.
-- `webhooks`: endpoints of an organization; the signing secret is encrypted at rest (Fernet, key from
-  the settings), the previous one kept until `previous_secret_expires_at` after a rotation.
+- `webhooks`: endpoints of an organization; `event_types` holds NotificationType names (empty: every
+  type); the signing secret is encrypted at rest (adapters/secrets.py SecretBox: Fernet, key from the
+  settings), the previous one kept until `previous_secret_expires_at` after a rotation.
+
+Statuses are DeliveryStatus names for both delivery tables (PENDING → DELIVERED, or RETRYING … DEAD);
+a row is due when its status is PENDING or RETRYING and `next_attempt_at` has passed (the partial
+`*_due` indexes).
 """
 
 from __future__ import annotations
