@@ -74,6 +74,11 @@ class World:
     def dispatcher(self, **options: int) -> WebhookDispatcher:
         return WebhookDispatcher(self.uow, self.sender, self.secrets, clock=self.clock, draw=lambda: 0.5, **options)
 
+    def emails(self, smtp_port: int) -> EmailDispatcher:
+        """The email loop, sending through the SMTP listener on `smtp_port` (or nothing listening there)."""
+        sender = SmtpSender(f"smtp://127.0.0.1:{smtp_port}", timeout=2)
+        return EmailDispatcher(self.uow, sender, app_url=APP_URL, clock=self.clock, draw=lambda: 0.5)
+
     async def endpoint(self, receiver: WebhookReceiver) -> Webhook:
         webhook, secret = await self.webhooks.create(self.admin, url=receiver.url, event_types=[], description="")
         receiver.secrets = [secret]
@@ -276,8 +281,7 @@ def member(email: str) -> Member:
 
 async def test_a_down_smtp_server_delays_an_email_which_then_arrives_once(world: World, smtp_port: int) -> None:
     collector = SmtpCollector()
-    emails = EmailDispatcher(world.uow, SmtpSender(f"smtp://127.0.0.1:{smtp_port}", timeout=2), app_url=APP_URL,
-                             clock=world.clock, draw=lambda: 0.5)
+    emails = world.emails(smtp_port)
     dana = member("dana@pharma.test")
     await queue_email(world, dana, "Kinase panel", EmailDigest.OFF)
 
@@ -305,8 +309,7 @@ async def test_a_digest_gathers_the_periods_notifications_into_one_email(world: 
     smtp = Controller(collector, hostname="127.0.0.1", port=smtp_port)
     smtp.start()
     try:
-        emails = EmailDispatcher(world.uow, SmtpSender(f"smtp://127.0.0.1:{smtp_port}", timeout=2),
-                                 app_url=APP_URL, clock=world.clock, draw=lambda: 0.5)
+        emails = world.emails(smtp_port)
         fox = member("fox@pharma.test")
         for title in ("Panel A", "Panel B", "Panel C"):
             await queue_email(world, fox, title, EmailDigest.HOURLY)
@@ -346,8 +349,7 @@ async def test_a_refused_address_or_a_departed_user_ends_the_email(world: World,
     smtp = Controller(collector, hostname="127.0.0.1", port=smtp_port)
     smtp.start()
     try:
-        emails = EmailDispatcher(world.uow, SmtpSender(f"smtp://127.0.0.1:{smtp_port}", timeout=2),
-                                 app_url=APP_URL, clock=world.clock, draw=lambda: 0.5)
+        emails = world.emails(smtp_port)
         ghost = member("ghost@pharma.test")
         await queue_email(world, ghost, "Kinase panel", EmailDigest.OFF)
         assert await emails.send_due() == 0

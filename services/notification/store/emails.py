@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.notification.domain.emails import EmailItem
 from services.notification.domain.vocabulary import DeliveryStatus, EmailDigest
 from services.notification.store.tables import directory_users, email_deliveries, notifications
+from services.notification.store.webhooks import outcome_values
 
 _e = email_deliveries.c
 _n = notifications.c
@@ -179,17 +180,7 @@ class EmailRepository:
         error: str = "",
     ) -> int:
         """The send's outcome for every row of the email that is still the claimed attempt."""
-        values: dict[str, Any] = {
-            "status": status.value,
-            "next_attempt_at": next_attempt_at,
-            "last_attempt_at": now,
-            "last_error": error,
-            "updated_at": now,
-        }
-        if status is DeliveryStatus.DELIVERED:
-            values["delivered_at"] = now
-        elif status is DeliveryStatus.DEAD:
-            values["dead_at"] = now
+        values = outcome_values(status, now, next_attempt_at=next_attempt_at, error=error)
         recorded = 0
         for row_id, attempt in zip(claimed.ids, claimed.attempts, strict=True):
             result = await self._session.execute(

@@ -47,6 +47,24 @@ class ClaimedDelivery:
     secrets: StoredSecrets
 
 
+def outcome_values(
+    status: DeliveryStatus, now: datetime, *, next_attempt_at: datetime | None, error: str
+) -> dict[str, Any]:
+    """The columns an attempt's outcome sets on a delivery row (webhook or email)."""
+    values: dict[str, Any] = {
+        "status": status.value,
+        "next_attempt_at": next_attempt_at,
+        "last_attempt_at": now,
+        "last_error": error,
+        "updated_at": now,
+    }
+    if status is DeliveryStatus.DELIVERED:
+        values["delivered_at"] = now
+    elif status is DeliveryStatus.DEAD:
+        values["dead_at"] = now
+    return values
+
+
 def _webhook(row: Any) -> Webhook:
     return Webhook(
         id=str(row.id),
@@ -306,18 +324,13 @@ class WebhookRepository:
         self, claimed: ClaimedDelivery, result: AttemptResult, decision: Decision, now: datetime
     ) -> bool:
         """The attempt's outcome, if the row is still this attempt (not redelivered or sent meanwhile)."""
-        values: dict[str, Any] = {
-            "status": decision.status.value,
-            "next_attempt_at": decision.next_attempt_at,
-            "last_attempt_at": now,
-            "last_status_code": result.status_code,
-            "last_error": "" if result.succeeded else result.describe(),
-            "updated_at": now,
-        }
-        if decision.status is DeliveryStatus.DELIVERED:
-            values["delivered_at"] = now
-        elif decision.status is DeliveryStatus.DEAD:
-            values["dead_at"] = now
+        values = outcome_values(
+            decision.status,
+            now,
+            next_attempt_at=decision.next_attempt_at,
+            error="" if result.succeeded else result.describe(),
+        )
+        values["last_status_code"] = result.status_code
         updated = await self._session.execute(
             webhook_deliveries.update()
             .where(_d.id == claimed.id, _d.attempts == claimed.attempt, _d.status.in_(UNSENT))
