@@ -79,10 +79,11 @@ def submit(api: httpx.Client, parties: Parties) -> str:
     return str(draft["id"])
 
 
-def test_an_endpoint_receives_a_test_event_and_a_submission_signed(
-    api: httpx.Client, parties: Parties, receiver: WebhookReceiver
+def test_an_endpoint_receives_a_test_event_and_a_submission_signed(  # type: ignore[no-untyped-def]
+    mesh, api: httpx.Client, parties: Parties, receiver: WebhookReceiver
 ) -> None:
     cro = parties.cro
+    mails_before = len(mesh.mailbox)
     answer = whole(api.post("/webhooks", json={"url": receiver.url, "event_types": ["SUBMISSION_SUBMITTED"],
                                                "description": "LIMS", "request_id": "lims-once"},
                             headers=cro.headers))
@@ -119,6 +120,12 @@ def test_an_endpoint_receives_a_test_event_and_a_submission_signed(
     assert {d["event_id"] for d in log} == {test["event_id"], body["id"]}
     assert all(d["attempts"] == 1 and d["last_status_code"] == 204 for d in log)
     assert len(receiver.received) == 2  # nothing else: the endpoint takes SUBMISSION_SUBMITTED only
+
+    # The CRO's admin is emailed too (SUBMITTED is on by default), through the mesh's SMTP listener.
+    mail = asyncio.run(mesh.wait_for_mail(cro.session["user"]["email"], after=mails_before, timeout=WAIT_S))
+    assert str(mail["Subject"]).startswith("New submission:")
+    text = mail.get_body(("plain",))
+    assert text is not None and submission_id in text.get_content()
 
 
 def test_a_failing_endpoint_gets_the_event_once_it_recovers_then_redelivery_and_rotation(
