@@ -14,20 +14,29 @@ from services.notification.domain.webhooks import (
     MAX_RETRY_WAIT_S,
     MIN_RETRY_WAIT_S,
     RETRY_WINDOW,
+    ROTATION_GRACE,
     AttemptResult,
+    Delivery,
     SignatureError,
     UrlPolicy,
     after_attempt,
     backoff_delay,
     check_addresses,
+    check_description,
+    check_event_types,
+    check_redeliverable,
     check_url,
     compute_signature,
+    encode_payload,
     generate_secret,
     parse_retry_after,
+    payload_for_test,
+    secret_hint,
     signature_header,
+    signing_secrets,
     verify,
 )
-from services.runtime.errors import ValidationError
+from services.runtime.errors import PreconditionError, ValidationError
 
 BODY = b'{"id":"evt_1","type":"submission.submitted"}'
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -261,3 +270,52 @@ def test_an_unresolvable_host_is_refused() -> None:
     with pytest.raises(ValidationError) as error:
         check_addresses(check_url("https://nowhere.example/", STRICT), [], STRICT)
     assert error.value.detail == "WEBHOOK_HOST_UNRESOLVED"
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+def test_event_types_are_known_type_names_sorted_once() -> None:
+    assert check_event_types([]) == ()
+    assert check_event_types(["RESULTS_UPLOADED", "SUBMISSION_SUBMITTED", "RESULTS_UPLOADED"]) == (
+        "RESULTS_UPLOADED", "SUBMISSION_SUBMITTED"
+    )
+    with pytest.raises(ValidationError) as error:
+        check_event_types(["SUBMISSION_SUBMITTED", "", "#99"])
+    assert "TYPE_UNSPECIFIED" in error.value.message and "#99" in error.value.message
+    assert error.value.field_violations[0][0] == "event_types"
+
+
+def test_descriptions_are_bounded() -> None:
+    assert check_description("  LIMS  ") == "LIMS"
+    with pytest.raises(ValidationError):
+        check_description("x" * 501)
+
+
+def test_the_previous_secret_signs_only_during_the_grace_period() -> None:
+    expires = T0 + ROTATION_GRACE
+    assert signing_secrets("new", "old", expires, T0) == ["new", "old"]
+    assert signing_secrets("new", "old", expires, expires) == ["new"]
+    assert signing_secrets("new", None, None, T0) == ["new"]
+    assert secret_hint("whsec_abcdef") == "cdef"
+
+
+def test_a_test_payload_is_shaped_like_an_event_and_encodes_stably() -> None:
+    body = payload_for_test(event_id="test_1", organization_id="org-1", webhook_id="w-1", now=T0)
+    assert body["type"] == "webhook.test" and body["id"] == "test_1" and body["organization_id"] == "org-1"
+    assert encode_payload(body) == encode_payload(dict(reversed(list(body.items()))))
+    assert b" " not in encode_payload({"a": 1, "b": [1, 2]})
+
+
+def delivery(status: DeliveryStatus) -> Delivery:
+    return Delivery(id="d", webhook_id="w", event_id="e", event_type="", status=status, attempts=1,
+                    last_status_code=None, last_error="", next_attempt_at=None, last_attempt_at=None,
+                    delivered_at=None, dead_at=None, created_at=T0, test=True)
+
+
+def test_only_dead_or_delivered_deliveries_are_redelivered() -> None:
+    check_redeliverable(delivery(DeliveryStatus.DEAD))
+    check_redeliverable(delivery(DeliveryStatus.DELIVERED))
+    for status in (DeliveryStatus.PENDING, DeliveryStatus.RETRYING):
+        with pytest.raises(PreconditionError):
+            check_redeliverable(delivery(status))

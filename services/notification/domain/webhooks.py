@@ -346,7 +346,7 @@ def check_description(description: str) -> str:
     return description
 
 
-def test_payload(*, event_id: str, organization_id: str, webhook_id: str, now: datetime) -> dict[str, object]:
+def payload_for_test(*, event_id: str, organization_id: str, webhook_id: str, now: datetime) -> dict[str, object]:
     """SendWebhookTest's body, shaped like every event's (notices.webhook_payload): `id` is the event's id
     (the same on every retry, so a receiver drops duplicates by it), `type` the dotted topic."""
     return {

@@ -22,8 +22,8 @@ from services.notification.domain.webhooks import (
     check_description,
     check_event_types,
     check_redeliverable,
+    payload_for_test,
     secret_hint,
-    test_payload,
 )
 from services.notification.store import NotificationTransactions, NotificationUnitOfWork
 from services.runtime.audit import audit_event
@@ -244,7 +244,7 @@ class WebhookService:
                 webhook=webhook,
                 event_id=event_id,
                 event_type="",
-                payload=test_payload(
+                payload=payload_for_test(
                     event_id=event_id, organization_id=webhook.organization_id, webhook_id=webhook.id, now=now
                 ),
                 test=True,
