@@ -93,10 +93,13 @@ class HttpWebhookSender:
             "User-Agent": USER_AGENT,
         }
         try:
-            response = await self._client.post(
-                pinned, content=body, headers=request_headers, extensions={"sni_hostname": target.host}
-            )
-        except httpx.TimeoutException:
+            # httpx's timeout bounds each read and write; this bounds the whole exchange (a receiver that
+            # drips its answer must not outlive the worker's lease on the delivery).
+            async with asyncio.timeout(self._timeout):
+                response = await self._client.post(
+                    pinned, content=body, headers=request_headers, extensions={"sni_hostname": target.host}
+                )
+        except (httpx.TimeoutException, TimeoutError):
             return AttemptResult(error=f"timeout after {self._timeout:g} s", duration_ms=elapsed_ms())
         except httpx.HTTPError as error:
             return AttemptResult(error=f"{type(error).__name__}: {error}"[:300], duration_ms=elapsed_ms())

@@ -43,14 +43,16 @@ from services.notification.domain.webhooks import (
 from services.notification.store import NotificationTransactions
 from services.notification.store.emails import ClaimedEmail
 from services.notification.store.webhooks import ClaimedDelivery
-from services.runtime.email import EmailSender
+from services.runtime.email import SMTP_TIMEOUT_S, EmailSender
 
 log = logging.getLogger("molbridge.notification.delivery")
 
 POLL_INTERVAL_S = 0.5  # how often the loops look for due work
 LEASE_MARGIN = timedelta(seconds=30)  # a claimed row is due again this long after the send's timeout
-EMAIL_LEASE = timedelta(seconds=90)  # longer than one SMTP send (10 s timeout) with room to record it
-EMAIL_BATCH = 20
+EMAIL_BATCH = 10  # immediate emails per claim (and as many digests)
+# A claim's emails are sent one after the other: the lease covers them all at the SMTP timeout each,
+# with room to record, so another replica never takes one still being sent.
+EMAIL_LEASE = timedelta(seconds=2 * EMAIL_BATCH * SMTP_TIMEOUT_S + 60)
 DEFAULT_SENDER = "Molbridge <no-reply@molbridge.local>"
 EVENT_ID_HEADER = "Molbridge-Event-Id"
 
