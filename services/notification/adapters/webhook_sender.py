@@ -82,23 +82,23 @@ class HttpWebhookSender:
             return int((loop.time() - started) * 1000)
 
         try:
-            target, addresses = await checked_target(url, self.policy)
+            # httpx's timeout bounds each read and write; this bounds the whole attempt, name resolution
+            # included (a receiver that drips its answer must not outlive the worker's lease).
+            async with asyncio.timeout(self._timeout):
+                target, addresses = await checked_target(url, self.policy)
+                response = await self._client.post(
+                    httpx.URL(target.url).copy_with(host=str(addresses[0])),
+                    content=body,
+                    headers={
+                        **headers,
+                        "Host": httpx.URL(target.url).netloc.decode("ascii"),
+                        "Content-Type": "application/json",
+                        "User-Agent": USER_AGENT,
+                    },
+                    extensions={"sni_hostname": target.host},
+                )
         except ValidationError as refused:
             return AttemptResult(error=f"refused: {refused.message}", duration_ms=elapsed_ms())
-        pinned = httpx.URL(target.url).copy_with(host=str(addresses[0]))
-        request_headers = {
-            **headers,
-            "Host": httpx.URL(target.url).netloc.decode("ascii"),
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-        }
-        try:
-            # httpx's timeout bounds each read and write; this bounds the whole exchange (a receiver that
-            # drips its answer must not outlive the worker's lease on the delivery).
-            async with asyncio.timeout(self._timeout):
-                response = await self._client.post(
-                    pinned, content=body, headers=request_headers, extensions={"sni_hostname": target.host}
-                )
         except (httpx.TimeoutException, TimeoutError):
             return AttemptResult(error=f"timeout after {self._timeout:g} s", duration_ms=elapsed_ms())
         except httpx.HTTPError as error:
