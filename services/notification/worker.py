@@ -4,7 +4,9 @@ The server (`python -m services.notification`):
 - identity's UserChanged → the directory (from the stream's start: every user ever announced);
 - the events of domain/vocabulary.py SOURCES → `Dispatcher.dispatch` (one durable per event type, each
   event exactly once per recipient); a SubmissionTransitioned that tells nobody (e.g. PENDING_REVIEW)
-  still records the submission's parties.
+  still records the submission's parties. A quote or message of a submission whose parties are not
+  known yet (its transition travels on another consumer) is retried for up to SUBMISSION_WAIT, then
+  told without its submitter.
 
 The worker (`python -m services.notification.worker`): sends queued emails and webhook deliveries.
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf.message import Message
@@ -35,10 +37,12 @@ from molbridge.events.v1.prediction_pb2 import PredictionJobFinished
 from services.notification.domain.recipients import Member, Occurrence, Parties
 from services.notification.domain.vocabulary import SOURCES, classify
 from services.notification.service.directory import Directory
-from services.notification.service.dispatch import Dispatcher, SubmissionState
-from services.runtime.process import Subscription
+from services.notification.service.dispatch import Dispatcher, SubmissionState, SubmissionUnknown
+from services.runtime.process import Subscription, TransientError
 
 DIRECTORY_DURABLE = "notification-directory"
+SUBMISSION_WAIT = timedelta(seconds=20)  # how long a submission's event may wait for the submission's parties
+SUBMISSION_RETRY_S = 3.0  # between its tries (well within the subscription's max_deliver)
 
 
 def _at(value: Timestamp) -> datetime | None:
@@ -215,7 +219,13 @@ class EventHandler:
             subject_type=SOURCES[kind].subject,
             **{**common, **self.topic.fields(event, envelope)},
         )
-        await self.dispatcher.dispatch(occurrence, state)
+        # A young event of a submission not known yet waits for its transition (on another consumer);
+        # an old one is told with what it says (its submitter unknown).
+        young = datetime.now(UTC) - (common["occurred_at"] or datetime.now(UTC)) < SUBMISSION_WAIT
+        try:
+            await self.dispatcher.dispatch(occurrence, state, wait_for_submission=young)
+        except SubmissionUnknown as unknown:
+            raise TransientError(str(unknown), delay=SUBMISSION_RETRY_S) from unknown
 
 
 def server_subscriptions(directory: Directory, dispatcher: Dispatcher) -> list[Subscription[Any]]:
@@ -227,7 +237,7 @@ def server_subscriptions(directory: Directory, dispatcher: Dispatcher) -> list[S
                 durable=f"notification-{topic.durable}",
                 handler=EventHandler(topic, dispatcher),
                 source=topic.source,
-                max_deliver=10,
+                max_deliver=20,  # room for the SUBMISSION_WAIT tries and then real failures
             )
             for topic in TOPICS
         ),

@@ -306,6 +306,24 @@ async def test_a_quote_tells_the_submitter_and_pharma_admins_and_webhooks_of_bot
     assert payload["type"] == "submission.quoted" and payload["data"]["price"] == "1200.00"
 
 
+async def test_a_quote_ahead_of_its_submission_waits_for_it(world: World) -> None:
+    """Events of one submission travel on different consumers: a quote whose submission is not known yet
+    is retried until the transition has told who submitted it."""
+    submission = str(uuid.uuid4())
+    quote = QuoteProvided(submission_id=submission, organization_id=world.orgs["pharma"],
+                          cro_organization_id=world.orgs["cro"], number=1, price="10.00", currency="EUR")
+    await world.publish("cro", quote, actor="cadmin")
+
+    async def redelivered() -> int:
+        return int((await world.js.consumer_info(EVENTS_STREAM, "notification-quotes")).num_redelivered)
+
+    await eventually(redelivered, lambda count: count >= 1)  # tried, and waiting
+    await world.publish("cro", world.submitted(submission, to_status="PENDING_REVIEW", from_status="SUBMITTED"))
+    for who in ("submitter", "padmin"):
+        listed = await eventually(lambda w=who: world.listed(w), lambda r: r.meta.total == 1)
+        assert listed.data[0].type == pb.Notification.SUBMISSION_QUOTED
+
+
 async def test_preferences_choose_the_channels(world: World) -> None:
     defaults = await world.stub.GetPreferences(pb.GetPreferencesRequest(), metadata=world.auth("cadmin"))
     switches = {(s.type, s.channel): s.enabled for s in defaults.data.settings}

@@ -29,6 +29,11 @@ log = logging.getLogger("molbridge.notification.dispatch")
 CONSUMER = "notification-dispatch"  # the processed-events marker of every event this service tells
 
 
+class SubmissionUnknown(Exception):
+    """A submission's event came before any of its transitions told who its submitter is (events of one
+    submission travel on different consumers): worth waiting a little for."""
+
+
 @dataclasses.dataclass(frozen=True)
 class SubmissionState:
     """What a SubmissionTransitioned says about its submission, kept for the events that do not."""
@@ -49,14 +54,20 @@ class Dispatcher:
             if await uow.first_delivery(CONSUMER, event_id):
                 await uow.parties.remember(state.parties, state.status, state.at)
 
-    async def dispatch(self, occurrence: Occurrence, state: SubmissionState | None = None) -> int:
-        """Creates the notifications and queues the deliveries of one event; answers how many recipients."""
+    async def dispatch(
+        self, occurrence: Occurrence, state: SubmissionState | None = None, *, wait_for_submission: bool = False
+    ) -> int:
+        """Creates the notifications and queues the deliveries of one event; answers how many recipients.
+        `wait_for_submission`: raise SubmissionUnknown (nothing done) rather than tell a submission's event
+        without its submitter."""
         async with self._uow() as uow:
             if not await uow.first_delivery(CONSUMER, occurrence.event_id):
                 return 0
             if state is not None:
                 await uow.parties.remember(state.parties, state.status, state.at)
             o = await _with_parties(uow, occurrence)
+            if wait_for_submission and o.submission is not None and not o.submission.created_by:
+                raise SubmissionUnknown(f"submission {o.submission.submission_id} not known yet")
             acting = await uow.directory.get(o.actor_id) if o.actor_id else None
             acting_organization = acting.organization_id if acting else None
             members = await uow.directory.members(audience(o, acting_organization).organizations)
