@@ -7,6 +7,7 @@ action). Only the recipient can mark a notification read (404 for anyone else); 
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import date, timedelta
 
@@ -37,7 +38,7 @@ def parties(api: httpx.Client, admin: dict) -> Parties:
     return Parties(api, admin)
 
 
-def notifications(api: httpx.Client, headers: dict[str, str], **params: object) -> dict:
+def notifications(api: httpx.Client, headers: dict[str, str], **params: str) -> dict:
     response = api.get("/notifications", params=params, headers=headers)
     assert response.status_code == 200, response.text
     return dict(response.json())
@@ -105,7 +106,7 @@ def test_a_submission_journey_tells_whoever_acts_next(api: httpx.Client, parties
                  turnaround_days=21, valid_until=valid_until)
     assert data(quoted)["status"] == "PRICING_PROVIDED"
     for headers in (scientist, pharma_admin):
-        [quote] = eventually(lambda h=headers: told(api, h, "SUBMISSION_QUOTED"), "the quote's notification")
+        [quote] = eventually(functools.partial(told, api, headers, "SUBMISSION_QUOTED"), "the quote's notification")
         assert quote["subject_id"] == submission_id and "4200.00 USD" in quote["body"]
     assert told(api, cro_admin, "SUBMISSION_QUOTED") == []
     assert told(api, outsider, "SUBMISSION_QUOTED") == []

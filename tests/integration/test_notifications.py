@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -292,7 +293,7 @@ async def test_a_quote_tells_the_submitter_and_pharma_admins_and_webhooks_of_bot
                           turnaround_days=14)
     event_id = await world.publish("cro", quote, actor="cadmin")
     for who in ("submitter", "padmin"):
-        listed = await eventually(lambda w=who: world.listed(w), lambda r: r.meta.total == 1)
+        listed = await eventually(functools.partial(world.listed, who), lambda r: r.meta.total == 1)
         assert listed.data[0].type == pb.Notification.SUBMISSION_QUOTED
         assert listed.data[0].body == "Quote 1: 1200.00 EUR, 14 days."
     for who in ("scientist", "cadmin", "tech", "stranger"):
@@ -320,7 +321,7 @@ async def test_a_quote_ahead_of_its_submission_waits_for_it(world: World) -> Non
     await eventually(redelivered, lambda count: count >= 1)  # tried, and waiting
     await world.publish("cro", world.submitted(submission, to_status="PENDING_REVIEW", from_status="SUBMITTED"))
     for who in ("submitter", "padmin"):
-        listed = await eventually(lambda w=who: world.listed(w), lambda r: r.meta.total == 1)
+        listed = await eventually(functools.partial(world.listed, who), lambda r: r.meta.total == 1)
         assert listed.data[0].type == pb.Notification.SUBMISSION_QUOTED
 
 
@@ -373,7 +374,7 @@ async def test_signature_requests_reach_the_signer_only_in_their_organizations(w
                                   signer_user_id=world.users["stranger"], title="NDA")
     await world.publish("document", outsider, actor="padmin")
     for who in ("submitter", "scientist"):
-        listed = await eventually(lambda w=who: world.listed(w), lambda r: r.meta.total == 1)
+        listed = await eventually(functools.partial(world.listed, who), lambda r: r.meta.total == 1)
         assert listed.data[0].title == "Your signature is requested: NDA"
     marker = await world.publish("molecule", ImportFinished(job_id="j", status="failed"), actor="padmin")
     await eventually(lambda: _rows(world, notifications, event_id=marker), lambda rows: len(rows) == 1)

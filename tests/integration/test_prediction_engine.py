@@ -575,9 +575,9 @@ async def test_molecules_the_engine_cannot_read_are_counted_failed(world: World)
         id=job_id,
     )
     assert counts == [1, 0, 1]
-    [ended] = await world.job_ends(job_id)
-    assert (ended.status, ended.requested_by, ended.failed) == ("FAILED", "someone", 1)
-    assert list(ended.properties) == ["logp"]
+    [end] = await world.job_ends(job_id)
+    assert (end.status, end.requested_by, end.failed) == ("FAILED", "someone", 1)
+    assert list(end.properties) == ["logp"]
 
 
 async def test_requests_are_still_checked_while_the_engine_is_down(world: World, ai_engine: Engine) -> None:

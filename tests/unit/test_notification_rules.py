@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from molbridge.notification.v1 import notification_service_pb2 as pb
 
@@ -39,7 +41,7 @@ WORLD = [
 PARTIES = Parties("sub-1", PHARMA, CRO, created_by="submitter", name="Kinase panel")
 
 
-def _submission(kind: NotificationType, actor: str = "", **kw: str) -> Occurrence:
+def _submission(kind: NotificationType, actor: str = "", **kw: Any) -> Occurrence:
     return Occurrence(kind, "ev-1", PHARMA, SubjectType.SUBMISSION, "sub-1", actor_id=actor, submission=PARTIES, **kw)
 
 
