@@ -11,13 +11,15 @@ serve the real servicers.
 Settings: MOLBRIDGE_APP_URL (base of links in notifications; default MOLBRIDGE_PUBLIC_URL / the local
 gateway), MOLBRIDGE_WEBHOOK_SECRET_KEY (Fernet key for webhook secrets at rest; unset: a key file under
 <data dir>/notification, for local runs), MOLBRIDGE_WEBHOOK_ALLOW_PRIVATE (webhook URLs on loopback or
-private addresses; off by default, the local stack turns it on).
+private addresses; off by default, the local stack turns it on), MOLBRIDGE_NOTIFICATION_HORIZON_DAYS
+(events older than this tell nobody; default 7).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,7 @@ class NotificationSettings(Settings):
     app_url_override: str | None = Field(None, validation_alias="MOLBRIDGE_APP_URL")
     webhook_secret_key: str | None = Field(None, validation_alias="MOLBRIDGE_WEBHOOK_SECRET_KEY", repr=False)
     allow_private_webhooks: bool = Field(False, validation_alias="MOLBRIDGE_WEBHOOK_ALLOW_PRIVATE")
+    horizon_days: float = Field(7.0, gt=0, validation_alias="MOLBRIDGE_NOTIFICATION_HORIZON_DAYS")
 
     @property
     def app_url(self) -> str:
@@ -99,7 +102,8 @@ class NotificationParts:
     @property
     def subscriptions(self) -> list[Subscription[Any]]:
         """The server's: the directory and every event that notifies someone."""
-        return worker.server_subscriptions(self.directory, self.dispatcher)
+        horizon = timedelta(days=self.settings.horizon_days)
+        return worker.server_subscriptions(self.directory, self.dispatcher, horizon=horizon)
 
 
 def build_parts(settings: NotificationSettings, database: AsyncEngine) -> NotificationParts:

@@ -6,7 +6,8 @@ The server (`python -m services.notification`):
   event exactly once per recipient); a SubmissionTransitioned that tells nobody (e.g. PENDING_REVIEW)
   still records the submission's parties. A quote or message of a submission whose parties are not
   known yet (its transition travels on another consumer) is retried for up to SUBMISSION_WAIT, then
-  told without its submitter.
+  told without its submitter. An event older than the horizon (default 7 days) tells nobody: the
+  durables start at the stream's start, and a first start must not tell years of history.
 
 The worker (`python -m services.notification.worker`): sends queued emails and webhook deliveries.
 
@@ -42,6 +43,7 @@ from services.runtime.process import Subscription, TransientError
 
 DIRECTORY_DURABLE = "notification-directory"
 SUBMISSION_WAIT = timedelta(seconds=20)  # how long a submission's event may wait for the submission's parties
+DEFAULT_HORIZON = timedelta(days=7)  # events older than this tell nobody (MOLBRIDGE_NOTIFICATION_HORIZON_DAYS)
 SUBMISSION_RETRY_S = 3.0  # between its tries (well within the subscription's max_deliver)
 
 
@@ -198,10 +200,13 @@ class EventHandler:
 
     topic: Topic
     dispatcher: Dispatcher
+    horizon: timedelta = DEFAULT_HORIZON
 
     async def __call__(self, event: Message, envelope: EventEnvelope) -> None:
         facts = _facts(event)
-        kind = classify(event.DESCRIPTOR.name, facts)
+        age = datetime.now(UTC) - (_at(envelope.occurred_at) or datetime.now(UTC))
+        # Past the horizon nobody is told (a first start on a stream holding years of events).
+        kind = classify(event.DESCRIPTOR.name, facts) if age <= self.horizon else None
         state = self.topic.state(event, envelope) if self.topic.state else None
         if kind is None:
             if state is not None:
@@ -221,21 +226,22 @@ class EventHandler:
         )
         # A young event of a submission not known yet waits for its transition (on another consumer);
         # an old one is told with what it says (its submitter unknown).
-        young = datetime.now(UTC) - (common["occurred_at"] or datetime.now(UTC)) < SUBMISSION_WAIT
         try:
-            await self.dispatcher.dispatch(occurrence, state, wait_for_submission=young)
+            await self.dispatcher.dispatch(occurrence, state, wait_for_submission=age < SUBMISSION_WAIT)
         except SubmissionUnknown as unknown:
             raise TransientError(str(unknown), delay=SUBMISSION_RETRY_S) from unknown
 
 
-def server_subscriptions(directory: Directory, dispatcher: Dispatcher) -> list[Subscription[Any]]:
+def server_subscriptions(
+    directory: Directory, dispatcher: Dispatcher, *, horizon: timedelta = DEFAULT_HORIZON
+) -> list[Subscription[Any]]:
     return [
         Subscription(UserChanged, durable=DIRECTORY_DURABLE, handler=DirectoryHandler(directory), source="identity"),
         *(
             Subscription(
                 topic.event,
                 durable=f"notification-{topic.durable}",
-                handler=EventHandler(topic, dispatcher),
+                handler=EventHandler(topic, dispatcher, horizon),
                 source=topic.source,
                 max_deliver=20,  # room for the SUBMISSION_WAIT tries and then real failures
             )

@@ -83,11 +83,13 @@ class World:
     def auth(self, who: str) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.tokens[who]}")]
 
-    async def publish(self, source: str, event: Message, *, actor: str = "", event_id: str = "") -> str:
+    async def publish(
+        self, source: str, event: Message, *, actor: str = "", event_id: str = "", at: datetime | None = None
+    ) -> str:
         """Publishes as the relay does (subject, envelope, Nats-Msg-Id); answers the event id."""
         event_id = event_id or str(uuid.uuid4())
         envelope = build_envelope(
-            event_id=event_id, source=source, payload=event, occurred_at=datetime.now(UTC),
+            event_id=event_id, source=source, payload=event, occurred_at=at or datetime.now(UTC),
             organization_id=getattr(event, "organization_id", "") or self.orgs.get(PEOPLE.get(actor, ("", ""))[0], ""),
             actor_id=self.users.get(actor, actor),
         )
@@ -246,6 +248,15 @@ async def test_a_submission_tells_the_cro_admins_exactly_once(world: World) -> N
     # Email queued once for the admin (on by default for submissions).
     [email] = await _rows(world, email_deliveries, notification_id=notice.id)
     assert (email.email, email.status, email.digest, email.attempts) == ("cadmin@cro.test", "PENDING", "OFF", 0)
+
+
+async def test_history_past_the_horizon_tells_nobody(world: World) -> None:
+    old = await world.publish("cro", world.submitted(str(uuid.uuid4())), actor="submitter",
+                              at=datetime.now(UTC) - timedelta(days=8))
+    recent = await world.publish("cro", world.submitted(str(uuid.uuid4())), actor="submitter",
+                                 at=datetime.now(UTC) - timedelta(days=6))
+    await eventually(lambda: _rows(world, notifications, event_id=recent), lambda rows: len(rows) == 1)
+    assert await _rows(world, notifications, event_id=old) == []
 
 
 async def test_only_the_recipient_reads_and_marks(world: World) -> None:
