@@ -13,6 +13,7 @@ from services.molecule.adapters.identity_organizations import OrganizationNames
 from services.molecule.adapters.identity_users import Credentials
 from services.molecule.domain.registration_numbers import PREFIX_ROLES, default_prefix, validate_prefix
 from services.molecule.store.uow import MoleculeTransactions
+from services.runtime.audit import audit_event, changed_values
 from services.runtime.auth import Principal
 
 
@@ -44,5 +45,14 @@ class Numbering:
         principal.require_any_role(*PREFIX_ROLES)
         valid = validate_prefix(prefix)
         async with self._uow() as uow:
+            before, _ = await uow.molecules.registration_prefix(principal.organization_id)
             await uow.molecules.set_registration_prefix(principal.organization_id, valid)
+            if before != valid:
+                uow.record(
+                    audit_event(
+                        "registration_prefix.set", target_type="organization", target_id=principal.organization_id,
+                        details=changed_values({"prefix": before}, {"prefix": valid}),
+                    ),
+                    actor=principal,
+                )
         return valid, False

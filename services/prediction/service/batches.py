@@ -18,6 +18,7 @@ from molbridge.events.v1.prediction_pb2 import PredictedValue, PredictionComplet
 from services.prediction.domain.jobs import BatchOutcome, Prediction, SettledBatch, Status, final_status, settle
 from services.prediction.service.ports import EngineRejected, PredictionEngine
 from services.prediction.store import PredictionUnitOfWork
+from services.runtime.audit import audit_event
 from services.runtime.uow import Transactions
 
 log = logging.getLogger("molbridge.prediction.batches")
@@ -61,15 +62,23 @@ class BatchProcessor:
             )
             await uow.jobs.set_status(job.id, status)
             if status is not Status.PROCESSING:  # the job's last batch: it ended (told once, by this claim)
+                counts = {"total": progress.total, "completed": progress.total - progress.failed,
+                          "failed": progress.failed}
+                uow.record(
+                    audit_event(
+                        f"prediction.{status.value}", target_type="prediction_job", target_id=job.id,
+                        success=status is Status.COMPLETED, details={k: str(v) for k, v in counts.items()},
+                    ),
+                    organization_id=job.organization_id,
+                    actor_id=job.requested_by,  # the worker acts for whoever asked
+                )
                 uow.record(
                     PredictionJobFinished(
                         organization_id=job.organization_id,
                         job_id=job.id,
                         status=status.name,
                         requested_by=job.requested_by,
-                        total=progress.total,
-                        completed=progress.total - progress.failed,
-                        failed=progress.failed,
+                        **counts,
                         properties=list(job.properties),
                     ),
                     organization_id=job.organization_id,
