@@ -1,7 +1,8 @@
 """The molecule service's audit trail on a real PostgreSQL (and NATS for the import worker): every change —
 registering one molecule or a batch, updating, deleting, flags, the registration prefix, uploads, imports
-started, cancelled, completed or failed — records exactly one AuditRecorded in its own transaction, with
-the actor, organization, target and before → after (or a digest); a refused change records none."""
+started, cancelled, completed or failed, predicted values applied — records exactly one AuditRecorded in its
+own transaction, with the actor, organization, target and before → after (or a digest); a refused change
+records none."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 
 import pytest
+from molbridge.events.v1.prediction_pb2 import PredictedValue, PredictionCompleted
 
 from services.molecule.domain.imports import JobStatus
 from services.molecule.index.columnar import QueryIndex
 from services.molecule.service.molecules import MoleculeService, NewMolecule, PropertyInput
 from services.molecule.service.numbering import Numbering
+from services.molecule.service.predictions import store_predictions
 from services.molecule.store.tables import SCHEMA
 from services.molecule.store.uow import molecule_transactions
 from services.molecule.worker.chunks import RowPool
@@ -161,3 +164,23 @@ async def test_a_cancelled_and_a_failed_import_are_audited(world: ImportWorld, r
     started, failed = await trail(world, doomed.id)
     assert failed.action == "import.failed" and failed.event.outcome == failed.event.FAILURE and by(who, failed)
     assert failed.details["status"] == "failed" and failed.details["reason"].startswith("chunk 1")
+
+
+async def test_predicted_values_applied_are_audited(world: ImportWorld) -> None:
+    who = scientist()
+    created = await molecules(world).create(who, NewMolecule("CCCO", "propanol"))
+    foreign = str(uuid.uuid4())  # not this organization's: ignored, not in the digest
+    job_id = str(uuid.uuid4())
+    event = PredictionCompleted(
+        organization_id=who.organization_id, job_id=job_id, batch_index=2,
+        values=[PredictedValue(molecule_id=m, property="logp", value=0.3, model_name="baseline", model_version="1")
+                for m in (created.id, foreign)],
+    )  # fmt: skip
+    async with molecule_transactions(world.engine)() as uow:
+        await store_predictions(uow, event, actor_id=who.subject)
+    [entry] = await trail(world, job_id)
+    assert (entry.action, entry.event.target_type) == ("molecule.predictions_applied", "prediction_job")
+    assert by(who, entry)
+    assert {k: v for k, v in entry.details.items() if k != "ids_sha256"} == {
+        "batch_index": "2", "values": "1", "count": "1", "ids": created.id,
+    }  # fmt: skip
