@@ -1,7 +1,7 @@
 """The library service's audit trail (real PostgreSQL, grants checked with a real identity service): created,
 updated (before → after, visibility included), molecules added / removed (a digest), shared / unshared
 (level before → after), deleted — exactly one AuditRecorded per change, none for a change that changes
-nothing or is refused."""
+nothing or is refused. And an organization's default registration prefix, taken from its name (identity)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import uuid
 
 import pytest
 
+from services.molecule.adapters.identity_organizations import IdentityOrganizationNames
 from services.molecule.domain.library_rules import Level
+from services.molecule.service.numbering import Numbering
 from services.molecule.store.tables import SCHEMA
+from services.molecule.store.uow import molecule_transactions
 from services.runtime.errors import NotFoundError, ValidationError
 from tests.integration.audit_outbox import Audited, audited
 from tests.integration.test_molecule_libraries import Actor, World
@@ -82,3 +85,20 @@ async def test_refused_library_changes_record_nothing(world: World) -> None:
     with pytest.raises(NotFoundError):  # a batch naming an unknown molecule is refused whole
         await world.libraries.add_molecules(owner.principal, library.id, [*ids, str(uuid.uuid4())])
     assert [e.action for e in await trail(world, library.id)] == ["library.created"]
+
+
+async def test_an_organization_s_default_registration_prefix_is_audited_once(world: World) -> None:
+    names = IdentityOrganizationNames(world.identity_addr)
+    try:
+        numbering = Numbering(molecule_transactions(world.engine), names)
+        tag = uuid.uuid4().hex[:4]
+        organization = await world.identity.create_organization(world.root.principal, f"Q{tag} Labs", "PHARMA", "")
+        admin = await world.user(organization.id, "pharma_admin")
+        assert await numbering.prefix(admin.principal, admin.credentials) == (f"Q{tag}".upper(), False)
+        await numbering.prefix(admin.principal, admin.credentials)  # it has one now: nothing changes
+    finally:
+        await names.close()
+    [entry] = await trail(world, organization.id)
+    assert (entry.action, entry.event.target_type) == ("registration_prefix.set", "organization")
+    assert by(admin, [entry])
+    assert entry.details == {"prefix.before": "", "prefix.after": f"Q{tag}".upper(), "origin": "organization name"}

@@ -119,7 +119,7 @@ async def test_setting_the_registration_prefix_is_audited(world: ImportWorld) ->
     await molecules(world).set_registration_prefix(admin, "ACME")
     [entry] = await trail(world, admin.organization_id)
     assert (entry.action, entry.event.target_type) == ("registration_prefix.set", "organization") and by(admin, entry)
-    assert entry.details == {"prefix.before": "MOL", "prefix.after": "ACME"}
+    assert entry.details == {"prefix.before": "MOL", "prefix.after": "ACME", "origin": "set"}
 
 
 async def test_uploads_and_imports_are_audited(world: ImportWorld, row_pool: RowPool) -> None:

@@ -69,9 +69,9 @@ class MoleculeRepository:
     async def has_numbering(self, organization_id: str) -> bool:
         return await registration_numbers.has_counter(self._session, organization_id)
 
-    async def start_numbering(self, organization_id: str, prefix: str) -> None:
-        """Gives the organization its first prefix, unless it has one."""
-        await registration_numbers.start_counter(self._session, organization_id, prefix)
+    async def start_numbering(self, organization_id: str, prefix: str) -> bool:
+        """Gives the organization its first prefix, unless it has one; whether it did."""
+        return await registration_numbers.start_counter(self._session, organization_id, prefix)
 
     async def registration_prefix(self, organization_id: str) -> tuple[str, bool]:
         """(prefix, whether numbers were issued) of the organization."""
