@@ -35,14 +35,14 @@ from tests.e2e.cro_rest import (
     eventually,
     sample_codes,
     sign,
+    submit,
     upload,
     upload_results,
     wait_for_status,
 )
 from tests.e2e.molecule_rest import created, data
+from tests.e2e.notification_rest import deliveries, notifications, register
 from tests.e2e.test_identity_gateway import bearer
-from tests.e2e.test_notifications import notifications, submit
-from tests.e2e.test_webhooks import deliveries, register
 from tests.webhook_receiver import Receivers, WebhookReceiver
 
 api = test_identity_gateway.api
@@ -137,7 +137,7 @@ def test_a_submission_journey_tells_the_right_people_on_every_channel_and_is_aud
     assert {"type": OPTED_OUT, "channel": "EMAIL", "enabled": False} in switched["settings"]
 
     # DRAFT → SUBMITTED (NDA and MTA signed by the pharma admin) → PENDING_REVIEW → quoted → APPROVED.
-    submission_id = submit(api, p)
+    submission_id = submit(api, p, "Notified journey")
     wait_for_status(api, scientist, submission_id, "PENDING_REVIEW")
     valid_until = (date.today() + timedelta(days=30)).isoformat()
     assert data(act(api, p.cro.headers, submission_id, "PROVIDE_PRICING", price="4200.00", currency="USD",
