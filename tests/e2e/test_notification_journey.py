@@ -171,9 +171,21 @@ def test_a_submission_journey_tells_the_right_people_on_every_channel_and_is_aud
             for who, headers in people.items() if IN_APP[who]}
     for who, found in told.items():
         for n in found:
-            assert n["submission_id"] == submission_id or n["subject_type"] == "signature_request", (who, n)
-            assert n["link"].startswith("http") and not n.get("read"), n
+            assert n["submission_id"] == submission_id and n["link"].startswith("http") and not n.get("read"), n
         assert len({n["event_id"] for n in found}) == len(found), who  # one notification per event
+    documents = {d["document_type"]: d["id"] for d in data(api.get("/documents", params={
+        "submission_id": submission_id}, headers=scientist))}
+    assert len(documents) == 4 and documents["SERVICE_AGREEMENT"] == agreement
+
+    def asked_to_sign(who: str) -> list[str]:
+        """The documents `who` was asked to sign, by their notifications' links."""
+        return sorted(n["link"].rsplit("/documents/", 1)[1] for n in told[who] if n["type"] == "SIGNATURE_REQUESTED")
+
+    assert asked_to_sign("pharma_admin") == sorted(documents[kind] for kind in (
+        "NON_DISCLOSURE_AGREEMENT", "MATERIAL_TRANSFER_AGREEMENT", "SERVICE_AGREEMENT"))
+    assert asked_to_sign("cro_admin") == [agreement]
+    [quote] = [n for n in told["scientist"] if n["type"] == "SUBMISSION_QUOTED"]
+    assert "4200.00 USD" in quote["body"]
     assert all_notifications(api, p.outsider.headers) == []  # every event is told by now (see above)
     assert api.get("/notifications/unread-count", headers=scientist).json()["unread"] == 6
     assert api.post("/notifications/read-all", json={}, headers=scientist).json()["marked"] == 6
@@ -211,7 +223,7 @@ def test_a_submission_journey_tells_the_right_people_on_every_channel_and_is_aud
         assert all(r.verified for r in receiver.received), [r.refusal for r in receiver.received]
         for r in receiver.delivered:
             body = r.json()
-            assert body["data"]["submission_id"] == submission_id or body["type"].startswith("signature."), body
+            assert body["data"]["submission_id"] == submission_id and body["data"]["link"].startswith("http"), body
         if receiver is failing:
             assert [r.answered for r in receiver.received[:FAILURES]] == [503] * FAILURES
             assert sum(d["attempts"] for d in log) == len(log) + FAILURES
@@ -229,10 +241,7 @@ def test_a_submission_journey_tells_the_right_people_on_every_channel_and_is_aud
     actions = [e["action"] for e in entries]
     steps = [a for a in actions if a in STEPS]
     assert steps == STEPS, actions
-    documents = {d["id"] for d in data(api.get("/documents", params={"submission_id": submission_id},
-                                               headers=scientist))}
-    assert len(documents) == 4 and agreement in documents
-    assert {e["target_id"] for e in entries if e["action"] == "document.created"} == documents
+    assert {e["target_id"] for e in entries if e["action"] == "document.created"} == set(documents.values())
     signed = [e for e in entries if e["action"] == "signature.signed"]
     assert len(signed) == 4 and {e["details"]["meaning"] for e in signed} == {"approved"}, signed
     assert [e["details"]["signer_organization_id"] for e in signed if e["target_id"] == agreement] == [
