@@ -128,6 +128,26 @@ def sign(api: httpx.Client, requester: dict[str, str], document_id: str, signers
     assert status["status"] == "COMPLETED", status
 
 
+def submit(api: httpx.Client, parties: Parties, name: str) -> str:
+    """A pharma scientist's submission `name` of one molecule to the CRO, SUBMITTED (its NDA and MTA signed by
+    the pharma admin, the experiment specification uploaded)."""
+    scientist = parties.scientist_headers
+    service = new_service(api, parties.cro, name=f"Panel for {name}")
+    outcomes = created(api.post("/molecules/batch", json={"molecules": [{"smiles": "CCO"}]},
+                                headers=parties.pharma.headers))
+    draft = created(api.post("/submissions", json={
+        "name": name, "cro_service_id": service["id"],
+        "molecules": [{"molecule_id": o["molecule_id"], "concentration": "10 mM"} for o in outcomes],
+        "specifications": {"temperature": 25}, "request_id": uuid.uuid4().hex,
+    }, headers=scientist))
+    submission_id = str(draft["id"])
+    for document_type in ("NON_DISCLOSURE_AGREEMENT", "MATERIAL_TRANSFER_AGREEMENT"):
+        signed_by(api, scientist, upload(api, scientist, submission_id, document_type), parties.pharma)
+    upload(api, scientist, submission_id, "EXPERIMENT_SPECIFICATION")
+    assert data(act(api, scientist, submission_id, "SUBMIT"))["status"] == "SUBMITTED"
+    return submission_id
+
+
 def signed_by(api: httpx.Client, headers: dict[str, str], document_id: str, signer: Org) -> None:
     """Signed by `signer`'s admin alone."""
     sign(api, headers, document_id, [(signer, {"user_id": signer.user_id, "routing_order": 1})])

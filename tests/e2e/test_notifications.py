@@ -8,15 +8,15 @@ action). Only the recipient can mark a notification read (404 for anyone else); 
 from __future__ import annotations
 
 import functools
-import uuid
 from datetime import date, timedelta
 
 import httpx
 import pytest
 
 from tests.e2e import test_identity_gateway
-from tests.e2e.cro_rest import Parties, act, eventually, new_service, signed_by, upload, wait_for_status
-from tests.e2e.molecule_rest import assert_error, created, data
+from tests.e2e.cro_rest import Parties, act, eventually, submit, wait_for_status
+from tests.e2e.molecule_rest import assert_error, data
+from tests.e2e.notification_rest import notifications, told
 from tests.e2e.test_cro_messages_rest import EVENT_WAIT_S, Watch
 from tests.e2e.test_identity_gateway import bearer
 
@@ -38,43 +38,13 @@ def parties(api: httpx.Client, admin: dict) -> Parties:
     return Parties(api, admin)
 
 
-def notifications(api: httpx.Client, headers: dict[str, str], **params: str) -> dict:
-    response = api.get("/notifications", params=params, headers=headers)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
-def told(api: httpx.Client, headers: dict[str, str], kind: str) -> list[dict]:
-    return [n for n in notifications(api, headers)["data"] if n["type"] == kind]
-
-
-def submit(api: httpx.Client, parties: Parties) -> str:
-    """A pharma scientist's submission to the CRO, SUBMITTED (documents uploaded and signed first)."""
-    pharma, scientist = parties.pharma, parties.scientist_headers
-    service = new_service(api, parties.cro, name="Panel for notifications")
-    outcomes = created(api.post("/molecules/batch", json={"molecules": [{"smiles": "CCO"}]}, headers=pharma.headers))
-    draft = created(api.post("/submissions", json={
-        "name": "Notified panel", "cro_service_id": service["id"],
-        "molecules": [{"molecule_id": o["molecule_id"], "concentration": "10 mM"} for o in outcomes],
-        "specifications": {"temperature": 25}, "request_id": uuid.uuid4().hex,
-    }, headers=scientist))
-    submission_id = str(draft["id"])
-    nda = upload(api, scientist, submission_id, "NON_DISCLOSURE_AGREEMENT")
-    mta = upload(api, scientist, submission_id, "MATERIAL_TRANSFER_AGREEMENT")
-    upload(api, scientist, submission_id, "EXPERIMENT_SPECIFICATION")
-    signed_by(api, scientist, nda, pharma)
-    signed_by(api, scientist, mta, pharma)
-    assert data(act(api, scientist, submission_id, "SUBMIT"))["status"] == "SUBMITTED"
-    return submission_id
-
-
 def test_a_submission_journey_tells_whoever_acts_next(api: httpx.Client, parties: Parties) -> None:
     cro_admin, technician = parties.cro.headers, parties.technician_headers
     scientist, pharma_admin, outsider = parties.scientist_headers, parties.pharma.headers, parties.outsider.headers
     watch = NotificationWatch(api, "/notifications/watch", cro_admin)
     try:
         assert watch.status_code == 200 and watch.content_type.startswith("text/event-stream")
-        submission_id = submit(api, parties)
+        submission_id = submit(api, parties, "Notified panel")
 
         pushed = watch.next_notification()
         assert (pushed["type"], pushed["subject_id"], pushed["submission_id"]) == (

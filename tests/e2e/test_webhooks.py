@@ -19,8 +19,9 @@ import httpx
 import pytest
 
 from tests.e2e import test_identity_gateway
-from tests.e2e.cro_rest import Parties, eventually, new_service, signed_by, upload
+from tests.e2e.cro_rest import Parties, eventually, submit
 from tests.e2e.molecule_rest import assert_error, created, data, field_violations
+from tests.e2e.notification_rest import deliveries, register, whole
 from tests.e2e.test_cli import cli_runner
 from tests.e2e.test_identity_gateway import new_org
 from tests.webhook_receiver import WebhookReceiver
@@ -41,42 +42,6 @@ def parties(api: httpx.Client, admin: dict) -> Parties:
 def receiver() -> Iterator[WebhookReceiver]:
     with WebhookReceiver() as started:
         yield started
-
-
-def whole(response: httpx.Response, status: int = 201) -> dict:
-    """The whole answer (`data` and, for a create or rotation, the `secret` beside it)."""
-    assert response.status_code == status, (response.request.method, response.request.url, response.text)
-    return dict(response.json())
-
-
-def register(api: httpx.Client, headers: dict[str, str], receiver: WebhookReceiver, **fields: object) -> dict:
-    answer = whole(api.post("/webhooks", json={"url": receiver.url, "request_id": uuid.uuid4().hex, **fields},
-                              headers=headers))
-    receiver.secrets = [answer["secret"]]
-    return dict(answer["data"])
-
-
-def deliveries(api: httpx.Client, headers: dict[str, str], webhook_id: str) -> list[dict]:
-    return list(data(api.get(f"/webhooks/{webhook_id}/deliveries", headers=headers)))
-
-
-def submit(api: httpx.Client, parties: Parties) -> str:
-    """A submission of the pharma organization to the CRO, taken to SUBMITTED."""
-    scientist = parties.scientist_headers
-    service = new_service(api, parties.cro, name="Panel for webhooks")
-    outcomes = created(api.post("/molecules/batch", json={"molecules": [{"smiles": "CCO"}]},
-                                headers=parties.pharma.headers))
-    draft = created(api.post("/submissions", json={
-        "name": "Webhook panel", "cro_service_id": service["id"], "budget": "1000",
-        "molecules": [{"molecule_id": outcomes[0]["molecule_id"], "concentration": "10 mM"}],
-        "specifications": {"temperature": 25}, "request_id": uuid.uuid4().hex,
-    }, headers=scientist))
-    for document_type in ("NON_DISCLOSURE_AGREEMENT", "MATERIAL_TRANSFER_AGREEMENT"):
-        signed_by(api, scientist, upload(api, scientist, draft["id"], document_type), parties.pharma)
-    upload(api, scientist, draft["id"], "EXPERIMENT_SPECIFICATION")
-    submitted = data(api.post(f"/submissions/{draft['id']}/actions", json={"action": "SUBMIT"}, headers=scientist))
-    assert submitted["status"] == "SUBMITTED"
-    return str(draft["id"])
 
 
 def test_an_endpoint_receives_a_test_event_and_a_submission_signed(  # type: ignore[no-untyped-def]
@@ -109,7 +74,7 @@ def test_an_endpoint_receives_a_test_event_and_a_submission_signed(  # type: ign
     [first] = asyncio.run(receiver.wait_for(1, timeout=WAIT_S))
     assert first.json()["type"] == "webhook.test" and first.json()["id"] == test["event_id"]
 
-    submission_id = submit(api, parties)
+    submission_id = submit(api, parties, "Webhook panel")
     [_, event] = asyncio.run(receiver.wait_for(2, timeout=WAIT_S))
     body = event.json()
     assert body["type"] == "submission.submitted" and body["data"]["submission_id"] == submission_id

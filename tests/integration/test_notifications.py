@@ -378,8 +378,8 @@ async def test_preferences_choose_the_channels(world: World) -> None:
 
 async def test_signature_requests_reach_the_signer_only_in_their_organizations(world: World) -> None:
     by_role = SignatureRequested(request_id="sr-1", document_id="doc-1", organization_id=world.orgs["pharma"],
-                                 signer_organization_id=world.orgs["pharma"], signer_role="pharma_scientist",
-                                 title="NDA")
+                                 submission_id="a-draft", signer_organization_id=world.orgs["pharma"],
+                                 signer_role="pharma_scientist", title="NDA")
     await world.publish("document", by_role, actor="padmin")
     outsider = SignatureRequested(request_id="sr-2", document_id="doc-2", organization_id=world.orgs["pharma"],
                                   signer_user_id=world.users["stranger"], title="NDA")
@@ -387,6 +387,7 @@ async def test_signature_requests_reach_the_signer_only_in_their_organizations(w
     for who in ("submitter", "scientist"):
         listed = await eventually(functools.partial(world.listed, who), lambda r: r.meta.total == 1)
         assert listed.data[0].title == "Your signature is requested: NDA"
+        assert listed.data[0].submission_id == "a-draft"  # a submission not sent yet is still named
     marker = await world.publish("molecule", ImportFinished(job_id="j", status="failed"), actor="padmin")
     await eventually(lambda: _rows(world, notifications, event_id=marker), lambda rows: len(rows) == 1)
     assert (await world.listed("padmin")).meta.total == 1  # the import only: not their own request

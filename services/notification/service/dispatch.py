@@ -92,7 +92,8 @@ class Dispatcher:
                         organization_id=o.organization_id,
                         subject_type=o.subject_type.value,
                         subject_id=o.subject_id,
-                        submission_id=o.submission.submission_id if o.submission else "",
+                        # a document's submission the service has not seen sent yet (a DRAFT's NDA) is still named
+                        submission_id=o.submission.submission_id if o.submission else o.facts.get("submission_id", ""),
                         event_id=o.event_id,
                         occurred_at=o.occurred_at,
                         in_app=Channel.IN_APP in channels,
