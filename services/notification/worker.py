@@ -163,6 +163,8 @@ TOPICS: tuple[Topic, ...] = (
             "subject_id": e.request_id,
             "submission": _submission_of(e),
             "requested_by": e.requested_by,
+            "signer_user_ids": frozenset(e.signer_user_ids),
+            "signer_organization_ids": frozenset(e.signer_organization_ids),
         },
     ),
     Topic(

@@ -56,22 +56,23 @@ WAIT_S = 90.0  # the failing endpoint's retries back off from 10 s: every wait e
 # scientist requested all three; the technician starts the work and posts the message.
 IN_APP = {
     "cro_admin": Counter({"SUBMISSION_SUBMITTED": 1, "SUBMISSION_APPROVED": 1, "SUBMISSION_STARTED": 1,
-                          "RESULTS_REVIEWED": 1, "SIGNATURE_REQUESTED": 1}),
-    "technician": Counter({"SUBMISSION_APPROVED": 1, "RESULTS_REVIEWED": 1}),
+                          "RESULTS_REVIEWED": 1, "SIGNATURE_REQUESTED": 1, "SUBMISSION_COMPLETED": 1}),
+    "technician": Counter({"SUBMISSION_APPROVED": 1, "RESULTS_REVIEWED": 1, "SUBMISSION_COMPLETED": 1}),
     "scientist": Counter({"SUBMISSION_QUOTED": 1, "RESULTS_UPLOADED": 1, "MESSAGE_POSTED": 1,
                           "SIGNATURE_COMPLETED": 3}),
+    # The pharma admin signed the NDA and MTA last (told nothing: it acted) and the agreement first.
     "pharma_admin": Counter({"SUBMISSION_QUOTED": 1, "RESULTS_UPLOADED": 1, "MESSAGE_POSTED": 1,
-                             "SIGNATURE_REQUESTED": 3}),
+                             "SIGNATURE_REQUESTED": 3, "SIGNATURE_COMPLETED": 1}),
     "outsider": Counter[str](),
 }
 SUBMISSION_EVENTS = Counter({"submission.submitted": 1, "submission.quoted": 1, "submission.approved": 1,
                              "submission.started": 1, "submission.results_uploaded": 1,
-                             "submission.results_reviewed": 1, "message.posted": 1})
+                             "submission.results_reviewed": 1, "message.posted": 1, "submission.completed": 1})
 # Both parties' endpoints get the submission's events; the documents are the pharma organization's, and a
-# signer's organization hears of its own request.
+# signer's organization hears of its own request and of the agreement it co-signed being complete.
 WEBHOOK_EVENTS = {
     "pharma": SUBMISSION_EVENTS + Counter({"signature.requested": 4, "signature.completed": 3}),
-    "cro": SUBMISSION_EVENTS + Counter({"signature.requested": 1}),
+    "cro": SUBMISSION_EVENTS + Counter({"signature.requested": 1, "signature.completed": 1}),
 }
 OPTED_OUT = "SUBMISSION_APPROVED"  # the technician's email switch turned off
 STEPS = ["submission.created", "submission.submitted", "submission.package_built", "submission.priced",

@@ -10,7 +10,7 @@ from molbridge.notification.v1 import notification_service_pb2 as pb
 
 from services.notification.domain.notices import describe, webhook_payload
 from services.notification.domain.preferences import Preferences, check_changes, check_digest
-from services.notification.domain.recipients import Member, Occurrence, Parties, recipients
+from services.notification.domain.recipients import Member, Occurrence, Parties, recipients, webhook_organizations
 from services.notification.domain.vocabulary import (
     EMAIL_BY_DEFAULT,
     SOURCES,
@@ -55,6 +55,7 @@ CASES = [
     ("started → cro side but the actor", _submission(T.SUBMISSION_STARTED, "cadmin"), {"tech"}),
     ("results uploaded → pharma side", _submission(T.RESULTS_UPLOADED, "tech"), {"submitter", "padmin"}),
     ("results reviewed → cro side", _submission(T.RESULTS_REVIEWED, "submitter"), {"cadmin", "tech"}),
+    ("completed → cro side", _submission(T.SUBMISSION_COMPLETED, "submitter"), {"cadmin", "tech"}),
     ("rejected by the cro → pharma side", _submission(T.SUBMISSION_REJECTED, "cadmin"), {"submitter", "padmin"}),
     ("rejected by pharma → cro side", _submission(T.SUBMISSION_REJECTED, "padmin"), {"cadmin", "tech"}),
     ("cancelled by pharma → cro side", _submission(T.SUBMISSION_CANCELLED, "submitter"), {"cadmin", "tech"}),
@@ -131,6 +132,21 @@ CASES = [
         {"padmin"},
     ),
     (
+        "signature finished → the requester and the co-signers of the other side, not the last signer",
+        Occurrence(
+            T.SIGNATURE_COMPLETED,
+            "ev",
+            PHARMA,
+            SubjectType.SIGNATURE_REQUEST,
+            "sr",
+            actor_id="cadmin",
+            requested_by="scientist",
+            signer_user_ids=frozenset({"padmin", "cadmin", "stranger-admin"}),
+            signer_organization_ids=frozenset({PHARMA, CRO}),
+        ),
+        {"scientist", "padmin"},  # a signer outside the signing organizations is never told
+    ),
+    (
         "document expiring → the owner's admins",
         Occurrence(T.DOCUMENT_EXPIRING, "ev", CRO, SubjectType.DOCUMENT, "doc"),
         {"cadmin"},
@@ -180,6 +196,7 @@ def test_every_proto_type_has_one_source_and_topic() -> None:
         ("SubmissionTransitioned", {"to_status": "PENDING_REVIEW"}, None),
         ("SubmissionTransitioned", {"to_status": "PRICING_PROVIDED"}, None),  # QuoteProvided tells it
         ("SubmissionTransitioned", {"to_status": "IN_PROGRESS"}, T.SUBMISSION_STARTED),
+        ("SubmissionTransitioned", {"to_status": "COMPLETED"}, T.SUBMISSION_COMPLETED),
         ("QuoteProvided", {}, T.SUBMISSION_QUOTED),
         ("SignatureFinished", {"status": "VOIDED"}, T.SIGNATURE_DECLINED),
         ("SignatureFinished", {"status": "COMPLETED"}, T.SIGNATURE_COMPLETED),
@@ -243,3 +260,13 @@ def test_every_source_event_is_subscribed_from_its_service() -> None:
 
     subscribed = {(topic.source, topic.event.DESCRIPTOR.name) for topic in TOPICS}
     assert subscribed == {(source.service, source.event) for source in SOURCES.values()}
+
+
+def test_a_finished_signature_reaches_the_signing_organizations_endpoints() -> None:
+    finished = Occurrence(
+        T.SIGNATURE_COMPLETED, "ev", PHARMA, SubjectType.SIGNATURE_REQUEST, "sr",
+        signer_organization_ids=frozenset({CRO}),
+    )
+    assert webhook_organizations(finished) == {PHARMA, CRO}
+    alone = Occurrence(T.SIGNATURE_DECLINED, "ev", PHARMA, SubjectType.SIGNATURE_REQUEST, "sr")
+    assert webhook_organizations(alone) == {PHARMA}

@@ -402,6 +402,8 @@ class SignatureService:
                     request_id=request.id, document_id=request.document_id, organization_id=request.organization_id,
                     submission_id=request.submission_id, status=event.status.value,
                     requested_by=request.requested_by, finished_at=timestamp(event.at),
+                    signer_user_ids=[s.signed_by for s in request.signers if s.signed_by],
+                    signer_organization_ids=sorted({s.organization_id for s in request.signers if s.organization_id}),
                 ))
                 if event.status is not EnvelopeStatus.DECLINED:  # a decline is audited with its signer
                     audit(f"signature.{event.status.value.lower()}", {"reason": reason} if reason else {})

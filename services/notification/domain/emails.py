@@ -73,6 +73,9 @@ COPY: Mapping[str, EmailCopy] = {
     NotificationType.RESULTS_REVIEWED: EmailCopy(
         "Results reviewed: {title}", "Results reviewed", "The results were reviewed.", "Open the results"
     ),
+    NotificationType.SUBMISSION_COMPLETED: EmailCopy(
+        "Submission completed: {title}", "Submissions completed", "The submission was closed.", "Open the submission"
+    ),
     NotificationType.MESSAGE_POSTED: EmailCopy(
         "New message: {title}", "New messages", "A new message was posted on a submission.", "Read the message"
     ),

@@ -7,11 +7,11 @@ who gets a notification.
 |---|---|
 | SUBMISSION_SUBMITTED | the CRO's cro_admins |
 | SUBMISSION_QUOTED, RESULTS_UPLOADED | the submitter and the pharma_admins |
-| SUBMISSION_APPROVED, SUBMISSION_STARTED, RESULTS_REVIEWED | the CRO side (cro_technician and up) |
+| SUBMISSION_APPROVED, SUBMISSION_STARTED, RESULTS_REVIEWED, SUBMISSION_COMPLETED | the CRO side (technicians up) |
 | SUBMISSION_REJECTED, SUBMISSION_CANCELLED | the side that did not act (both when the actor is unknown) |
 | MESSAGE_POSTED | the other side of the thread (CRO side, or the submitter and the pharma_admins) |
 | SIGNATURE_REQUESTED | the named signer, or every member of the signer organization with the signer role or above |
-| SIGNATURE_COMPLETED, SIGNATURE_DECLINED | the requester |
+| SIGNATURE_COMPLETED, SIGNATURE_DECLINED | the requester and those who signed (not the last, who acted) |
 | DOCUMENT_EXPIRING, DOCUMENT_EXPIRED | the owner organization's admins |
 | IMPORT_*, PREDICTION_* | the user who started it |
 
@@ -89,6 +89,8 @@ class Occurrence:
     signer_organization_id: str = ""
     signer_role: str = ""
     requested_by: str = ""  # signatures: the requester; jobs: who started them
+    signer_user_ids: frozenset[str] = frozenset()  # SIGNATURE_COMPLETED / _DECLINED: who signed
+    signer_organization_ids: frozenset[str] = frozenset()
     facts: dict[str, str] = field(default_factory=dict)  # for the texts and the webhook payload
 
 
@@ -152,6 +154,7 @@ def _submission_audience(o: Occurrence, parties: Parties, acting_organization: s
             NotificationType.SUBMISSION_APPROVED
             | NotificationType.SUBMISSION_STARTED
             | NotificationType.RESULTS_REVIEWED
+            | NotificationType.SUBMISSION_COMPLETED
         ):
             return _cro_side(parties)
         case NotificationType.SUBMISSION_REJECTED | NotificationType.SUBMISSION_CANCELLED:
@@ -182,7 +185,9 @@ def audience(o: Occurrence, acting_organization: str | None = None) -> Audience:
             roles = frozenset({o.signer_role}) if o.signer_role else ORGANIZATION_ADMINS
             return Audience(signers, roles=((organization, roles),), exclude=frozenset({o.actor_id}))
         case NotificationType.SIGNATURE_COMPLETED | NotificationType.SIGNATURE_DECLINED:
-            return Audience(frozenset(shared), frozenset({o.requested_by} - {""}))
+            # The requester, and the signers who signed (the last one, who just acted, knows).
+            told = ({o.requested_by} | (o.signer_user_ids - {o.actor_id})) - {""}
+            return Audience(frozenset(shared | o.signer_organization_ids), frozenset(told))
         case NotificationType.DOCUMENT_EXPIRING | NotificationType.DOCUMENT_EXPIRED:
             return Audience(frozenset({o.organization_id}), roles=((o.organization_id, ORGANIZATION_ADMINS),))
         case (
@@ -206,6 +211,8 @@ def webhook_organizations(o: Occurrence) -> frozenset[str]:
         return frozenset(organizations - {""})
     if o.type is NotificationType.SIGNATURE_REQUESTED:
         return frozenset({o.organization_id, o.signer_organization_id} - {""})
+    if o.type in (NotificationType.SIGNATURE_COMPLETED, NotificationType.SIGNATURE_DECLINED):
+        return frozenset(({o.organization_id} | o.signer_organization_ids) - {""})
     return frozenset({o.organization_id} - {""})
 
 

@@ -36,6 +36,7 @@ class NotificationType(StrEnum):
     IMPORT_FAILED = "IMPORT_FAILED"
     PREDICTION_FINISHED = "PREDICTION_FINISHED"
     PREDICTION_FAILED = "PREDICTION_FAILED"
+    SUBMISSION_COMPLETED = "SUBMISSION_COMPLETED"
 
 
 class Channel(StrEnum):
@@ -103,6 +104,7 @@ SOURCES: dict[NotificationType, Source] = {
     NotificationType.SUBMISSION_STARTED: _transition("IN_PROGRESS", "submission.started"),
     NotificationType.RESULTS_UPLOADED: _transition("RESULTS_UPLOADED", "submission.results_uploaded"),
     NotificationType.RESULTS_REVIEWED: _transition("RESULTS_REVIEWED", "submission.results_reviewed"),
+    NotificationType.SUBMISSION_COMPLETED: _transition("COMPLETED", "submission.completed"),
     NotificationType.MESSAGE_POSTED: Source("cro", "SubmissionMessagePosted", topic="message.posted"),
     NotificationType.SIGNATURE_REQUESTED: Source(
         "document", "SignatureRequested", topic="signature.requested", subject=SubjectType.SIGNATURE_REQUEST
