@@ -18,7 +18,7 @@ run: $(GEN_STAMP) $(ENGINE_MODEL)
 	$(PY) -m stack
 
 test: $(GEN_STAMP) $(ENGINE_MODEL)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 unit: $(GEN_STAMP)
 	$(PY) -m pytest -q tests/unit
