@@ -26,7 +26,7 @@ from cli.progress import ProgressLine, format_bytes, format_count, fraction
 from cli.transfer import readable_file, upload_with_progress
 
 CSV_CONTENT_TYPE = "text/csv"
-PREVIEW_ROWS = 5
+PREVIEW_ROWS = 20  # the server's default: a screenful, enough to check a mapping
 EXAMPLE_WIDTH = 30
 NOT_CREATED = "x-molbridge-not-created"  # ProcessResults' initial metadata: the current version, unchanged
 PLOT_KINDS = ("scatter", "residuals")
