@@ -22,12 +22,12 @@ import pytest
 from tests.e2e.cro_rest import (
     Parties,
     cro_sample_codes,
-    created,
     new_service,
     predict,
     results_csv,
     start_experiment,
 )
+from tests.e2e.molecule_rest import created
 from tests.e2e.test_cli import MOLBRIDGE, Run, cli_env, cli_runner
 from tests.e2e.test_identity_gateway import PASSWORD, login
 
