@@ -130,6 +130,10 @@ def test_the_cro_uploads_previews_follows_and_gets_the_error_report(world: World
     refused = world.cro("results", "compare", uploaded.result_id, ok=False)
     assert refused.returncode == EXIT_PERMISSION and "PERMISSION_DENIED" in refused.stderr, refused.stderr
 
+    again = world.cro("results", "upload", str(world.results_file), "--submission", world.submission_id)
+    assert f"Same file and mapping as the current version 1 ({uploaded.result_id}): nothing changed" in again.stderr
+    assert "Results version 1 of submission CLI results COMPLETED" in again.stdout, again.stdout
+
 
 def test_a_reject_all_upload_with_a_bad_row_fails(world: World, uploaded: Uploaded, tmp_path: Path) -> None:
     header, *rows = world.results_file.read_text(encoding="utf-8").splitlines()
