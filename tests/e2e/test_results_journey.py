@@ -154,7 +154,7 @@ def expected_scores(prop: str, predicted: dict[str, float], values: dict[str, Me
 def upload_results(api: httpx.Client, headers: dict[str, str], content: bytes, name: str) -> str:
     uploaded = api.post("/results/upload", files={"file": (name, content, "text/csv")}, headers=headers)
     stored = created(uploaded)
-    assert stored["filename"] == name and stored["size_bytes"] == len(content), stored
+    assert stored["filename"] == name and int(stored["size_bytes"]) == len(content), stored  # int64: a JSON string
     return str(stored["storage_key"])
 
 
