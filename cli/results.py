@@ -106,6 +106,11 @@ def measured_text(qualifier: str, value: float | None, units: str) -> str:
     return f"{prefix}{number(value, 4)} {units}".strip()
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 row`, `3 rows`, `1,200 errors`."""
+    return f"{format_count(n)} {noun}{'' if n == 1 else 's'}"
+
+
 def qc_flag_word(result: pb.Result) -> str:
     return output.enum_word(result, "qc_flag") if result.qc_flag else "-"
 
@@ -156,7 +161,7 @@ def result_fields(r: pb.Result) -> str:
         ("file", f"{r.filename or '-'} ({r.format or '-'}, {r.mode or '-'})"),
         ("rows", f"{format_count(r.processed_rows)} of {format_count(r.total_rows)} read"),
         ("values accepted", format_count(r.values_accepted)),
-        ("rows rejected", f"{format_count(r.rows_rejected)} ({format_count(r.error_count)} errors)"),
+        ("rows rejected", f"{format_count(r.rows_rejected)} ({counted(r.error_count, 'error')})"),
         ("qc", f"{qc_flag_word(r)}{f': {r.qc_note}' if r.qc_note else ''}"
                f"{'' if not qc.conflicting else f'; {qc.conflicting} conflicting'}"
                f"{'' if not qc.missing else f'; {len(qc.missing)} missing'}"),
@@ -191,9 +196,9 @@ def result_text(r: pb.Result) -> str:
 def result_summary(r: pb.Result) -> str:
     """One line for the end of an upload."""
     return (f"Results version {r.version} of submission {r.submission_name or r.submission_id} "
-            f"{output.enum_word(r, 'status')}: {format_count(r.total_rows)} rows, "
-            f"{format_count(r.values_accepted)} values accepted, {format_count(r.rows_rejected)} rows rejected "
-            f"({format_count(r.error_count)} errors), QC {qc_flag_word(r)}")
+            f"{output.enum_word(r, 'status')}: {counted(r.total_rows, 'row')}, "
+            f"{counted(r.values_accepted, 'value')} accepted, {counted(r.rows_rejected, 'row')} rejected "
+            f"({counted(r.error_count, 'error')}), QC {qc_flag_word(r)}")
 
 
 def value_table(values: Sequence[pb.ResultValue]) -> tuple[list[str], list[list[str]]]:
@@ -420,7 +425,7 @@ def report_errors(gw: Gateway, result: pb.Result, path: Path | None, notes: Any)
         if path is not None:
             print(f"No row errors: {path} not written", file=notes)
         return
-    rows = f"{format_count(result.rows_rejected)} row{'' if result.rows_rejected == 1 else 's'}"
+    rows = counted(result.rows_rejected, "row")
     if path is None:
         print(f"Error report ({rows}): molbridge results errors {result.id} -o FILE", file=notes)
         return
@@ -452,7 +457,7 @@ def values(args: argparse.Namespace, gw: Gateway) -> None:
         print("No values")
         return
     headers, rows = value_table(found)
-    output.listing(args, headers, rows, f"{len(found)} value{'' if len(found) == 1 else 's'}")
+    output.listing(args, headers, rows, counted(len(found), "value"))
 
 
 def errors(args: argparse.Namespace, gw: Gateway) -> None:

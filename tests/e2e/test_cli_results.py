@@ -108,7 +108,7 @@ def test_the_cro_uploads_previews_follows_and_gets_the_error_report(world: World
     assert "requested properties: solubility" in out
     assert re.search(r"^7\s+Sample\s+UNKNOWN_SAMPLE\s", out, re.M), out  # the previewed rows' validation
     assert re.search(r"^1\s+S-\S+\s+solubility\s+1\.5 mg/mL\s+1\.5 mg/mL", out, re.M), out
-    assert "Results version 1 of submission CLI results COMPLETED: 7 rows, 6 values accepted, 1 rows rejected" in out
+    assert "Results version 1 of submission CLI results COMPLETED: 7 rows, 6 values accepted, 1 row rejected" in out
     assert f"Error report (1 row): saved to {uploaded.errors}" in out
     assert "Processing results version 1" in uploaded.stderr and "upload solubility.csv" in uploaded.stderr
     report = list(csv.reader(io.StringIO(uploaded.errors.read_text(encoding="utf-8-sig"))))

@@ -152,3 +152,7 @@ def test_result_listing_and_summary() -> None:
     assert row[:10] == ["r1", "Round 1", "2", "COMPLETED", "yes", "12", "9", "3", "WARNING", "REJECTED"]
     assert result_summary(result) == ("Results version 2 of submission Round 1 COMPLETED: 12 rows, 9 values "
                                       "accepted, 3 rows rejected (3 errors), QC WARNING")
+    one = pb.Result(submission_id="s1", version=1, status=pb.Result.FAILED, total_rows=1, rows_rejected=1,
+                    error_count=1)
+    assert result_summary(one) == "Results version 1 of submission s1 FAILED: 1 row, 0 values accepted, 1 row " \
+                                  "rejected (1 error), QC -"
