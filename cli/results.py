@@ -334,7 +334,7 @@ def progress_segments(r: pb.Result) -> list[str]:
 
 def watch(gw: Gateway, result_id: str) -> pb.Result:
     """Follow a version until processing ends, with a progress line on stderr; its final state."""
-    again = f"molbridge results status {result_id}"
+    again = f"molbridge results watch {result_id}"
     line = ProgressLine(sys.stderr, "results")
     stream = None
     last: pb.Result | None = None
@@ -363,7 +363,7 @@ def watch(gw: Gateway, result_id: str) -> pb.Result:
 
 def _interrupted(result_id: str) -> NoReturn:
     raise CliError(f"stopped watching; results {result_id} keep processing in the background: "
-                   f"molbridge results status {result_id}", exit_code=130)
+                   f"molbridge results watch {result_id}", exit_code=130)
 
 
 def save_errors(gw: Gateway, result_id: str, path: Path) -> int:
@@ -413,11 +413,19 @@ def upload(args: argparse.Namespace, gw: Gateway) -> None:
     else:
         print(f"Same file and mapping as the current version {result.version} ({result.id}): nothing changed",
               file=sys.stderr)
-    final = result if result.status in FINAL else watch(gw, result.id)
+    conclude(args, gw, result if result.status in FINAL else watch(gw, result.id))
+
+
+def conclude(args: argparse.Namespace, gw: Gateway, final: pb.Result) -> None:
+    """The outcome of a processed version and where its error report is; fails when it FAILED."""
     print(output.as_json(pb.GetResultResponse(data=final)) if args.json else result_summary(final))
-    report_errors(gw, final, args.errors, notes)
+    report_errors(gw, final, args.errors, sys.stderr if args.json else sys.stdout)
     if final.status == pb.Result.FAILED:
         raise CliError(f"results {final.id} failed: {final.failure_reason or 'no reason given'}")
+
+
+def watch_result(args: argparse.Namespace, gw: Gateway) -> None:
+    conclude(args, gw, watch(gw, args.id))
 
 
 def report_errors(gw: Gateway, result: pb.Result, path: Path | None, notes: Any) -> None:
@@ -540,6 +548,11 @@ def register(subparsers: Any) -> None:
     cmd.add_argument("--notes", default="", help="your notes on this version")
     cmd.add_argument("--preview", action="store_true",
                      help="first show the suggested mapping and how the first rows validate")
+    cmd.add_argument("--errors", type=Path, metavar="PATH", help="save the error report (rejected rows) to PATH")
+
+    cmd = add_command(results, "watch", "follow a version until processing ends (exit 1 if it FAILED)",
+                      gateway=watch_result)
+    cmd.add_argument("id", metavar="ID")
     cmd.add_argument("--errors", type=Path, metavar="PATH", help="save the error report (rejected rows) to PATH")
 
     cmd = add_command(results, "list", "result versions you may see, newest first", gateway=list_results)

@@ -1,9 +1,10 @@
 """`molbridge results …` as users run it: the console script in a subprocess, through the gateway to the CRO
 service's results. The way to IN_PROGRESS (documents, quote, approval, agreement) is taken over REST
 (cro_rest.start_experiment); from there the CRO's technician uploads a results file with the CLI (preview,
-progress, QC summary, error report), a `reject_all` upload of the same file fails with exit 1, and the
-pharma scientist reviews, lists the values with their molecules, compares them with the predictions
-(the PNGs saved) and reads the model's accuracy."""
+progress, QC summary, error report); a `reject_all` upload interrupted with Ctrl-C (exit 130) keeps
+processing in the background and fails (`results watch`: exit 1); the pharma scientist reviews, lists
+the values with their molecules, compares them with the predictions (the PNGs saved) and reads the
+model's accuracy."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import csv
 import io
 import json
 import re
+import signal
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ SMILES = ("CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1")
 @dataclass(frozen=True)
 class World:
     cro: Run  # the CLI logged in as the CRO's technician
+    cro_home: Path  # its config dir, for a CLI run in the background
     pharma: Run  # … as the pharma organization's scientist
     submission_id: str
     codes: list[str]  # the sample codes, as the CRO sees them
@@ -79,7 +82,8 @@ def world(mesh, tmp_path_factory: pytest.TempPathFactory) -> World:  # type: ign
              ["S-NONE-01", "solubility", "2", "mg/mL", "", "", ""]]
     results_file = tmp_path_factory.mktemp("results") / "solubility.csv"
     results_file.write_bytes(results_csv(rows))
-    return World(logged_in(mesh, tmp_path_factory.mktemp("cro"), p.technician),
+    cro_home = tmp_path_factory.mktemp("cro")
+    return World(logged_in(mesh, cro_home, p.technician), cro_home,
                  logged_in(mesh, tmp_path_factory.mktemp("pharma"), p.scientist), submission["id"], codes,
                  results_file)
 
@@ -135,15 +139,44 @@ def test_the_cro_uploads_previews_follows_and_gets_the_error_report(world: World
     assert "Results version 1 of submission CLI results COMPLETED" in again.stdout, again.stdout
 
 
-def test_a_reject_all_upload_with_a_bad_row_fails(world: World, uploaded: Uploaded, tmp_path: Path) -> None:
+def test_an_interrupted_upload_keeps_processing_and_a_reject_all_version_fails(
+    world: World, uploaded: Uploaded, mesh, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
     header, *rows = world.results_file.read_text(encoding="utf-8").splitlines()
     reordered = tmp_path / "reordered.csv"  # another file (the same one would answer the current version)
     reordered.write_text("\n".join([header, *reversed(rows)]) + "\n", encoding="utf-8")
-    failed = world.cro("results", "upload", str(reordered), "--submission", world.submission_id, "--mode",
-                       "reject_all", ok=False)
+    worker = mesh.supervisor.get("cro-worker")
+    worker.stop()  # nothing processes the version: the upload waits on its progress until Ctrl-C
+    try:
+        upload = subprocess.Popen(
+            [str(MOLBRIDGE), "results", "upload", str(reordered), "--submission", world.submission_id, "--mode",
+             "reject_all"], env=cli_env(mesh, world.cro_home), text=True, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert upload.stderr is not None
+            started = ""
+            while "Processing results version" not in started:
+                started = upload.stderr.readline()
+                assert started, "the upload ended before processing started"
+            upload.send_signal(signal.SIGINT)
+            _, stderr = upload.communicate(timeout=60)
+        finally:
+            if upload.poll() is None:
+                upload.kill()
+                upload.communicate()
+    finally:
+        worker.start()
+    assert upload.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    version = re.search(r"Processing results version 2 \((\S+)\)", started)
+    assert version, started
+    result_id = version.group(1)
+    assert f"stopped watching; results {result_id} keep processing in the background" in stderr, stderr
+
+    failed = world.cro("results", "watch", result_id, ok=False)  # the restarted worker processes it
     assert failed.returncode == 1, failed.stderr
-    assert re.search(r"molbridge: results \S+ failed: ", failed.stderr), failed.stderr
-    assert "FAILED" in failed.stdout
+    assert f"molbridge: results {result_id} failed: " in failed.stderr, failed.stderr
+    assert "Results version 2 of submission CLI results FAILED" in failed.stdout, failed.stdout
     listed = world.cro("results", "list", "--submission", world.submission_id, "--current", "--json").stdout
     assert [r["id"] for r in json.loads(listed)["data"]] == [uploaded.result_id]  # still the current version
 
