@@ -18,7 +18,7 @@ from molbridge.cro.v1 import result_service_pb2 as pb
 
 from cli import output
 from cli.app import add_command
-from cli.arguments import enum_choice, truncate
+from cli.arguments import column_values, enum_choice, truncate
 from cli.client import CliError, Gateway, describe_rpc_error
 from cli.cro_services import NAME_WIDTH, show, show_list
 from cli.imports import MODES, MappingRow, merge_mapping, parse_map
@@ -40,16 +40,7 @@ _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 def parse_units(values: Sequence[str]) -> dict[str, str]:
     """`--units COLUMN=UNITS` values as {column: units} (wide-format columns); the last `=` splits, units
     are kept as written (case matters: uM is micromolar, um micrometre)."""
-    units: dict[str, str] = {}
-    for value in values:
-        column, sep, written = value.rpartition("=")
-        column, written = column.strip(), written.strip()
-        if not sep or not column or not written:
-            raise CliError(f'--units {value!r}: expected COLUMN=UNITS, e.g. --units "IC50=uM"')
-        if column in units:
-            raise CliError(f'--units: column "{column}" is given twice')
-        units[column] = written
-    return units
+    return column_values(values, "--units", "COLUMN=UNITS", '--units "IC50=uM"')
 
 
 def result_status(value: str) -> str:
