@@ -68,6 +68,8 @@ def test_the_parser_takes_the_upload_options_and_needs_a_decision_to_review() ->
         build_parser().parse_args(["results", "review", "r1", "--accept", "--reject"])
     listed = build_parser().parse_args(["results", "list", "--status", "completed", "--status", "failed"])
     assert listed.status == ["COMPLETED", "FAILED"]
+    watched = build_parser().parse_args(["results", "watch", "r1", "--errors", "bad.csv"])
+    assert (watched.id, str(watched.errors), watched.gateway_handler) == ("r1", "bad.csv", results.watch_result)
 
 
 def test_plot_files_are_named_after_the_comparison_and_safe() -> None:
