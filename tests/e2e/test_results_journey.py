@@ -38,7 +38,16 @@ from tests.e2e.cro_rest import (
     start_experiment,
     wait_for_status,
 )
-from tests.e2e.molecule_rest import assert_error, created, data, read_events, start_import, upload_file, wait_for_job
+from tests.e2e.molecule_rest import (
+    assert_error,
+    created,
+    data,
+    field_violations,
+    read_events,
+    start_import,
+    upload_file,
+    wait_for_job,
+)
 
 api = test_identity_gateway.api
 admin = test_identity_gateway.admin
@@ -202,7 +211,12 @@ def test_results_from_a_cro_csv_to_experimental_values_and_prediction_scores(
     assert len(versions) == 1 and {v["model_name"] for v in predictions} == {MODEL}
     model_version = versions.pop()
 
-    # A submission asking for the predicted properties, taken to IN_PROGRESS.
+    # A submission asking for the predicted properties (names it knows), taken to IN_PROGRESS.
+    unknown = assert_error(api.post("/submissions", json={
+        "name": "Unknown property", "cro_service_id": service["id"],
+        "specifications": {"temperature": 37, "properties": ["solubility", "colour"]}, "request_id": uuid.uuid4().hex,
+    }, headers=scientist), 400, "VALIDATION_ERROR")
+    assert "colour" in field_violations(unknown)["specifications.properties"], unknown
     submission = created(api.post("/submissions", json={
         "name": "Solubility round", "cro_service_id": service["id"], "budget": "5000",
         "molecules": [{"molecule_id": i, "concentration": "10 mM in DMSO"} for i in ids],
@@ -243,6 +257,9 @@ def test_results_from_a_cro_csv_to_experimental_values_and_prediction_scores(
     assert data(api.get(f"/submissions/{submission_id}", headers=scientist))["status"] == "RESULTS_UPLOADED"
     report = error_report(api, technician, v1["id"])
     assert row_numbers(report) == bad_rows, report
+
+    noted = data(api.put(f"/results/{v1['id']}", json={"notes": "plate 2 read twice"}, headers=technician))
+    assert noted["notes"] == "plate 2 read twice" and noted["version"] == 1
 
     # The same file again: the current version, unchanged.
     again_key = upload_results(api, technician, first, "results-v1.csv")
@@ -338,6 +355,7 @@ def test_results_from_a_cro_csv_to_experimental_values_and_prediction_scores(
         assert version["model_version"] == model_version and version["overall"]["n"] == want_n
         assert [r["result_id"] for r in version["results"]] == [v2["id"]]
     assert_error(api.get(f"/results/{v2['id']}/compare-predictions", headers=outsider), 404, "RESOURCE_NOT_FOUND")
+    assert_error(api.delete(f"/results/{v2['id']}", headers=technician), 409, "RESOURCE_CONFLICT")  # reviewed
 
 
 def test_the_openapi_document_lists_every_results_route(api: httpx.Client) -> None:
