@@ -230,12 +230,19 @@ class Client:
         return tokens
 
     # Calls.
-    def call(self, method: Callable[..., ResponseT], request: Any, *, authenticated: bool = True) -> ResponseT:
+    def call(
+        self,
+        method: Callable[..., ResponseT],
+        request: Any,
+        *,
+        authenticated: bool = True,
+        timeout: float | None = None,
+    ) -> ResponseT:
         """Invoke `method` (a stub method, e.g. client.identity.GetMe); when authenticated, with a fresh
-        access token, and once more after a refresh if the gateway rejects the token."""
-        return self._authorized(
-            lambda metadata: method(request, metadata=metadata, timeout=self.timeout), authenticated
-        )
+        access token, and once more after a refresh if the gateway rejects the token. `timeout` overrides
+        the client's deadline for a call known to be long."""
+        deadline = timeout or self.timeout
+        return self._authorized(lambda metadata: method(request, metadata=metadata, timeout=deadline), authenticated)
 
     def upload(
         self,

@@ -8,6 +8,7 @@ signing after N seconds, default 600 — longer than the gateway's JWKS cache).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,6 +35,7 @@ from services.runtime.migrations import MigrationSpec
 from services.runtime.process import Command, Outbox, Process, Subscription
 from services.runtime.revocation import revocation_feed
 from services.runtime.settings import Settings, initial_credentials_path
+from services.runtime.storage import make_storage
 from services.runtime.uow import Transactions
 
 MIGRATIONS = MigrationSpec(SCHEMA, Path(__file__).parent / "migrations")
@@ -49,6 +51,8 @@ class IdentitySettings(Settings):
     # The first system admin, created when no user exists; no password = a generated one, kept in a file.
     admin_email: str = Field("", validation_alias="MOLBRIDGE_ADMIN_EMAIL")
     admin_password: str = Field("", validation_alias="MOLBRIDGE_ADMIN_PASSWORD", repr=False)
+    # How often the audit trail's head is anchored (to the log and to object storage), in seconds.
+    audit_anchor_interval_s: float = Field(300.0, gt=0, validation_alias="MOLBRIDGE_AUDIT_ANCHOR_INTERVAL_S")
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ def build_identity(settings: IdentitySettings) -> Identity:
         KeyRing(settings.key_passphrase),
         make_email_sender(settings),
         public_url=settings.public_url,
+        storage=make_storage(settings),
     )
     return Identity(engine, uow, service)
 
@@ -80,6 +85,14 @@ def build_server(settings: IdentitySettings) -> Process:
 
     async def record_audit(event: AuditRecorded, envelope: EventEnvelope) -> None:
         await trail.handle(envelope)
+
+    async def anchor_audit_trail() -> None:
+        while True:
+            await asyncio.sleep(settings.audit_anchor_interval_s)
+            try:
+                await service.write_audit_anchor()
+            except Exception:  # storage down: the next round anchors the newer head
+                log.warning("audit trail anchor not written", exc_info=True)
 
     async def prepare() -> None:
         await service.ensure_signing_key()
@@ -96,6 +109,7 @@ def build_server(settings: IdentitySettings) -> Process:
         subscriptions=[Subscription(AuditRecorded, durable=AUDIT_CONSUMER, handler=record_audit)],
         consumers=[revocation_feed(service.revocations, "identity")],
         outbox=Outbox(identity.engine, SCHEMA),
+        jobs=[anchor_audit_trail],
         on_start=[prepare],
         on_stop=[mesh_health.close, identity.engine.dispose],
     )

@@ -37,7 +37,6 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import get_args
 
-from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.molecule_pb2 import MoleculesChanged
 
 from services.molecule.domain import chemistry
@@ -45,6 +44,7 @@ from services.molecule.domain.restandardization import ACTOR, APPLIED, Correctio
 from services.molecule.settings import MoleculeSettings
 from services.molecule.store.tables import SCHEMA
 from services.molecule.store.uow import MoleculeTransactions, MoleculeUnitOfWork, molecule_transactions
+from services.runtime.audit import audit_event
 from services.runtime.db import make_engine
 
 
@@ -95,9 +95,8 @@ async def _carry_out(uow: MoleculeUnitOfWork, correction: Correction) -> None:
         "moved_to": ",".join(touched[1:]),
         "registrations_moved": str(sum(len(g.registrations) for g in correction.moved)),
     }
-    audit = AuditRecorded(
-        action=f"molecule.{'split' if correction.moved else 'restandardized'}",
-        outcome=AuditRecorded.SUCCESS,
+    audit = audit_event(
+        f"molecule.{'split' if correction.moved else 'restandardized'}",
         target_type="molecule",
         target_id=record.id,
         details=details,

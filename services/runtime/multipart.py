@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.parser
 import email.utils
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.message import Message
 from typing import TypeAlias
@@ -168,3 +169,37 @@ def clean_filename(name: str | None, default: str) -> str:
     base = re.split(r"[/\\]", name or "")[-1]
     base = _UNSAFE_NAME.sub("", base).strip()[:255]
     return base if base.strip(".") else default
+
+
+async def parse_stream(boundary: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[Event]:
+    """The events of a streamed body, as its bytes arrive; raises MultipartError when it ends early."""
+    parser = MultipartParser(boundary)
+    async for chunk in chunks:
+        for event in parser.feed(chunk):
+            yield event
+    parser.close()
+
+
+class UploadedFile:
+    """The file inside an upload request's body: its bytes as a stream, then its name once they are read."""
+
+    filename: str
+
+    def content(self) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+    async def finish(self) -> None:
+        """Read what follows the file and check the body was complete."""
+
+
+class RawFile(UploadedFile):
+    """A body that is the file itself (its name from a header, or the default)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], filename: str) -> None:
+        self._chunks = chunks
+        self.filename = filename
+
+    async def content(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            if chunk:
+                yield chunk

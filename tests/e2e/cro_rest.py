@@ -85,6 +85,28 @@ def wait_for_status(api: httpx.Client, headers: dict[str, str], submission_id: s
     return dict(eventually(reached, f"submission {submission_id} {status}"))
 
 
+def upload_results(api: httpx.Client, headers: dict[str, str], submission_id: str, rows: list[list[str]]) -> dict:
+    """A results CSV (`rows`, header first) uploaded and processed for the submission by the CRO; the
+    version once the results worker has finished it (COMPLETED or FAILED)."""
+    body = io.StringIO(newline="")
+    csv.writer(body).writerows(rows)
+    stored = created(api.post("/results/upload", files={"file": ("results.csv", body.getvalue().encode(), "text/csv")},
+                              headers=headers))
+    version = created(api.post(f"/results/upload/{stored['storage_key']}/process",
+                               json={"submission_id": submission_id}, headers=headers))
+
+    def finished() -> dict | None:
+        found = data(api.get(f"/results/{version['id']}", headers=headers))
+        return dict(found) if found["status"] in ("COMPLETED", "FAILED") else None
+
+    return dict(eventually(finished, f"results {version['id']} processed"))
+
+
+def sample_codes(api: httpx.Client, cro_headers: dict[str, str], submission_id: str) -> list[str]:
+    """The submission's sample codes as the CRO sees them (its blinded view)."""
+    return [m["sample_code"] for m in data(api.get(f"/submissions/{submission_id}", headers=cro_headers))["molecules"]]
+
+
 def upload(api: httpx.Client, headers: dict[str, str], submission_id: str, document_type: str) -> str:
     """A (blank) PDF of the submission uploaded as `document_type`; its id."""
     uploaded = api.post(
@@ -176,11 +198,3 @@ def results_csv(rows: Sequence[Sequence[object]]) -> bytes:
     writer.writerow(RESULTS_HEADER)
     writer.writerows(rows)
     return text.getvalue().encode()
-
-
-def cro_sample_codes(api: httpx.Client, p: Parties, submission_id: str) -> list[str]:
-    """The sample codes as the CRO reads them from its blinded view of the submission."""
-    seen = data(api.get(f"/submissions/{submission_id}", headers=p.technician_headers))
-    assert not any(m.get("molecule_id") for m in seen["molecules"]), seen["molecules"]
-    return [str(m["sample_code"]) for m in seen["molecules"]]
-

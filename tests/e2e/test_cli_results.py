@@ -23,10 +23,10 @@ import pytest
 
 from tests.e2e.cro_rest import (
     Parties,
-    cro_sample_codes,
     new_service,
     predict,
     results_csv,
+    sample_codes,
     start_experiment,
 )
 from tests.e2e.molecule_rest import created
@@ -73,7 +73,7 @@ def world(mesh, tmp_path_factory: pytest.TempPathFactory) -> World:  # type: ign
             "specifications": {"temperature": 25, "properties": ["solubility"]}, "request_id": uuid.uuid4().hex,
         }, headers=p.scientist_headers))
         start_experiment(api, p, submission["id"])
-        codes = cro_sample_codes(api, p, submission["id"])
+        codes = sample_codes(api, p.technician_headers, submission["id"])
     rows = [[code, "solubility", value, "mg/mL", "", "", ""] for code, value in zip(codes, ("1.5", "250", "40"),
                                                                                      strict=True)]
     rows += [[codes[0], "solubility", "1700", "µg/mL", "", "", "second run"],

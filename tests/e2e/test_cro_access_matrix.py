@@ -21,11 +21,21 @@ from enum import Enum
 
 import httpx
 
-from services.cro.domain.submissions import TRANSITIONS, WHO_MAY, allowed_actions, rule_text
+from services.cro.domain.submissions import THROUGH_RESULTS, TRANSITIONS, WHO_MAY, allowed_actions, rule_text
 from services.cro.domain.vocabulary import VISIBLE_TO_CRO, Action, Side, SubmissionStatus
 from services.runtime.auth import Principal
 from tests.e2e import test_identity_gateway
-from tests.e2e.cro_rest import Parties, act, new_service, sign, signed_by, upload, wait_for_status
+from tests.e2e.cro_rest import (
+    Parties,
+    act,
+    new_service,
+    sample_codes,
+    sign,
+    signed_by,
+    upload,
+    upload_results,
+    wait_for_status,
+)
 from tests.e2e.molecule_rest import assert_error, created, data
 from tests.e2e.test_identity_gateway import PASSWORD, bearer, login
 
@@ -111,6 +121,8 @@ class Matrix:
                 self.tried[answer] += 1
                 if answer is Answer.ALLOWED:
                     allowed.add(action.value)
+                    if action in THROUGH_RESULTS:
+                        self.through_results(who, status, action, before)
                     continue
                 self.refused(who, status, action, answer, before)
             shown = self.submission(who.headers)
@@ -138,6 +150,15 @@ class Matrix:
                                          "rule": rule_text(action)}, (where, error)
         after = data(self.submission(self.parties.scientist_headers))
         assert (after["status"], after["updated_at"]) == (before["status"], before["updated_at"]), where
+
+    def through_results(self, who: Caller, status: SubmissionStatus, action: Action, before: dict) -> None:
+        """An allowed results step asked of the actions endpoint: 409 pointing at the results API, nothing moved."""
+        error = assert_error(act(self.api, who.headers, self.id, action, **FIELDS.get(action, {})), 409,
+                             "RESOURCE_CONFLICT")
+        assert THROUGH_RESULTS[action] in error["message"], (action, who.name, error)
+        assert error_info(error)["detail"] == "USE_RESULTS_API", error
+        after = data(self.submission(self.parties.scientist_headers))
+        assert (after["status"], after["updated_at"]) == (before["status"], before["updated_at"]), (action, status)
 
     def advance(self, who: Caller, action: Action, **fields: object) -> dict:
         """The one action that takes the journey on, which the rules must allow `who` here."""
@@ -195,9 +216,15 @@ def test_every_action_by_every_role_in_every_state(api: httpx.Client, admin: dic
     ])
     matrix.advance(technician, A.START_EXPERIMENT)
     matrix.check(S.IN_PROGRESS)
-    matrix.advance(technician, A.UPLOAD_RESULTS)
+    # The two results steps are taken by the results flow: the CRO's upload, the pharma side's review.
+    codes = sample_codes(api, p.technician_headers, draft["id"])
+    version = upload_results(api, p.technician_headers, draft["id"],
+                             [["sample_code", "property", "value", "units"], [codes[0], "ic50", "42", "nM"]])
+    assert version["status"] == "COMPLETED", version
+    wait_for_status(api, p.scientist_headers, draft["id"], S.RESULTS_UPLOADED)
     matrix.check(S.RESULTS_UPLOADED)
-    matrix.advance(scientist, A.REVIEW_RESULTS)
+    data(api.put(f"/results/{version['id']}/status", json={"decision": "ACCEPTED"}, headers=scientist.headers))
+    wait_for_status(api, p.scientist_headers, draft["id"], S.RESULTS_REVIEWED)
     matrix.check(S.RESULTS_REVIEWED)
     matrix.advance(scientist, A.COMPLETE)
     matrix.check(S.COMPLETED)

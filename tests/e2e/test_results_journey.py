@@ -30,11 +30,11 @@ from tests.e2e import test_identity_gateway
 from tests.e2e.cro_rest import (
     RESULTS_HEADER,
     Parties,
-    cro_sample_codes,
     eventually,
     new_service,
     predict,
     results_csv,
+    sample_codes,
     start_experiment,
     wait_for_status,
 )
@@ -160,7 +160,7 @@ def expected_scores(prop: str, predicted: dict[str, float], values: dict[str, Me
     )
 
 
-def upload_results(api: httpx.Client, headers: dict[str, str], content: bytes, name: str) -> str:
+def stored_results(api: httpx.Client, headers: dict[str, str], content: bytes, name: str) -> str:
     uploaded = api.post("/results/upload", files={"file": (name, content, "text/csv")}, headers=headers)
     stored = created(uploaded)
     assert stored["filename"] == name and int(stored["size_bytes"]) == len(content), stored  # int64: a JSON string
@@ -224,7 +224,9 @@ def test_results_from_a_cro_csv_to_experimental_values_and_prediction_scores(
     }, headers=scientist))
     submission_id = submission["id"]
     start_experiment(api, p, submission_id)
-    codes = cro_sample_codes(api, p, submission_id)  # what the CRO knows of the molecules
+    codes = sample_codes(api, technician, submission_id)  # what the CRO knows of the molecules
+    blinded = data(api.get(f"/submissions/{submission_id}", headers=technician))["molecules"]
+    assert not any(m.get("molecule_id") or m.get("registration_number") for m in blinded), blinded
     pharma_view = data(api.get(f"/submissions/{submission_id}", headers=scientist))
     molecule_of = {m["sample_code"]: m["molecule_id"] for m in pharma_view["molecules"]}
     assert sorted(codes) == sorted(molecule_of) and len(codes) == 5
@@ -232,7 +234,7 @@ def test_results_from_a_cro_csv_to_experimental_values_and_prediction_scores(
     # Version 1: good rows and three bad ones, previewed first.
     first = results_csv([row.cells(codes) for row in [*GOOD, *BAD]])
     bad_rows = list(range(len(GOOD) + 1, len(GOOD) + len(BAD) + 1))  # row 1 is the first after the header
-    key = upload_results(api, technician, first, "results-v1.csv")
+    key = stored_results(api, technician, first, "results-v1.csv")
     preview = data(api.get(f"/results/upload/{key}/preview", params={"submission_id": submission_id, "rows": 20},
                            headers=technician))
     assert preview["headers"] == list(RESULTS_HEADER) and preview["format"] == "LONG"
@@ -262,7 +264,7 @@ def test_results_from_a_cro_csv_to_experimental_values_and_prediction_scores(
     assert noted["notes"] == "plate 2 read twice" and noted["version"] == 1
 
     # The same file again: the current version, unchanged.
-    again_key = upload_results(api, technician, first, "results-v1.csv")
+    again_key = stored_results(api, technician, first, "results-v1.csv")
     again = api.post(f"/results/upload/{again_key}/process", json={"submission_id": submission_id}, headers=technician)
     assert again.status_code == 200, again.text
     assert (again.json()["data"]["id"], again.json()["data"]["version"]) == (v1["id"], 1)
@@ -285,7 +287,7 @@ def test_results_from_a_cro_csv_to_experimental_values_and_prediction_scores(
     assert rejected["status"] == "REJECTED" and rejected["review"]["decision"] == "REJECTED"
     assert data(api.get(f"/results/{v1['id']}", headers=technician))["review"]["reason"] == reason
     corrected = [*GOOD, *CORRECTION]
-    key = upload_results(api, technician, results_csv([row.cells(codes) for row in corrected]), "results-v2.csv")
+    key = stored_results(api, technician, results_csv([row.cells(codes) for row in corrected]), "results-v2.csv")
     v2 = created(api.post(f"/results/upload/{key}/process", json={"submission_id": submission_id, "notes": "corrected"},
                           headers=technician))
     assert v2["version"] == 2 and v2["id"] != v1["id"]

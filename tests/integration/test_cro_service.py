@@ -64,6 +64,7 @@ from services.runtime.errors import (
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
 from services.runtime.molecule_client import MoleculeClient
 from services.runtime.pagination import PageRequest
+from services.runtime.prediction_client import PredictionClient
 from services.runtime.process import Process, running
 from services.runtime.settings import Settings
 from stack.ports import free_port
@@ -181,6 +182,7 @@ async def world(postgres_server, tmp_path_factory) -> AsyncIterator[World]:  # t
     molecule_settings = MoleculeSettings.from_env("molecule", env)
     molecule_client = MoleculeClient(env["MOLBRIDGE_MOLECULE_ADDR"])
     document_client = DocumentClient(env["MOLBRIDGE_DOCUMENT_ADDR"])
+    prediction_client = PredictionClient(f"127.0.0.1:{free_port()}")  # no prediction service: comparisons untested here
     try:
         async with running("identity", identity_process, Settings.from_env("identity", env)):
             molecules = build_molecules(molecule_settings, molecule_engine)
@@ -189,7 +191,8 @@ async def world(postgres_server, tmp_path_factory) -> AsyncIterator[World]:  # t
                 document_engine, signers=IdentitySigners(remote),
             )
             cro = build_cro(CroSettings.from_env("cro", env), cro_engine, molecules=molecule_client,
-                            documents=document_client, message_documents=document_client, names=remote)
+                            documents=document_client, message_documents=document_client,
+                            predictions=prediction_client, names=remote)
             molecule_process = Process(servicers=molecules.servicers, authenticator=remote_authenticator(remote))
             document_process = Process(
                 servicers=documents.servicers, authenticator=remote_authenticator(remote),
@@ -205,6 +208,7 @@ async def world(postgres_server, tmp_path_factory) -> AsyncIterator[World]:  # t
     finally:
         await molecule_client.close()
         await document_client.close()
+        await prediction_client.close()
         await remote.close()
         for engine in engines:
             await engine.dispose()

@@ -11,7 +11,6 @@ seconds; the admet-ai models are the engine's own tests' business.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import uuid
@@ -22,11 +21,9 @@ from typing import Any
 
 import grpc
 import httpx
-import jwt
 import pytest
 import rdkit
 import sqlalchemy as sa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
@@ -58,7 +55,7 @@ from services.prediction.service.predictions import queue_job
 from services.prediction.store import SCHEMA as PREDICTION_SCHEMA
 from services.prediction.store import PredictionUnitOfWork, transactions
 from services.runtime import migrations
-from services.runtime.auth import AUDIENCE, ISSUER, Authenticator, Principal, TokenVerifier
+from services.runtime.auth import Authenticator, Principal
 from services.runtime.db import make_engine
 from services.runtime.errors import IntegrationError, NotFoundError, ValidationError
 from services.runtime.molecule_client import MoleculeClient
@@ -68,6 +65,7 @@ from services.runtime.settings import REPO_ROOT, Settings
 from services.runtime.uow import Transactions
 from stack.ports import free_port
 from stack.processes import ManagedProcess, http_ready
+from tests.integration.prediction_world import TokenSigner
 
 ENGINE_PYTHON = REPO_ROOT / ".venv-engine" / "bin" / "python"
 NCI = Path(rdkit.__file__).parent / "Data" / "NCI" / "first_5K.smi"
@@ -330,25 +328,13 @@ def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
 
 
 def signer() -> tuple[Authenticator, Callable[[str, str], list[tuple[str, str]]]]:
-    """An authenticator trusting a fresh key, and a function making `authorization` metadata with it."""
-    key = Ed25519PrivateKey.generate()
-    jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key())) | {"kid": "test"}
-
-    async def jwks() -> dict[str, Any]:
-        return {"keys": [jwk]}
-
-    class NoApiKeys:
-        async def resolve_api_key(self, secret: str) -> Principal:
-            raise AssertionError("no API keys here")
+    """An authenticator trusting a fresh key, and a function making a pharma scientist's metadata with it."""
+    tokens = TokenSigner()
 
     def auth(subject: str, org: str) -> list[tuple[str, str]]:
-        claims = {
-            "sub": subject, "org": org, "org_kind": "PHARMA", "roles": ["pharma_scientist"], "iss": ISSUER,
-            "aud": AUDIENCE, "iat": 1_700_000_000, "exp": 4_000_000_000,
-        }  # fmt: skip
-        return [("authorization", "Bearer " + jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "test"}))]
+        return tokens.metadata(Principal(subject, org, "PHARMA", frozenset({"pharma_scientist"})))
 
-    return Authenticator(TokenVerifier(jwks), NoApiKeys()), auth
+    return tokens.authenticator, auth
 
 
 async def test_the_grpc_api_queues_reports_and_lists_predictions(world: World) -> None:

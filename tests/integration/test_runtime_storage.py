@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.molecule.domain import csv_format
+from services.runtime import csv_format
 from services.runtime.errors import IntegrationError, NotFoundError
 from services.runtime.settings import Settings
 from services.runtime.storage import (

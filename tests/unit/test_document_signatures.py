@@ -33,6 +33,7 @@ CRO_ADMIN = Person("u-cadmin", CRO, frozenset({"cro_admin"}), "Carl Admin", "car
 CRO_TECH = Person("u-ctech", CRO, frozenset({"cro_technician"}), "Tina Tech", "tina@cro.test")
 STRANGER = Person("u-stranger", "org-x", frozenset({"pharma_admin"}))
 SYSTEM_ADMIN = Person("u-root", "org-platform", frozenset({"system_admin"}))
+AUDITOR = Person("u-auditor", PHARMA, frozenset({"auditor"}))
 
 DOCUMENT = DocumentFacts(
     id="doc-1", organization_id=PHARMA, submission_id="sub-1", title="NDA", status=DocumentStatus.DRAFT,
@@ -285,6 +286,8 @@ def test_a_role_slot_takes_any_user_of_the_organization_with_the_role_or_a_highe
         (sent, PHARMA_ADMIN, "witnessed", SHA, ValidationError, ""),  # meaning outside the vocabulary
         (sent, PHARMA_ADMIN, "APPROVED", SHA, ValidationError, ""),
         (completed, CRO_ADMIN, "reviewed", SHA, PreconditionError, "REQUEST_FINISHED"),
+        (lambda: sent((SignerSpec(user_id=AUDITOR.user_id),)), AUDITOR, "approved", SHA, AuthorizationError,
+         "READ_ONLY_ROLE"),  # named by mistake: an auditor still never signs
     ],
 )
 def test_sign_refuses(prepare, person, meaning, sha, error, detail):
@@ -465,3 +468,9 @@ def test_a_rejected_document_can_be_sent_again():
     rejected = DocumentFacts(**{**DOCUMENT.__dict__, "status": DocumentStatus.REJECTED})
     request = new_request(rejected, TWO_STEPS, provider="builtin", requested_by="u", at=T0)
     assert request.status is EnvelopeStatus.CREATED
+
+
+def test_an_auditor_is_never_a_signer_role():
+    with pytest.raises(ValidationError) as caught:
+        sent((SignerSpec(organization_id=PHARMA, role="auditor"),))
+    assert caught.value.field_violations == [("signers[0].role", "auditors are read-only and cannot sign")]

@@ -442,6 +442,7 @@ class ReviewedResult:
     result_id: str
     reviewed_at: datetime
     comparisons: Sequence[Comparison]
+    submission_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -449,6 +450,7 @@ class ResultScore:
     result_id: str
     reviewed_at: datetime
     summary: Summary
+    submission_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -488,7 +490,9 @@ def accuracy_over_time(results: Iterable[ReviewedResult]) -> list[ModelAccuracy]
                     model_version=version,
                     first_used=scored[0][0].reviewed_at,
                     overall=summarise(pooled, scale),
-                    results=tuple(ResultScore(r.result_id, r.reviewed_at, c.summary) for r, c in scored),
+                    results=tuple(
+                        ResultScore(r.result_id, r.reviewed_at, c.summary, r.submission_id) for r, c in scored
+                    ),
                 )
             )
         entries.sort(key=lambda entry: (entry.first_used, entry.model_version))

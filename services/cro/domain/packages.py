@@ -13,10 +13,12 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from services.cro.domain.submissions import Submission
 from services.cro.domain.vocabulary import SubmissionStatus
+
+if TYPE_CHECKING:  # submissions imports results, which hashes with canonical_json from here
+    from services.cro.domain.submissions import Submission
 
 MANIFEST_VERSION = 1
 MEDIA_TYPE = "application/json"

@@ -133,7 +133,9 @@ class Sample:
 @dataclass(frozen=True)
 class SubmissionFacts:
     samples: tuple[Sample, ...]
-    properties: frozenset[str]  # what the specifications ask for (the caller reads them out)
+    # What the specifications ask for (`requested_properties`); empty: they name none, so every result
+    # property is accepted and none is reported missing.
+    properties: frozenset[str]
 
     @cached_property
     def _index(self) -> dict[str, dict[str, Sample | None]]:
@@ -257,6 +259,35 @@ class ResultSet:
     errors: tuple[RowError, ...]  # by row, then column
     qc: QcSummary
     sha256: str  # of the accepted content (see the module docstring)
+
+
+# --- what a submission asks for ----------------------------------------------------------------------------
+
+SPECIFICATION_PROPERTIES = "properties"  # the specifications' key naming the requested properties
+
+
+def requested_property_violations(specifications: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Problems of `specifications["properties"]` (absent is fine): a list of known result property names."""
+    if SPECIFICATION_PROPERTIES not in specifications:
+        return []
+    field_name = f"specifications.{SPECIFICATION_PROPERTIES}"
+    names = specifications[SPECIFICATION_PROPERTIES]
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        return [(field_name, "a list of property names, e.g. [\"ic50\", \"solubility\"]")]
+    unknown = sorted({name for name in names if name not in RESULT_PROPERTIES})
+    if unknown:
+        known = ", ".join(sorted(RESULT_PROPERTIES))
+        return [(field_name, f"unknown result properties: {', '.join(unknown)} (known: {known})")]
+    return []
+
+
+def requested_properties(specifications: Mapping[str, Any]) -> frozenset[str]:
+    """The result properties the specifications ask for; empty when they name none (every one accepted).
+    Entries that are not known names are left out (they were refused when the submission was written)."""
+    names = specifications.get(SPECIFICATION_PROPERTIES)
+    if not isinstance(names, list):
+        return frozenset()
+    return frozenset(name for name in names if isinstance(name, str) and name in RESULT_PROPERTIES)
 
 
 # --- column mapping --------------------------------------------------------------------------------------
@@ -560,7 +591,7 @@ def _measurement(
     name = property_name(name_text)
     if name is None:
         raise _Problem(RowErrorCode.UNKNOWN_PROPERTY, f"unknown property {_quote(name_text.strip())}", PROPERTY)
-    if name not in facts.properties:
+    if facts.properties and name not in facts.properties:
         reason = f"{name} is not asked for by this submission's specifications"
         raise _Problem(RowErrorCode.PROPERTY_NOT_REQUESTED, reason, PROPERTY)
     qualifier, number = _qualified_number(value_text, qualifier_text)

@@ -19,6 +19,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+from services.cro.domain.results import requested_property_violations
 from services.cro.domain.samples import check_sample_prefix, sample_codes
 from services.cro.domain.vocabulary import (
     ACTIVE,
@@ -42,6 +43,13 @@ from services.runtime.errors import AuthorizationError, NotFoundError, Precondit
 
 S = SubmissionStatus
 A = Action
+
+# Steps of the state machine that only the results flow takes (the upload worker, the review), so that a
+# submission never reaches RESULTS_UPLOADED without a result version or RESULTS_REVIEWED without a review.
+THROUGH_RESULTS: Mapping[Action, str] = {
+    Action.UPLOAD_RESULTS: "upload the file with POST /results/upload, then POST /results/upload/{storage_key}/process",
+    Action.REVIEW_RESULTS: "accept or reject the current version with PUT /results/{id}/status",
+}
 
 # -- the state machine, as data ----------------------------------------------------------------------------
 
@@ -462,6 +470,7 @@ class Submission:
         currency = currency.strip().upper() or service.currency
         violations = _name_violations(name) + _molecule_violations(molecules)
         violations += _currency_violations("currency", currency)
+        violations += requested_property_violations(specifications or {})
         if budget is not None:
             violations += _money_violations("budget", budget, zero_allowed=False)
         _check(violations, "the submission is not valid")
@@ -560,6 +569,8 @@ class Submission:
             violations += _molecule_violations(molecules)
         if not isinstance(budget, _Keep) and budget is not None:
             violations += _money_violations("budget", budget, zero_allowed=False)
+        if not isinstance(specifications, _Keep):
+            violations += requested_property_violations(specifications)
         if not isinstance(currency, _Keep):
             currency = currency.strip().upper()
             violations += _currency_violations("currency", currency)

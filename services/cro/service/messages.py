@@ -29,7 +29,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.cro_pb2 import SubmissionMessagePosted
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from nats.aio.msg import Msg
@@ -41,8 +40,8 @@ from bus.envelope import unpack
 from bus.streams import EVENTS_STREAM
 from bus.subjects import event_subject
 from services.cro.domain.submissions import Message, MessagePosted, Submission
+from services.runtime.audit import audit_event
 from services.runtime.auth import Principal
-from services.runtime.context import client_address_var, request_id_var
 from services.runtime.db import canonical_uuid
 from services.runtime.errors import NotFoundError, ValidationError
 from services.runtime.pagination import PageRequest
@@ -291,13 +290,10 @@ def _record(
         actor=actor,
     )
     uow.record(
-        AuditRecorded(
-            action="submission.message_posted",
-            outcome=AuditRecorded.SUCCESS,
+        audit_event(
+            "submission.message_posted",
             target_type="submission",
             target_id=message.submission_id,
-            client_address=client_address_var.get(),
-            request_id=request_id_var.get(),
             details={"message_id": message.id, **({"document_id": message.document_id} if message.document_id else {})},
         ),
         actor=actor,

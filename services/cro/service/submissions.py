@@ -26,6 +26,7 @@ from services.cro.domain.catalogue import specification_violations
 from services.cro.domain.samples import new_sample_prefix
 from services.cro.domain.submissions import (
     KEEP,
+    THROUGH_RESULTS,
     AgreementFacts,
     DocumentFacts,
     LineItem,
@@ -473,10 +474,12 @@ class SubmissionService:
             return submission.cancel(principal, reason=request.reason, at=at)
         if action is Action.START_EXPERIMENT:
             return submission.start_experiment(principal, agreement=facts.agreement, at=at)
-        if action is Action.UPLOAD_RESULTS:
-            return submission.upload_results(principal, at=at)
-        if action is Action.REVIEW_RESULTS:
-            return submission.review_results(principal, at=at)
+        if action in THROUGH_RESULTS:
+            submission.check_action(principal, action)  # the same 404/403/409 answers as any action first
+            raise PreconditionError(
+                f"{action.value} is done through the results API: {THROUGH_RESULTS[action]}",
+                detail="USE_RESULTS_API",
+            )
         return submission.complete(principal, at=at)
 
     def _provide_pricing(

@@ -1,4 +1,4 @@
-"""The CRO unit of work: catalogue, submissions, packages and messages on one transaction, events to its
+"""The CRO unit of work: catalogue, submissions, packages, messages and results on one transaction, events to its
 outbox (source `cro`)."""
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from bus.idempotency import first_delivery
 from services.cro.domain.vocabulary import EVENT_SOURCE
 from services.cro.store.catalogue import CatalogueRepository
+from services.cro.store.comparisons import ComparisonRepository
 from services.cro.store.messages import MessageRepository
 from services.cro.store.packages import PackageRepository
+from services.cro.store.results import ResultRepository
 from services.cro.store.submissions import SubmissionRepository
 from services.cro.store.tables import SCHEMA
 from services.runtime.idempotency import idempotent
@@ -25,6 +27,8 @@ class CroUnitOfWork(UnitOfWork):
         self.submissions = SubmissionRepository(session)
         self.packages = PackageRepository(session)
         self.messages = MessageRepository(session)
+        self.results = ResultRepository(session)
+        self.comparisons = ComparisonRepository(session)
 
     async def once(self, scope: str, request_id: str, create: Callable[[], Awaitable[str]]) -> str:
         """Runs `create` (which answers a resource id) once per (scope, request_id) (AIP-155)."""

@@ -35,6 +35,8 @@ from services.document.domain.vocabulary import (
 from services.runtime.auth import ADMIN_ROLES, ROLE_IMPLIES, ROLES
 from services.runtime.errors import AuthorizationError, PreconditionError, ValidationError
 
+READ_ONLY_ROLES = frozenset({"auditor"})  # may read a signature request, never sign or decline one
+
 MAX_SIGNERS = 20
 MAX_REASON_LENGTH = 1000
 MAX_MESSAGE_LENGTH = 2000
@@ -304,6 +306,8 @@ class SignatureRequest:
         return mine[0] if mine else None
 
     def _turn_of(self, person: Person, verb: str) -> Signer:
+        if person.roles and person.roles <= READ_ONLY_ROLES:
+            raise AuthorizationError(f"Auditors are read-only and cannot {verb} a document", detail="READ_ONLY_ROLE")
         slot = self._slot_for(person)
         if slot is not None:
             return slot
@@ -478,6 +482,8 @@ def check_signers(specs: Sequence[SignerSpec], provider: Provider) -> list[Signe
             violations.append((f"{where}.routing_order", "from 1"))
         if spec.role and spec.role not in ROLES:
             violations.append((f"{where}.role", f"one of {', '.join(sorted(ROLES))}"))
+        elif spec.role in READ_ONLY_ROLES:
+            violations.append((f"{where}.role", "auditors are read-only and cannot sign"))
         if provider is Provider.BUILTIN:
             named, by_role = bool(spec.user_id), bool(spec.organization_id or spec.role)
             if named == by_role:

@@ -50,7 +50,16 @@ from services.runtime.errors import (
     NotFoundError,
     ValidationError,
 )
-from services.runtime.multipart import MultipartParser, PartEnd, PartStart, boundary_of, clean_filename, header_params
+from services.runtime.multipart import (
+    PartEnd,
+    PartStart,
+    RawFile,
+    UploadedFile,
+    boundary_of,
+    clean_filename,
+    header_params,
+    parse_stream,
+)
 from services.runtime.pagination import PageRequest
 from services.runtime.storage import MIB, ObjectStorage
 
@@ -155,13 +164,13 @@ class DocumentService:
         `file`) or a raw body (fields in x-document-* headers, its name in content-disposition)."""
         principal.require_any_role(*DOCUMENT_WRITERS)
         headers = headers or {}
-        body: _Upload
+        body: UploadedFile
         if content_type.split(";", 1)[0].strip().lower() == MULTIPART:
             body = _MultipartUpload(boundary_of(content_type), chunks)
             values = await body.fields()
         else:
             filename = header_params("content-disposition", headers.get("content-disposition", "")).get_filename()
-            body = _RawUpload(chunks, clean_filename(filename, DEFAULT_FILENAME))
+            body = RawFile(chunks, clean_filename(filename, DEFAULT_FILENAME))
             values = {name: headers.get(header, "") for name, header in FIELD_HEADERS.items()}
         target = _target(values)
         if target.document_id:  # refuse a version the document cannot take before storing anything
@@ -519,7 +528,13 @@ def record_audit(
         action,
         target_type="document",
         target_id=document.id,
-        details={"document_type": document.document_type.value, "status": document.status.value, **(details or {})},
+        details={
+            "document_type": document.document_type.value,
+            "status": document.status.value,
+            # names the submission, so the submission's audit history lists its documents and signatures
+            **({"submission_id": document.submission_id} if document.submission_id else {}),
+            **(details or {}),
+        },
     )
     return uow.record(
         event,
@@ -633,39 +648,12 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-class _Upload:
-    filename = DEFAULT_FILENAME
-
-    def content(self) -> AsyncIterator[bytes]:
-        raise NotImplementedError
-
-    async def finish(self) -> None:
-        """Read what follows the file and check the body was complete."""
-
-
-class _RawUpload(_Upload):
-    def __init__(self, chunks: AsyncIterator[bytes], filename: str) -> None:
-        self._chunks = chunks
-        self.filename = filename
-
-    async def content(self) -> AsyncIterator[bytes]:
-        async for chunk in self._chunks:
-            if chunk:
-                yield chunk
-
-
-class _MultipartUpload(_Upload):
+class _MultipartUpload(UploadedFile):
     """The text fields (read first, bounded), then the `file` part streamed; nothing may follow it."""
 
     def __init__(self, boundary: str, chunks: AsyncIterator[bytes]) -> None:
-        self._parser = MultipartParser(boundary)
-        self._events = self._parse(chunks)
-
-    async def _parse(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[PartStart | PartEnd | bytes]:
-        async for chunk in chunks:
-            for event in self._parser.feed(chunk):
-                yield event
-        self._parser.close()
+        self._events = parse_stream(boundary, chunks)
+        self.filename = DEFAULT_FILENAME
 
     async def fields(self) -> dict[str, str]:
         values: dict[str, str] = {}

@@ -26,7 +26,24 @@ from services.identity.domain.accounts import (
     require_user_admin,
     roles_changed,
 )
-from services.identity.domain.audit import GENESIS_HASH, AuditEntry, audit_hash, first_broken_link
+from services.identity.domain.audit import (
+    GENESIS_HASH,
+    LATEST_ANCHOR_KEY,
+    Anchor,
+    AuditEntry,
+    AuditFilter,
+    BreakKind,
+    ChainBreak,
+    ChainWalk,
+    Verification,
+    anchor_key,
+    audit_filter,
+    audit_hash,
+    audit_scope,
+    first_broken_link,
+    may_see,
+    verify_chain,
+)
 from services.identity.domain.credentials import (
     LOCKOUT_DURATION,
     MAX_FAILED_LOGINS,
@@ -47,13 +64,14 @@ from services.identity.domain.credentials import (
 from services.identity.domain.signers import Signer, require_person, signer_not_confirmed, signer_of
 
 __all__ = [
-    "ACCESS_TOKEN_TTL", "GENESIS_HASH", "LOCKOUT_DURATION", "MAX_EMAIL_LENGTH", "MAX_FAILED_LOGINS",
-    "MAX_NAME_LENGTH", "MAX_PASSWORD_LENGTH", "MFA_CHALLENGE_TTL", "MIN_PASSWORD_LENGTH", "ORGANIZATION_KINDS",
-    "PASSWORD_HISTORY_DEPTH", "PASSWORD_RESET_TTL", "REFRESH_TOKEN_TTL", "RESET_EMAILS_PER_WINDOW",
-    "RESET_EMAIL_WINDOW", "ROLES_BY_KIND", "Account", "ApiKey", "AuditEntry", "CreatedApiKey", "KeyHolder",
-    "LoginFailure", "Organization", "Session", "Signer", "User", "Violations", "after_failed_login", "audit_hash",
-    "check_email", "check_name", "check_password", "check_roles", "first_broken_link", "grantable_roles",
-    "holds_role", "invalid_credentials", "is_locked", "may_send_reset_email", "normalize_email",
-    "password_problems", "require_person", "require_user", "require_user_admin", "roles_changed",
-    "signer_not_confirmed", "signer_of",
+    "ACCESS_TOKEN_TTL", "GENESIS_HASH", "LATEST_ANCHOR_KEY", "LOCKOUT_DURATION", "MAX_EMAIL_LENGTH",
+    "MAX_FAILED_LOGINS", "MAX_NAME_LENGTH", "MAX_PASSWORD_LENGTH", "MFA_CHALLENGE_TTL", "MIN_PASSWORD_LENGTH",
+    "ORGANIZATION_KINDS", "PASSWORD_HISTORY_DEPTH", "PASSWORD_RESET_TTL", "REFRESH_TOKEN_TTL",
+    "RESET_EMAILS_PER_WINDOW", "RESET_EMAIL_WINDOW", "ROLES_BY_KIND", "Account", "Anchor", "ApiKey", "AuditEntry",
+    "AuditFilter", "BreakKind", "ChainBreak", "ChainWalk", "CreatedApiKey", "KeyHolder", "LoginFailure",
+    "Organization", "Session", "Signer", "User", "Verification", "Violations", "after_failed_login", "anchor_key",
+    "audit_filter", "audit_hash", "audit_scope", "check_email", "check_name", "check_password", "check_roles",
+    "first_broken_link", "grantable_roles", "holds_role", "invalid_credentials", "is_locked", "may_see",
+    "may_send_reset_email", "normalize_email", "password_problems", "require_person", "require_user",
+    "require_user_admin", "roles_changed", "signer_not_confirmed", "signer_of", "verify_chain",
 ]

@@ -16,10 +16,11 @@ MAX_NAME_LENGTH = 200
 MAX_EMAIL_LENGTH = 254
 
 ORGANIZATION_KINDS = ("PHARMA", "CRO", "PLATFORM")
-# Which roles a member of each kind of organization may hold; the first is the default.
+# Which roles a member of each kind of organization may hold; the first is the default. Every kind
+# has auditors: read-only, they read their organization's audit trail (the platform's: every one).
 ROLES_BY_KIND: dict[str, tuple[str, ...]] = {
-    "PHARMA": ("pharma_scientist", "pharma_admin"),
-    "CRO": ("cro_technician", "cro_admin"),
+    "PHARMA": ("pharma_scientist", "pharma_admin", "auditor"),
+    "CRO": ("cro_technician", "cro_admin", "auditor"),
     "PLATFORM": ("auditor", "system_admin"),
 }
 
@@ -169,6 +170,8 @@ def check_roles(roles: tuple[str, ...], organization_kind: str, violations: Viol
             violations.add(
                 "roles", f"'{role}' is not a role of a {organization_kind} organization (allowed: {', '.join(allowed)})"
             )
+    if "auditor" in roles and len(set(roles)) > 1:
+        violations.add("roles", "an auditor is read-only: 'auditor' cannot be combined with another role")
     return tuple(sorted(set(roles)))
 
 

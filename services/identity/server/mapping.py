@@ -54,7 +54,28 @@ def audit_event_pb(entry: domain.AuditEntry) -> pb.AuditEvent:
         id=entry.id, sequence=entry.sequence, occurred_at=timestamp(entry.occurred_at), source=entry.source,
         action=entry.action, outcome=entry.outcome, actor_id=entry.actor_id, organization_id=entry.organization_id,
         target_type=entry.target_type, target_id=entry.target_id, client_address=entry.client_address,
-        request_id=entry.request_id, details=entry.details, hash=entry.hash.hex(),
+        request_id=entry.request_id, details=entry.details, hash=entry.hash.hex(), trace_id=entry.trace_id,
+    )
+
+
+def verification_pb(verification: domain.Verification) -> pb.AuditVerification:
+    found = verification.first_break
+    return pb.AuditVerification(
+        ok=verification.ok,
+        entries_checked=verification.entries_checked,
+        head=pb.AuditChainLink(sequence=verification.head_sequence, hash=verification.head_hash.hex()),
+        anchors_checked=verification.anchors_checked,
+        first_break=pb.AuditChainBreak(
+            kind=pb.AuditChainBreak.Kind.Value(found.kind.value), sequence=found.sequence, entry_id=found.entry_id,
+            expected_hash=found.expected_hash.hex(), stored_hash=found.stored_hash.hex(),
+        ) if found else None,
+    )
+
+
+def anchor_pb(anchor: domain.Anchor) -> pb.AuditAnchor:
+    return pb.AuditAnchor(
+        sequence=anchor.sequence, hash=anchor.hash.hex(), anchored_at=timestamp(anchor.anchored_at),
+        object_key=anchor.object_key,
     )
 
 

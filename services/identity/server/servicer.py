@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import TypeAlias
 
 import grpc
@@ -10,7 +11,9 @@ from google.api.httpbody_pb2 import HttpBody
 from molbridge.identity.v1 import identity_service_pb2 as pb
 from molbridge.identity.v1 import identity_service_pb2_grpc as pb_grpc
 
+from services.identity.domain import audit_csv
 from services.identity.server.mapping import (
+    anchor_pb,
     api_key_pb,
     audit_event_pb,
     kind_name,
@@ -19,10 +22,12 @@ from services.identity.server.mapping import (
     session_pb,
     signer_pb,
     user_pb,
+    verification_pb,
 )
 from services.identity.service import IdentityService
 from services.runtime.auth import current_principal
 from services.runtime.pagination import PageRequest
+from services.runtime.storage import attachment_disposition
 
 Context: TypeAlias = grpc.aio.ServicerContext
 
@@ -155,10 +160,44 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     ) -> pb.ListAuditEventsResponse:
         page = PageRequest.of(request.page, request.page_size)
         items, total = await self._service.list_audit_events(
-            current_principal(), page, action=request.action, target_id=request.target_id,
-            organization_id=request.organization_id,
+            current_principal(), page, organization_id=request.organization_id, **_audit_filters(request)
         )
         return pb.ListAuditEventsResponse(data=[audit_event_pb(e) for e in items], meta=page.meta(total))
+
+    async def ExportAuditEvents(
+        self, request: pb.ExportAuditEventsRequest, context: Context
+    ) -> AsyncIterator[HttpBody]:
+        """Server streaming: the first message carries the content type (the gateway sends it as the
+        response's), the file name goes out as `content-disposition` before it."""
+        export = await self._service.export_audit_events(
+            current_principal(), organization_id=request.organization_id, **_audit_filters(request)
+        )
+        await context.send_initial_metadata((("content-disposition", attachment_disposition(export.filename)),))
+        content_type = audit_csv.CONTENT_TYPE
+        async for chunk in export.chunks:
+            yield HttpBody(content_type=content_type, data=chunk.encode())
+            content_type = ""
+
+    async def VerifyAuditTrail(
+        self, request: pb.VerifyAuditTrailRequest, context: Context
+    ) -> pb.VerifyAuditTrailResponse:
+        return pb.VerifyAuditTrailResponse(
+            data=verification_pb(await self._service.verify_audit_trail(current_principal()))
+        )
+
+    async def GetAuditHistory(
+        self, request: pb.GetAuditHistoryRequest, context: Context
+    ) -> pb.GetAuditHistoryResponse:
+        page = PageRequest.of(request.page, request.page_size)
+        items, total = await self._service.audit_history(
+            current_principal(), page, request.target_type, request.target_id
+        )
+        return pb.GetAuditHistoryResponse(data=[audit_event_pb(e) for e in items], meta=page.meta(total))
+
+    async def AnchorAuditTrail(
+        self, request: pb.AnchorAuditTrailRequest, context: Context
+    ) -> pb.AnchorAuditTrailResponse:
+        return pb.AnchorAuditTrailResponse(data=anchor_pb(await self._service.anchor_audit_trail(current_principal())))
 
     async def AuthenticateApiKey(
         self, request: pb.AuthenticateApiKeyRequest, context: Context
@@ -173,3 +212,11 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         self, request: pb.ConfirmSignerIdentityRequest, context: Context
     ) -> pb.ConfirmSignerIdentityResponse:
         return signer_pb(await self._service.confirm_signer(current_principal(), request.password, request.mfa_code))
+
+
+def _audit_filters(request: pb.ListAuditEventsRequest | pb.ExportAuditEventsRequest) -> dict[str, str]:
+    return {
+        "action": request.action, "target_type": request.target_type, "target_id": request.target_id,
+        "actor_id": request.actor_id, "occurred_after": request.occurred_after,
+        "occurred_before": request.occurred_before,
+    }

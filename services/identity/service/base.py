@@ -15,10 +15,12 @@ from molbridge.events.v1.identity_pb2 import PrincipalRevoked
 
 from services.identity.domain import Account
 from services.identity.store import IdentityUnitOfWork
+from services.identity.store.audit_anchors import AuditAnchors
 from services.identity.store.signing_keys import KeyRing
 from services.runtime.auth import Principal
 from services.runtime.email import EmailSender
 from services.runtime.revocation import Revocations
+from services.runtime.storage import ObjectStorage
 from services.runtime.uow import Transactions
 
 log = logging.getLogger("molbridge.identity")
@@ -42,8 +44,11 @@ class UseCases:
         clock: Callable[[], datetime] = utcnow,
         hasher: PasswordHasher | None = None,
         revocations: Revocations | None = None,
+        storage: ObjectStorage | None = None,
     ) -> None:
         self._uow = uow
+        # Where the audit trail's anchors are written (None: no anchors, verification checks the chain only).
+        self._anchors = AuditAnchors(storage) if storage is not None else None
         self._keys = keyring
         self._email = email
         self._public_url = public_url.rstrip("/")

@@ -15,7 +15,7 @@ from services.identity.domain import Account, User, Violations
 from services.identity.service.base import UseCases
 from services.identity.store import IdentityUnitOfWork
 from services.identity.store.users import USER_SORT_KEYS
-from services.runtime.audit import audit_event
+from services.runtime.audit import audit_event, changed_values
 from services.runtime.auth import Principal
 from services.runtime.errors import NotFoundError, PreconditionError, ValidationError
 from services.runtime.pagination import PageRequest
@@ -148,9 +148,14 @@ class UserUseCases(UseCases):
             if roles and domain.roles_changed(account.user.roles, tuple(changes["roles"])):
                 # Tokens carry roles: the ones issued before the change must not keep the old ones.
                 self._revoke_account(uow, account, PrincipalRevoked.ROLES_CHANGED, actor)
+            before = {"full_name": account.user.full_name, "roles": ",".join(sorted(account.user.roles))}
+            after = {"full_name": changes.get("full_name", before["full_name"]),
+                     "roles": ",".join(sorted(changes.get("roles", account.user.roles)))}
             uow.record(
-                audit_event("user.updated", target_type="user", target_id=account.user.id,
-                            details={"fields": ",".join(sorted(k for k in changes if k != "updated_at"))}),
+                audit_event("user.updated", target_type="user", target_id=account.user.id, details={
+                    "fields": ",".join(sorted(k for k in changes if k != "updated_at")),
+                    **changed_values(before, after),
+                }),
                 actor=actor, organization_id=account.user.organization_id,
             )
             return (await uow.users.get(account.user.id)).user

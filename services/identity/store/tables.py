@@ -112,7 +112,7 @@ audit_log = sa.Table(
     sa.Column("source", sa.Text, nullable=False),
     sa.Column("action", sa.Text, nullable=False, index=True),
     sa.Column("outcome", sa.Text, nullable=False),
-    sa.Column("actor_id", sa.Text, nullable=False),
+    sa.Column("actor_id", sa.Text, nullable=False, index=True),
     sa.Column("organization_id", sa.Text, nullable=False, index=True),
     sa.Column("target_type", sa.Text, nullable=False),
     sa.Column("target_id", sa.Text, nullable=False, index=True),
@@ -120,4 +120,7 @@ audit_log = sa.Table(
     sa.Column("request_id", sa.Text, nullable=False),
     sa.Column("details", JSONB, nullable=False),
     sa.Column("hash", sa.LargeBinary, nullable=False),
+    sa.Column("trace_id", sa.Text, nullable=False, server_default=""),
+    # An object's history finds the entries naming it in their details (`details @> {"submission_id": …}`).
+    sa.Index("ix_audit_log_details", "details", postgresql_using="gin", postgresql_ops={"details": "jsonb_path_ops"}),
 )

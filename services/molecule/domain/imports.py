@@ -25,10 +25,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TypeAlias
 
-from services.molecule.domain import chemistry, csv_format
+from services.molecule.domain import chemistry, csv_mapping
 from services.molecule.domain.chemistry import Registered
 from services.molecule.domain.properties import ParsedValue, PropertyValueError, parse_value
 from services.molecule.domain.vocabulary import IMPORTED
+from services.runtime.csv_format import Dialect
 from services.runtime.errors import ValidationError
 
 MAX_NAME_LENGTH = 500
@@ -119,7 +120,7 @@ class ImportJob:
     filename: str
     headers: tuple[str, ...]
     mapping: Mapping[str, str]
-    dialect: csv_format.Dialect
+    dialect: Dialect
     library_id: str | None
     predict: tuple[str, ...]
     total_rows: int
@@ -204,16 +205,16 @@ class ColumnPlan:
 
     @classmethod
     def of(cls, headers: Sequence[str], mapping: Mapping[str, str]) -> ColumnPlan:
-        """From a mapping csv_format.validate_mapping accepted (so exactly one header maps to smiles)."""
+        """From a mapping csv_mapping.validate_mapping accepted (so exactly one header maps to smiles)."""
         position = {header: i for i, header in enumerate(headers)}
         by_target = {target: header for header, target in mapping.items()}
-        smiles = position[by_target[csv_format.SMILES]]
-        name_header = by_target.get(csv_format.NAME)
+        smiles = position[by_target[csv_mapping.SMILES]]
+        name_header = by_target.get(csv_mapping.NAME)
         properties = tuple(
             (header, target)
             for header in headers
-            if (target := mapping.get(header, csv_format.IGNORE))
-            not in (csv_format.SMILES, csv_format.NAME, csv_format.IGNORE)
+            if (target := mapping.get(header, csv_mapping.IGNORE))
+            not in (csv_mapping.SMILES, csv_mapping.NAME, csv_mapping.IGNORE)
         )
         columns: tuple[int, ...] = (smiles,)
         if name_header is not None:

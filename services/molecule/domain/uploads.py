@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.molecule.domain import csv_format
+from services.runtime import csv_format
 
 DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_ROWS = 100 << 20, 500_000  # 100 MiB
 

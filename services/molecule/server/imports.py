@@ -11,11 +11,11 @@ from google.api.httpbody_pb2 import HttpBody
 from molbridge.molecule.v1 import import_service_pb2 as pb
 from molbridge.molecule.v1 import import_service_pb2_grpc as pb_grpc
 
-from services.molecule.domain import csv_format
 from services.molecule.domain.imports import ImportJob
 from services.molecule.server.mapping import caller_credentials
 from services.molecule.service.import_jobs import REPORT_CONTENT_TYPE, ImportJobService
 from services.molecule.service.uploads import StoredUpload, UploadService
+from services.runtime import csv_format
 from services.runtime.auth import current_principal
 from services.runtime.http_body import request_headers, streamed_body
 from services.runtime.pagination import PageRequest

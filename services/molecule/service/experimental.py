@@ -16,13 +16,13 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.cro_pb2 import ExperimentalValue, ResultsAccepted
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
 
 from services.molecule.domain.events import molecules_changed
 from services.molecule.domain.experimental import replaces, stored_cell
 from services.molecule.store.uow import MoleculeTransactions
+from services.runtime.audit import audit_event
 from services.runtime.db import canonical_uuid
 from services.runtime.process import PoisonError
 
@@ -84,9 +84,8 @@ class ExperimentalValueConsumer:
             if rows:
                 await uow.molecules.write_experimental(list(rows.values()))
             changed = sorted({molecule_id for molecule_id, _ in rows})
-            audit = AuditRecorded(
-                action="molecule.experimental_values_applied",
-                outcome=AuditRecorded.SUCCESS,
+            audit = audit_event(
+                "molecule.experimental_values_applied",
                 target_type="submission",
                 target_id=event.submission_id,
                 details={

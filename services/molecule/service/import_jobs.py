@@ -35,7 +35,7 @@ from molbridge.events.v1.molecule_pb2 import ImportChunkRequested
 
 from bus.subjects import work_subject
 from services.molecule.adapters.identity_users import Credentials
-from services.molecule.domain import csv_format
+from services.molecule.domain import csv_mapping
 from services.molecule.domain.imports import ImportJob, JobStatus, chunk_phase, parse_mode
 from services.molecule.domain.library_rules import Action
 from services.molecule.domain.properties import KNOWN_PROPERTIES, PREDICTABLE_PROPERTIES
@@ -44,6 +44,7 @@ from services.molecule.domain.vocabulary import IMPORT_MANAGER_ROLES, WRITER_ROL
 from services.molecule.service.numbering import Numbering
 from services.molecule.service.uploads import UploadService
 from services.molecule.store.uow import MoleculeTransactions
+from services.runtime import csv_format
 from services.runtime.auth import Principal
 from services.runtime.errors import AuthorizationError, PreconditionError, ValidationError
 from services.runtime.pagination import PageRequest
@@ -114,7 +115,7 @@ class ImportJobService:
         wanted = _predictable(predict)
         upload = await self._uploads.get_upload(principal, storage_key)
         headers, dialect = await asyncio.to_thread(self._header, upload)
-        csv_format.validate_mapping(headers, mapping, KNOWN_PROPERTIES.keys())
+        csv_mapping.validate_mapping(headers, mapping, KNOWN_PROPERTIES.keys())
         chunks = await asyncio.to_thread(self._plan, upload, dialect)
         if self._numbering is not None:
             await self._numbering.prepare(principal, credentials)
@@ -152,9 +153,7 @@ class ImportJobService:
 
     def _header(self, upload: StoredUpload) -> tuple[list[str], csv_format.Dialect]:
         with self._storage.open_reader(upload.object_key) as stream:
-            preview = csv_format.preview(
-                stream, 1, known_targets=KNOWN_PROPERTIES.keys(), limits=self._limits.csv
-            )
+            preview = csv_format.preview(stream, 1, limits=self._limits.csv)
         return preview.headers, preview.dialect
 
     def _plan(self, upload: StoredUpload, dialect: csv_format.Dialect) -> list[csv_format.Chunk]:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.cro_pb2 import SubmissionTransitioned
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
 
 from services.molecule.domain.events import molecules_changed
 from services.molecule.domain.molecules import follows_submission
 from services.molecule.store.uow import MoleculeTransactions, MoleculeUnitOfWork
+from services.runtime.audit import audit_event
 from services.runtime.db import canonical_uuid
 from services.runtime.process import PoisonError
 
@@ -75,9 +75,8 @@ def _record(
     changes: list[tuple[str, str]],
 ) -> None:
     for molecule_id, before in changes:
-        audit = AuditRecorded(
-            action="molecule.status_changed",
-            outcome=AuditRecorded.SUCCESS,
+        audit = audit_event(
+            "molecule.status_changed",
             target_type="molecule",
             target_id=molecule_id,
             details={

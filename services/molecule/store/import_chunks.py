@@ -10,9 +10,9 @@ from molbridge.events.v1.molecule_pb2 import MoleculeStructure
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.molecule.domain import csv_format
 from services.molecule.domain.imports import ACTIVE_STATUSES, ChunkCounts, JobStatus, Phase
 from services.molecule.store.tables import import_chunks, import_jobs, import_rejections, molecule_provenance, molecules
+from services.runtime import csv_format
 
 
 class ImportChunkRepository:

@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from molbridge.events.v1.molecule_pb2 import ImportFinished
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.molecule.domain import csv_format
 from services.molecule.domain.imports import ACTIVE_STATUSES, ImportJob, JobStatus, Mode, throughput
 from services.molecule.domain.uploads import StoredUpload
 from services.molecule.store.tables import import_chunks, import_jobs, import_rejections
+from services.runtime import csv_format
 from services.runtime.auth import Principal
 from services.runtime.db import canonical_uuid
 from services.runtime.errors import NotFoundError

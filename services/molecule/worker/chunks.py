@@ -48,7 +48,6 @@ from bus.consumer import Consumer, PoisonError, TransientError
 from bus.envelope import unpack
 from bus.streams import WORK_STREAM
 from bus.subjects import work_subject
-from services.molecule.domain import csv_format
 from services.molecule.domain.events import MOLECULES_PER_EVENT, molecules_changed
 from services.molecule.domain.imports import (
     ChunkCounts,
@@ -65,6 +64,7 @@ from services.molecule.domain.imports import (
 from services.molecule.domain.uploads import upload_object_key
 from services.molecule.service.import_jobs import CSV_QUEUE
 from services.molecule.store.uow import MoleculeTransactions, MoleculeUnitOfWork
+from services.runtime import csv_format
 from services.runtime.errors import IntegrationError, NotFoundError
 from services.runtime.storage import ObjectStorage
 

@@ -102,3 +102,11 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
     ) -> pb.ListMoleculePredictionsResponse:
         found = await self._service.molecule_predictions(current_principal(), request.molecule_id)
         return pb.ListMoleculePredictionsResponse(data=[result_pb(r) for r in found])
+
+    async def BatchListPredictions(
+        self, request: pb.BatchListPredictionsRequest, context: Context
+    ) -> pb.BatchListPredictionsResponse:
+        found = await self._service.batch_predictions(
+            current_principal(), list(request.molecule_ids), list(request.properties), request.model_name
+        )
+        return pb.BatchListPredictionsResponse(data=[result_pb(r) for r in found])

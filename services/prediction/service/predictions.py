@@ -44,10 +44,12 @@ from services.prediction.store import PredictionUnitOfWork
 from services.prediction.store.repositories import ResultKey
 from services.runtime.auth import Principal
 from services.runtime.db import canonical_uuid
-from services.runtime.errors import NotFoundError
+from services.runtime.errors import NotFoundError, ValidationError
 from services.runtime.molecule_client import MoleculeRecord
 from services.runtime.pagination import PageRequest
 from services.runtime.uow import Transactions
+
+BATCH_LIST_LIMIT = 1000  # molecule ids per BatchListPredictions call
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,20 @@ class PredictionService:
             raise NotFoundError("Molecule not found")
         async with self._uow() as uow:
             return await uow.results.latest_for_molecule(principal.organization_id, molecule_id)
+
+    async def batch_predictions(
+        self, principal: Principal, molecule_ids: Sequence[str], properties: Sequence[str], model_name: str
+    ) -> list[Prediction]:
+        """Every model version's latest prediction of the organization's molecules among `molecule_ids` (at most
+        BATCH_LIST_LIMIT; unknown, malformed or another organization's ids have none)."""
+        if len(molecule_ids) > BATCH_LIST_LIMIT:
+            problem = f"at most {BATCH_LIST_LIMIT} ids (got {len(molecule_ids)})"
+            raise ValidationError(f"molecule_ids: {problem}", field_violations=[("molecule_ids", problem)])
+        async with self._uow() as uow:
+            wanted = [p.strip() for p in properties if p.strip()]
+            return await uow.results.latest_of_versions(
+                principal.organization_id, molecule_ids, wanted, model_name.strip()
+            )
 
     async def models(self, principal: Principal) -> Catalogue:
         """The engine's models as it lists them now (the last list seen while it cannot answer)."""

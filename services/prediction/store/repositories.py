@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.prediction.domain.jobs import Batch, Job, JobStatus, MoleculeInput, NewJob, Prediction, Status
@@ -193,6 +193,26 @@ class ResultRepository:
         for row in rows:  # a molecule has few rows: properties × jobs that predicted it
             latest.setdefault(row.property, _prediction(row))
         return list(latest.values())
+
+
+    async def latest_of_versions(
+        self, organization_id: str, molecule_ids: Sequence[str], properties: Sequence[str], model_name: str
+    ) -> list[Prediction]:
+        """Per (molecule, property, model name, model version) of the organization's molecules, the latest
+        prediction (only `properties` and `model_name` when given); ids that are not UUIDs match nothing."""
+        ids = sorted({c for c in (canonical_uuid(i) for i in molecule_ids) if c is not None})
+        if not ids:
+            return []
+        query = sa.select(results).where(results.c.organization_id == organization_id, results.c.molecule_id.in_(ids))
+        if properties:
+            query = query.where(results.c.property.in_(list(properties)))
+        if model_name:
+            query = query.where(results.c.model_name == model_name)
+        key = (results.c.molecule_id, results.c.property, results.c.model_name, results.c.model_version)
+        rows = await self._session.execute(
+            query.ext(distinct_on(*key)).order_by(*key, results.c.created_at.desc(), results.c.job_id.desc())
+        )
+        return [_prediction(r) for r in rows]
 
 
 def _molecule_json(molecule: MoleculeInput) -> list[Any]:

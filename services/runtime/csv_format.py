@@ -1,4 +1,7 @@
-"""CSV files of molecules: dialect sniffing, preview, column mapping, streaming rows, chunks, error report.
+"""CSV files, for every service: dialect sniffing, header, preview, streaming rows, chunks, error report.
+
+What a column means is the caller's business (the molecule import's mapping lives in
+services/molecule/domain/csv_mapping.py); `preview` takes the caller's `suggest` for that.
 
 Pure Python, no I/O beyond reading the file or stream it is given. Files may be 100 MB and 500,000
 rows, so nothing here holds a whole file: reads go in 64 KiB blocks and one row is held at a time,
@@ -23,7 +26,6 @@ Decisions (the "why" a reader of the code would ask for):
   dropped, and so are extra trailing empty cells in data rows. Duplicate names (case-insensitive)
   are rejected. Cells of data rows are returned as written (not trimmed): the error report shows
   the original.
-- Unmapped headers are ignored by the import; suggestions never map two headers to one target.
 - Error report: OWASP's CSV-injection rule (a cell starting with = + - @ tab or CR gets a leading
   single quote) except for plain decimal numbers such as -5 or +3.2e-4: a spreadsheet reads those
   as numbers, they cannot call anything, and a quoted "'-5" in an IC50 column would be misread.
@@ -36,7 +38,7 @@ import csv
 import os
 import re
 import unicodedata
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
@@ -49,20 +51,13 @@ Source: TypeAlias = "str | os.PathLike[str] | BinaryIO"
 
 SNIFF_BYTES = 64 * 1024
 DELIMITERS = (",", "\t", ";")  # in order of preference on ties
-SMILES, NAME, IGNORE = "smiles", "name", "ignore"
-CUSTOM_PREFIX = "custom_"
 
 _BLOCK = 64 * 1024
 _SNIFF_RECORDS = 50
-_CUSTOM_TARGET = re.compile(r"^custom_[a-z0-9_]{1,57}$")  # same rule as properties.is_custom_name
 
 
 class CsvFormatError(ValidationError):
-    """The file as a whole cannot be read as a CSV of molecules (400 VALIDATION_ERROR, `detail` says why)."""
-
-
-class MappingError(ValidationError):
-    """A column mapping that cannot be imported; `field_violations` name each problem."""
+    """The file as a whole cannot be read as a CSV (400 VALIDATION_ERROR, `detail` says why)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +94,10 @@ class Preview:
     headers: list[str]
     rows: list[list[str]]
     dialect: Dialect
-    suggested_mapping: dict[str, str]
+    suggested_mapping: dict[str, str]  # header → target, from the caller's `suggest` (empty without one)
+
+
+SuggestMapping: TypeAlias = "Callable[[Sequence[str]], dict[str, str]]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,7 +377,7 @@ def _read_header(records: Iterator[_Record], dialect: Dialect) -> tuple[list[str
             raise _not_text()
         cells = _trim_trailing(split_record(data.decode(dialect.encoding, "replace"), dialect.delimiter))
         headers = [cell.strip() or f"column_{i}" for i, cell in enumerate(cells, 1)]
-        duplicates = _duplicates(headers)
+        duplicates = duplicate_columns(headers)
         if duplicates:
             raise CsvFormatError(
                 "duplicate column names: " + "; ".join(duplicates),
@@ -390,7 +388,7 @@ def _read_header(records: Iterator[_Record], dialect: Dialect) -> tuple[list[str
     raise CsvFormatError("the file has no header row", detail="EMPTY_FILE")
 
 
-def _duplicates(headers: Sequence[str]) -> list[str]:
+def duplicate_columns(headers: Sequence[str]) -> list[str]:
     """Each name that appears more than once (trimmed, case-insensitive), with its column positions."""
     positions: dict[str, list[int]] = {}
     for position, header in enumerate(headers, 1):
@@ -461,9 +459,10 @@ def _read_sample(stream: BinaryIO) -> bytes:
 
 
 def preview(
-    source: Source, rows: int = 20, *, known_targets: Collection[str], limits: CsvLimits = CsvLimits()
+    source: Source, rows: int = 20, *, suggest: SuggestMapping | None = None, limits: CsvLimits = CsvLimits()
 ) -> Preview:
-    """Dialect, header and the first `rows` data rows (rejected ones shown with their cells as read).
+    """Dialect, header and the first `rows` data rows (rejected ones shown with their cells as read),
+    with `suggest(headers)` as the suggested mapping.
 
     Reads only what it shows (the sample plus the rows), so a stream can be a remote object's body.
     """
@@ -479,7 +478,7 @@ def preview(
                 break
     if not shown:
         raise _no_rows()
-    return Preview(headers, shown, dialect, suggest_mapping(headers, known_targets))
+    return Preview(headers, shown, dialect, suggest(headers) if suggest else {})
 
 
 def iter_rows(
@@ -548,51 +547,7 @@ def read_chunk(
         )
 
 
-# --- column mapping -------------------------------------------------------------------------------------
-
-# Normalised header (see normalize_header) → target, best first where several compete for one target.
-# fmt: off
-SYNONYMS: Mapping[str, tuple[str, ...]] = {
-    SMILES: ("smiles", "canonical_smiles", "isomeric_smiles", "smiles_string", "molecule_smiles", "smile",
-             "smi", "structure", "mol"),
-    NAME: ("name", "molecule_name", "compound_name", "mol_name", "compound", "title", "compound_id",
-           "molecule_id", "cmpd_id", "chembl_id", "molecule_chembl_id", "id", "identifier"),
-    "molecular_weight": ("mw", "molwt", "mol_wt", "mol_weight", "molecular_mass", "weight", "average_mass"),
-    "exact_mass": ("monoisotopic_mass", "monoisotopic_weight", "exact_mw"),
-    "logp": ("clogp", "alogp", "xlogp", "xlogp3", "slogp", "mlogp", "log_p", "c_log_p"),
-    "logd": ("log_d", "clogd", "logd7_4", "logd_7_4"),
-    "tpsa": ("psa", "polar_surface_area", "topological_polar_surface_area"),
-    "num_atoms": ("atoms", "atom_count", "n_atoms", "natoms"),
-    "num_heavy_atoms": ("heavy_atoms", "heavy_atom_count", "hac", "n_heavy_atoms"),
-    "num_rings": ("rings", "ring_count", "n_rings"),
-    "num_rotatable_bonds": ("rotatable_bonds", "rot_bonds", "rotb", "nrotb", "num_rot_bonds",
-                            "rotatable_bond_count"),
-    "num_h_donors": ("hbd", "h_bond_donors", "hbond_donors", "h_donors", "num_hbd", "hbd_count", "donors",
-                     "hbd_lipinski"),
-    "num_h_acceptors": ("hba", "h_bond_acceptors", "hbond_acceptors", "h_acceptors", "num_hba", "hba_count",
-                        "acceptors", "hba_lipinski"),
-    "lipinski_violations": ("ro5_violations", "num_ro5_violations", "rule_of_five_violations"),
-    "solubility": ("sol", "aq_solubility", "aqueous_solubility", "water_solubility"),
-    "melting_point": ("mp", "m_p", "mpt", "melting_temp"),
-    "boiling_point": ("bp", "b_p", "boiling_temp"),
-    "ic50": ("ic_50",),
-    "ec50": ("ec_50",),
-    "binding_affinity": ("affinity", "ki", "kd"),
-    "permeability": ("papp", "caco2", "caco_2", "caco2_permeability", "pampa"),
-    "clearance": ("cl", "clint", "cl_int"),
-    "half_life": ("halflife", "t1_2", "t_1_2", "t_half", "thalf"),
-    "bioavailability": ("oral_bioavailability", "f_oral"),
-    "volume_of_distribution": ("vd", "vdss", "vss", "v_d"),
-}
-# fmt: on
-_RANKED = {key: (target, rank) for target, keys in SYNONYMS.items() for rank, key in enumerate(keys, 1)}
-# Units written into the name itself ("IC50_nM"), tried when the whole name is not recognised.
-_UNIT_SUFFIX = re.compile(
-    r"_(?:nm|um|mm|pm|m|mg_ml|ug_ml|g_l|mg_l|g_mol|da|k|c|deg_c|h|hr|min|pct|percent|"
-    r"cm_s|ml_min_kg|l_kg|a2)$"
-)
 _UNITS = re.compile(r"[\(\[]([^\)\]]*)[\)\]]")
-_PLACEHOLDER = re.compile(r"^(?:column|unnamed)_?\d+$")
 
 
 def normalize_header(header: str) -> tuple[str, str | None]:
@@ -601,89 +556,6 @@ def normalize_header(header: str) -> tuple[str, str | None]:
     ascii_text = unicodedata.normalize("NFKD", _UNITS.sub(" ", header)).encode("ascii", "ignore").decode()
     key = re.sub(r"[^a-z0-9]+", "_", ascii_text.lower()).strip("_")
     return key, (units[-1] if units else None)
-
-
-def _recognise(key: str, known: Collection[str]) -> tuple[str, int] | None:
-    for candidate in (key, _UNIT_SUFFIX.sub("", key)):
-        if candidate in known or candidate in (SMILES, NAME):
-            return candidate, 0
-        target, rank = _RANKED.get(candidate, ("", 0))
-        if target in known or target in (SMILES, NAME):
-            return target, rank
-    return None
-
-
-def suggest_mapping(headers: Sequence[str], known_targets: Collection[str]) -> dict[str, str]:
-    """A valid mapping for every header: smiles, name, a known property, a custom_* name or ignore.
-
-    Where several headers look like one target the best-ranked (then the leftmost) gets it; the other
-    structure columns are ignored, the others become custom properties.
-    """
-    known = set(known_targets)
-    recognised = {header: _recognise(normalize_header(header)[0], known) for header in headers}
-    winners: dict[str, tuple[int, int, str]] = {}
-    for position, (header, found) in enumerate(recognised.items()):
-        if found and (found[0] not in winners or (found[1], position) < winners[found[0]][:2]):
-            winners[found[0]] = (found[1], position, header)
-    mapping: dict[str, str] = {}
-    used = {target for target in winners}
-    for position, header in enumerate(headers, 1):
-        found = recognised[header]
-        key = normalize_header(header)[0]
-        if found and winners[found[0]][2] == header:
-            mapping[header] = found[0]
-        elif (found and found[0] == SMILES) or _PLACEHOLDER.match(key):
-            mapping[header] = IGNORE
-        else:
-            mapping[header] = _custom_name(key, position, used)
-            used.add(mapping[header])
-    return mapping
-
-
-def _custom_name(key: str, position: int, used: set[str]) -> str:
-    slug = key.removeprefix(CUSTOM_PREFIX) or f"column_{position}"
-    base = CUSTOM_PREFIX + slug[:50].rstrip("_")
-    name, n = base, 2
-    while name in used:
-        name, n = f"{base}_{n}", n + 1
-    return name
-
-
-def is_valid_target(target: str, known_targets: Collection[str]) -> bool:
-    return target in (SMILES, NAME, IGNORE) or target in known_targets or bool(_CUSTOM_TARGET.match(target))
-
-
-def validate_mapping(
-    headers: Sequence[str], mapping: Mapping[str, str], known_targets: Collection[str]
-) -> None:
-    """Raise MappingError naming every problem; headers absent from `mapping` are ignored by the import."""
-    violations = [("headers", f"duplicate column name {found}") for found in _duplicates(headers)]
-    present = set(headers)
-    by_target: dict[str, list[str]] = {}
-    for header, target in mapping.items():
-        if header not in present:
-            violations.append((f"mapping.{header}", f'"{header}" is not a column of the file'))
-        if not is_valid_target(target, known_targets):
-            violations.append(
-                (
-                    f"mapping.{header}",
-                    f'unknown target "{target}": use smiles, name, ignore, a known property or custom_<name>',
-                )
-            )
-        elif target != IGNORE:
-            by_target.setdefault(target, []).append(header)
-    if SMILES not in by_target:
-        violations.append(("mapping", "no column is mapped to smiles"))
-    for target, mapped in by_target.items():
-        if len(mapped) > 1:
-            names = ", ".join(f'"{h}"' for h in mapped)
-            violations.append(("mapping", f"{names} are all mapped to {target}; a target takes one column"))
-    if violations:
-        raise MappingError(
-            "invalid column mapping: " + "; ".join(message for _, message in violations),
-            detail="INVALID_MAPPING",
-            field_violations=violations,
-        )
 
 
 # --- error report ------------------------------------------------------------------------------------------

@@ -1,3 +1,6 @@
+"""The shared CSV reader (services/runtime/csv_format.py): dialects, the record splitter, header, rows,
+chunks, bounded memory, the error report."""
+
 import csv
 import io
 import random
@@ -6,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from services.molecule.domain import csv_format as cf
-from services.molecule.domain.csv_format import (
+from services.runtime import csv_format as cf
+from services.runtime.csv_format import (
     Chunk,
     CsvFormatError,
     CsvLimits,
     Dialect,
-    MappingError,
     RejectedRow,
     Row,
     iter_rows,
@@ -21,20 +23,11 @@ from services.molecule.domain.csv_format import (
     read_chunk,
     sniff,
     split_record,
-    suggest_mapping,
-    validate_mapping,
     write_error_report,
 )
 from services.runtime.spreadsheet import neutralise_cell
 from tests.data.csv import corpus
 
-# DOMAIN.md's known properties (the catalogue is wired by the lead; these tests must not depend on it).
-_DOMAIN_PROPERTIES = (
-    "molecular_weight exact_mass logp tpsa num_atoms num_heavy_atoms num_rings num_rotatable_bonds "
-    "num_h_donors num_h_acceptors solubility melting_point boiling_point pka pkb ic50 ec50 binding_affinity "
-    "permeability clearance half_life bioavailability volume_of_distribution"
-)
-KNOWN = frozenset(_DOMAIN_PROPERTIES.split())
 MIB = 1 << 20
 
 
@@ -95,7 +88,7 @@ def test_sniffs_encodings_bom_and_line_endings() -> None:
 @pytest.mark.parametrize("case", corpus.unreadable_files(), ids=lambda case: case.name)
 def test_unreadable_files_are_rejected_as_a_whole(case: corpus.FileCase) -> None:
     with pytest.raises(CsvFormatError) as raised:
-        preview(io.BytesIO(case.data), known_targets=KNOWN)
+        preview(io.BytesIO(case.data))
     assert raised.value.detail == case.detail, raised.value.message
     assert raised.value.code == "VALIDATION_ERROR"
 
@@ -104,7 +97,7 @@ def test_not_text_and_duplicate_messages_name_the_problem() -> None:
     with pytest.raises(CsvFormatError, match="this is not a text CSV file"):
         sniff(b"\x89PNG\r\n\x1a\n\x00\x00")
     with pytest.raises(CsvFormatError) as raised:
-        preview(io.BytesIO(b"SMILES,name,IC50,smiles,ic50\nC,a,1,C,2\n"), known_targets=KNOWN)
+        preview(io.BytesIO(b"SMILES,name,IC50,smiles,ic50\nC,a,1,C,2\n"))
     assert raised.value.message == 'duplicate column names: "SMILES" (columns 1, 4); "IC50" (columns 3, 5)'
     assert [field for field, _ in raised.value.field_violations] == ["headers", "headers"]
 
@@ -157,25 +150,12 @@ def test_stream_reads_are_bounded_and_short_reads_are_fine() -> None:
 
 
 def test_preview_of_realistic_samples() -> None:
-    chembl = preview(corpus.SAMPLES["chembl_export.csv"], known_targets=KNOWN)
+    chembl = preview(corpus.SAMPLES["chembl_export.csv"])
     assert chembl.dialect == Dialect("utf-8", ";", "\n", False)
     assert chembl.headers[0] == "Molecule ChEMBL ID" and len(chembl.rows) == 4
-    assert chembl.suggested_mapping == {
-        "Molecule ChEMBL ID": "custom_molecule_chembl_id",
-        "Molecule Name": "name",
-        "Molecular Weight": "molecular_weight",
-        "AlogP": "logp",
-        "Polar Surface Area": "tpsa",
-        "HBA": "num_h_acceptors",
-        "HBD": "num_h_donors",
-        "#RO5 Violations": "custom_ro5_violations",  # lipinski_violations is not in KNOWN here
-        "Smiles": "smiles",
-        "Standard Type": "custom_standard_type",
-        "Standard Value": "custom_standard_value",
-        "Standard Units": "custom_standard_units",
-    }
+    assert chembl.suggested_mapping == {}  # what a column means is the caller's `suggest`
 
-    excel = preview(corpus.SAMPLES["excel_windows1252.csv"], known_targets=KNOWN)
+    excel = preview(corpus.SAMPLES["excel_windows1252.csv"])
     assert (excel.dialect.encoding, excel.dialect.delimiter, excel.dialect.line_terminator) == (
         "cp1252",
         ";",
@@ -191,32 +171,22 @@ def test_preview_of_realistic_samples() -> None:
         "lot 12 – référence",
     ]
     assert excel.rows[2][5] == "“sel sodique” testé"
-    assert excel.suggested_mapping["Structure"] == "smiles"
-    assert excel.suggested_mapping["MW (g/mol)"] == "molecular_weight"
-    assert excel.suggested_mapping["Solubilité (mg/mL)"] == "custom_solubilite"
 
-    pandas = preview(corpus.SAMPLES["pandas_index.csv"], known_targets=KNOWN)
+    pandas = preview(corpus.SAMPLES["pandas_index.csv"])
     assert pandas.headers == ["column_1", "smiles", "name", "logp", "TPSA"]
-    assert pandas.suggested_mapping == {
-        "column_1": "ignore",
-        "smiles": "smiles",
-        "name": "name",
-        "logp": "logp",
-        "TPSA": "tpsa",
-    }
 
 
 def test_preview_reads_only_what_it_shows() -> None:
     data = io.BytesIO()
     corpus.write_csv(data, ["smiles", "name"], ([s, "x" * 100] for s in corpus.SMILES * 5000))
     stream = GuardedStream(data.getvalue())
-    shown = preview(stream, rows=5, known_targets=KNOWN)  # type: ignore[arg-type]
+    shown = preview(stream, rows=5)  # type: ignore[arg-type]
     assert len(shown.rows) == 5
     assert stream.bytes_read <= 2 * cf.SNIFF_BYTES < len(data.getvalue())
 
 
 def test_header_cells_are_trimmed_and_trailing_empty_ones_dropped() -> None:
-    shown = preview(io.BytesIO(b" smiles , Name ,\nCCO,ethanol,\nCCN,x\n"), known_targets=KNOWN)
+    shown = preview(io.BytesIO(b" smiles , Name ,\nCCO,ethanol,\nCCN,x\n"))
     assert shown.headers == ["smiles", "Name"]
     assert shown.rows == [["CCO", "ethanol"], ["CCN", "x"]]
 
@@ -263,7 +233,7 @@ def test_a_10_mb_field_is_a_row_error_in_bounded_memory(tmp_path: Path, quoted_l
     path = tmp_path / "big.csv"
     with path.open("wb") as out:
         corpus.write_big_field(out, 10 * MIB, quoted_lines=quoted_lines)
-    dialect = preview(path, known_targets=KNOWN).dialect
+    dialect = preview(path).dialect
     tracemalloc.start()
     try:
         rows = list(iter_rows(path, dialect))
@@ -287,7 +257,7 @@ def test_memory_stays_flat_while_planning_and_reading_a_large_file(tmp_path: Pat
     with path.open("wb") as out:
         corpus.write_csv(out, ["smiles", "name", "ic50"], corpus.random_rows(60_000, 3, seed=5))
     assert path.stat().st_size > 1 * MIB
-    dialect = preview(path, known_targets=KNOWN).dialect
+    dialect = preview(path).dialect
     tracemalloc.start()
     try:
         chunks = plan_chunks(path, dialect, rows_per_chunk=5000)
@@ -329,7 +299,7 @@ def test_chunks_reproduce_a_sequential_read_exactly(
             bom=bom,
         )
     raw = path.read_bytes()
-    dialect = preview(path, known_targets=KNOWN).dialect
+    dialect = preview(path).dialect
     assert (dialect.encoding in (encoding, "cp1252"), dialect.delimiter, dialect.has_bom) == (
         True,
         delimiter,
@@ -379,135 +349,6 @@ def test_chunks_and_dialects_round_trip_as_plain_dicts() -> None:
     assert Chunk(**asdict(chunk)) == chunk and Dialect(**asdict(dialect)) == dialect
 
 
-# --- mapping --------------------------------------------------------------------------------------
-
-
-def test_suggested_mapping_follows_the_synonyms() -> None:
-    headers = [
-        "SMILES",
-        "Compound ID",
-        "IC50 (nM)",
-        "MW",
-        "cLogP",
-        "TPSA",
-        "H-bond donors",
-        "HBA",
-        "MP (°C)",
-        "Solubility (mg/mL)",
-        "pKa",
-        "t1/2 [h]",
-        "Ki_nM",
-        "Assay (A)",
-        "Assay [B]",
-        "custom_purity",
-        "Purity",
-        "Canonical SMILES",
-        "structure",
-        "Name",
-        "ID",
-    ]
-    assert suggest_mapping(headers, KNOWN) == {
-        "SMILES": "smiles",
-        "Compound ID": "custom_compound_id",  # "Name" ranks higher for name; ids are kept as data
-        "IC50 (nM)": "ic50",
-        "MW": "molecular_weight",
-        "cLogP": "logp",
-        "TPSA": "tpsa",
-        "H-bond donors": "num_h_donors",
-        "HBA": "num_h_acceptors",
-        "MP (°C)": "melting_point",
-        "Solubility (mg/mL)": "solubility",
-        "pKa": "pka",
-        "t1/2 [h]": "half_life",
-        "Ki_nM": "binding_affinity",
-        "Assay (A)": "custom_assay",
-        "Assay [B]": "custom_assay_2",
-        "custom_purity": "custom_purity",
-        "Purity": "custom_purity_2",
-        "Canonical SMILES": "ignore",  # only one structure column: the best one
-        "structure": "ignore",
-        "Name": "name",
-        "ID": "custom_id",
-    }
-    assert cf.normalize_header("IC50 (nM)") == ("ic50", "nM")
-    assert cf.normalize_header("Solubility (mg/mL)") == ("solubility", "mg/mL")
-    assert suggest_mapping(["structure", "mol", "smi"], KNOWN) == {
-        "structure": "ignore",
-        "mol": "ignore",
-        "smi": "smiles",
-    }
-
-
-def test_properties_outside_the_catalogue_become_custom() -> None:
-    assert suggest_mapping(["smiles", "MW", "logD"], {"logp"}) == {
-        "smiles": "smiles",
-        "MW": "custom_mw",
-        "logD": "custom_logd",
-    }
-
-
-def test_every_suggestion_is_a_valid_mapping() -> None:
-    rng = random.Random(5)
-    vocabulary = [
-        "SMILES",
-        "smi",
-        "Structure",
-        "Name",
-        "ID",
-        "MW",
-        "mw (g/mol)",
-        "LogP",
-        "IC50 (nM)",
-        "IC50 [uM]",
-        "x",
-        "X ",
-        "(nM)",
-        "???",
-        "Ünïcödé",
-        "column 3",
-        "custom_a",
-        "a" * 80,
-        "pKa",
-        "HBD",
-    ]
-    for _ in range(300):
-        headers = list(dict.fromkeys(rng.sample(vocabulary, rng.randint(1, 8))))
-        headers = [
-            h
-            for i, h in enumerate(headers)
-            if h.strip().casefold() not in {g.strip().casefold() for g in headers[:i]}
-        ]
-        mapping = suggest_mapping(headers, KNOWN)
-        assert set(mapping) == set(headers)
-        if "smiles" in mapping.values():
-            validate_mapping(headers, mapping, KNOWN)
-
-
-def test_mapping_violations_are_all_named() -> None:
-    headers = ["SMILES", "smi", "IC50", "Name"]
-    validate_mapping(headers, {"SMILES": "smiles", "IC50": "ic50", "smi": "ignore"}, KNOWN)
-    validate_mapping(headers, {"SMILES": "smiles", "IC50": "custom_ic50_raw"}, KNOWN)
-    cases = {
-        "no column is mapped to smiles": {"IC50": "ic50"},
-        '"SMILES", "smi" are all mapped to smiles': {"SMILES": "smiles", "smi": "smiles"},
-        'unknown target "potency"': {"SMILES": "smiles", "IC50": "potency"},
-        'unknown target "custom_"': {"SMILES": "smiles", "IC50": "custom_"},
-        'unknown target "SMILES"': {"SMILES": "SMILES"},
-        '"MW" is not a column of the file': {"SMILES": "smiles", "MW": "molecular_weight"},
-        '"IC50", "Name" are all mapped to ic50': {"SMILES": "smiles", "IC50": "ic50", "Name": "ic50"},
-    }
-    for fragment, mapping in cases.items():
-        with pytest.raises(MappingError) as raised:
-            validate_mapping(headers, mapping, KNOWN)
-        assert fragment in raised.value.message
-        assert raised.value.field_violations and raised.value.code == "VALIDATION_ERROR"
-    with pytest.raises(MappingError, match=r'duplicate column name "SMILES" \(columns 1, 2\)'):
-        validate_mapping(["SMILES", "smiles"], {"SMILES": "smiles"}, KNOWN)
-    with pytest.raises(MappingError) as raised:
-        validate_mapping(headers, {"MW": "potency"}, KNOWN)
-    assert [field for field, _ in raised.value.field_violations] == ["mapping.MW", "mapping.MW", "mapping"]
-
-
 # --- error report ---------------------------------------------------------------------------------
 
 
@@ -527,7 +368,7 @@ def test_neutralise_follows_owasp_but_keeps_plain_numbers() -> None:
 
 def test_error_report_keeps_original_cells_and_neutralises_formulas() -> None:
     sample = corpus.SAMPLES["notes_multiline.csv"]
-    shown = preview(sample, known_targets=KNOWN)
+    shown = preview(sample)
     rejected = [
         RejectedRow(row.row_number, row.cells, "=rdkit says no") for row in iter_rows(sample, shown.dialect)
     ]
