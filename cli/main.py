@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from cli import audit, cro_services, documents, identity, imports, molecules, results, submissions
+from cli import audit, cro_services, documents, identity, imports, molecules, notifications, results, submissions
 from cli.app import add_command, add_global_options
 from cli.client import CliError, Gateway, cli_error, default_target
 from cli.credentials import CredentialStore
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     submissions.register(subparsers)
     results.register(subparsers)
     audit.register(subparsers)
+    notifications.register(subparsers)
     cmd = add_command(subparsers, "trace", "print a trace from the local span files as a tree", local=trace)
     cmd.add_argument("trace_id", help="32 hex digits")
     cmd.add_argument("--data-dir", type=Path, default=None, help="default: $MOLBRIDGE_DATA_DIR, else .data in the repo")

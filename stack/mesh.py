@@ -50,6 +50,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("document", "services.document"),
     ServiceSpec("cro", "services.cro"),
     ServiceSpec("cro-worker", "services.cro.worker", grpc=False, health=True),
+    ServiceSpec("notification", "services.notification"),
+    ServiceSpec("notification-worker", "services.notification.worker", grpc=False, health=True),
 )
 
 DESCRIPTOR_PATH = REPO_ROOT / "build" / "descriptor.pb"
@@ -278,6 +280,8 @@ class Stack:
             "GATEWAY_PORT": str(s.gateway_port),
             "GATEWAY_ADMIN_PORT": str(s.admin_port),
             "MOLBRIDGE_TRACE_RECEIVER_PORT": str(s.trace_receiver_port),
+            # A local stack's webhook receivers live on loopback (production keeps them refused).
+            "MOLBRIDGE_WEBHOOK_ALLOW_PRIVATE": "true",
             # The gRPC services this deployment runs (GET /api/v1/health probes each of them).
             "MOLBRIDGE_SERVICES": ",".join(spec.name for spec in self.services if spec.grpc),
         }

@@ -28,7 +28,7 @@ from services.cro.server.messages import MessageServicer
 from services.cro.server.results import ResultServicer
 from services.cro.service.catalogue import CatalogueService
 from services.cro.service.comparisons import ComparisonService, PredictionLookup
-from services.cro.service.messages import DocumentLookup, MessageFeed, MessageService, message_feed
+from services.cro.service.messages import DocumentLookup, MessageService, message_feed
 from services.cro.service.packages import PackageBuilder
 from services.cro.service.ports import DocumentRequirementsPort, MoleculeLookup, OrganizationNames
 from services.cro.service.result_processing import ResultProcessor
@@ -38,6 +38,7 @@ from services.cro.service.submissions import SubmissionService
 from services.cro.store import SCHEMA, CroTransactions, transactions
 from services.runtime import telemetry
 from services.runtime.document_client import DocumentClient
+from services.runtime.feeds import Feed
 from services.runtime.identity_client import RemoteIdentity, remote_authenticator
 from services.runtime.migrations import MigrationSpec
 from services.runtime.molecule_client import MoleculeClient
@@ -110,7 +111,7 @@ def build_parts(
         storage=storage,
         catalogue=CatalogueService(uow, names),
         submissions=submissions,
-        messages=MessageService(uow, message_documents, MessageFeed()),
+        messages=MessageService(uow, message_documents, Feed()),
         packages=PackageBuilder(uow, storage, submissions.record),
         ndas=NdaWatcher(uow),
         results=ResultService(uow, storage, submissions.record),

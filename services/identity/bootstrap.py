@@ -136,7 +136,19 @@ async def rotate_keys(settings: IdentitySettings, args: argparse.Namespace) -> N
         await identity.engine.dispose()
 
 
+async def announce_users(settings: IdentitySettings, args: argparse.Namespace) -> None:
+    identity = build_identity(settings)
+    try:
+        print(f"announced {await identity.service.announce_users()} users (UserChanged, relayed by the server)")
+    finally:
+        await identity.engine.dispose()
+
+
 COMMANDS: dict[str, Command[IdentitySettings]] = {
+    "announce-users": Command(
+        help="publish UserChanged for every user (fills a new consumer's directory)",
+        run=announce_users,
+    ),
     "rotate-keys": Command(
         help="publish a new signing key",
         run=rotate_keys,

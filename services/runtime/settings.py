@@ -32,6 +32,7 @@ SERVICE_PORTS: dict[str, int] = {
     "cro": 50053,
     "document": 50054,
     "prediction": 50055,
+    "notification": 50056,
 }
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]

@@ -68,7 +68,8 @@ def test_health_is_green_once_every_service_serves(api: httpx.Client) -> None:
     response = api.get("/health")
     assert response.status_code == 200
     services = {
-        "cro": "SERVING", "document": "SERVING", "identity": "SERVING", "molecule": "SERVING", "prediction": "SERVING"
+        "cro": "SERVING", "document": "SERVING", "identity": "SERVING", "molecule": "SERVING",
+        "notification": "SERVING", "prediction": "SERVING",
     }
     assert response.json() == {"data": {"status": "ok", "services": services}}
 

@@ -16,6 +16,7 @@ def test_mesh_serves_health_through_the_gateway(mesh: Mesh) -> None:
         "document": "SERVING",
         "identity": "SERVING",
         "molecule": "SERVING",
+        "notification": "SERVING",
         "prediction": "SERVING",
     }
     assert mesh.grpc_target == mesh.gateway_url.removeprefix("http://")

@@ -29,7 +29,7 @@ from services.cro.bootstrap import MIGRATIONS as CRO_MIGRATIONS
 from services.cro.domain.submissions import ServiceFacts, Submission
 from services.cro.domain.vocabulary import SubmissionStatus
 from services.cro.server.messages import MessageServicer
-from services.cro.service.messages import MessageFeed, MessageService, message_feed
+from services.cro.service.messages import MessageService, message_feed
 from services.cro.store import SCHEMA as CRO_SCHEMA
 from services.cro.store import transactions
 from services.cro.store.tables import cro_services
@@ -38,6 +38,7 @@ from services.identity.service import IdentityService
 from services.identity.store import SCHEMA as IDENTITY_SCHEMA
 from services.runtime.auth import Authenticator, Principal, TokenVerifier
 from services.runtime.db import make_engine
+from services.runtime.feeds import Feed
 from services.runtime.process import Outbox, Process, running
 from services.runtime.settings import Settings
 from stack.ports import free_port
@@ -64,7 +65,7 @@ class World:
     submitted: str  # a SUBMITTED submission of pharma → cro
     draft: str  # a DRAFT one
     engine: AsyncEngine
-    feed_a: MessageFeed  # replica A's watchers
+    feed_a: Feed  # replica A's watchers
 
     def auth(self, who: str) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.tokens[who]}")]
@@ -127,14 +128,14 @@ async def world(database_url: str, nats_server, tmp_path: Path) -> AsyncIterator
     submitted = await write_submission(engine, orgs["pharma"], orgs["cro"], SubmissionStatus.SUBMITTED, scientist)
     draft = await write_submission(engine, orgs["pharma"], orgs["cro"], SubmissionStatus.DRAFT, scientist)
 
-    feeds: dict[str, MessageFeed] = {}
+    feeds: dict[str, Feed] = {}
 
     def replica(name: str) -> tuple[Process, Settings]:
         settings = Settings.from_env("cro", {
             "MOLBRIDGE_CRO_ADDR": f"127.0.0.1:{free_port()}", "MOLBRIDGE_DATA_DIR": str(tmp_path / name),
             "NATS_URL": nats_server.url,
         })
-        feed = feeds[name] = MessageFeed()
+        feed = feeds[name] = Feed()
         service = MessageService(transactions(engine), NoDocuments(), feed, heartbeat_s=HEARTBEAT_S)
         process = Process(
             servicers=[(pb_grpc.add_MessageServiceServicer_to_server, MessageServicer(service))],

@@ -28,7 +28,7 @@ from molbridge.document.v1 import document_service_pb2 as pb
 from molbridge.document.v1 import document_service_pb2_grpc as pb_grpc
 from molbridge.events.v1.audit_pb2 import AuditRecorded
 from molbridge.events.v1.cro_pb2 import SubmissionTransitioned
-from molbridge.events.v1.document_pb2 import DocumentStatusChanged
+from molbridge.events.v1.document_pb2 import DocumentExpiring, DocumentStatusChanged
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -685,6 +685,33 @@ async def test_the_expiry_sweep_marks_each_due_document_once_even_when_two_repli
     # a new version makes an expired document a draft again
     renewed = await upload_raw(world, "alpha_scientist", PDF, "renewed.pdf", document_id=due[0].id)
     assert renewed.status == pb.Document.DRAFT and renewed.current_version == 2
+
+
+async def test_documents_about_to_expire_are_announced_once_per_expiry_date(world: World) -> None:
+    soon = (date.today() + timedelta(days=10)).isoformat()
+    later = (date.today() + timedelta(days=90)).isoformat()
+    expiring = await upload_raw(world, "alpha_scientist", PDF, "soon.pdf", document_type="NON_DISCLOSURE_AGREEMENT",
+                                expires_on=soon)
+    await upload_raw(world, "alpha_scientist", PDF, "later.pdf", document_type="NON_DISCLOSURE_AGREEMENT",
+                     expires_on=later)
+    service = world.parts.documents
+    counts = await asyncio.gather(service.warn_expiring(batch=1), service.warn_expiring(batch=1))
+    assert sum(counts) == 1
+    assert await service.warn_expiring() == 0  # once per document and expiry date
+
+    def warnings(envelopes: list[EventEnvelope]) -> list[DocumentExpiring]:
+        return [unpack(e, DocumentExpiring) for e in envelopes if e.payload.Is(DocumentExpiring.DESCRIPTOR)]
+
+    [warned] = warnings(await outbox(world))
+    assert (warned.document_id, warned.organization_id, warned.expires_on, warned.days_left, warned.title) == (
+        expiring.id, world.orgs["alpha"], soon, 10, expiring.title
+    )
+    # A new expiry date is a new announcement.
+    sooner = (date.today() + timedelta(days=3)).isoformat()
+    await world.stub.UpdateDocument(pb.UpdateDocumentRequest(id=expiring.id, expires_on=sooner),
+                                    metadata=world.auth("alpha_scientist"))
+    assert await service.warn_expiring() == 1
+    assert [w.days_left for w in warnings(await outbox(world))] == [10, 3]
 
 
 # --- the bus ------------------------------------------------------------------------------------------------

@@ -411,7 +411,9 @@ async def test_audit_trail_is_fed_from_the_bus_and_tamper_evident(world: World, 
     tasks = [asyncio.create_task(relay.run()), asyncio.create_task(consumer.run())]
     try:
         async with world.engine.connect() as connection:
-            written = set((await connection.execute(sa.text("SELECT id::text FROM identity.outbox"))).scalars())
+            rows = await connection.execute(sa.text("SELECT id::text, payload FROM identity.outbox"))
+            # Only the audit events: the outbox carries others too (UserChanged, PrincipalRevoked).
+            written = {i for i, p in rows if EventEnvelope.FromString(p).payload.Is(AuditRecorded.DESCRIPTOR)}
         for _ in range(200):
             stored = {e.id for e in await world.service.audit_trail()}
             if written <= stored:

@@ -19,7 +19,7 @@ SERVICES = sorted(path.parent.parent.name for path in (REPO_ROOT / "services").g
 
 
 def test_every_service_with_a_schema_is_covered() -> None:
-    assert {"cro", "document", "identity", "molecule", "prediction"} <= set(SERVICES)
+    assert {"cro", "document", "identity", "molecule", "notification", "prediction"} <= set(SERVICES)
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -137,12 +137,17 @@ async def test_values_are_applied_exactly_once(world: World) -> None:
         "accepted_at": T0.isoformat(),
         "accepted_by": who.subject,
     }
-    audits = [a for a in await world.recorded(AuditRecorded) if a.action == "molecule.experimental_values_applied"]
+    ours = {payload.submission_id, _submission(marker)}  # other tests' events may still be handled meanwhile
+    audits = [
+        a
+        for a in await world.recorded(AuditRecorded)
+        if a.action == "molecule.experimental_values_applied" and a.target_id in ours
+    ]
     assert [(a.target_id, a.details["values_applied"]) for a in audits] == [
         (payload.submission_id, "2"),
         (_submission(marker), "1"),
     ]
-    changed = [m for e in await world.recorded(MoleculesChanged) for m in e.molecule_ids]
+    changed = [m for e in await world.recorded(MoleculesChanged) for m in e.molecule_ids if m in ids]
     assert sorted(changed) == sorted([*ids, *ids, ids[0]])  # registration's + one per applying event
 
 

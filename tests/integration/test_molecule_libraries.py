@@ -25,6 +25,7 @@ from molbridge.identity.v1 import identity_service_pb2_grpc as identity_grpc
 from molbridge.molecule.v1 import library_service_pb2 as pb
 from molbridge.molecule.v1 import library_service_pb2_grpc as pb_grpc
 
+from bus import event_subject
 from services.identity.bootstrap import MIGRATIONS as IDENTITY_MIGRATIONS
 from services.identity.server import PUBLIC_METHODS, IdentityServicer
 from services.identity.service import IdentityService
@@ -159,7 +160,10 @@ class World:
 
     async def changed_events(self) -> list[MoleculesChanged]:
         async with self.engine.connect() as connection:
-            payloads = (await connection.execute(sa.text("SELECT payload FROM molecule.outbox ORDER BY created_at")))
+            payloads = await connection.execute(
+                sa.text("SELECT payload FROM molecule.outbox WHERE subject = :s ORDER BY created_at"),
+                {"s": event_subject("molecule", MoleculesChanged)},
+            )  # the audit events are there too
             events = []
             for payload in payloads.scalars():
                 event = MoleculesChanged()

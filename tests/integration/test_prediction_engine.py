@@ -28,7 +28,7 @@ from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 from molbridge.events.v1.envelope_pb2 import EventEnvelope
 from molbridge.events.v1.molecule_pb2 import MoleculeStructure, MoleculeValue, PredictionRequested
-from molbridge.events.v1.prediction_pb2 import PredictionCompleted
+from molbridge.events.v1.prediction_pb2 import PredictionCompleted, PredictionJobFinished
 from molbridge.molecule.v1 import molecule_service_pb2_grpc as molecule_grpc
 from molbridge.molecule.v1.molecule_pb2 import Property
 from molbridge.prediction.v1 import prediction_service_pb2 as pb
@@ -133,6 +133,15 @@ class World:
                 sa.select(outbox.c.payload).where(outbox.c.subject == event_subject("prediction", PredictionCompleted))
             )
             events = [unpack(EventEnvelope.FromString(p), PredictionCompleted) for p in payloads]
+        return [e for e in events if e.job_id == job_id]
+
+    async def job_ends(self, job_id: str) -> list[PredictionJobFinished]:
+        """The PredictionJobFinished events the job recorded (notifications tell who asked)."""
+        outbox = outbox_table(PREDICTION_SCHEMA)
+        subject = event_subject("prediction", PredictionJobFinished)
+        async with self.prediction_sessions.begin() as session:
+            payloads = await session.scalars(sa.select(outbox.c.payload).where(outbox.c.subject == subject))
+            events = [unpack(EventEnvelope.FromString(p), PredictionJobFinished) for p in payloads]
         return [e for e in events if e.job_id == job_id]
 
 
@@ -257,6 +266,8 @@ async def assert_exactly_once(world: World, job_id: str, ids: list[str]) -> None
     announced = [(v.molecule_id, v.property) for e in await world.announced(job_id) for v in e.values]
     assert len(announced) == len(set(announced)) == len(ids) * (PREDICTED + 1)
     assert {m for m, p in announced if p == SCORE_PROPERTY} == set(ids)
+    [ended] = await world.job_ends(job_id)  # the job's end, told once by its last batch
+    assert (ended.status, ended.total, ended.completed, ended.failed) == ("COMPLETED", len(ids), len(ids), 0)
     await stored_on_molecules(world, ids, len(ids) * (PREDICTED + 1))
 
 
@@ -564,6 +575,9 @@ async def test_molecules_the_engine_cannot_read_are_counted_failed(world: World)
         id=job_id,
     )
     assert counts == [1, 0, 1]
+    [end] = await world.job_ends(job_id)
+    assert (end.status, end.requested_by, end.failed) == ("FAILED", "someone", 1)
+    assert list(end.properties) == ["logp"]
 
 
 async def test_requests_are_still_checked_while_the_engine_is_down(world: World, ai_engine: Engine) -> None:

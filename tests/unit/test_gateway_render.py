@@ -84,7 +84,7 @@ def test_scale_lowers_and_raises_limits() -> None:
 def test_every_package_is_routed_to_its_upstream() -> None:
     upstreams = {
         "identity": "127.0.0.1:1", "molecule": "127.0.0.1:2", "prediction": "127.0.0.1:3", "document": "127.0.0.1:4",
-        "cro": "127.0.0.1:5",
+        "cro": "127.0.0.1:5", "notification": "127.0.0.1:6",
     }
     renderer = _Renderer(settings(upstreams=upstreams), load_policy())
     routes = renderer.routes(None, {})

@@ -9,7 +9,7 @@
   the document service (GetDocument with the caller's credentials), so visibility is the document
   service's own rule.
 - Read marks are per user and only move forward; unread = messages by others after the caller's mark.
-- WatchMessages, on any replica: the watcher registers with this process's `MessageFeed` first, then
+- WatchMessages, on any replica: the watcher registers with this process's `Feed` (runtime/feeds.py) first, then
   sends the messages after `after_id` from the database, then each new message as its event arrives
   from the bus (`message_feed`: one JetStream consumer per process, fanning out in memory), read again
   from the database by id for the watcher (so authorization is checked on every message). A heartbeat
@@ -21,29 +21,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import uuid
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from molbridge.events.v1.cro_pb2 import SubmissionMessagePosted
-from molbridge.events.v1.envelope_pb2 import EventEnvelope
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from bus.consumer import Consumer, PoisonError
-from bus.envelope import unpack
-from bus.streams import EVENTS_STREAM
-from bus.subjects import event_subject
+from bus.consumer import Consumer
 from services.cro.domain.submissions import Message, MessagePosted, Submission
 from services.runtime.audit import audit_event
 from services.runtime.auth import Principal
 from services.runtime.db import canonical_uuid
 from services.runtime.errors import NotFoundError, ValidationError
+from services.runtime.feeds import Feed, feed_consumer
 from services.runtime.pagination import PageRequest
 
 if TYPE_CHECKING:  # the store binds the tables; the feed above needs none of it
@@ -53,9 +45,6 @@ if TYPE_CHECKING:  # the store binds the tables; the feed above needs none of it
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 15.0
-WATCH_BACKLOG = 1000  # notices a watcher may have waiting; beyond that its stream ends (the client resumes)
-FEED_INACTIVE_THRESHOLD_S = 300.0  # the server drops a replica's consumer this long after it is gone
-MESSAGE_POSTED_SUBJECT = event_subject("cro", SubmissionMessagePosted)
 
 
 class DocumentLookup(Protocol):
@@ -69,67 +58,16 @@ class DocumentLookup(Protocol):
 # -- the live part ------------------------------------------------------------------------------------------
 
 
-class MessageFeed:
-    """This process's watchers, by submission: `announce` hands a posted message's id to each of them."""
-
-    def __init__(self, *, backlog: int = WATCH_BACKLOG) -> None:
-        self._watchers: dict[str, set[asyncio.Queue[str | None]]] = defaultdict(set)
-        self._backlog = backlog
-
-    @contextlib.contextmanager
-    def watch(self, submission_id: str) -> Iterator[asyncio.Queue[str | None]]:
-        """A queue of message ids posted in the thread (None: the watcher fell behind)."""
-        queue: asyncio.Queue[str | None] = asyncio.Queue(self._backlog + 1)
-        self._watchers[submission_id].add(queue)
-        try:
-            yield queue
-        finally:
-            watchers = self._watchers[submission_id]
-            watchers.discard(queue)
-            if not watchers:
-                del self._watchers[submission_id]
-
-    def announce(self, submission_id: str, message_id: str) -> None:
-        for queue in self._watchers.get(submission_id, ()):
-            if queue.qsize() < self._backlog:
-                queue.put_nowait(message_id)
-            elif queue.qsize() == self._backlog:
-                queue.put_nowait(None)
-
-    def watchers(self, submission_id: str) -> int:
-        return len(self._watchers.get(submission_id, ()))
-
-
-class MessageFeedConsumer(Consumer):
-    """This replica's own consumer of SubmissionMessagePosted (new events only), feeding its watchers."""
-
-    def __init__(self, js: JetStreamContext, feed: MessageFeed, *, process_name: str) -> None:
-        self._feed = feed
-        # A name of its own: replicas sharing a consumer would split the events between them.
-        name = f"messages-{process_name}-{uuid.uuid4().hex[:12]}"
-        super().__init__(js, EVENTS_STREAM, name, MESSAGE_POSTED_SUBJECT, self._handle, batch=100, backoff=(1.0,))
-
-    def config(self) -> ConsumerConfig:
-        config = super().config()
-        config.deliver_policy = DeliverPolicy.NEW
-        config.inactive_threshold = FEED_INACTIVE_THRESHOLD_S
-        return config
-
-    async def _handle(self, envelope: EventEnvelope, msg: Msg) -> None:
-        try:
-            event = unpack(envelope, SubmissionMessagePosted)
-        except TypeError as error:
-            raise PoisonError(str(error)) from error
-        self._feed.announce(event.submission_id, event.message_id)
-
-
-def message_feed(feed: MessageFeed, process_name: str) -> Callable[[JetStreamContext], Consumer]:
-    """A consumer factory for `Process(consumers=[…])`."""
-
-    def make(js: JetStreamContext) -> Consumer:
-        return MessageFeedConsumer(js, feed, process_name=process_name)
-
-    return make
+def message_feed(feed: Feed, process_name: str) -> Callable[[JetStreamContext], Consumer]:
+    """A consumer factory for `Process(consumers=[…])`: posted messages to this replica's watchers, by
+    submission."""
+    return feed_consumer(
+        feed,
+        process_name,
+        source="cro",
+        event_type=SubmissionMessagePosted,
+        key_of=lambda event: (event.submission_id, event.message_id),
+    )
 
 
 # -- use cases ----------------------------------------------------------------------------------------------
@@ -140,7 +78,7 @@ class MessageService:
         self,
         uow: CroTransactions,
         documents: DocumentLookup,
-        feed: MessageFeed,
+        feed: Feed,
         *,
         heartbeat_s: float = HEARTBEAT_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from molbridge.events.v1.document_pb2 import DocumentStatusChanged
+from molbridge.events.v1.document_pb2 import DocumentExpiring, DocumentStatusChanged
 
 from services.document.domain import content
 from services.document.domain.documents import (
@@ -68,6 +68,8 @@ DEFAULT_LINK_SECONDS = 300
 DEFAULT_FILENAME = "document"
 READ_CHUNK = 256 * 1024  # download messages (the gateway streams each one on)
 EXPIRY_BATCH = 100
+EXPIRY_WARNING_DAYS = 30  # DocumentExpiring this many days before a document's last valid day
+EXPIRY_WARNING = "expiry-warning"  # the processed-events marker of an announced (document, expiry date)
 SYSTEM_ACTOR = "system:document"  # who the expiry sweep acts as, in events
 SHARERS = ("pharma_scientist",)  # who may share their organization's documents of a submission
 
@@ -369,10 +371,37 @@ class DocumentService:
             if len(due) < batch:
                 return expired
 
+    async def warn_expiring(self, today: date | None = None, *, batch: int = EXPIRY_BATCH) -> int:
+        """DocumentExpiring once per document and expiry date, EXPIRY_WARNING_DAYS ahead (notifications tell
+        the owner's admins); answers how many were announced. The marker commits with the event."""
+        today = today or self._clock().date()
+        announced = 0
+        while True:
+            async with self._uow() as uow:
+                due = await uow.documents.due_for_expiry_warning(today, EXPIRY_WARNING_DAYS, EXPIRY_WARNING, batch)
+                for document in due:
+                    assert document.expires_on is not None  # selected for it
+                    if not await uow.first_delivery(EXPIRY_WARNING, f"{document.id}:{document.expires_on}"):
+                        continue  # another replica announced it meanwhile
+                    event = DocumentExpiring(
+                        document_id=document.id,
+                        organization_id=document.organization_id,
+                        submission_id=document.submission_id,
+                        document_type=document.document_type.value,
+                        title=document.title,
+                        expires_on=str(document.expires_on),
+                        days_left=(document.expires_on - today).days,
+                    )
+                    uow.record(event, organization_id=document.organization_id, actor_id=SYSTEM_ACTOR)
+                    announced += 1
+            if len(due) < batch:
+                return announced
+
     async def sweep_expired_forever(self, interval_s: float) -> None:
         """The expiry sweep as a background job: now, then every `interval_s` seconds."""
         while True:
             await self.expire_due()
+            await self.warn_expiring()
             await asyncio.sleep(interval_s)
 
     # -- submissions -------------------------------------------------------------------------------------

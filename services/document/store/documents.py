@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bus.tables import processed_events_table
 from services.document.domain.documents import Document, Version
 from services.document.domain.requirements import SubmissionDocument
 from services.document.domain.vocabulary import DocumentStatus, DocumentType, VersionOrigin
 from services.document.store.signatures import SignatureRepository
-from services.document.store.tables import document_versions, documents, submission_shares
+from services.document.store.tables import SCHEMA, document_versions, documents, submission_shares
 from services.runtime.auth import Principal
 from services.runtime.db import canonical_uuid
 from services.runtime.errors import NotFoundError
@@ -213,6 +214,27 @@ class DocumentRepository:
             .with_for_update(skip_locked=True)
         )
         return [str(document_id) for document_id in rows]
+
+    async def due_for_expiry_warning(self, today: date, days: int, marker: str, limit: int) -> list[Document]:
+        """Documents whose last valid day is within `days` from `today`, not EXPIRED or ARCHIVED, and not
+        yet announced for that day (the `marker` consumer's processed-events row, keyed
+        "<document id>:<expires_on>", says so; a changed expiry date is announced again)."""
+        announced = processed_events_table(SCHEMA)
+        key = sa.cast(_docs.id, sa.Text) + ":" + sa.cast(_docs.expires_on, sa.Text)
+        ids = await self._session.scalars(
+            sa.select(_docs.id)
+            .where(
+                _docs.expires_on.is_not(None),
+                _docs.expires_on >= today,
+                _docs.expires_on <= today + timedelta(days=days),
+                _docs.status.not_in([DocumentStatus.EXPIRED.value, DocumentStatus.ARCHIVED.value]),
+                ~sa.exists().where(announced.c.consumer == marker, announced.c.event_id == key),
+            )
+            .order_by(_docs.expires_on, _docs.id)
+            .limit(limit)
+        )
+        found = [await self.get_any(str(document_id)) for document_id in ids]
+        return [document for document in found if document is not None]
 
     # -- shares ------------------------------------------------------------------------------------------
 

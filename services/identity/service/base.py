@@ -11,7 +11,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from molbridge.events.v1.identity_pb2 import PrincipalRevoked
+from molbridge.events.v1.identity_pb2 import PrincipalRevoked, UserChanged
 
 from services.identity.domain import Account
 from services.identity.store import IdentityUnitOfWork
@@ -108,6 +108,23 @@ class UseCases:
         actor: Principal | None,
     ) -> None:
         self._revoke(uow, reason, actor=actor, organization_id=account.user.organization_id, user_id=account.user.id)
+
+    # ---- the account as others keep it ------------------------------------------------------
+
+    async def _announce_user(
+        self, uow: IdentityUnitOfWork, user_id: str, *, actor: Principal | None, deleted: bool = False
+    ) -> None:
+        """UserChanged with the account as this transaction leaves it (the notification service's
+        directory): call it after every change of a user's profile, roles or state."""
+        account = await uow.users.get(user_id)
+        user = account.user
+        event = UserChanged(
+            user_id=user.id, organization_id=user.organization_id, organization_kind=account.organization_kind,
+            email=user.email, display_name=user.full_name, roles=list(user.roles), active=user.active,
+            deleted=deleted,
+        )
+        event.at.FromDatetime(self._now())
+        uow.record(event, actor=actor, organization_id=user.organization_id)
 
     # ---- background ----------------------------------------------------------------------------
 

@@ -49,7 +49,19 @@ class UserUseCases(UseCases):
                 audit_event("user.created", target_type="user", target_id=user_id, details={"bootstrap": "true"}),
                 organization_id=organization_id, actor_id="",
             )
+            await self._announce_user(uow, user_id, actor=None)
             return Bootstrap(created=True, email=email, generated_password=generated)
+
+    async def announce_users(self) -> int:
+        """UserChanged for every account as it is now (a new consumer's directory, e.g. the notification
+        service's on an existing deployment); deactivated accounts count as deleted (a deletion is a
+        deactivation here). Answers how many."""
+        async with self._uow() as uow:
+            user_ids = await uow.users.ids()
+            for user_id in user_ids:
+                account = await uow.users.get(user_id)
+                await self._announce_user(uow, user_id, actor=None, deleted=not account.user.active)
+            return len(user_ids)
 
     async def create_user(
         self, principal: Principal, *, email: str, full_name: str, password: str, roles: Sequence[str],
@@ -78,6 +90,7 @@ class UserUseCases(UseCases):
                                 details={"roles": ",".join(checked_roles)}),
                     actor=actor, organization_id=organization_id,
                 )
+                await self._announce_user(uow, user_id, actor=actor)
                 return user_id
 
             user_id = await uow.once(f"{principal.subject}:CreateUser", request_id, create)
@@ -125,6 +138,7 @@ class UserUseCases(UseCases):
                             details={"fields": "full_name"}),
                 actor=principal,
             )
+            await self._announce_user(uow, principal.subject, actor=principal)
             return (await uow.users.get(principal.subject)).user
 
     async def update_user(
@@ -158,6 +172,7 @@ class UserUseCases(UseCases):
                 }),
                 actor=actor, organization_id=account.user.organization_id,
             )
+            await self._announce_user(uow, account.user.id, actor=actor)
             return (await uow.users.get(account.user.id)).user
 
     async def delete_user(self, principal: Principal, user_id: str) -> User:
@@ -175,4 +190,5 @@ class UserUseCases(UseCases):
                 audit_event("user.deleted", target_type="user", target_id=account.user.id),
                 actor=actor, organization_id=account.user.organization_id,
             )
+            await self._announce_user(uow, account.user.id, actor=actor, deleted=True)
             return (await uow.users.get(account.user.id)).user

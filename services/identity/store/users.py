@@ -72,6 +72,11 @@ class UserRepository:
             )
         )
 
+    async def ids(self) -> list[str]:
+        """Every user's id, oldest first."""
+        found = await self._session.scalars(sa.select(users.c.id).order_by(users.c.created_at, users.c.id))
+        return [str(user_id) for user_id in found]
+
     async def list(self, organization_id: str, page: PageRequest, sort: str) -> tuple[list[User], int]:
         """A page of one organization's users; `sort` is a key of USER_SORT_KEYS, '-' for descending."""
         column = USER_SORT_KEYS[sort.lstrip("-")]

@@ -36,6 +36,7 @@ from molbridge.events.v1.molecule_pb2 import ImportChunkRequested
 from bus.subjects import work_subject
 from services.molecule.adapters.identity_users import Credentials
 from services.molecule.domain import csv_mapping
+from services.molecule.domain.audit import import_ended
 from services.molecule.domain.imports import ImportJob, JobStatus, chunk_phase, parse_mode
 from services.molecule.domain.library_rules import Action
 from services.molecule.domain.properties import KNOWN_PROPERTIES, PREDICTABLE_PROPERTIES
@@ -45,6 +46,7 @@ from services.molecule.service.numbering import Numbering
 from services.molecule.service.uploads import UploadService
 from services.molecule.store.uow import MoleculeTransactions
 from services.runtime import csv_format
+from services.runtime.audit import audit_event
 from services.runtime.auth import Principal
 from services.runtime.errors import AuthorizationError, PreconditionError, ValidationError
 from services.runtime.pagination import PageRequest
@@ -144,6 +146,23 @@ class ImportJobService:
                         ),
                         actor=principal,
                     )
+                uow.record(
+                    audit_event(
+                        "import.started",
+                        target_type="import",
+                        target_id=job_id,
+                        details={
+                            "storage_key": upload.storage_key,
+                            "filename": upload.filename,
+                            "mode": chosen_mode.value,
+                            "rows": str(sum(chunk.row_count for chunk in chunks)),
+                            "chunks": str(len(chunks)),
+                            "library_id": library or "",
+                            "predict": ",".join(wanted),
+                        },
+                    ),
+                    actor=principal,
+                )
                 return job_id
 
             job_id = await uow.once(f"import:{principal.organization_id}:{principal.subject}", request_id, create)
@@ -211,6 +230,7 @@ class ImportJobService:
             finished = await uow.import_jobs.end(job, JobStatus.CANCELLED)
             if finished is not None:
                 uow.record(finished, organization_id=job.organization_id, actor=principal)
+                uow.record(import_ended(finished), organization_id=job.organization_id, actor=principal)
             ended = await uow.import_jobs.get(job.id)
         assert ended is not None
         return ended

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 from services.molecule.adapters.identity_users import Credentials, UserDirectory
 from services.molecule.domain import distributions, library_rules
+from services.molecule.domain.audit import ids_digest
 from services.molecule.domain.events import molecules_changed
 from services.molecule.domain.library_rules import Action, Level, LibraryFilter
 from services.molecule.index.columnar import QueryIndex
@@ -34,6 +35,7 @@ from services.molecule.index.query import parse_query
 from services.molecule.store.libraries import Library, LibraryAccess, LibraryRecord
 from services.molecule.store.molecule_views import MoleculeView
 from services.molecule.store.uow import MoleculeTransactions, MoleculeUnitOfWork
+from services.runtime.audit import audit_event, changed_values
 from services.runtime.auth import Principal
 from services.runtime.errors import NotFoundError
 from services.runtime.pagination import PageRequest
@@ -58,9 +60,13 @@ class LibraryService:
         library_rules.require_creator(principal)
         details = library_rules.check_new(name, description, category, visibility)
         async with self._uow() as uow:
-            library_id = await uow.once(
-                f"{principal.subject}:CreateLibrary", request_id, lambda: uow.libraries.add(principal, details)
-            )
+
+            async def add() -> str:
+                library_id = await uow.libraries.add(principal, details)
+                _audit(uow, principal, "library.created", library_id, _shown(details))
+                return library_id
+
+            library_id = await uow.once(f"{principal.subject}:CreateLibrary", request_id, add)
             return await uow.libraries.view(principal, library_id)
 
     async def list_visible(
@@ -90,6 +96,9 @@ class LibraryService:
             values = {k: v for k, v in vars(changes).items() if v is not None}
             if values:
                 await uow.libraries.update(record, values)
+                details = changed_values({k: str(getattr(record.row, k) or "") for k in values}, values)
+                if details:
+                    _audit(uow, principal, "library.updated", record.id, details)
             return await uow.libraries.view(principal, record.id)
 
     async def delete(self, principal: Principal, library_id: str) -> Library:
@@ -99,6 +108,8 @@ class LibraryService:
             before = (await uow.libraries.views(principal, [record.row]))[0]
             former = await uow.libraries.delete(record)
             _record_membership_change(uow, principal, record, former)
+            details = {"name": record.name, "visibility": record.visibility, "molecules": str(len(former))}
+            _audit(uow, principal, "library.deleted", record.id, details)
         await self._refresh(before.organization_id, former)
         return before
 
@@ -107,7 +118,7 @@ class LibraryService:
             record = await uow.libraries.get(principal, library_id, Action.CHANGE_MOLECULES, lock=True)
             ids = await _known_molecules(uow, record, molecule_ids, include_archived=False)
             added = await uow.libraries.add_members(principal, record, ids)
-            await _membership_changed(uow, principal, record, added)
+            await _membership_changed(uow, principal, record, added, "library.molecules_added")
             library = await uow.libraries.view(principal, record.id)
         await self._refresh(library.organization_id, added)
         return library
@@ -118,7 +129,7 @@ class LibraryService:
             record = await uow.libraries.get(principal, library_id, Action.CHANGE_MOLECULES, lock=True)
             ids = await _known_molecules(uow, record, molecule_ids, include_archived=True)
             taken_out = await uow.libraries.remove_members(record, ids)
-            await _membership_changed(uow, principal, record, taken_out)
+            await _membership_changed(uow, principal, record, taken_out, "library.molecules_removed")
             library = await uow.libraries.view(principal, record.id)
         await self._refresh(library.organization_id, taken_out)
         return library
@@ -152,6 +163,7 @@ class LibraryService:
         async with self._uow() as uow:
             record = await uow.libraries.get(principal, library_id, Action.SHARE, lock=True)
             grantee = library_rules.check_grant(record.facts, user_id, level)
+            before = await uow.libraries.grant_level(record, grantee)
             if level == Level.NONE:
                 await uow.libraries.revoke(record, grantee)
             else:
@@ -159,6 +171,10 @@ class LibraryService:
                     raise NotFoundError("User not found in your organization", detail="USER_NOT_FOUND")
                 await uow.libraries.grant(record, grantee, level)
             await uow.libraries.touch(record.id)
+            if before != level:
+                action = "library.unshared" if level == Level.NONE else "library.shared"
+                details = {"user_id": grantee} | changed_values({"level": before.name}, {"level": level.name})
+                _audit(uow, principal, action, record.id, details)
             return await uow.libraries.access(record, FIRST_GRANTS_PAGE)
 
     async def distribution(
@@ -216,11 +232,22 @@ async def _known_molecules(
 
 
 async def _membership_changed(
-    uow: MoleculeUnitOfWork, principal: Principal, record: LibraryRecord, molecule_ids: list[str]
+    uow: MoleculeUnitOfWork, principal: Principal, record: LibraryRecord, molecule_ids: list[str], action: str
 ) -> None:
     if molecule_ids:
         await uow.libraries.touch(record.id)
         _record_membership_change(uow, principal, record, molecule_ids)
+        _audit(uow, principal, action, record.id, ids_digest(molecule_ids))
+
+
+def _audit(
+    uow: MoleculeUnitOfWork, principal: Principal, action: str, library_id: str, details: dict[str, str]
+) -> None:
+    uow.record(audit_event(action, target_type="library", target_id=library_id, details=details), actor=principal)
+
+
+def _shown(details: library_rules.Details) -> dict[str, str]:
+    return {k: v for k, v in vars(details).items() if v is not None}
 
 
 def _record_membership_change(

@@ -31,11 +31,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from services.molecule.adapters.identity_users import Credentials
 from services.molecule.domain import chemistry, properties
+from services.molecule.domain.audit import ids_digest, values_text
 from services.molecule.domain.events import molecule_changed, molecules_changed
 from services.molecule.domain.imports import StructureRow
 from services.molecule.domain.library_rules import Action
@@ -64,6 +66,7 @@ from services.molecule.service.numbering import Numbering
 from services.molecule.store.molecule_views import MoleculeView
 from services.molecule.store.registration import RegistrationResult
 from services.molecule.store.uow import MoleculeTransactions, MoleculeUnitOfWork
+from services.runtime.audit import audit_event, changed_values
 from services.runtime.auth import Principal
 from services.runtime.db import canonical_uuid
 from services.runtime.errors import InternalError
@@ -163,7 +166,15 @@ class MoleculeService:
 
             async def register() -> str:
                 result = await _register(uow, principal, [row], library)
-                return result.outcomes[0].molecule_id
+                done = result.outcomes[0]
+                details = {"outcome": "registered" if done.registered else "merged", "name": name,
+                           "smiles": registered.canonical_smiles, "library_id": library or ""}
+                uow.record(
+                    audit_event("molecule.created", target_type="molecule", target_id=done.molecule_id,
+                                details=details),
+                    actor=principal,
+                )
+                return done.molecule_id
 
             molecule_id = await uow.once(_scope(principal, "create"), request_id, register)
         return await self._after_write(principal, molecule_id)
@@ -203,6 +214,17 @@ class MoleculeService:
                         outcomes[i] = Outcome(
                             i, "registered" if done.registered else "merged", done.molecule_id
                         )
+                    details = ids_digest(result.molecule_ids) | {
+                        "registered": str(result.registered),
+                        "merged": str(result.merged),
+                        "rejected": str(len(news) - len(rows)),
+                        "library_id": library or "",
+                    }
+                    uow.record(
+                        audit_event("molecule.batch_created", target_type="molecule_batch",
+                                    target_id=str(uuid.uuid4()), details=details),
+                        actor=principal,
+                    )
                 ordered = [outcomes[i] for i in range(len(news))]
                 return json.dumps([[o.outcome, o.molecule_id, o.reason] for o in ordered])
 
@@ -246,10 +268,22 @@ class MoleculeService:
             if status and status != row.status:
                 check_transition(row.status, status)
                 updates["status"] = status
+            before_values = await uow.molecules.imported_values(str(row.id), list(changes))
             await uow.molecules.write_imported_values(str(row.id), principal, changes)
             if updates or changes:
                 await uow.molecules.update(str(row.id), updates)
-                _record_change(uow, principal, str(row.id), archived=updates.get("status") == ARCHIVED)
+                archived = updates.get("status") == ARCHIVED
+                _record_change(uow, principal, str(row.id), archived=archived)
+                details = changed_values(
+                    {"name": row.name or "", "status": row.status} | values_text(before_values),
+                    {k: str(v) for k, v in updates.items()} | values_text(changes),
+                )
+                if details:
+                    action = "molecule.deleted" if archived else "molecule.updated"
+                    uow.record(
+                        audit_event(action, target_type="molecule", target_id=str(row.id), details=details),
+                        actor=principal,
+                    )
         return await self._after_write(principal, str(row.id))
 
     async def delete(self, principal: Principal, molecule_id: str) -> MoleculeView:
@@ -265,6 +299,11 @@ class MoleculeService:
             row = await uow.molecules.get(principal, molecule_id)
             await uow.molecules.set_flag(str(row.id), principal, flag_type, level, notes)
             _record_change(uow, principal, str(row.id))
+            details = {"flag_type": flag_type, "level": level, "notes": notes}
+            uow.record(
+                audit_event("molecule.flag_set", target_type="molecule", target_id=str(row.id), details=details),
+                actor=principal,
+            )
         return await self._after_write(principal, str(row.id))
 
     async def delete_flag(self, principal: Principal, molecule_id: str, flag_type: str) -> MoleculeView:
@@ -275,6 +314,11 @@ class MoleculeService:
             row = await uow.molecules.get(principal, molecule_id)
             if await uow.molecules.delete_flag(str(row.id), principal, flag_type):
                 _record_change(uow, principal, str(row.id))
+                uow.record(
+                    audit_event("molecule.flag_removed", target_type="molecule", target_id=str(row.id),
+                                details={"flag_type": flag_type}),
+                    actor=principal,
+                )
         return await self._after_write(principal, str(row.id))
 
     async def _after_write(self, principal: Principal, molecule_id: str) -> MoleculeView:

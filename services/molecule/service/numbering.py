@@ -12,7 +12,8 @@ from __future__ import annotations
 from services.molecule.adapters.identity_organizations import OrganizationNames
 from services.molecule.adapters.identity_users import Credentials
 from services.molecule.domain.registration_numbers import PREFIX_ROLES, default_prefix, validate_prefix
-from services.molecule.store.uow import MoleculeTransactions
+from services.molecule.store.uow import MoleculeTransactions, MoleculeUnitOfWork
+from services.runtime.audit import audit_event, changed_values
 from services.runtime.auth import Principal
 
 
@@ -30,8 +31,10 @@ class Numbering:
             if await uow.molecules.has_numbering(principal.organization_id):
                 return
         name = await self._organizations.name_of(principal.organization_id, credentials)
+        prefix = default_prefix(name)
         async with self._uow() as uow:
-            await uow.molecules.start_numbering(principal.organization_id, default_prefix(name))
+            if await uow.molecules.start_numbering(principal.organization_id, prefix):
+                _record_prefix(uow, principal, "", prefix, origin="organization name")
 
     async def prefix(self, principal: Principal, credentials: Credentials) -> tuple[str, bool]:
         """(prefix, whether numbers were issued) of the caller's organization."""
@@ -44,5 +47,18 @@ class Numbering:
         principal.require_any_role(*PREFIX_ROLES)
         valid = validate_prefix(prefix)
         async with self._uow() as uow:
+            before, _ = await uow.molecules.registration_prefix(principal.organization_id)
             await uow.molecules.set_registration_prefix(principal.organization_id, valid)
+            if before != valid:
+                _record_prefix(uow, principal, before, valid, origin="set")
         return valid, False
+
+
+def _record_prefix(uow: MoleculeUnitOfWork, principal: Principal, before: str, after: str, *, origin: str) -> None:
+    """registration_prefix.set; `origin`: "set" by an admin, or the default from the "organization name"."""
+    details = changed_values({"prefix": before}, {"prefix": after}) | {"origin": origin}
+    uow.record(
+        audit_event("registration_prefix.set", target_type="organization", target_id=principal.organization_id,
+                    details=details),
+        actor=principal,
+    )

@@ -4,7 +4,8 @@ The prediction service publishes one PredictionCompleted per stored batch; this 
 value it carries (the desirability score included: it arrives as an ordinary value of property
 `desirability_score`) as source PREDICTED with provenance (prediction job, model, version,
 confidence), and records MoleculesChanged, so query and search indexes re-read the molecules: the
-values filter and sort like any other property. Exactly once: the event's processed marker and the
+values filter and sort like any other property; and an AuditRecorded "molecule.predictions_applied" per
+event (target: the prediction job; a digest of the molecules). Exactly once: the event's processed marker and the
 values commit together. Values of molecules not in the event's organization are ignored; a later
 prediction of the same property replaces an earlier one.
 """
@@ -21,7 +22,9 @@ from bus.consumer import Consumer, PoisonError
 from bus.envelope import unpack
 from bus.streams import EVENTS_STREAM
 from bus.subjects import event_subject
+from services.molecule.domain.audit import ids_digest
 from services.molecule.store.uow import MoleculeTransactions, MoleculeUnitOfWork
+from services.runtime.audit import audit_event
 
 DURABLE = "molecule-predictions"
 PREDICTIONS_SOURCE = "prediction"  # the prediction service's event source on the bus
@@ -47,11 +50,12 @@ class PredictionConsumer:
         """The handler of the declared subscription (bootstrap.py): exactly once per event."""
         async with self._uow() as uow:
             if await uow.first_delivery(DURABLE, envelope.id):
-                await store_predictions(uow, event)
+                await store_predictions(uow, event, actor_id=envelope.actor_id)
 
 
-async def store_predictions(uow: MoleculeUnitOfWork, event: PredictionCompleted) -> list[str]:
-    """Write the event's values (the caller's unit of work); returns the molecules changed."""
+async def store_predictions(uow: MoleculeUnitOfWork, event: PredictionCompleted, *, actor_id: str = "") -> list[str]:
+    """Write the event's values (the caller's unit of work); returns the molecules changed. `actor_id`: who
+    asked for the predictions (the event's envelope says), the actor of the audit event."""
     wanted = sorted({v.molecule_id for v in event.values})
     if not wanted:
         return []
@@ -64,5 +68,13 @@ async def store_predictions(uow: MoleculeUnitOfWork, event: PredictionCompleted)
     uow.record(
         MoleculesChanged(organization_id=event.organization_id, molecule_ids=changed),
         organization_id=event.organization_id,
+    )
+    details = {"batch_index": str(event.batch_index), "values": str(len(values))} | ids_digest(changed)
+    uow.record(
+        audit_event(
+            "molecule.predictions_applied", target_type="prediction_job", target_id=event.job_id, details=details
+        ),
+        organization_id=event.organization_id,
+        actor_id=actor_id,
     )
     return changed

@@ -26,6 +26,7 @@ from services.molecule.domain.uploads import (
 from services.molecule.domain.vocabulary import WRITER_ROLES
 from services.molecule.store.uow import MoleculeTransactions
 from services.runtime import csv_format
+from services.runtime.audit import audit_event
 from services.runtime.auth import Principal
 from services.runtime.csv_uploads import stored_csv
 from services.runtime.errors import NotFoundError
@@ -78,7 +79,14 @@ class UploadService:
                 size_bytes=stored.size_bytes, content_type=stored.media_type, created_by=principal.subject,
             )
             async with self._uow() as uow:
-                return await uow.uploads.add(upload)
+                stored_upload = await uow.uploads.add(upload)
+                details = {"filename": upload.filename, "size_bytes": str(upload.size_bytes),
+                           "content_type": upload.content_type}
+                uow.record(
+                    audit_event("upload.stored", target_type="upload", target_id=storage_key, details=details),
+                    actor=principal,
+                )
+                return stored_upload
 
     async def get_upload(self, principal: Principal, storage_key: str) -> StoredUpload:
         """An upload the caller's organization owns; any other key answers 404 (never 403)."""

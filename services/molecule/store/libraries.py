@@ -223,6 +223,15 @@ class LibraryRepository:
             )
         )
 
+    async def grant_level(self, record: LibraryRecord, user_id: str) -> Level:
+        """The user's grant on the library (NONE without one)."""
+        level = await self._session.scalar(
+            sa.select(library_grants.c.level).where(
+                library_grants.c.library_id == record.id, library_grants.c.user_id == user_id
+            )
+        )
+        return Level[level] if level else Level.NONE
+
     async def revoke(self, record: LibraryRecord, user_id: str) -> None:
         await self._session.execute(
             library_grants.delete().where(library_grants.c.library_id == record.id, library_grants.c.user_id == user_id)

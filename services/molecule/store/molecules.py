@@ -69,9 +69,9 @@ class MoleculeRepository:
     async def has_numbering(self, organization_id: str) -> bool:
         return await registration_numbers.has_counter(self._session, organization_id)
 
-    async def start_numbering(self, organization_id: str, prefix: str) -> None:
-        """Gives the organization its first prefix, unless it has one."""
-        await registration_numbers.start_counter(self._session, organization_id, prefix)
+    async def start_numbering(self, organization_id: str, prefix: str) -> bool:
+        """Gives the organization its first prefix, unless it has one; whether it did."""
+        return await registration_numbers.start_counter(self._session, organization_id, prefix)
 
     async def registration_prefix(self, organization_id: str) -> tuple[str, bool]:
         """(prefix, whether numbers were issued) of the organization."""
@@ -110,6 +110,22 @@ class MoleculeRepository:
         await self._session.execute(
             molecules.update().where(molecules.c.id == molecule_id).values(**changes, updated_at=sa.func.now())
         )
+
+    async def imported_values(self, molecule_id: str, names: Sequence[str]) -> dict[str, PropertyValue]:
+        """The molecule's IMPORTED values of these properties (those it has)."""
+        if not names:
+            return {}
+        rows = await self._session.execute(
+            sa.select(
+                molecule_properties.c.name, molecule_properties.c.value_num, molecule_properties.c.value_text,
+                molecule_properties.c.units,
+            ).where(
+                molecule_properties.c.molecule_id == molecule_id,
+                molecule_properties.c.source == IMPORTED,
+                molecule_properties.c.name.in_(list(names)),
+            )
+        )
+        return {row.name: (row.value_num, row.value_text, row.units or "") for row in rows}
 
     async def write_imported_values(
         self, molecule_id: str, principal: Principal, values: dict[str, PropertyValue | None]

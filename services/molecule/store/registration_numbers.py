@@ -76,15 +76,16 @@ async def has_counter(session: AsyncSession, organization_id: str) -> bool:
     return found is not None
 
 
-async def start_counter(session: AsyncSession, organization_id: str, prefix: str) -> None:
-    """The organization's counter with this prefix, unless it has one already."""
-    await session.execute(
+async def start_counter(session: AsyncSession, organization_id: str, prefix: str) -> bool:
+    """The organization's counter with this prefix, unless it has one already; whether it started one."""
+    started = await session.execute(
         sa.text(
             """INSERT INTO registration_counters (organization_id, prefix) VALUES (:org, :prefix)
                ON CONFLICT (organization_id) DO NOTHING"""
         ),
         {"org": organization_id, "prefix": prefix},
     )
+    return bool(started.rowcount)  # type: ignore[attr-defined]
 
 
 async def set_prefix(session: AsyncSession, organization_id: str, prefix: str) -> None:

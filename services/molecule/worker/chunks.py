@@ -48,6 +48,7 @@ from bus.consumer import Consumer, PoisonError, TransientError
 from bus.envelope import unpack
 from bus.streams import WORK_STREAM
 from bus.subjects import work_subject
+from services.molecule.domain.audit import import_ended
 from services.molecule.domain.events import MOLECULES_PER_EVENT, molecules_changed
 from services.molecule.domain.imports import (
     ChunkCounts,
@@ -411,10 +412,12 @@ async def _advance(uow: MoleculeUnitOfWork, job_id: str, counts: ChunkCounts, *,
 
 
 async def _end(uow: MoleculeUnitOfWork, job: ImportJob, status: JobStatus, *, reason: str = "") -> bool:
-    """Ends an active job and records ImportFinished (by its creator); False if it had ended already."""
+    """Ends an active job and records ImportFinished and its audit event (by its creator: the worker acts
+    for whoever started the import); False if it had ended already."""
     finished = await uow.import_jobs.end(job, status, reason=reason)
     if finished is not None:
         uow.record(finished, organization_id=job.organization_id, actor_id=job.created_by)
+        uow.record(import_ended(finished, reason), organization_id=job.organization_id, actor_id=job.created_by)
     return finished is not None
 
 

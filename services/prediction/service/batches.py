@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 
-from molbridge.events.v1.prediction_pb2 import PredictedValue, PredictionCompleted
+from molbridge.events.v1.prediction_pb2 import PredictedValue, PredictionCompleted, PredictionJobFinished
 
-from services.prediction.domain.jobs import BatchOutcome, Prediction, SettledBatch, final_status, settle
+from services.prediction.domain.jobs import BatchOutcome, Prediction, SettledBatch, Status, final_status, settle
 from services.prediction.service.ports import EngineRejected, PredictionEngine
 from services.prediction.store import PredictionUnitOfWork
+from services.runtime.audit import audit_event
 from services.runtime.uow import Transactions
 
 log = logging.getLogger("molbridge.prediction.batches")
@@ -53,15 +54,36 @@ class BatchProcessor:
             await uow.results.add(job, settled.predictions)
             completed, failed = settled.progress(len(batch.molecules))
             progress = await uow.jobs.count_batch(job.id, completed=completed, failed=failed)
-            await uow.jobs.set_status(
-                job.id,
-                final_status(
-                    batches_done=progress.batches_done,
-                    batch_count=progress.batch_count,
-                    failed=progress.failed,
-                    total=progress.total,
-                ),
+            status = final_status(
+                batches_done=progress.batches_done,
+                batch_count=progress.batch_count,
+                failed=progress.failed,
+                total=progress.total,
             )
+            await uow.jobs.set_status(job.id, status)
+            if status is not Status.PROCESSING:  # the job's last batch: it ended (told once, by this claim)
+                counts = {"total": progress.total, "completed": progress.total - progress.failed,
+                          "failed": progress.failed}
+                uow.record(
+                    audit_event(
+                        f"prediction.{status.value}", target_type="prediction_job", target_id=job.id,
+                        success=status is Status.COMPLETED, details={k: str(v) for k, v in counts.items()},
+                    ),
+                    organization_id=job.organization_id,
+                    actor_id=job.requested_by,  # the worker acts for whoever asked
+                )
+                uow.record(
+                    PredictionJobFinished(
+                        organization_id=job.organization_id,
+                        job_id=job.id,
+                        status=status.name,
+                        requested_by=job.requested_by,
+                        **counts,
+                        properties=list(job.properties),
+                    ),
+                    organization_id=job.organization_id,
+                    actor_id=job.requested_by,
+                )
             if settled.announced:
                 uow.record(
                     completed_event(job.organization_id, job.id, batch_index, settled),

@@ -42,6 +42,7 @@ from services.prediction.service.catalogue import ModelCatalogue
 from services.prediction.service.ports import MoleculeDirectory
 from services.prediction.store import PredictionUnitOfWork
 from services.prediction.store.repositories import ResultKey
+from services.runtime.audit import audit_event
 from services.runtime.auth import Principal
 from services.runtime.db import canonical_uuid
 from services.runtime.errors import NotFoundError, ValidationError
@@ -207,6 +208,13 @@ async def queue_job(transactions: Transactions[PredictionUnitOfWork], job: NewJo
                 organization_id=job.organization_id,
                 actor_id=job.requested_by,
             )
+        details = {"properties": ",".join(job.properties), "model": job.model, "molecules": str(job.total),
+                   "reason": job.reason}
+        uow.record(
+            audit_event("prediction.requested", target_type="prediction_job", target_id=job.id, details=details),
+            organization_id=job.organization_id,
+            actor_id=job.requested_by,
+        )
     return job.queued()
 
 
