@@ -398,13 +398,17 @@ def upload(args: argparse.Namespace, gw: Gateway) -> None:
         storage_key=stored.storage_key, submission_id=args.submission, mapping=mapping, column_units=column_units,
         mode=args.mode, notes=args.notes,
     ))
-    if new:
-        print(f"Processing results version {result.version} ({result.id}) of submission {args.submission} "
-              f"({result.mode or args.mode})", file=sys.stderr)
-    else:
-        print(f"Same file and mapping as the current version {result.version} ({result.id}): nothing changed",
-              file=sys.stderr)
-    conclude(args, gw, result if result.status in FINAL else watch(gw, result.id))
+    try:  # from here on a Ctrl-C leaves the version processing, and says so
+        if new:
+            print(f"Processing results version {result.version} ({result.id}) of submission {args.submission} "
+                  f"({result.mode or args.mode})", file=sys.stderr)
+        else:
+            print(f"Same file and mapping as the current version {result.version} ({result.id}): nothing changed",
+                  file=sys.stderr)
+        final = result if result.status in FINAL else watch(gw, result.id)
+    except KeyboardInterrupt:
+        _interrupted(result.id)
+    conclude(args, gw, final)
 
 
 def conclude(args: argparse.Namespace, gw: Gateway, final: pb.Result) -> None:

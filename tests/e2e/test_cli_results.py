@@ -154,10 +154,10 @@ def test_an_interrupted_upload_keeps_processing_and_a_reject_all_version_fails(
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             assert upload.stderr is not None
-            started = ""
-            while "Processing results version" not in started:
-                started = upload.stderr.readline()
-                assert started, "the upload ended before processing started"
+            lines: list[str] = []
+            while not lines or not lines[-1].startswith("results pending"):  # the progress line: watching
+                lines.append(upload.stderr.readline())
+                assert lines[-1], f"the upload ended before its progress showed: {lines}"
             upload.send_signal(signal.SIGINT)
             _, stderr = upload.communicate(timeout=60)
         finally:
@@ -168,8 +168,8 @@ def test_an_interrupted_upload_keeps_processing_and_a_reject_all_version_fails(
         worker.start()
     assert upload.returncode == 130, stderr
     assert "Traceback" not in stderr, stderr
-    version = re.search(r"Processing results version 2 \((\S+)\)", started)
-    assert version, started
+    version = re.search(r"Processing results version 2 \((\S+)\)", "".join(lines))
+    assert version, lines
     result_id = version.group(1)
     assert f"stopped watching; results {result_id} keep processing in the background" in stderr, stderr
 
