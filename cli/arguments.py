@@ -1,11 +1,14 @@
-"""Argument parsing shared by the command groups: enum words, dates, and cutting long text for tables."""
+"""Argument parsing shared by the command groups: enum words, dates, COLUMN=VALUE options, and cutting long
+text for tables."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from cli.client import CliError
 
 
 def enum_choice(enum_type: Any, value: str, what: str, aliases: Mapping[str, int] | None = None) -> int:
@@ -33,3 +36,19 @@ def iso_date(value: str) -> str:
 
 def truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def column_values(values: Sequence[str], option: str, form: str, example: str) -> dict[str, str]:
+    """`--option COLUMN=VALUE` values as {column: value}, both sides stripped. The last `=` splits (column
+    names may hold one, the values these options take never do); a column given twice is refused. `form`
+    and `example` show the expected shape in the error ("HEADER=TARGET", '--map "IC50 (nM)=ic50"')."""
+    pairs: dict[str, str] = {}
+    for value in values:
+        column, sep, given = value.rpartition("=")
+        column, given = column.strip(), given.strip()
+        if not sep or not column or not given:
+            raise CliError(f"{option} {value!r}: expected {form}, e.g. {example}")
+        if column in pairs:
+            raise CliError(f'{option}: column "{column}" is given twice')
+        pairs[column] = given
+    return pairs

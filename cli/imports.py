@@ -21,6 +21,7 @@ from molbridge.molecule.v1 import library_service_pb2_grpc as lib_grpc
 
 from cli import output
 from cli.app import add_command
+from cli.arguments import column_values
 from cli.client import CliError, Gateway, describe_rpc_error
 from cli.progress import (
     SEPARATOR,
@@ -61,16 +62,8 @@ def csv_messages(
 def parse_map(values: Sequence[str]) -> dict[str, str]:
     """`--map HEADER=TARGET` values as {header: target}. The last `=` splits (headers may hold one,
     targets never do); targets are lower-cased, as every target name is."""
-    overrides: dict[str, str] = {}
-    for value in values:
-        header, sep, target = value.rpartition("=")
-        header, target = header.strip(), target.strip().lower()
-        if not sep or not header or not target:
-            raise CliError(f'--map {value!r}: expected HEADER=TARGET, e.g. --map "IC50 (nM)=ic50"')
-        if header in overrides:
-            raise CliError(f'--map: column "{header}" is given twice')
-        overrides[header] = target
-    return overrides
+    pairs = column_values(values, "--map", "HEADER=TARGET", '--map "IC50 (nM)=ic50"')
+    return {header: target.lower() for header, target in pairs.items()}
 
 
 @dataclass(frozen=True)

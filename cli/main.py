@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from cli import audit, cro_services, documents, identity, imports, molecules, notifications, submissions
+from cli import audit, cro_services, documents, identity, imports, molecules, notifications, results, submissions
 from cli.app import add_command, add_global_options
 from cli.client import CliError, Gateway, cli_error, default_target
 from cli.credentials import CredentialStore
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     documents.register(subparsers)
     cro_services.register(subparsers)
     submissions.register(subparsers)
+    results.register(subparsers)
     audit.register(subparsers)
     notifications.register(subparsers)
     cmd = add_command(subparsers, "trace", "print a trace from the local span files as a tree", local=trace)

@@ -13,6 +13,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import grpc
 from molbridge.common.v1 import page_pb2
 from molbridge.cro.v1 import cro_service_pb2_grpc as cro_grpc
+from molbridge.cro.v1 import result_service_pb2_grpc as result_grpc
 from molbridge.document.v1 import document_service_pb2_grpc as document_grpc
 from molbridge.identity.v1 import identity_service_pb2 as identity_pb
 from molbridge.identity.v1 import identity_service_pb2_grpc as identity_grpc
@@ -181,6 +182,10 @@ class Client:
     @property
     def messages(self) -> cro_grpc.MessageServiceStub:
         return self.stub(cro_grpc.MessageServiceStub)
+
+    @property
+    def results(self) -> result_grpc.ResultServiceStub:
+        return self.stub(result_grpc.ResultServiceStub)
 
     # Sessions.
     def login(

@@ -1,5 +1,6 @@
 """What the CRO REST end-to-end tests share: the two organizations of a submission and a third one, a CRO
-service, documents uploaded and signed, actions taken, and waiting for the package worker's step.
+service, documents uploaded and signed, actions taken, waiting for the package worker's step, the shortest
+way to IN_PROGRESS, predictions, and a CRO's results file.
 
 Plain helpers over an `httpx.Client` whose base URL is the gateway's `/api/v1` (the `api` fixture of
 test_identity_gateway), like molecule_rest.py.
@@ -11,7 +12,8 @@ import csv
 import io
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import date, timedelta
 from typing import Any
 
 import httpx
@@ -152,3 +154,67 @@ def signed_by(api: httpx.Client, headers: dict[str, str], document_id: str, sign
     """Signed by `signer`'s admin alone."""
     sign(api, headers, document_id, [(signer, {"user_id": signer.user_id, "routing_order": 1})])
 
+
+def start_experiment(api: httpx.Client, p: Parties, submission_id: str) -> dict:
+    """Takes a DRAFT submission of `p.pharma` to `p.cro` to IN_PROGRESS the shortest way the rules allow:
+    the required documents (NDA and MTA signed by the pharma admin), SUBMIT, the package worker's step, a
+    quote, the approval, the service agreement signed by both sides, START_EXPERIMENT. The submission as
+    the pharma side then sees it."""
+    scientist = p.scientist_headers
+    for document_type in ("NON_DISCLOSURE_AGREEMENT", "MATERIAL_TRANSFER_AGREEMENT"):
+        signed_by(api, scientist, upload(api, scientist, submission_id, document_type), p.pharma)
+    upload(api, scientist, submission_id, "EXPERIMENT_SPECIFICATION")
+    assert data(act(api, scientist, submission_id, "SUBMIT", request_id=uuid.uuid4().hex))["status"] == "SUBMITTED"
+    wait_for_status(api, scientist, submission_id, "PENDING_REVIEW")
+    valid_until = (date.today() + timedelta(days=30)).isoformat()
+    quoted = act(api, p.cro.headers, submission_id, "PROVIDE_PRICING", price="4200.00", currency="USD",
+                 turnaround_days=21, valid_until=valid_until)
+    assert data(quoted)["status"] == "PRICING_PROVIDED"
+    assert data(act(api, p.pharma.headers, submission_id, "APPROVE"))["status"] == "APPROVED"
+    agreement = upload(api, scientist, submission_id, "SERVICE_AGREEMENT")
+    sign(api, scientist, agreement, [
+        (p.pharma, {"user_id": p.pharma.user_id, "routing_order": 1}),
+        (p.cro, {"organization_id": p.cro.id, "role": "cro_admin", "routing_order": 2}),
+    ])
+    started = data(act(api, p.technician_headers, submission_id, "START_EXPERIMENT", request_id=uuid.uuid4().hex))
+    assert started["status"] == "IN_PROGRESS", started
+    return dict(data(api.get(f"/submissions/{submission_id}", headers=scientist)))
+
+
+def predict(api: httpx.Client, headers: dict[str, str], molecule_ids: list[str], properties: list[str],
+            model: str) -> list[dict]:
+    """POST /predictions, waits for the job to complete; its values (GET /predictions/{job}/results, every page)."""
+    queued = api.post("/predictions", json={"molecule_ids": molecule_ids, "properties": properties, "model": model},
+                      headers=headers)
+    job_id = str(created(queued)["job_id"])
+
+    def completed() -> bool:
+        status = api.get(f"/predictions/{job_id}/status", headers=headers)
+        if status.status_code == 429:  # the ai_prediction rate limit: wait as a client would
+            return False
+        state = data(status)["status"]
+        assert state != "failed", status.text
+        return bool(state == "completed")
+
+    eventually(completed, f"prediction job {job_id} completed")
+    values: list[dict] = []
+    page = 1
+    while True:
+        answer = api.get(f"/predictions/{job_id}/results", params={"page": page, "page_size": 100}, headers=headers)
+        assert answer.status_code == 200, answer.text
+        values.extend(answer.json()["data"])
+        if len(values) >= answer.json()["meta"]["total"] or not answer.json()["data"]:
+            return values
+        page += 1
+
+
+RESULTS_HEADER = ("Sample", "Property", "Value", "Units", "Qualifier", "Replicate", "Notes")
+
+
+def results_csv(rows: Sequence[Sequence[object]]) -> bytes:
+    """A CRO's results file in the long format (RESULTS_HEADER, then `rows`)."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(RESULTS_HEADER)
+    writer.writerows(rows)
+    return text.getvalue().encode()
