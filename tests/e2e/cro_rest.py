@@ -12,6 +12,7 @@ import io
 import time
 import uuid
 from collections.abc import Callable
+from datetime import date, timedelta
 from typing import Any
 
 import httpx
@@ -152,3 +153,31 @@ def signed_by(api: httpx.Client, headers: dict[str, str], document_id: str, sign
     """Signed by `signer`'s admin alone."""
     sign(api, headers, document_id, [(signer, {"user_id": signer.user_id, "routing_order": 1})])
 
+
+def in_progress(api: httpx.Client, p: Parties, name: str = "Results REST") -> tuple[str, list[str]]:
+    """A submission of two molecules asking for IC50, IN_PROGRESS: (id, sample codes as the CRO sees them)."""
+    service = new_service(api, p.cro, name=f"Results panel {uuid.uuid4().hex[:6]}")
+    molecules = created(api.post("/molecules/batch", json={"molecules": [{"smiles": "CCO"}, {"smiles": "CCN"}]},
+                                 headers=p.scientist_headers))
+    draft = created(api.post("/submissions", json={
+        "name": name, "cro_service_id": service["id"],
+        "molecules": [{"molecule_id": m["molecule_id"]} for m in molecules],
+        "specifications": {"temperature": 37, "properties": ["ic50"]}, "request_id": uuid.uuid4().hex,
+    }, headers=p.scientist_headers))
+    submission_id = draft["id"]
+    for document_type in ("NON_DISCLOSURE_AGREEMENT", "MATERIAL_TRANSFER_AGREEMENT"):
+        signed_by(api, p.scientist_headers, upload(api, p.scientist_headers, submission_id, document_type), p.pharma)
+    upload(api, p.scientist_headers, submission_id, "EXPERIMENT_SPECIFICATION")
+    data(act(api, p.scientist_headers, submission_id, "SUBMIT", request_id=uuid.uuid4().hex))
+    wait_for_status(api, p.scientist_headers, submission_id, "PENDING_REVIEW")
+    data(act(api, p.cro.headers, submission_id, "PROVIDE_PRICING", price="900.00", currency="USD",
+             turnaround_days=7, valid_until=(date.today() + timedelta(days=30)).isoformat()))
+    data(act(api, p.pharma.headers, submission_id, "APPROVE"))
+    agreement = upload(api, p.scientist_headers, submission_id, "SERVICE_AGREEMENT")
+    sign(api, p.scientist_headers, agreement, [
+        (p.pharma, {"user_id": p.pharma.user_id, "routing_order": 1}),
+        (p.cro, {"organization_id": p.cro.id, "role": "cro_admin", "routing_order": 2}),
+    ])
+    started = data(act(api, p.technician_headers, submission_id, "START_EXPERIMENT"))
+    assert started["status"] == "IN_PROGRESS"
+    return submission_id, [m["sample_code"] for m in started["molecules"]]
