@@ -85,17 +85,30 @@ def verdicts(users: int, samples: Sequence[Sample], *, base_users: int) -> list[
     return figures
 
 
-def time_by_service(spans: Sequence[SpanRecord]) -> dict[str, float]:
+def time_by_service(spans: Sequence[SpanRecord], window: tuple[int, int] | None = None) -> dict[str, float]:
     """Milliseconds each service held the request: the union of its spans' intervals (nested and parallel
-    spans of one service count once), plus `postgresql` for the database statements (inside a service's
-    time, shown apart). Biggest first."""
+    spans of one service count once), clipped to `window` (start, end in Unix ns) when given, plus
+    `postgresql` for the database statements (inside a service's time, shown apart). Biggest first."""
     intervals: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    low, high = window or (0, 2**63)
     for span in spans:
-        intervals[span.service].append((span.start_unix_nano, span.end_unix_nano))
+        start, end = max(span.start_unix_nano, low), min(span.end_unix_nano, high)
+        if start >= end:
+            continue
+        intervals[span.service].append((start, end))
         if span.attributes.get("db.system") == "postgresql":
-            intervals["postgresql"].append((span.start_unix_nano, span.end_unix_nano))
+            intervals["postgresql"].append((start, end))
     held = {service: _covered_ns(found) / 1e6 for service, found in intervals.items()}
     return dict(sorted(held.items(), key=lambda item: -item[1]))
+
+
+def request_window(spans: Sequence[SpanRecord]) -> tuple[int, int] | None:
+    """The gateway's span of the request (its ingress), when recorded."""
+    edge = [s for s in spans if s.service == "gateway"]
+    if not edge:
+        return None
+    first = min(edge, key=lambda s: s.start_unix_nano)
+    return first.start_unix_nano, first.end_unix_nano
 
 
 def _covered_ns(intervals: list[tuple[int, int]]) -> int:
@@ -120,9 +133,14 @@ def slowest_lines(slowest: Sequence[Sample], traces: dict[str, list[SpanRecord]]
         if not spans:
             lines.append("           no spans recorded for this trace")
             continue
-        held = time_by_service(spans)
+        window = request_window(spans)
+        held = time_by_service(spans, window)
         lines.append("           " + ", ".join(f"{service} {ms:.0f} ms" for service, ms in held.items())
                      + f"  ({len(spans)} spans)")
+        if window is not None:
+            later = sorted({s.service for s in spans if s.start_unix_nano >= window[1]})
+            if later:
+                lines.append("           after the answer (events): " + ", ".join(later))
         longest = sorted(spans, key=lambda s: -s.duration_ms)[:3]
         lines.append("           longest spans: " + "; ".join(
             f"{s.service} {s.name} {s.duration_ms:.0f} ms" for s in longest))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from bench.load.stats import Sample, percentile, route_table, time_by_service, verdicts
+from bench.load.stats import Sample, percentile, request_window, route_table, time_by_service, verdicts
 from services.runtime.telemetry import SpanRecord
 
 
@@ -45,3 +45,10 @@ def test_time_by_service_counts_nested_spans_once_and_shows_the_database_apart()
     spans = [span("1", "gateway", 0, 100), span("2", "molecule", 10, 90), span("3", "molecule", 20, 50),
              span("4", "molecule", 80, 95), span("5", "molecule", 30, 40, **{"db.system": "postgresql"})]
     assert time_by_service(spans) == {"gateway": 100.0, "molecule": 85.0, "postgresql": 10.0}
+
+
+def test_time_by_service_within_the_request_leaves_out_what_events_did_after_the_answer() -> None:
+    spans = [span("1", "gateway", 0, 100), span("2", "cro", 10, 60), span("3", "notification", 90, 300)]
+    window = request_window(spans)
+    assert window == (0, 100 * 10**6)
+    assert time_by_service(spans, window) == {"gateway": 100.0, "cro": 50.0, "notification": 10.0}
