@@ -25,13 +25,14 @@ import time
 from collections.abc import Sequence
 
 import httpx
+import psutil
 
 from bench.load.seed import World, seed
 from bench.load.stats import Sample, error_rate, failure_kinds, route_table, slowest_lines, verdicts
 from bench.load.users import Recorder, cast
 from bench.report import Figure, figures_table
 from bench.search import read_smiles
-from bench.stack import RATE_LIMIT_SCALE, isolated_stack, say
+from bench.stack import RATE_LIMIT_SCALE, cpu_seconds, isolated_stack, say
 from services.runtime.telemetry import SpanRecord, read_span_records
 from stack.mesh import Stack
 
@@ -102,12 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for account in world.accounts():
                     account.relogin(api)
             say(f"{users} users: ramping up at {SPAWN_PER_S}/s, then {args.seconds:.0f} s …")
-            began = time.monotonic()
+            began, client_cpu = time.monotonic(), cpu_seconds(psutil.Process())
             samples = asyncio.run(phase(stack, world, users, args.seconds))
             elapsed = time.monotonic() - began
+            client_share = (cpu_seconds(psutil.Process()) - client_cpu) / elapsed
             print(f"\n=== {users} concurrent users: {len(samples):,} requests in {elapsed:.0f} s "
                   f"({len(samples) / elapsed:.1f}/s), error rate {error_rate(samples):.2%}, load average "
-                  f"{os.getloadavg()[0]:.1f} ===\n")
+                  f"{os.getloadavg()[0]:.1f}; the load generator used {client_share:.0%} of a CPU ===\n")
             print("\n".join(route_table(samples)))
             if kinds := failure_kinds(samples):
                 print("\nfailures: " + ", ".join(f"{kind} x{count}" for kind, count in list(kinds.items())[:8]))

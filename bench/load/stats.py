@@ -138,6 +138,9 @@ def slowest_lines(slowest: Sequence[Sample], traces: dict[str, list[SpanRecord]]
         lines.append("           " + ", ".join(f"{service} {ms:.0f} ms" for service, ms in held.items())
                      + f"  ({len(spans)} spans)")
         if window is not None:
+            outside = sample.ms - (window[1] - window[0]) / 1e6
+            lines.append(f"           outside the gateway's span (load generator, kernel, Envoy's accept queue): "
+                         f"{max(outside, 0.0):.0f} ms")
             later = sorted({s.service for s in spans if s.start_unix_nano >= window[1]})
             if later:
                 lines.append("           after the answer (events): " + ", ".join(later))
