@@ -12,7 +12,7 @@ ENGINE_VENV := .venv-engine
 ENGINE_PY := $(ENGINE_VENV)/bin/python
 ENGINE_MODEL := build/engine/baseline.joblib
 
-.PHONY: run test unit integration e2e bench lint buf-lint buf-breaking gen venv engine wheel clean
+.PHONY: run test unit integration e2e bench load lint buf-lint buf-breaking gen venv engine wheel clean
 
 run: $(GEN_STAMP) $(ENGINE_MODEL)
 	$(PY) -m stack
@@ -31,6 +31,12 @@ e2e: $(GEN_STAMP)
 
 bench: $(GEN_STAMP)
 	$(PY) -m bench
+
+# The product's load scenarios at LOAD_USERS concurrent users, LOAD_SECONDS each (figures printed, not asserted).
+LOAD_USERS ?= 50 100
+LOAD_SECONDS ?= 60
+load: $(GEN_STAMP) $(ENGINE_MODEL)
+	$(PY) -m bench.load --users "$(LOAD_USERS)" --seconds $(LOAD_SECONDS)
 
 venv: $(INSTALLED)
 

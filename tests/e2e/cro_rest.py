@@ -218,3 +218,17 @@ def results_csv(rows: Sequence[Sequence[object]]) -> bytes:
     writer.writerow(RESULTS_HEADER)
     writer.writerows(rows)
     return text.getvalue().encode()
+
+
+def in_progress(api: httpx.Client, p: Parties, name: str = "Results REST") -> tuple[str, list[str]]:
+    """A submission of two molecules asking for IC50, IN_PROGRESS: (id, sample codes as the CRO sees them)."""
+    service = new_service(api, p.cro, name=f"Results panel {uuid.uuid4().hex[:6]}")
+    molecules = created(api.post("/molecules/batch", json={"molecules": [{"smiles": "CCO"}, {"smiles": "CCN"}]},
+                                 headers=p.scientist_headers))
+    draft = created(api.post("/submissions", json={
+        "name": name, "cro_service_id": service["id"],
+        "molecules": [{"molecule_id": m["molecule_id"]} for m in molecules],
+        "specifications": {"temperature": 37, "properties": ["ic50"]}, "request_id": uuid.uuid4().hex,
+    }, headers=p.scientist_headers))
+    started = start_experiment(api, p, draft["id"])
+    return draft["id"], [m["sample_code"] for m in started["molecules"]]

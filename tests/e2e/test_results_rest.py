@@ -7,46 +7,15 @@ from __future__ import annotations
 
 import csv
 import io
-import uuid
-from datetime import date, timedelta
 
 import httpx
 
 from tests.e2e import test_identity_gateway
-from tests.e2e.cro_rest import Parties, act, eventually, new_service, sign, signed_by, upload, wait_for_status
+from tests.e2e.cro_rest import Parties, eventually, in_progress
 from tests.e2e.molecule_rest import assert_error, created, data, field_violations
 
 api = test_identity_gateway.api
 admin = test_identity_gateway.admin
-
-
-def in_progress(api: httpx.Client, p: Parties) -> tuple[str, list[str]]:
-    """A submission of two molecules asking for IC50, IN_PROGRESS: (id, sample codes as the CRO sees them)."""
-    service = new_service(api, p.cro, name=f"Results panel {uuid.uuid4().hex[:6]}")
-    molecules = created(api.post("/molecules/batch", json={"molecules": [{"smiles": "CCO"}, {"smiles": "CCN"}]},
-                                 headers=p.scientist_headers))
-    draft = created(api.post("/submissions", json={
-        "name": "Results REST", "cro_service_id": service["id"],
-        "molecules": [{"molecule_id": m["molecule_id"]} for m in molecules],
-        "specifications": {"temperature": 37, "properties": ["ic50"]}, "request_id": uuid.uuid4().hex,
-    }, headers=p.scientist_headers))
-    submission_id = draft["id"]
-    for document_type in ("NON_DISCLOSURE_AGREEMENT", "MATERIAL_TRANSFER_AGREEMENT"):
-        signed_by(api, p.scientist_headers, upload(api, p.scientist_headers, submission_id, document_type), p.pharma)
-    upload(api, p.scientist_headers, submission_id, "EXPERIMENT_SPECIFICATION")
-    data(act(api, p.scientist_headers, submission_id, "SUBMIT", request_id=uuid.uuid4().hex))
-    wait_for_status(api, p.scientist_headers, submission_id, "PENDING_REVIEW")
-    data(act(api, p.cro.headers, submission_id, "PROVIDE_PRICING", price="900.00", currency="USD",
-             turnaround_days=7, valid_until=(date.today() + timedelta(days=30)).isoformat()))
-    data(act(api, p.pharma.headers, submission_id, "APPROVE"))
-    agreement = upload(api, p.scientist_headers, submission_id, "SERVICE_AGREEMENT")
-    sign(api, p.scientist_headers, agreement, [
-        (p.pharma, {"user_id": p.pharma.user_id, "routing_order": 1}),
-        (p.cro, {"organization_id": p.cro.id, "role": "cro_admin", "routing_order": 2}),
-    ])
-    started = data(act(api, p.technician_headers, submission_id, "START_EXPERIMENT"))
-    assert started["status"] == "IN_PROGRESS"
-    return submission_id, [m["sample_code"] for m in started["molecules"]]
 
 
 def test_results_routes_answer_the_documented_statuses(api: httpx.Client, admin: dict) -> None:
