@@ -190,9 +190,7 @@ def test_rows_agree_with_the_stdlib_reader_and_are_numbered_like_a_spreadsheet(
 
 @FAST
 @given(csv_files(), st.integers(min_value=1, max_value=5))
-def test_chunks_read_apart_give_exactly_the_sequential_rows(
-    file: tuple[str, list[str], str], per_chunk: int
-) -> None:
+def test_chunks_read_apart_give_exactly_the_sequential_rows(file: tuple[str, list[str], str], per_chunk: int) -> None:
     text, lines, delimiter = file
     data = text.encode()
     dialect = Dialect("utf-8", delimiter, "\n")
