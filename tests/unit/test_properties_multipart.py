@@ -8,7 +8,8 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from services.runtime.multipart import MultipartError, MultipartParser, PartEnd, PartStart, boundary_of
+from services.runtime.multipart import MultipartError, PartEnd, PartStart, boundary_of
+from tests.unit.test_runtime_multipart import parse  # events with adjacent data joined
 
 FAST = settings(max_examples=200, deadline=None)
 CUTTING = settings(max_examples=100, deadline=None)  # each example is parsed once per cut: fewer of them
@@ -54,35 +55,20 @@ def forms(draw: st.DrawFn, most_parts: int = 3, most_pieces: int = 12) -> tuple[
     return boundary, body, expected
 
 
-def parse(boundary: str, body: bytes, cuts: list[int]) -> list[object]:
-    parser = MultipartParser(boundary)
-    points = sorted({0, len(body), *(c for c in cuts if 0 < c < len(body))})
-    events: list[object] = []
-    for start, end in zip(points, points[1:], strict=False):
-        for event in parser.feed(body[start:end]):
-            assert event != b"", "an empty data event"
-            if isinstance(event, bytes) and events and isinstance(events[-1], bytes):
-                events[-1] += event
-            else:
-                events.append(event)
-    parser.close()
-    return events
-
-
 @CUTTING
 @given(forms(most_parts=2, most_pieces=6))
 def test_every_single_cut_of_a_small_body_gives_the_same_events(form: tuple[str, bytes, list[object]]) -> None:
     boundary, body, expected = form
-    assert parse(boundary, body, []) == expected
+    assert parse(body, [], boundary) == expected
     for cut in range(1, len(body)):
-        assert parse(boundary, body, [cut]) == expected, cut
+        assert parse(body, [cut], boundary) == expected, cut
 
 
 @CUTTING
 @given(forms(most_parts=2, most_pieces=6))
 def test_a_body_fed_byte_by_byte_gives_the_same_events(form: tuple[str, bytes, list[object]]) -> None:
     boundary, body, expected = form
-    assert parse(boundary, body, list(range(len(body)))) == expected
+    assert parse(body, list(range(len(body))), boundary) == expected
 
 
 @CUTTING
@@ -91,7 +77,7 @@ def test_random_cuts_of_a_bigger_body_give_the_same_events(
     form: tuple[str, bytes, list[object]], cuts: list[int]
 ) -> None:
     boundary, body, expected = form
-    assert parse(boundary, body, cuts) == expected
+    assert parse(body, cuts, boundary) == expected
 
 
 @FAST
@@ -103,7 +89,7 @@ def test_a_body_cut_short_is_an_error_not_a_shorter_file(
     end = body.index(b"--" + boundary.encode() + b"--") + len(boundary) + 3  # just past the closing "--"
     short = body[: data.draw(st.integers(min_value=0, max_value=end - 1))]
     try:
-        parse(boundary, short, [])
+        parse(short, [], boundary)
     except MultipartError:
         return
     raise AssertionError(f"a truncated body parsed: {short!r}")
@@ -111,7 +97,7 @@ def test_a_body_cut_short_is_an_error_not_a_shorter_file(
 
 def check_only_multipart_errors(boundary: str, body: bytes, cuts: list[int]) -> None:
     try:
-        parse(boundary, body, cuts)
+        parse(body, cuts, boundary)
     except MultipartError as error:
         assert error.detail == "MALFORMED_MULTIPART"
 

@@ -26,6 +26,7 @@ from services.cro.domain.results import (
 )
 from services.cro.domain.vocabulary import CENSORED
 from services.runtime.properties import KNOWN_PROPERTIES
+from tests.unit.test_cro_results import LONG_MAPPING as BASE_LONG_MAPPING
 
 FAST = settings(max_examples=200, deadline=None)
 SLOWER = settings(max_examples=100, deadline=None)  # pint converts each value: fewer, bigger examples
@@ -38,16 +39,7 @@ SAMPLES = (
 FACTS = SubmissionFacts(SAMPLES, frozenset())
 ASKING = SubmissionFacts(SAMPLES, frozenset({"ic50", "pka", "half_life"}))
 LONG = ["Sample", "Registration", "Property", "Value", "Units", "Qualifier", "Replicate", "Notes"]
-LONG_MAPPING = {
-    "Sample": "sample_code",
-    "Registration": "registration_number",
-    "Property": "property",
-    "Value": "value",
-    "Units": "units",
-    "Qualifier": "qualifier",
-    "Replicate": "replicate",
-    "Notes": "notes",
-}
+LONG_MAPPING = {**BASE_LONG_MAPPING, "Registration": "registration_number"}
 
 junk = st.text(max_size=12)
 identifiers = st.one_of(st.sampled_from(["S-1", " s-2 ", "S-3", "S-9", "", "ACME-000002", "acme-000001"]), junk)

@@ -32,6 +32,15 @@ timestamps = st.integers(min_value=0, max_value=4_000_000_000)
 skews = st.integers(min_value=-DEFAULT_TOLERANCE_S, max_value=DEFAULT_TOLERANCE_S)
 
 
+def refusal(header: str, body: bytes, secrets: list[str], now: int) -> str:
+    """The reason `verify` refuses; fails the test when it accepts."""
+    try:
+        verify(header, body, secrets, now)
+    except SignatureError as error:
+        return error.reason
+    raise AssertionError(f"verified: {header!r}")
+
+
 @FAST
 @given(bodies, secret_lists, timestamps, skews, st.data())
 def test_what_is_signed_verifies_with_any_of_the_secrets_within_the_tolerance(
@@ -52,12 +61,7 @@ def test_a_changed_body_is_refused(body: bytes, secret: str, t: int, data: st.Da
     else:
         changed = bytearray(b"x")
     header = signature_header(body, [secret], t)
-    try:
-        verify(header, bytes(changed), [secret], t)
-    except SignatureError as error:
-        assert error.reason == "BAD_SIGNATURE"
-    else:
-        raise AssertionError("a changed body verified")
+    assert refusal(header, bytes(changed), [secret], t) == "BAD_SIGNATURE"
 
 
 @FAST
@@ -68,12 +72,7 @@ def test_a_changed_signature_is_refused(body: bytes, secret: str, t: int, data: 
     at = data.draw(st.integers(min_value=start, max_value=len(header) - 1))
     replacement = data.draw(st.sampled_from("0123456789abcdefABCDEF,= x").filter(lambda c: c != header[at]))
     forged = header[:at] + replacement + header[at + 1 :]
-    try:
-        verify(forged, body, [secret], t)
-    except SignatureError:
-        pass
-    else:
-        raise AssertionError(f"a changed signature verified: {forged!r}")
+    assert refusal(forged, body, [secret], t) in ("BAD_SIGNATURE", "MALFORMED_HEADER")
 
 
 @FAST
@@ -81,12 +80,7 @@ def test_a_changed_signature_is_refused(body: bytes, secret: str, t: int, data: 
 def test_a_stale_or_future_timestamp_is_refused(body: bytes, secret: str, t: int, off: int, future: bool) -> None:
     header = signature_header(body, [secret], t)
     now = t - off if future else t + off
-    try:
-        verify(header, body, [secret], now)
-    except SignatureError as error:
-        assert error.reason == "STALE_TIMESTAMP"
-    else:
-        raise AssertionError("an old or future timestamp verified")
+    assert refusal(header, body, [secret], now) == "STALE_TIMESTAMP"
 
 
 @FAST
@@ -94,12 +88,7 @@ def test_a_stale_or_future_timestamp_is_refused(body: bytes, secret: str, t: int
 def test_a_wrong_secret_is_refused(body: bytes, secret: str, other: str, t: int) -> None:
     if other == secret:
         other += "x"
-    try:
-        verify(signature_header(body, [secret], t), body, [other], t)
-    except SignatureError as error:
-        assert error.reason == "BAD_SIGNATURE"
-    else:
-        raise AssertionError("a wrong secret verified")
+    assert refusal(signature_header(body, [secret], t), body, [other], t) == "BAD_SIGNATURE"
 
 
 @FAST
@@ -108,12 +97,7 @@ def test_a_signature_moved_to_another_timestamp_is_refused(body: bytes, secret: 
     if other == t:
         other += 1
     header = signature_header(body, [secret], t).replace(f"t={t}", f"t={other}", 1)
-    try:
-        verify(header, body, [secret], other)
-    except SignatureError as error:
-        assert error.reason == "BAD_SIGNATURE"
-    else:
-        raise AssertionError("a replayed signature under a new timestamp verified")
+    assert refusal(header, body, [secret], other) == "BAD_SIGNATURE"
 
 
 header_pieces = st.one_of(
