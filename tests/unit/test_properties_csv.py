@@ -211,3 +211,53 @@ def test_chunks_read_apart_give_exactly_the_sequential_rows(file: tuple[str, lis
     firsts = [sequential[sum(c.row_count for c in chunks[:i])].row_number for i in range(len(chunks))]
     # A chunk's numbering starts at its first record, which may be blank: its first row comes at or after.
     assert all(c.first_row_number <= first for c, first in zip(chunks, firsts, strict=True))
+
+
+odd_bytes = st.sampled_from([b"\xef\xbb\xbf", b"\xff\xfe", b"\x00", b"\x80\x81", b"\xe9"])
+
+
+def spoiled(file: bytes, insertions: list[tuple[int, bytes]]) -> bytes:
+    for at, junk in insertions:
+        file = file[: at % (len(file) + 1)] + junk + file[at % (len(file) + 1) :]
+    return file
+
+
+hostile_files = st.one_of(
+    st.binary(max_size=300),
+    st.lists(st.one_of(odd_bytes, pieces.map(str.encode)), max_size=60).map(b"".join),
+    st.builds(
+        spoiled,
+        csv_files().map(lambda f: f[0].encode()),
+        st.lists(st.tuples(st.integers(min_value=0), st.one_of(odd_bytes, st.binary(max_size=3))), max_size=3),
+    ),
+)
+
+
+@FAST
+@given(hostile_files, st.integers(min_value=1, max_value=3))
+@example(b"a,b\n\xff\n", 1)
+@example(b'a\n"' + b"x" * 40, 1)
+def test_a_whole_hostile_file_fails_only_with_a_format_error(data: bytes, per_chunk: int) -> None:
+    """Preview, rows and chunks of anything: a CsvFormatError for the file, or rows (some rejected)."""
+    limits = cf.CsvLimits(max_rows=5, max_row_bytes=30)
+    try:
+        shown = cf.preview(io.BytesIO(data), limits=limits)
+        rows = list(iter_rows(io.BytesIO(data), shown.dialect, limits=limits))
+        chunks = plan_chunks(io.BytesIO(data), shown.dialect, per_chunk, limits=limits)  # type: ignore[arg-type]
+    except CsvFormatError as error:
+        assert error.detail
+        return
+    assert [row.row_number for row in rows] == sorted({row.row_number for row in rows})
+    assert all(row.reason for row in rows if isinstance(row, RejectedRow))
+    read = [
+        row
+        for chunk in chunks
+        for row in read_chunk(
+            io.BytesIO(data[chunk.byte_start : chunk.byte_end]),  # type: ignore[arg-type]
+            chunk,
+            shown.dialect,
+            columns=len(shown.headers),
+            limits=limits,
+        )
+    ]
+    assert read == rows
