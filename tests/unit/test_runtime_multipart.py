@@ -28,6 +28,7 @@ def parse(body: bytes, cuts: list[int] | None = None, boundary: str = BOUNDARY) 
     events: list[object] = []
     for start, end in zip(points, points[1:], strict=False):
         for event in parser.feed(body[start:end]):
+            assert event != b"", "an empty data event"
             if isinstance(event, bytes) and events and isinstance(events[-1], bytes):
                 events[-1] += event
             else:

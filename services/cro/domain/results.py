@@ -727,8 +727,8 @@ def _parse_units(registry: pint.UnitRegistry, text: str) -> pint.Unit | None:
         return None
     try:
         return registry.parse_units(text)
-    except (pint.errors.PintError, ValueError, TypeError, AttributeError, SyntaxError):
-        return None
+    except (pint.errors.PintError, ValueError, TypeError, AttributeError, SyntaxError, ArithmeticError):
+        return None  # ArithmeticError: "1/0" is a ZeroDivisionError
 
 
 def _hint(text: str, target: pint.Unit) -> str:
@@ -743,7 +743,8 @@ def _hint(text: str, target: pint.Unit) -> str:
 
 
 def _round(number: float) -> float:
-    return float(f"{number:.{SIGNIFICANT_DIGITS}g}")
+    rounded = float(f"{number:.{SIGNIFICANT_DIGITS}g}")
+    return rounded if rounded else 0.0  # -0 is 0 (one value, one hash)
 
 
 def _with_units(number: float | str, units: str) -> str:
@@ -831,7 +832,8 @@ def _aggregate(group: Sequence[Measurement]) -> Aggregate:
     first = group[0]
     numbers = sorted(m.value for m in group if m.qualifier not in CENSORED)  # sorted: the sum's rounding is fixed
     directions = {m.qualifier for m in group if m.qualifier in CENSORED}
-    mean = statistics.fmean(numbers) if numbers else None
+    # fmean's rounding may step just outside the values (three times 87.65 gives 87.65000000000002): clamp.
+    mean = min(max(statistics.fmean(numbers), numbers[0]), numbers[-1]) if numbers else None
     sd = statistics.stdev(numbers) if len(numbers) >= 2 else None
     qualifier: Qualifier | None
     value: float | None

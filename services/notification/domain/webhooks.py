@@ -99,7 +99,9 @@ def parse_signature_header(header: str) -> ParsedSignature:
         if not sep:
             continue
         if key == "t":
-            if not value.isdigit() or timestamp is not None:
+            # ASCII digits only ("²".isdigit() is true), and few of them: int() and the clock arithmetic
+            # must not fail on a hostile header.
+            if not _is_digits(value, 18) or timestamp is not None:
                 raise SignatureError("MALFORMED_HEADER", "the timestamp t= must appear once, as unix seconds")
             timestamp = int(value)
         elif key == SIGNATURE_SCHEME:
@@ -109,6 +111,10 @@ def parse_signature_header(header: str) -> ParsedSignature:
     if not signatures:
         raise SignatureError("MALFORMED_HEADER", f"{SIGNATURE_HEADER} has no {SIGNATURE_SCHEME}= signature")
     return ParsedSignature(timestamp, tuple(signatures))
+
+
+def _is_digits(text: str, most: int) -> bool:
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
 
 
 def verify(
@@ -167,7 +173,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -213,8 +219,8 @@ def after_attempt(
     delay = backoff_delay(attempt, draw)
     if result.status_code in (429, 503):
         asked = parse_retry_after(result.retry_after, now)
-        if asked is not None:
-            delay = max(delay, asked)
+        if asked is not None:  # capped by the window: a huge Retry-After would overflow the datetime
+            delay = max(delay, min(asked, window.total_seconds()))
     return Decision(DeliveryStatus.RETRYING, min(now + timedelta(seconds=delay), deadline))
 
 

@@ -1,7 +1,8 @@
 """The engine client's circuit breaker: a pure state machine with an injectable clock.
 
 closed    → every call goes through; `threshold` consecutive failures open it.
-open      → calls are refused (CircuitOpen) until `reset_after` seconds have passed since it opened.
+open      → calls are refused (CircuitOpen) until `reset_after` seconds have passed since it opened;
+            late failures of calls let through before it opened change nothing.
 half-open → one probe call goes through: success closes the breaker, failure opens it again for
             another `reset_after` seconds. Other calls are refused while the probe is out (a probe
             that never reports back is replaced after `reset_after`).
@@ -72,6 +73,8 @@ class CircuitBreaker:
         self.state, self.failures, self._probing = State.CLOSED, 0, False
 
     def failure(self) -> None:
+        if self.state is State.OPEN:
+            return  # a late report of a call let through before it opened: no reason to open it again
         if self.state is State.HALF_OPEN:
             self._open()
             return
