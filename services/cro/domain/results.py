@@ -56,6 +56,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache, cached_property, lru_cache
+from tokenize import TokenError
 from typing import Any
 
 import pint
@@ -727,8 +728,8 @@ def _parse_units(registry: pint.UnitRegistry, text: str) -> pint.Unit | None:
         return None
     try:
         return registry.parse_units(text)
-    except (pint.errors.PintError, ValueError, TypeError, AttributeError, SyntaxError, ArithmeticError):
-        return None  # ArithmeticError: "1/0" is a ZeroDivisionError
+    except (pint.errors.PintError, ValueError, TypeError, AttributeError, SyntaxError, ArithmeticError, TokenError):
+        return None  # ArithmeticError: "1/0" is a ZeroDivisionError; TokenError: "(" left open
 
 
 def _hint(text: str, target: pint.Unit) -> str:
