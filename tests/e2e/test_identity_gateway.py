@@ -200,7 +200,9 @@ def test_password_reset_through_smtp(api: httpx.Client, admin: dict, mesh) -> No
     before = len(mesh.mailbox)
     assert api.post("/auth/password-reset/request", json={"email": email}).status_code == 200
     mail = asyncio.run(mesh.wait_for_mail(email, after=before))
-    token = re.search(r"reset token: (\S+)", mail.get_content()).group(1)
+    found = re.search(r"reset token: (\S+)", mail.get_content())
+    assert found is not None, mail.get_content()
+    token = found.group(1)
     done = api.post("/auth/password-reset/confirm", json={"token": token, "new_password": "Reset-E2e-Pass-7!"})
     assert done.status_code == 200, done.text
     assert login(api, email, "Reset-E2e-Pass-7!")["access_token"]
