@@ -252,6 +252,10 @@ async def test_the_results_journey_from_upload_to_accepted_values(cro_world: Wor
     # A molecule's results: the pharma side only.
     mine, count = await results.molecule_results(p.scientist.principal, ids[2], PAGE)
     assert count == 3 and [m.version.version for m in mine][:1] == [3]
+    for found in mine:  # each value with its own version's replicates of this molecule and property
+        replicates = found.value.replicates
+        assert replicates and len(replicates) == found.value.aggregate.n + found.value.aggregate.n_censored
+        assert {(r.molecule_id, r.property) for r in replicates} == {(ids[2], found.value.aggregate.property)}
     with pytest.raises(NotFoundError):
         await results.molecule_results(p.technician.principal, ids[2], PAGE)
     assert (await results.molecule_results(p.outsider.principal, ids[2], PAGE))[1] == 0

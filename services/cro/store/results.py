@@ -384,13 +384,7 @@ class ResultRepository:
         )
         found: dict[tuple[str, str], list[Measurement]] = {}
         for r in rows:
-            found.setdefault((str(r.molecule_id), r.property), []).append(
-                Measurement(
-                    molecule_id=str(r.molecule_id), sample_code=r.sample_code, property=r.property,
-                    qualifier=Qualifier(r.qualifier), value=r.value, units=r.units, replicate=r.replicate,
-                    notes=r.notes, row_number=r.row_number, original=r.original,
-                )
-            )
+            found.setdefault((str(r.molecule_id), r.property), []).append(_measurement(r))
         return {key: tuple(group) for key, group in found.items()}
 
     async def errors(self, result_id: str) -> list[StoredError]:
@@ -433,13 +427,29 @@ class ResultRepository:
                 .limit(page.page_size)
             )
         )
+        # The page's replicates in one query: every row is this molecule's, keyed by (version, property).
+        replicates: dict[tuple[str, str], list[Measurement]] = {}
+        if rows:
+            found = await self._session.execute(
+                sa.select(result_measurements)
+                .where(_m.molecule_id == molecule_key, _m.result_id.in_({str(row.id) for row in rows}))
+                .order_by(_m.row_number)
+            )
+            for r in found:
+                replicates.setdefault((str(r.result_id), r.property), []).append(_measurement(r))
         out = []
         for row in rows:
-            key = (str(row.molecule_id), row.property)
-            replicates = await self._replicates(str(row.id), [key])
-            value = StoredValue(_aggregate(row), replicates.get(key, ()))
+            value = StoredValue(_aggregate(row), tuple(replicates.get((str(row.id), row.property), ())))
             out.append(MoleculeValue(_version(row, row.submission_name), value))
         return out, total
+
+
+def _measurement(r: Any) -> Measurement:
+    return Measurement(
+        molecule_id=str(r.molecule_id), sample_code=r.sample_code, property=r.property,
+        qualifier=Qualifier(r.qualifier), value=r.value, units=r.units, replicate=r.replicate,
+        notes=r.notes, row_number=r.row_number, original=r.original,
+    )
 
 
 def _aggregate(row: Any) -> Aggregate:
