@@ -32,7 +32,7 @@ from bench.load.stats import Sample, error_rate, failure_kinds, route_table, slo
 from bench.load.users import Recorder, cast
 from bench.report import Figure, figures_table
 from bench.search import read_smiles
-from bench.stack import RATE_LIMIT_SCALE, cpu_seconds, isolated_stack, say
+from bench.stack import CLIENT, RATE_LIMIT_SCALE, isolated_stack, say, tree_cpu_seconds
 from services.runtime.telemetry import SpanRecord, read_span_records
 from stack.mesh import Stack
 
@@ -59,6 +59,24 @@ async def phase(stack: Stack, world: World, users: int, seconds: float) -> list[
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
         return recorder.samples
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent not idle (every process, ours or not)."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+def cpu_line(used: dict[str, float], machine: float, elapsed: float, requests: int) -> str:
+    """Where the CPUs went during a phase: each mesh process's CPU milliseconds per request, and how busy
+    the machine was (a phase at ~100 % is CPU-bound: latency is queueing, not any one slow query)."""
+    cores = psutil.cpu_count() or 1
+    mesh = sum(used.values())
+    per_request = ", ".join(f"{name} {spent / max(requests, 1) * 1000:.1f}"
+                            for name, spent in sorted(used.items(), key=lambda kv: -kv[1]) if spent >= 0.02 * mesh)
+    return (f"CPU: the machine was {machine / (elapsed * cores):.0%} busy ({cores} cores), the mesh used "
+            f"{mesh / (elapsed * cores):.0%}, others {(machine - mesh) / (elapsed * cores):.0%} (load generator "
+            f"included); CPU ms per request by process: {per_request}")
 
 
 def spans_of(stack: Stack, trace_ids: set[str]) -> dict[str, list[SpanRecord]]:
@@ -103,14 +121,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for account in world.accounts():
                     account.relogin(api)
             say(f"{users} users: ramping up at {SPAWN_PER_S}/s, then {args.seconds:.0f} s …")
-            began, client_cpu = time.monotonic(), cpu_seconds(psutil.Process())
+            began, cpu_before, machine_before = time.monotonic(), tree_cpu_seconds(stack), busy_seconds()
             samples = asyncio.run(phase(stack, world, users, args.seconds))
             elapsed = time.monotonic() - began
-            client_share = (cpu_seconds(psutil.Process()) - client_cpu) / elapsed
+            used = {name: spent - cpu_before.get(name, 0.0) for name, spent in tree_cpu_seconds(stack).items()}
+            machine = busy_seconds() - machine_before
+            client_share = used.pop(CLIENT, 0.0) / elapsed
             print(f"\n=== {users} concurrent users: {len(samples):,} requests in {elapsed:.0f} s "
                   f"({len(samples) / elapsed:.1f}/s), error rate {error_rate(samples):.2%}, load average "
                   f"{os.getloadavg()[0]:.1f}; the load generator used {client_share:.0%} of a CPU ===\n")
             print("\n".join(route_table(samples)))
+            print("\n" + cpu_line(used, machine, elapsed, len(samples)))
             if kinds := failure_kinds(samples):
                 print("\nfailures: " + ", ".join(f"{kind} x{count}" for kind, count in list(kinds.items())[:8]))
             figures += verdicts(users, samples, base_users=min(args.users))
