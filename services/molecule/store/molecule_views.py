@@ -16,6 +16,11 @@ from services.molecule.store.tables import flags, libraries, library_molecules, 
 from services.runtime.auth import Principal
 
 IDS_TYPE = ARRAY(UUID(as_uuid=False))
+# What a view shows: neither the fingerprints (512 bytes a row) nor the properties' provenance (JSON decoded
+# per value) are read for a page of molecules.
+VIEW_COLUMNS = tuple(c for c in molecules.c if c.name not in ("morgan_fp", "pattern_fp"))
+_PROPERTY_COLUMNS = (molecule_properties.c.molecule_id, molecule_properties.c.name, molecule_properties.c.source,
+                     molecule_properties.c.value_num, molecule_properties.c.value_text, molecule_properties.c.units)
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ def any_id(ids: Sequence[str]) -> sa.ColumnElement[bool]:
 async def views_of(session: AsyncSession, principal: Principal, ids: Sequence[str]) -> list[MoleculeView]:
     """The caller's organization's molecules with these ids, in this order (a query index page)."""
     found = await session.execute(
-        sa.select(molecules).where(any_id(ids), molecules.c.organization_id == principal.organization_id)
+        sa.select(*VIEW_COLUMNS).where(any_id(ids), molecules.c.organization_id == principal.organization_id)
     )
     by_id = {str(r.id): r for r in found}
     return await molecule_views(session, principal, [by_id[i] for i in ids if i in by_id])
@@ -78,7 +83,7 @@ async def molecule_views(session: AsyncSession, principal: Principal, rows: Sequ
     any_of = sa.literal(ids, IDS_TYPE)
     props: dict[str, list[PropertyValue]] = {i: [] for i in ids}
     for p in await session.execute(
-        sa.select(molecule_properties)
+        sa.select(*_PROPERTY_COLUMNS)
         .where(molecule_properties.c.molecule_id == sa.any_(any_of))
         .order_by(molecule_properties.c.name, molecule_properties.c.source)
     ):

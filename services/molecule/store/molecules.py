@@ -15,6 +15,7 @@ from services.molecule.domain.imports import PropertyValue, StructureRow
 from services.molecule.domain.registration_numbers import normalize_number
 from services.molecule.domain.vocabulary import EXPERIMENTAL, IMPORTED, PREDICTED
 from services.molecule.store import registration_numbers
+from services.molecule.store.molecule_views import VIEW_COLUMNS
 from services.molecule.store.registration import RegistrationResult, register_structures
 from services.molecule.store.tables import flags, molecule_aliases, molecule_properties, molecules
 from services.runtime.auth import Principal
@@ -84,7 +85,7 @@ class MoleculeRepository:
     async def rows_in_order(self, principal: Principal, ids: Sequence[str]) -> list[Any]:
         """The caller's organization's molecule rows with these ids, in this order (missing ones left out)."""
         found = await self._session.execute(
-            sa.select(molecules).where(
+            sa.select(*VIEW_COLUMNS).where(
                 molecules.c.id.in_(ids), molecules.c.organization_id == principal.organization_id
             )
         )
