@@ -13,7 +13,7 @@ from molbridge.document.v1 import document_service_pb2_grpc as pb_grpc
 
 from services.runtime import telemetry
 from services.runtime.db import canonical_uuid
-from services.runtime.errors import AuthorizationError, IntegrationError, ValidationError
+from services.runtime.peer_errors import peer_error
 
 CALL_TIMEOUT_S = 30.0
 
@@ -89,7 +89,7 @@ class DocumentClient:
                 timeout=CALL_TIMEOUT_S,
             )
         except grpc.aio.AioRpcError as error:
-            raise _error(error) from error
+            raise peer_error(error, "document") from error
         data = reply.data
         return DocumentRequirements(
             submission_id=data.submission_id,
@@ -130,7 +130,7 @@ class DocumentClient:
                 timeout=CALL_TIMEOUT_S,
             )
         except grpc.aio.AioRpcError as error:
-            raise _error(error) from error
+            raise peer_error(error, "document") from error
         return reply.documents
 
     async def submission_of(self, document_id: str, credentials: Mapping[str, str]) -> str | None:
@@ -145,7 +145,7 @@ class DocumentClient:
         except grpc.aio.AioRpcError as error:
             if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
                 return None
-            raise _error(error) from error
+            raise peer_error(error, "document") from error
         return reply.data.submission_id
 
     async def fingerprints(
@@ -159,7 +159,7 @@ class DocumentClient:
                     pb.GetDocumentRequest(id=document_id), metadata=tuple(credentials.items()), timeout=CALL_TIMEOUT_S
                 )
             except grpc.aio.AioRpcError as error:
-                raise _error(error) from error
+                raise peer_error(error, "document") from error
             document = reply.data
             found.append(
                 DocumentFingerprint(
@@ -170,11 +170,3 @@ class DocumentClient:
                 )
             )
         return found
-
-
-def _error(error: grpc.aio.AioRpcError) -> Exception:
-    if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
-        return ValidationError(error.details() or "the document service refused the request")
-    if error.code() == grpc.StatusCode.PERMISSION_DENIED:
-        return AuthorizationError(error.details() or "the document service refused the caller")
-    return IntegrationError("The document service could not be reached; try again")

@@ -11,7 +11,7 @@ from molbridge.prediction.v1 import prediction_service_pb2 as pb
 from molbridge.prediction.v1 import prediction_service_pb2_grpc as pb_grpc
 
 from services.runtime import telemetry
-from services.runtime.errors import AuthorizationError, IntegrationError, ValidationError
+from services.runtime.peer_errors import peer_error
 
 BATCH_LIST_LIMIT = 1000  # BatchListPredictions' limit of molecule ids per call
 CALL_TIMEOUT_S = 30.0
@@ -63,17 +63,9 @@ class PredictionClient:
                     timeout=CALL_TIMEOUT_S,
                 )
             except grpc.aio.AioRpcError as error:
-                raise _error(error) from error
+                raise peer_error(error, "prediction") from error
             found += [
                 PredictedValue(p.molecule_id, p.property, p.value, p.units, p.confidence, p.model_name, p.model_version)
                 for p in reply.data
             ]
         return found
-
-
-def _error(error: grpc.aio.AioRpcError) -> Exception:
-    if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
-        return ValidationError(error.details() or "the prediction service refused the request")
-    if error.code() == grpc.StatusCode.PERMISSION_DENIED:
-        return AuthorizationError(error.details() or "the prediction service refused the caller")
-    return IntegrationError("The prediction service could not be reached; try again")

@@ -1,0 +1,33 @@
+"""Another service's answer as the caller's error: refusals pass on, the rest is that service being unavailable."""
+
+import grpc
+import pytest
+
+from services.runtime.errors import AuthorizationError, IntegrationError, ValidationError
+from services.runtime.peer_errors import peer_error
+
+
+def rpc_error(code: grpc.StatusCode, details: str = "") -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+@pytest.mark.parametrize(("code", "kind"), [
+    (grpc.StatusCode.INVALID_ARGUMENT, ValidationError),
+    (grpc.StatusCode.PERMISSION_DENIED, AuthorizationError),
+])
+def test_a_refusal_passes_on_with_the_peers_words(code: grpc.StatusCode, kind: type) -> None:
+    error = peer_error(rpc_error(code, "molecule_ids: at most 1000"), "prediction")
+    assert isinstance(error, kind)
+    assert error.message == "molecule_ids: at most 1000"
+
+
+def test_a_refusal_without_words_names_the_peer() -> None:
+    assert "document service" in peer_error(rpc_error(grpc.StatusCode.INVALID_ARGUMENT), "document").message
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                  grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAUTHENTICATED])
+def test_anything_else_is_the_peer_being_unavailable(code: grpc.StatusCode) -> None:
+    error = peer_error(rpc_error(code, "stack trace of the peer"), "prediction")
+    assert isinstance(error, IntegrationError)
+    assert error.message == "The prediction service could not be reached; try again"
