@@ -81,10 +81,10 @@ async def rpc(world: ImportWorld, tmp_path: Path) -> AsyncIterator[tuple[pb_grpc
         data_dir=tmp_path,
         database_url=world.database_url,
         nats_url=world.nats_url,
-        listen_addr=f"127.0.0.1:{free_port()}",
         otlp_endpoint=None,
         log_level="INFO",
-        env={},
+        # The listen address is derived from the environment (a property), never a keyword.
+        env={"MOLBRIDGE_MOLECULE_ADDR": f"127.0.0.1:{free_port()}"},
     )
     process = Process(
         servicers=[
