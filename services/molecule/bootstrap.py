@@ -165,6 +165,7 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
         import_jobs=ImportJobService(
             transactions, storage, uploads, public_url=settings.public_url, limits=settings.import_limits,
             queue=settings.csv_queue, numbering=numbering,
+            rows_per_chunk=settings.import_chunk_rows,
         ),
         predictions=PredictionConsumer(transactions),  # PREDICTED values from the prediction service
         submissions=SubmissionStatusConsumer(transactions),  # statuses that follow the submissions

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from services.molecule.domain.uploads import DEFAULT_MAX_ROWS, DEFAULT_MAX_UPLOAD_BYTES, ImportLimits
 from services.molecule.index.matcher import DEFAULT_WORKERS, DEFAULT_WORKERS_PER_ORG, MatcherLimits
-from services.molecule.service.import_jobs import CSV_QUEUE
+from services.molecule.service.import_jobs import CSV_QUEUE, ROWS_PER_CHUNK
 from services.molecule.service.search import Budgets
 from services.runtime.settings import Settings
 
@@ -22,6 +22,8 @@ class MoleculeSettings(Settings):
     csv_processes: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, validation_alias="MOLBRIDGE_CSV_PROCESSES"
     )
+    # Rows per work item of an import: smaller = finer progress and retries, more messages.
+    import_chunk_rows: int = Field(ROWS_PER_CHUNK, ge=1, validation_alias="MOLBRIDGE_IMPORT_CHUNK_ROWS")
     max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, ge=1, validation_alias="MOLBRIDGE_MAX_UPLOAD_BYTES")
     max_import_rows: int = Field(DEFAULT_MAX_ROWS, ge=1, validation_alias="MOLBRIDGE_MAX_IMPORT_ROWS")
     # How long a structure search may run before it stops and says `truncated` (milliseconds).

@@ -13,6 +13,7 @@ from services.runtime.settings import SettingsError
 def test_defaults_and_values() -> None:
     defaults = MoleculeSettings.from_env("molecule", {})
     assert defaults.csv_queue == "csv_chunks" and defaults.csv_processes >= 1
+    assert defaults.import_chunk_rows == 5000
     assert defaults.import_limits == ImportLimits() and defaults.search_budgets == Budgets()
     given = MoleculeSettings.from_env(
         "molecule",
@@ -21,10 +22,11 @@ def test_defaults_and_values() -> None:
             "MOLBRIDGE_CSV_PROCESSES": "3",
             "MOLBRIDGE_MAX_UPLOAD_BYTES": "1024",
             "MOLBRIDGE_MAX_IMPORT_ROWS": "10",
+            "MOLBRIDGE_IMPORT_CHUNK_ROWS": "200",
             "MOLBRIDGE_SEARCH_SIMILARITY_BUDGET_MS": "250",
         },
     )
-    assert (given.csv_queue, given.csv_processes) == ("csv_test", 3)
+    assert (given.csv_queue, given.csv_processes, given.import_chunk_rows) == ("csv_test", 3, 200)
     assert given.import_limits == ImportLimits(max_upload_bytes=1024, max_rows=10)
     assert given.search_budgets == Budgets(similarity_s=0.25, substructure_s=Budgets.substructure_s)
 
@@ -36,6 +38,7 @@ def test_defaults_and_values() -> None:
         ("MOLBRIDGE_CSV_PROCESSES", "0"),
         ("MOLBRIDGE_MAX_UPLOAD_BYTES", "-1"),
         ("MOLBRIDGE_MAX_IMPORT_ROWS", "1e3"),
+        ("MOLBRIDGE_IMPORT_CHUNK_ROWS", "0"),
         ("MOLBRIDGE_SEARCH_SUBSTRUCTURE_BUDGET_MS", "0"),
     ],
 )
