@@ -211,6 +211,11 @@ class Stack:
         self._say(f"restarting {name} …")
         self.supervisor.get(name).restart()
 
+    def kill(self, name: str) -> None:
+        """SIGKILL one child (a crash, for fault tests); `restart(name)` brings it back."""
+        self._say(f"killing {name} (SIGKILL) …")
+        self.supervisor.get(name).kill()
+
     def extra_gateway(self, name: str, env: Mapping[str, str]) -> str:
         """Another Envoy in front of the same services, on free ports, with some gateway variables
         changed (e.g. MOLBRIDGE_RATE_LIMIT_SCALE); stopped with the stack. Returns its base URL."""

@@ -202,6 +202,18 @@ class ManagedProcess:
         self.stop()
         self.start()
 
+    def kill(self) -> int | None:
+        """`kill -9` the child and its process group, as a crash would (no graceful shutdown);
+        `start()` brings it back. Returns the exit status (-9)."""
+        popen, self._popen = self._popen, None
+        if popen is None:
+            return None
+        _kill_group(popen.pid)
+        code = popen.wait()
+        self._write_log(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} killed (SIGKILL), exit status {code}\n")
+        self._close_log()
+        return code
+
     def _write_log(self, text: str) -> None:
         if self._log is not None:
             self._log.write(text.encode())

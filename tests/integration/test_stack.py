@@ -158,6 +158,26 @@ def test_stop_signals_then_kills_the_whole_process_group(tmp_path: Path) -> None
     assert "did not stop" in (tmp_path / "stubborn.log").read_text()
 
 
+def test_kill_is_a_crash_of_the_whole_group_and_start_brings_it_back(tmp_path: Path) -> None:
+    # A child that would trap SIGTERM and clean up: kill gives it no chance to.
+    pid_file, cleaned = tmp_path / "grandchild.pid", tmp_path / "cleaned"
+    script = (f"trap 'touch {cleaned}; exit 0' TERM; sleep 300 & echo $! > {pid_file}.new; "
+              f"mv {pid_file}.new {pid_file}; wait")
+    process = ManagedProcess("crashy", ["bash", "-c", script], log_path=tmp_path / "crashy.log", ready=pid_file.exists)
+    process.start()
+    assert process.pid is not None
+    leader, grandchild = process.pid, int(pid_file.read_text())
+    assert process.kill() == -signal.SIGKILL
+    assert gone(leader) and wait_until(lambda: gone(grandchild))
+    assert not cleaned.exists() and "killed (SIGKILL)" in (tmp_path / "crashy.log").read_text()
+    assert process.kill() is None  # nothing left to kill
+    pid_file.unlink()
+    process.start()
+    assert process.running and process.pid != leader
+    assert process.stop() == 0  # this time the trap ran
+    assert cleaned.exists()
+
+
 def test_graceful_stop_reports_the_exit_status(tmp_path: Path) -> None:
     process = ManagedProcess("sleeper", ["sleep", "300"], log_path=tmp_path / "sleeper.log")
     process.start()
