@@ -96,7 +96,8 @@ class RateLimited(MolbridgeError):
 
 
 class Unavailable(MolbridgeError):
-    """The gateway or a service behind it cannot answer now (UNAVAILABLE, DEADLINE_EXCEEDED): retry later."""
+    """The gateway or a service behind it cannot answer now (SERVICE_UNAVAILABLE, UNAVAILABLE,
+    DEADLINE_EXCEEDED): retry after `retry_after` seconds when given."""
 
 
 class IntegrationError(Unavailable):
@@ -119,6 +120,7 @@ BY_REASON: dict[str, type[MolbridgeError]] = {
     "RESOURCE_CONFLICT": ConflictError,
     "RATE_LIMITED": RateLimited,
     "INTEGRATION_ERROR": IntegrationError,
+    "SERVICE_UNAVAILABLE": Unavailable,
     "INTERNAL_ERROR": InternalError,
 }
 

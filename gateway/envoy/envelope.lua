@@ -24,6 +24,8 @@ local ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 local RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 local GATEWAY_DOMAIN = "gateway.molbridge"
 local DEFAULT_RETRY_AFTER = "60"
+-- A service that is down (restarting, failing over, its database away) is back within seconds.
+local UNAVAILABLE_RETRY_AFTER = "5"
 
 local CONFIG = json_decode(CONFIG_JSON)
 
@@ -136,11 +138,16 @@ local function gateway_error(status, text, meta)
     return { code = "RATE_LIMITED", message = "Too many requests: rate limit exceeded, retry later",
       details = array({ error_info("RATE_LIMITED", "GATEWAY_RATE_LIMIT") }) }
   end
-  if status == 502 or status == 503 or status == 504 then
-    local detail = status == 504 and "UPSTREAM_TIMEOUT" or "UPSTREAM_UNAVAILABLE"
-    return { code = "INTEGRATION_ERROR", status = status == 504 and 504 or 502,
-      message = "Upstream service unavailable" .. (text ~= "" and (": " .. text) or ""),
-      details = array({ error_info("INTEGRATION_ERROR", detail) }) }
+  if status == 502 or status == 503 then
+    -- No healthy instance of the service answered (down, restarting, draining).
+    return { code = "SERVICE_UNAVAILABLE", status = 503,
+      message = "Service unavailable, try again in a few seconds" .. (text ~= "" and (": " .. text) or ""),
+      details = array({ error_info("SERVICE_UNAVAILABLE", "UPSTREAM_UNAVAILABLE") }) }
+  end
+  if status == 504 then
+    return { code = "INTEGRATION_ERROR", status = 504,
+      message = "Upstream service did not answer in time" .. (text ~= "" and (": " .. text) or ""),
+      details = array({ error_info("INTEGRATION_ERROR", "UPSTREAM_TIMEOUT") }) }
   end
   if status < 500 then
     -- 400 (malformed JSON, bad query parameter), 408, 431, …: the request itself is wrong.
@@ -177,5 +184,7 @@ function envoy_on_response(handle)
     local retry_after = err.retry_after
     if retry_after == nil and tonumber(reset) then retry_after = tostring(math.max(1, tonumber(reset))) end
     headers:replace("retry-after", retry_after or DEFAULT_RETRY_AFTER)
+  elseif new_status == 503 then
+    headers:replace("retry-after", err.retry_after or UNAVAILABLE_RETRY_AFTER)
   end
 end

@@ -32,6 +32,7 @@ ERROR_CODES = [
     "RESOURCE_CONFLICT",
     "RATE_LIMITED",
     "INTEGRATION_ERROR",
+    "SERVICE_UNAVAILABLE",
     "INTERNAL_ERROR",
 ]
 _ERROR_RESPONSES = {
@@ -45,7 +46,8 @@ _ERROR_RESPONSES = {
     "413": "Request body over the gateway's limit (VALIDATION_ERROR)",
     "429": "Rate limit exceeded (RATE_LIMITED); see Retry-After",
     "500": "Unexpected failure (INTERNAL_ERROR)",
-    "502": "A service or external system is unavailable (INTEGRATION_ERROR)",
+    "502": "An external system (AI engine, e-signature, storage) failed (INTEGRATION_ERROR)",
+    "503": "A service of the platform is briefly unavailable (SERVICE_UNAVAILABLE); see Retry-After",
     "504": "A service did not answer in time (INTEGRATION_ERROR)",
 }
 _SECURED_ONLY = {"403"}
@@ -406,7 +408,7 @@ def _components(schemas: dict[str, Any]) -> dict[str, Any]:
             "content": {"application/json": {"schema": _ref("ErrorEnvelope")}},
             **(
                 {"headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}}
-                if code == "429"
+                if code in ("429", "503")
                 else {}
             ),
         }

@@ -44,6 +44,7 @@ CODE_STATUS = {
     "RESOURCE_CONFLICT": 409,
     "RATE_LIMITED": 429,
     "INTEGRATION_ERROR": 502,
+    "SERVICE_UNAVAILABLE": 503,  # part of the mesh (a service, its database) is down: retry (Retry-After)
     "INTERNAL_ERROR": 500,
 }
 # gRPC status number -> DOMAIN.md code, for upstream errors that carry no ErrorInfo.

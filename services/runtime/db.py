@@ -7,11 +7,16 @@ from __future__ import annotations
 import uuid
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.sql import Executable
 
-from services.runtime.errors import ConflictError
+from services.runtime.errors import ConflictError, UnavailableError
+
+# How long a caller is told to wait when the database cannot be reached: PostgreSQL restarts or fails
+# over in seconds, and pool_pre_ping reconnects on the next request after it is back.
+DATABASE_RETRY_AFTER_S = 5.0
 
 
 def sqlalchemy_url(url: str, *, async_driver: bool = True) -> str:
@@ -58,3 +63,19 @@ async def execute_unique(session: AsyncSession, statement: Executable, conflict:
             await session.execute(statement)
     except IntegrityError as exc:
         raise conflict from exc
+
+
+def database_unavailable(error: BaseException) -> UnavailableError | None:
+    """The retryable answer for a failure to reach PostgreSQL (down, restarting, connection cut, pool
+    exhausted, a server-side cancel or deadlock), else None. Sending the request again is safe: a
+    transaction either committed whole or not at all, and creates take a `request_id` (AIP-155)."""
+    transient = isinstance(error, OperationalError | InterfaceError | PoolTimeoutError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
+    if not transient:
+        return None
+    return UnavailableError(
+        "The service's database is unavailable; try again in a few seconds",
+        detail="DATABASE_UNAVAILABLE",
+        retry_after=DATABASE_RETRY_AFTER_S,
+    )

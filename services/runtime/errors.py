@@ -20,6 +20,7 @@ class DomainError(Exception):
         detail: str = "",
         metadata: Mapping[str, str] | None = None,
         field_violations: Iterable[tuple[str, str]] = (),
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -27,6 +28,7 @@ class DomainError(Exception):
         self.detail = detail
         self.metadata = dict(metadata or {})
         self.field_violations = list(field_violations)
+        self.retry_after = retry_after  # seconds a caller should wait before trying again (RetryInfo)
 
 
 class ValidationError(DomainError):
@@ -65,6 +67,17 @@ class IntegrationError(DomainError):
     """An external system (AI engine, DocuSign, S3, SMTP) failed."""
 
     code = "INTEGRATION_ERROR"
+
+
+class UnavailableError(IntegrationError):
+    """Part of the mesh itself (a service's database, a peer service) cannot answer now: the caller
+    sends the request again after `retry_after` seconds. An IntegrationError, so whatever retries
+    those (workers, the document service's sealing) retries this too."""
+
+    code = "SERVICE_UNAVAILABLE"
+
+    def __init__(self, message: str, *, detail: str = "", retry_after: float = 5.0) -> None:
+        super().__init__(message, detail=detail, retry_after=retry_after)
 
 
 class InternalError(DomainError):

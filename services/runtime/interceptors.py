@@ -21,6 +21,7 @@ from grpc_status import rpc_status
 from services.runtime import telemetry
 from services.runtime.auth import Authenticator, principal_var
 from services.runtime.context import client_address_var, request_id_var, safe_request_id
+from services.runtime.db import database_unavailable
 from services.runtime.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -31,6 +32,7 @@ from services.runtime.errors import (
     NotFoundError,
     PreconditionError,
     RateLimitedError,
+    UnavailableError,
     ValidationError,
 )
 
@@ -47,6 +49,7 @@ GRPC_CODES: dict[type[DomainError], int] = {
     PreconditionError: code_pb2.FAILED_PRECONDITION,
     RateLimitedError: code_pb2.RESOURCE_EXHAUSTED,
     IntegrationError: code_pb2.UNAVAILABLE,
+    UnavailableError: code_pb2.UNAVAILABLE,
     InternalError: code_pb2.INTERNAL,
     DomainError: code_pb2.INTERNAL,
 }
@@ -71,6 +74,10 @@ def status_of(error: DomainError, service_name: str) -> status_pb2.Status:
             ]
         )
         status.details.add().Pack(bad_request)
+    if error.retry_after is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromMilliseconds(round(error.retry_after * 1000))
+        status.details.add().Pack(retry)
     return status
 
 
@@ -137,6 +144,9 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
                 principal_var.set(await self._authenticator.authenticate(metadata))
 
         async def fail(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+            if (unavailable := database_unavailable(exc)) is not None:
+                log.warning("%s: %s (%s)", method, unavailable.message, type(exc).__name__)
+                exc = unavailable
             if isinstance(exc, DomainError):
                 if isinstance(exc, InternalError):
                     log.error("internal error in %s: %s", method, exc.message)

@@ -96,7 +96,7 @@ def _status(code_name: str, reason: str, message: str) -> status_pb2.Status:
     if code == code_pb2.INVALID_ARGUMENT:
         violation = error_details_pb2.BadRequest.FieldViolation(field="password", description="too short")
         details.append(error_details_pb2.BadRequest(field_violations=[violation]))
-    if code == code_pb2.RESOURCE_EXHAUSTED:
+    if code == code_pb2.RESOURCE_EXHAUSTED or reason == "SERVICE_UNAVAILABLE":
         details.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=7)))
     packed = []
     for detail in details:
@@ -373,6 +373,7 @@ SERVICE_ERRORS = [
     ("ABORTED", "RESOURCE_CONFLICT", 409, "RESOURCE_CONFLICT"),
     ("RESOURCE_EXHAUSTED", "RATE_LIMITED", 429, "RATE_LIMITED"),
     ("UNAVAILABLE", "INTEGRATION_ERROR", 502, "INTEGRATION_ERROR"),
+    ("UNAVAILABLE", "SERVICE_UNAVAILABLE", 503, "SERVICE_UNAVAILABLE"),  # the service's database is down
     ("INTERNAL", "INTERNAL_ERROR", 500, "INTERNAL_ERROR"),
     # Without ErrorInfo the gRPC code decides.
     ("INVALID_ARGUMENT", "", 400, "VALIDATION_ERROR"),
@@ -401,8 +402,10 @@ async def test_service_errors_use_the_envelope(
         bad = [d for d in error["details"] if d["@type"].endswith("google.rpc.BadRequest")]
         violation = bad[0]["field_violations"][0]
         assert (violation["field"], violation["description"]) == ("password", "too short")
-    if status == 429:
+    if status in (429, 503):
         assert response.headers["retry-after"] == "7"  # from the service's RetryInfo
+    else:
+        assert "retry-after" not in response.headers
 
 
 # --- errors from the gateway itself ---------------------------------------------------------------------
@@ -601,10 +604,12 @@ async def test_anonymous_rate_limit_is_per_address(strict_gateway: Gateway) -> N
         assert (await calm.post("/api/v1/auth/login", **login)).status_code == 200
 
 
-async def test_upstream_down_is_502(strict_gateway: Gateway) -> None:
+async def test_upstream_down_is_503_with_a_retry_hint(strict_gateway: Gateway) -> None:
     async with client_from(strict_gateway, "127.0.0.4") as client:
-        error = assert_envelope(await client.get("/api/v1/health"), 502, "INTEGRATION_ERROR")
+        response = await client.get("/api/v1/health")
+        error = assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
         assert error_info(error)["metadata"]["detail"] == "UPSTREAM_UNAVAILABLE"
+        assert response.headers["retry-after"] == "5"
 
 
 async def test_inlined_openapi_is_served(strict_gateway: Gateway) -> None:

@@ -3,7 +3,7 @@
 import grpc
 import pytest
 
-from services.runtime.errors import AuthorizationError, IntegrationError, ValidationError
+from services.runtime.errors import AuthorizationError, IntegrationError, UnavailableError, ValidationError
 from services.runtime.peer_errors import peer_error
 
 
@@ -25,9 +25,16 @@ def test_a_refusal_without_words_names_the_peer() -> None:
     assert "document service" in peer_error(rpc_error(grpc.StatusCode.INVALID_ARGUMENT), "document").message
 
 
-@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                  grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAUTHENTICATED])
-def test_anything_else_is_the_peer_being_unavailable(code: grpc.StatusCode) -> None:
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED])
+def test_a_peer_that_is_down_is_a_retry_later(code: grpc.StatusCode) -> None:
     error = peer_error(rpc_error(code, "stack trace of the peer"), "prediction")
-    assert isinstance(error, IntegrationError)
+    assert isinstance(error, UnavailableError) and isinstance(error, IntegrationError)  # retried where those are
+    assert (error.code, error.detail, error.retry_after) == ("SERVICE_UNAVAILABLE", "PEER_UNAVAILABLE", 5.0)
+    assert error.message == "The prediction service is unavailable; try again in a few seconds"
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAUTHENTICATED])
+def test_anything_else_is_the_peer_failing(code: grpc.StatusCode) -> None:
+    error = peer_error(rpc_error(code, "stack trace of the peer"), "prediction")
+    assert type(error) is IntegrationError
     assert error.message == "The prediction service could not be reached; try again"

@@ -4,11 +4,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+import sqlalchemy.exc
 from google.rpc import code_pb2, error_details_pb2
 
 from services.runtime import errors
 from services.runtime.context import safe_request_id
-from services.runtime.errors import DomainError, PreconditionError, ValidationError
+from services.runtime.db import database_unavailable
+from services.runtime.errors import DomainError, PreconditionError, UnavailableError, ValidationError
 from services.runtime.interceptors import GRPC_CODES, grpc_code_of, status_of
 from services.runtime.pagination import PageRequest
 
@@ -33,6 +35,39 @@ def test_precondition_maps_to_failed_precondition_with_conflict_code() -> None:
     status.details[0].Unpack(info)
     assert status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert info.reason == "RESOURCE_CONFLICT"
+
+
+def test_unavailable_becomes_unavailable_with_a_retry_hint() -> None:
+    status = status_of(UnavailableError("down", detail="DATABASE_UNAVAILABLE", retry_after=2.5), "molecule")
+    assert status.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+    assert status.details[0].Unpack(info) and status.details[1].Unpack(retry)
+    assert (info.reason, info.metadata["detail"]) == ("SERVICE_UNAVAILABLE", "DATABASE_UNAVAILABLE")
+    assert retry.retry_delay.ToMilliseconds() == 2500
+    assert len(status_of(ValidationError("bad"), "molecule").details) == 1  # no hint where none was given
+
+
+def _dbapi(kind: type[sqlalchemy.exc.DBAPIError], *, invalidated: bool = False) -> sqlalchemy.exc.DBAPIError:
+    return kind("SELECT 1", {}, Exception("server closed the connection"), connection_invalidated=invalidated)
+
+
+@pytest.mark.parametrize("error", [
+    _dbapi(sqlalchemy.exc.OperationalError),  # refused, restarting, cancelled, deadlock
+    _dbapi(sqlalchemy.exc.InterfaceError),  # the connection is closed
+    _dbapi(sqlalchemy.exc.DBAPIError, invalidated=True),  # cut in the middle of a statement
+    sqlalchemy.exc.TimeoutError("QueuePool limit reached"),  # every connection busy
+])
+def test_an_unreachable_database_is_a_retry_later(error: Exception) -> None:
+    answer = database_unavailable(error)
+    assert answer is not None and answer.detail == "DATABASE_UNAVAILABLE" and answer.retry_after == 5.0
+    assert "server closed" not in answer.message  # the driver's words stay in the log
+
+
+@pytest.mark.parametrize("error", [
+    _dbapi(sqlalchemy.exc.IntegrityError), _dbapi(sqlalchemy.exc.ProgrammingError), ValueError("x"),
+])
+def test_other_failures_are_not_called_unavailable(error: Exception) -> None:
+    assert database_unavailable(error) is None
 
 
 def test_paging_defaults_and_bounds() -> None:
