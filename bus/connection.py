@@ -24,13 +24,14 @@ async def _on_reconnected() -> None:
 
 
 async def connect(url: str, *, name: str | None = None) -> Client:
-    """Connect to NATS; waits until the server answers, and survives its restarts.
+    """Connect to NATS (`url`: one server, or a comma list of a cluster's nodes); waits until a server
+    answers, and survives restarts, moving to another node of the cluster when its own goes away.
 
     Publishes made while disconnected are buffered by the client (up to `pending_size`) and
     time out if no ack arrives; the relay and consumers treat that as transient and retry.
     """
     return await nats.connect(
-        url,
+        [server.strip() for server in url.split(",") if server.strip()],  # a cluster's nodes: any will do
         name=name,
         allow_reconnect=True,
         max_reconnect_attempts=-1,  # never give up: the bus is reliable, not best-effort

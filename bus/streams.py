@@ -24,7 +24,8 @@ _STREAMS = [
 ]
 
 
-def stream_configs(*, duplicate_window: float = DUPLICATE_WINDOW_SECONDS) -> list[StreamConfig]:
+def stream_configs(*, replicas: int = 1, duplicate_window: float = DUPLICATE_WINDOW_SECONDS) -> list[StreamConfig]:
+    """`replicas`: copies JetStream keeps of each stream (3 on a three-node cluster: one node may fail)."""
     return [
         StreamConfig(
             name=name,
@@ -33,14 +34,19 @@ def stream_configs(*, duplicate_window: float = DUPLICATE_WINDOW_SECONDS) -> lis
             retention=retention,
             storage=StorageType.FILE,
             duplicate_window=duplicate_window,
+            num_replicas=replicas,
         )
         for name, subjects, retention, description in _STREAMS
     ]
 
 
-async def ensure_streams(js: JetStreamContext, *, duplicate_window: float = DUPLICATE_WINDOW_SECONDS) -> None:
-    """Create the streams, or bring an existing one to this configuration; safe to run on every start."""
-    for config in stream_configs(duplicate_window=duplicate_window):
+async def ensure_streams(
+    js: JetStreamContext, *, replicas: int = 1, duplicate_window: float = DUPLICATE_WINDOW_SECONDS
+) -> None:
+    """Create the streams, or bring an existing one to this configuration (JetStream scales a stream's
+    replicas up or down in place); safe to run on every start. Every process must pass the same values
+    (MOLBRIDGE_STREAM_REPLICAS), or each start would undo the last."""
+    for config in stream_configs(replicas=replicas, duplicate_window=duplicate_window):
         try:
             # Creating with an identical configuration is a no-op, which makes concurrent starts safe.
             await js.add_stream(config)

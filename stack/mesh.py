@@ -18,9 +18,9 @@ from pathlib import Path
 
 from pydantic import Field
 
-from services.runtime.settings import REPO_ROOT, Settings, health_addr_variable
+from services.runtime.settings import REPO_ROOT, Settings, SettingsError, addr_list, health_addr_variable
 from stack.envoy import envoy_process
-from stack.nats import NatsServer
+from stack.nats import NatsServer, cluster_url, nats_cluster, wait_for_jetstream
 from stack.ports import free_port
 from stack.postgres import PostgresServer
 from stack.processes import ManagedProcess, StartupError, Supervisor, grpc_ready, http_ready, tcp_ready
@@ -57,6 +57,9 @@ SERVICES: tuple[ServiceSpec, ...] = (
 DESCRIPTOR_PATH = REPO_ROOT / "build" / "descriptor.pb"
 # The reference AI engine runs from its own virtualenv (`make engine`); without it, AI_ENGINE_URL must be set.
 ENGINE_PYTHON = REPO_ROOT / ".venv-engine" / "bin" / "python"
+# With replicas, a server stopping keeps serving this long after it says NOT_SERVING: Envoy checks every
+# second and takes an endpoint out after two failed checks (gateway/envoy/render.py SERVICE_HEALTH_CHECK).
+DRAIN_SECONDS = 3.0
 TRACE_RECEIVER = "stack.trace_receiver"  # OTLP receiver for Envoy's spans when no collector is set
 
 # Variables the stack decides for its children; an isolated (test) stack never inherits them.
@@ -74,6 +77,7 @@ class StackEnv(Settings):
     ai_engine_url: str | None = Field(None, validation_alias="AI_ENGINE_URL")
     engine_port: int = Field(8090, ge=1, le=65535, validation_alias="MOLBRIDGE_ENGINE_PORT")
     engine_models: str = Field("baseline,admet", validation_alias="MOLBRIDGE_ENGINE_MODELS")
+    replicas: int = Field(1, ge=1, le=8, validation_alias="MOLBRIDGE_REPLICAS")
 
 
 @dataclass
@@ -90,7 +94,9 @@ class StackSettings:
     ai_engine_url: str | None = None  # None: start the reference engine (engine/) on engine_port
     engine_port: int = 8090
     engine_models: str = "baseline,admet"
-    service_addrs: dict[str, str] = field(default_factory=dict)
+    service_addrs: dict[str, str] = field(default_factory=dict)  # per service: its replicas, comma separated
+    # Instances of every service and worker; above 1, NATS is a three-node JetStream cluster with R3 streams.
+    replicas: int = 1
     ephemeral: bool = False  # PostgreSQL without fsync (tests)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # base environment of children
 
@@ -106,7 +112,8 @@ class StackSettings:
             gateway_port=typed.gateway_port,
             admin_port=typed.gateway_admin_port,
             trace_receiver_port=typed.trace_receiver_port,
-            service_addrs={s.name: typed.addr_of(s.name) for s in SERVICES if s.grpc},
+            service_addrs={s.name: replica_addrs(typed.addr_of(s.name), typed.replicas) for s in SERVICES if s.grpc},
+            replicas=typed.replicas,
             ai_engine_url=typed.ai_engine_url,
             engine_port=typed.engine_port,
             engine_models=typed.engine_models,
@@ -121,6 +128,7 @@ class StackSettings:
         database_url: str | None = None,
         env: Mapping[str, str] | None = None,
         extra_env: Mapping[str, str] | None = None,
+        replicas: int = 1,
     ) -> StackSettings:
         """A stack that shares nothing with others on this machine: every port free, its own data
         dir, none of the project's variables inherited from `env` (default os.environ) — only
@@ -136,12 +144,31 @@ class StackSettings:
             gateway_port=free_port(),
             admin_port=free_port(),
             trace_receiver_port=free_port(),
-            service_addrs={s.name: f"127.0.0.1:{free_port()}" for s in SERVICES if s.grpc},
+            service_addrs={s.name: ",".join(f"127.0.0.1:{free_port()}" for _ in range(replicas))
+                           for s in SERVICES if s.grpc},
+            replicas=replicas,
             engine_port=free_port(),
             engine_models="baseline",  # loads in seconds; admet-ai is tested by the engine's own tests
             ephemeral=True,
             env=base,
         )
+
+
+def replica_addrs(addr: str, replicas: int) -> str:
+    """The addresses of `replicas` instances: a list given as such, else the next ones on ports 100
+    apart (127.0.0.1:50052 → …:50052,…:50152)."""
+    given = addr_list(addr)
+    if len(given) > 1 and len(given) != replicas:
+        raise SettingsError(f"{addr!r} lists {len(given)} addresses for MOLBRIDGE_REPLICAS={replicas}")
+    if len(given) > 1 or replicas == 1:
+        return addr
+    host, _, port = addr.rpartition(":")
+    return ",".join(f"{host}:{int(port) + 100 * i}" for i in range(replicas))
+
+
+def instance_name(name: str, index: int) -> str:
+    """`molecule`, `molecule-2`, …: the first instance keeps the plain name."""
+    return name if index == 0 else f"{name}-{index + 1}"
 
 
 class Stack:
@@ -160,7 +187,8 @@ class Stack:
         self.supervisor = Supervisor()
         self.health_addrs: dict[str, str] = {}  # workers with health=True: where they answer grpc.health.v1
         self.postgres: PostgresServer | None = None
-        self.nats: NatsServer | None = None
+        self.nats: NatsServer | None = None  # one node, or the first node of the cluster
+        self.nats_nodes: list[NatsServer] = []
         self.database_url = settings.database_url or ""
         self.nats_url = settings.nats_url or ""
         self.env: dict[str, str] = {}  # what the services were given on top of settings.env
@@ -193,7 +221,12 @@ class Stack:
         return f"http://127.0.0.1:{self.settings.admin_port}"
 
     def service_addr(self, name: str) -> str:
+        """Where the service answers: its address, or with replicas all of them, comma separated."""
         return self.settings.service_addrs[name]
+
+    def instances(self, name: str) -> list[str]:
+        """The process names of a service's or worker's instances (`molecule`, `molecule-2`, …)."""
+        return [instance_name(name, i) for i in range(self.settings.replicas)]
 
     # --- lifecycle
     def start(self) -> Stack:
@@ -205,7 +238,13 @@ class Stack:
         return self
 
     def stop(self) -> None:
-        self.supervisor.stop_all()
+        if self.settings.replicas > 1:
+            # Instances drain (NOT_SERVING, then DRAIN_SECONDS of serving) all at once, not one by one.
+            names = {n for spec in self.services for n in self.instances(spec.name)}
+            for process in self.supervisor.processes:
+                if process.name in names:
+                    process.terminate()
+        self.supervisor.stop_all(within=8.0 + (DRAIN_SECONDS if self.settings.replicas > 1 else 0.0))
 
     def restart(self, name: str) -> None:
         self._say(f"restarting {name} …")
@@ -242,8 +281,15 @@ class Stack:
             )
             self._run(self.postgres)
             self.database_url = self.postgres.ensure_database("molbridge")
-        if s.nats_url is None:
+        if s.nats_url is None and s.replicas > 1:
+            self.nats_nodes = nats_cluster(s.data_dir / "nats", self.logs_dir)
+            for node in self.nats_nodes:
+                self._run(node)
+            wait_for_jetstream(self.nats_nodes)
+            self.nats, self.nats_url = self.nats_nodes[0], cluster_url(self.nats_nodes)
+        elif s.nats_url is None:
             self.nats = NatsServer(s.data_dir / "nats", log_path=self._log("nats"), port=s.nats_port)
+            self.nats_nodes = [self.nats]
             self._run(self.nats)
             self.nats_url = self.nats.url
 
@@ -258,12 +304,17 @@ class Stack:
             self._run(self._engine(traces=gateway_traces))
         self.env = self._service_env()
         for spec in self.services:
-            own_env: dict[str, str] = {}
-            ready = grpc_ready(self.service_addr(spec.name)) if spec.grpc else None
-            if spec.health and not spec.grpc:
-                self.health_addrs[spec.name] = own_env[health_addr_variable(spec.name)] = f"127.0.0.1:{free_port()}"
-                ready = grpc_ready(self.health_addrs[spec.name])
-            self._run(self._python(spec.name, spec.module, ready=ready, env=own_env))
+            own_addrs = addr_list(self.service_addr(spec.name)) if spec.grpc else []
+            for index, name in enumerate(self.instances(spec.name)):
+                own_env: dict[str, str] = {}
+                ready = None
+                if spec.grpc:
+                    own_env["MOLBRIDGE_LISTEN_ADDR"] = own_addrs[index]
+                    ready = grpc_ready(own_addrs[index])
+                elif spec.health:
+                    self.health_addrs[name] = own_env[health_addr_variable(spec.name)] = f"127.0.0.1:{free_port()}"
+                    ready = grpc_ready(self.health_addrs[name])
+                self._run(self._python(name, spec.module, ready=ready, env=own_env))
         self._gateway_traces = gateway_traces
         self._run(self._envoy(traces=gateway_traces))
 
@@ -291,6 +342,10 @@ class Stack:
             "MOLBRIDGE_SERVICES": ",".join(spec.name for spec in self.services if spec.grpc),
         }
         env |= {f"MOLBRIDGE_{name.upper()}_ADDR": addr for name, addr in s.service_addrs.items()}
+        if s.replicas > 1:
+            env["MOLBRIDGE_DRAIN_SECONDS"] = str(DRAIN_SECONDS)
+        if len(self.nats_nodes) > 1:
+            env["MOLBRIDGE_STREAM_REPLICAS"] = str(len(self.nats_nodes))  # one node may fail
         if s.otlp_endpoint:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = s.otlp_endpoint
         env["AI_ENGINE_URL"] = self.ai_engine_url

@@ -120,24 +120,39 @@ def _split_addr(addr: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _cluster(name: str, addr: str, *, http2: bool = True) -> dict[str, Any]:
-    host, port = _split_addr(addr)
-    try:
-        ipaddress.ip_address(host)
-        kind = "STATIC"
-    except ValueError:
-        kind = "STRICT_DNS"
+# Every service cluster is health-checked over grpc.health.v1: a replica that stops answering, or
+# answers NOT_SERVING (draining after SIGTERM, a wedged consumer), gets no new requests after about
+# two intervals; one that comes back gets them again after one good answer.
+SERVICE_HEALTH_CHECK: dict[str, Any] = {
+    "timeout": "1s",
+    "interval": "1s",
+    "unhealthy_threshold": 2,
+    "healthy_threshold": 1,
+    "no_traffic_interval": "5s",
+    "grpc_health_check": {},
+}
+
+
+def _cluster(name: str, addr: str, *, http2: bool = True, health_check: bool = False) -> dict[str, Any]:
+    """A cluster of every address of `addr` (one, or a comma list of replicas); a host name is a
+    STRICT_DNS cluster (each address it resolves to is an endpoint)."""
+    endpoints = []
+    kind = "STATIC"
+    for one in (part.strip() for part in addr.split(",") if part.strip()):
+        host, port = _split_addr(one)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            kind = "STRICT_DNS"
+        endpoints.append({"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}})
     cluster: dict[str, Any] = {
         "name": name,
         "type": kind,
         "connect_timeout": "1s",
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}
-            ],
-        },
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
     }
+    if health_check:
+        cluster["health_checks"] = [SERVICE_HEALTH_CHECK]
     if http2:
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -477,7 +492,9 @@ class _Renderer:
         ]
 
     def clusters(self) -> list[dict[str, Any]]:
-        clusters = [_cluster(f"svc_{name}", addr) for name, addr in sorted(self.settings.upstreams.items())]
+        clusters = [
+            _cluster(f"svc_{name}", addr, health_check=True) for name, addr in sorted(self.settings.upstreams.items())
+        ]
         clusters.append(_jwks_cluster(jwks_socket(self.settings.gateway_port)))
         if self.settings.otlp_endpoint:
             clusters.append(_cluster("otlp", self.settings.otlp_endpoint))

@@ -10,7 +10,7 @@ from molbridge.health.v1 import health_service_pb2 as pb
 from molbridge.health.v1 import health_service_pb2_grpc as pb_grpc
 
 from services.runtime.errors import IntegrationError
-from services.runtime.settings import Settings
+from services.runtime.settings import GRPC_BALANCED, Settings, grpc_target
 
 PROBE_TIMEOUT_S = 2.0
 
@@ -22,7 +22,8 @@ class HealthServicer(pb_grpc.HealthServiceServicer):
         # MOLBRIDGE_SERVICES names the services this deployment runs (the stack sets it).
         names = settings.mesh_services or settings.service_name
         self._targets = {name: settings.addr_of(name) for name in names.split(",") if name}
-        self._channels = {name: grpc.aio.insecure_channel(addr) for name, addr in self._targets.items()}
+        self._channels = {name: grpc.aio.insecure_channel(grpc_target(addr), options=GRPC_BALANCED)
+                          for name, addr in self._targets.items()}
 
     async def _probe(self, name: str) -> str:
         stub = health_pb2_grpc.HealthStub(self._channels[name])

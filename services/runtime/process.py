@@ -340,7 +340,7 @@ class RunningProcess:
         # One connection per process, shared by the relay and every consumer.
         self._nats = await connect(self.config.nats_url, name=self.name)
         js = self._nats.jetstream()
-        await ensure_streams(js)
+        await ensure_streams(js, replicas=self.config.stream_replicas)
         if self.process.outbox is not None:
             self.relay = OutboxRelay(self.process.outbox.engine, self.process.outbox.schema, js)
             self._bus_tasks.append(asyncio.create_task(supervise(self.relay.run, name="outbox relay")))
@@ -392,6 +392,9 @@ class RunningProcess:
             await asyncio.gather(self._health_task, return_exceptions=True)
         await self._set_health(serving=False)
         if self._server is not None and self.process.is_server:
+            if self.config.drain_seconds:
+                log.info("%s: NOT_SERVING, draining for %.1f s", self.name, self.config.drain_seconds)
+                await asyncio.sleep(self.config.drain_seconds)
             await self._server.stop(GRACE_SECONDS)
         for task in self._tasks:
             task.cancel()

@@ -13,6 +13,7 @@ counts as unset. `from_env` reads an explicit mapping (tests pass a dict; nothin
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -53,7 +54,36 @@ def health_addr_variable(name: str) -> str:
 
 
 def service_addr(name: str, env: Mapping[str, str] = os.environ) -> str:
+    """Where `name` answers: one host:port, a DNS name resolving to every replica, or a comma list of
+    the replicas' addresses."""
     return env.get(addr_variable(name)) or f"127.0.0.1:{SERVICE_PORTS[name]}"
+
+
+def addr_list(value: str) -> list[str]:
+    """The addresses of a comma list (`10.0.0.5:50052,10.0.0.6:50052`), blanks dropped."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def grpc_target(value: str) -> str:
+    """The gRPC channel target for an address setting: one address as it is (a DNS name resolves to
+    every replica behind it), a comma list of IP addresses as one `ipv4:`/`ipv6:` target. Channels
+    balance calls round robin over what the target resolves to (GRPC_BALANCED)."""
+    addrs = addr_list(value)
+    if len(addrs) <= 1:
+        return value.strip()
+    hosts = [addr.rpartition(":")[0].strip("[]") for addr in addrs]
+    try:
+        versions = {ipaddress.ip_address(host).version for host in hosts}
+    except ValueError:
+        raise SettingsError(f"{value!r}: a list of replicas must be IP addresses; for host names use one "
+                            "DNS name that resolves to every replica") from None
+    if len(versions) > 1:
+        raise SettingsError(f"{value!r}: IPv4 and IPv6 replicas cannot be mixed in one list")
+    return f"ipv{versions.pop()}:{','.join(addrs)}"
+
+
+# Channel options of every service-to-service channel: spread calls over all resolved replicas.
+GRPC_BALANCED: tuple[tuple[str, str], ...] = (("grpc.lb_policy_name", "round_robin"),)
 
 
 def check_host_port(value: str, variable: str) -> str:
@@ -66,8 +96,10 @@ def check_host_port(value: str, variable: str) -> str:
 class Settings(BaseSettings):
     """What every Molbridge process reads. Field → variable (default):
 
-    MOLBRIDGE_DATA_DIR (.data) · DATABASE_URL · NATS_URL (nats://127.0.0.1:4222) ·
-    MOLBRIDGE_<SERVICE>_ADDR (127.0.0.1:5005x) · OTEL_EXPORTER_OTLP_ENDPOINT · MOLBRIDGE_LOG_LEVEL (INFO) ·
+    MOLBRIDGE_DATA_DIR (.data) · DATABASE_URL · NATS_URL (nats://127.0.0.1:4222; a comma list for a
+    cluster) · MOLBRIDGE_STREAM_REPLICAS (1) ·
+    MOLBRIDGE_<SERVICE>_ADDR (127.0.0.1:5005x; a comma list for replicas) · MOLBRIDGE_LISTEN_ADDR (a
+    replica's own bind address) · OTEL_EXPORTER_OTLP_ENDPOINT · MOLBRIDGE_LOG_LEVEL (INFO) ·
     MOLBRIDGE_PUBLIC_URL (the gateway URL) · GATEWAY_PORT (8080) · MOLBRIDGE_SERVICES ·
     SMTP_URL / SMTP_CA_FILE / SMTP_VERIFY / SMTP_ALLOW_PLAINTEXT_AUTH · S3_* and AWS_* (object storage) ·
     MOLBRIDGE_<PROCESS>_HEALTH_ADDR (workers' health server).
@@ -79,10 +111,17 @@ class Settings(BaseSettings):
     data_dir: Path = Field(REPO_ROOT / ".data", validation_alias="MOLBRIDGE_DATA_DIR")
     database_url: str = Field("", validation_alias="DATABASE_URL")
     nats_url: str = Field("nats://127.0.0.1:4222", validation_alias="NATS_URL")
+    # Copies JetStream keeps of each stream: 3 on a three-node cluster (NATS_URL lists its nodes).
+    stream_replicas: int = Field(1, ge=1, le=5, validation_alias="MOLBRIDGE_STREAM_REPLICAS")
     otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
     log_level: LogLevel = Field("INFO", validation_alias="MOLBRIDGE_LOG_LEVEL")
     gateway_port: int = Field(8080, ge=1, le=65535, validation_alias="GATEWAY_PORT")
     public_url_override: str | None = Field(None, validation_alias="MOLBRIDGE_PUBLIC_URL")
+    # After SIGTERM a server answers health NOT_SERVING and goes on serving this long, so load balancers
+    # (Envoy checks every second) stop sending before it stops accepting; 0 when nothing balances it.
+    drain_seconds: float = Field(0.0, ge=0, le=60, validation_alias="MOLBRIDGE_DRAIN_SECONDS")
+    # Where this server binds when MOLBRIDGE_<SERVICE>_ADDR lists every replica (each replica its own).
+    listen_addr_override: str | None = Field(None, validation_alias="MOLBRIDGE_LISTEN_ADDR")
     # The services GET /api/v1/health probes (comma separated; the stack sets it).
     mesh_services: str = Field("", validation_alias="MOLBRIDGE_SERVICES")
     # Email: unset = .eml files under <data dir>/outbox/email (see services.runtime.email).
@@ -122,8 +161,10 @@ class Settings(BaseSettings):
     @field_validator("nats_url")
     @classmethod
     def _nats_scheme(cls, value: str) -> str:
-        if not value.startswith(("nats://", "tls://", "ws://", "wss://")):
-            raise ValueError("expected nats://host:port")
+        if not addr_list(value) or not all(
+            url.startswith(("nats://", "tls://", "ws://", "wss://")) for url in addr_list(value)
+        ):
+            raise ValueError("expected nats://host:port, or a comma list of a cluster's nodes")
         return value
 
     @field_validator("database_url")
@@ -144,12 +185,16 @@ class Settings(BaseSettings):
         except ValidationError as error:
             raise SettingsError(_describe(error, env)) from None
         if service_name in SERVICE_PORTS:
-            check_host_port(settings.listen_addr, addr_variable(service_name))
+            variable = "MOLBRIDGE_LISTEN_ADDR" if settings.listen_addr_override else addr_variable(service_name)
+            if len(addr_list(settings.listen_addr)) > 1:
+                raise SettingsError(f"{variable}={settings.listen_addr!r} lists several replicas: set "
+                                    "MOLBRIDGE_LISTEN_ADDR to this replica's own host:port")
+            check_host_port(settings.listen_addr, variable)
         return settings
 
     @property
     def listen_addr(self) -> str:
-        return self.addr_of(self.service_name)
+        return self.listen_addr_override or self.addr_of(self.service_name)
 
     @property
     def public_url(self) -> str:

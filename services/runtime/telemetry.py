@@ -30,6 +30,8 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from services.runtime.settings import GRPC_BALANCED, grpc_target
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -484,8 +486,11 @@ def client_interceptors(target: str | None = None) -> list[grpc.aio.ClientInterc
 
 
 def traced_channel(target: str) -> grpc.aio.Channel:
-    """An insecure grpc.aio channel for service-to-service calls, traced."""
-    return grpc.aio.insecure_channel(target, interceptors=client_interceptors(target))
+    """An insecure grpc.aio channel for service-to-service calls, traced; `target` is an address
+    setting (one address, or a comma list of replicas: calls go round robin)."""
+    return grpc.aio.insecure_channel(
+        grpc_target(target), options=GRPC_BALANCED, interceptors=client_interceptors(target)
+    )
 
 
 # --- Database ------------------------------------------------------------------------------------

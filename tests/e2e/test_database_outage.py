@@ -8,40 +8,25 @@ shares its PostgreSQL with every other test.
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-from collections import Counter
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from stack.mesh import SERVICES, Stack, StackSettings
+from stack.mesh import Stack
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.e2e.molecule_rest import Org, assert_error, data, start_import, upload_file, wait_for_job
+from tests.e2e.own_stack import Traffic, core_stack, wait_for
 from tests.e2e.test_identity_gateway import login
 from tests.integration.molecule_imports import molsets_smiles
 
-RECOVERY_SECONDS = 60.0  # a bound for a hang, not a performance figure
 MOLECULES = 300
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    settings = StackSettings.isolated(
-        tmp_path_factory.mktemp("outage"),
-        env=os.environ,
-        extra_env={"MOLBRIDGE_ADMIN_EMAIL": ADMIN_EMAIL, "MOLBRIDGE_ADMIN_PASSWORD": ADMIN_PASSWORD,
-                   "MOLBRIDGE_RATE_LIMIT_SCALE": "100"},
-    )
-    settings.ai_engine_url = "http://127.0.0.1:9"  # not used here: no engine started
-    services = [s for s in SERVICES if s.name in ("identity", "molecule", "molecule-worker")]
-    running = Stack(settings, services=services).start()
-    try:
+    with core_stack(tmp_path_factory.mktemp("outage")) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -57,45 +42,6 @@ def imported(api: httpx.Client, org: Org, smiles: list[str]) -> dict:
     return wait_for_job(api, org.headers, job["job_id"])
 
 
-class Traffic:
-    """Reads from a thread while the database goes away and comes back: every answer's status, and
-    the 503s' Retry-After headers."""
-
-    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
-        self.statuses: Counter[int] = Counter()
-        self.retry_afters: set[str | None] = set()
-        self.bad: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(base_url, headers), daemon=True)
-
-    def _run(self, base_url: str, headers: dict[str, str]) -> None:
-        with httpx.Client(base_url=base_url, timeout=30, headers=headers) as client:
-            while not self._stop.is_set():
-                for path in ("/molecules?page_size=5", "/users/me"):
-                    response = client.get(path)
-                    self.statuses[response.status_code] += 1
-                    if response.status_code == 503:
-                        self.retry_afters.add(response.headers.get("retry-after"))
-                    elif response.status_code != 200:
-                        self.bad.append(f"{path}: {response.status_code} {response.text[:300]}")
-                time.sleep(0.02)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-
-def wait_for(check, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + RECOVERY_SECONDS
-    while not check():
-        assert time.monotonic() < deadline, f"{what} not within {RECOVERY_SECONDS} s"
-        time.sleep(0.2)
-
-
 def test_a_database_crash_is_a_503_with_retry_after_and_recovers_without_loss(stack: Stack, api: httpx.Client) -> None:
     admin = login(api, ADMIN_EMAIL, ADMIN_PASSWORD)
     org = Org.create(api, admin)
@@ -107,7 +53,7 @@ def test_a_database_crash_is_a_503_with_retry_after_and_recovers_without_loss(st
 
     postgres = stack.supervisor.get("postgres")
     with Traffic(stack.gateway_url + "/api/v1", org.headers) as traffic:
-        wait_for(lambda: traffic.statuses[200] >= 10, "traffic before the crash")
+        wait_for(lambda: traffic.served() >= 10, "traffic before the crash")
         stack.kill("postgres")
         wait_for(lambda: traffic.statuses[503] >= 5, "503s while the database is down")
 
@@ -120,10 +66,9 @@ def test_a_database_crash_is_a_503_with_retry_after_and_recovers_without_loss(st
                      503, "SERVICE_UNAVAILABLE")
 
         postgres.start()
-        seen_after_restart = traffic.statuses[200]
-        wait_for(lambda: traffic.statuses[200] >= seen_after_restart + 10, "success after the restart")
+        traffic.go_on(10)
 
-    assert traffic.bad == [], traffic.bad  # only 200 and 503, never a 500
+    assert traffic.only_unavailable(), (traffic.statuses, traffic.retry_afters, traffic.other[:10])
     assert traffic.retry_afters == {"5"}, traffic.retry_afters
     assert traffic.statuses[503] >= 5 and traffic.statuses[200] >= 20, traffic.statuses
 

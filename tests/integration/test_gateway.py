@@ -319,7 +319,8 @@ def echoed(response: httpx.Response) -> dict[str, str]:
 
 @pytest.mark.parametrize("traced", [False, True])
 def test_rendered_configs_validate(tmp_path: Path, traced: bool) -> None:
-    upstreams = {"identity": "127.0.0.1:50051", "molecule": "localhost:50052"}
+    # Replicas: a comma list of addresses, or a DNS name (each address it resolves to).
+    upstreams = {"identity": "127.0.0.1:50051,127.0.0.1:50151", "molecule": "localhost:50052"}
     settings = _settings(
         tmp_path,
         upstreams,

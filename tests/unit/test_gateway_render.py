@@ -156,3 +156,17 @@ def test_standard_streams_get_the_streaming_timeout() -> None:
     assert timeouts["/grpc.health.v1.Health/"] == "30s"  # Check stays unary
     assert timeouts["/grpc.reflection.v1alpha.ServerReflection/"] == "3600s"
     assert timeouts["/grpc.reflection.v1.ServerReflection/"] == "3600s"
+
+
+def test_replicas_are_endpoints_of_one_health_checked_cluster() -> None:
+    upstreams = {"identity": "127.0.0.1:1, 127.0.0.1:2", "molecule": "molecule.internal:50052"}
+    clusters = {c["name"]: c for c in _Renderer(settings(upstreams=upstreams), load_policy()).clusters()}
+    identity, molecule = clusters["svc_identity"], clusters["svc_molecule"]
+    [locality] = identity["load_assignment"]["endpoints"]
+    endpoints = [e["endpoint"]["address"]["socket_address"] for e in locality["lb_endpoints"]]
+    assert endpoints == [{"address": "127.0.0.1", "port_value": 1}, {"address": "127.0.0.1", "port_value": 2}]
+    assert (identity["type"], molecule["type"]) == ("STATIC", "STRICT_DNS")
+    for cluster in (identity, molecule):
+        [check] = cluster["health_checks"]
+        assert "grpc_health_check" in check and check["unhealthy_threshold"] >= 1
+    assert "health_checks" not in clusters["jwks"]

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 from pydantic import Field
 
-from services.runtime.settings import REPO_ROOT, Settings, SettingsError, health_addr_variable
+from services.runtime.settings import (
+    GRPC_BALANCED,
+    REPO_ROOT,
+    Settings,
+    SettingsError,
+    grpc_target,
+    health_addr_variable,
+)
 
 
 class ToySettings(Settings):
@@ -71,3 +78,31 @@ def test_secrets_are_not_echoed_in_errors() -> None:
     with pytest.raises(SettingsError) as error:
         Settings.from_env("identity", {"DATABASE_URL": "mysql://root:hunter2@db/x"})
     assert "DATABASE_URL" in str(error.value) and "hunter2" not in str(error.value)
+
+
+def test_replicas_are_a_comma_list_each_binding_its_own_address() -> None:
+    env = {"MOLBRIDGE_MOLECULE_ADDR": "127.0.0.1:7001, 127.0.0.1:7002", "MOLBRIDGE_LISTEN_ADDR": "127.0.0.1:7002"}
+    settings = Settings.from_env("molecule", env)
+    assert settings.listen_addr == "127.0.0.1:7002"
+    assert grpc_target(settings.addr_of("molecule")) == "ipv4:127.0.0.1:7001,127.0.0.1:7002"
+    assert grpc_target("[::1]:7001,[::1]:7002") == "ipv6:[::1]:7001,[::1]:7002"
+    assert grpc_target("molecule.internal:50052") == "molecule.internal:50052"  # DNS: every address it resolves to
+    assert GRPC_BALANCED == (("grpc.lb_policy_name", "round_robin"),)
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"MOLBRIDGE_MOLECULE_ADDR": "127.0.0.1:7001,127.0.0.1:7002"}, "set MOLBRIDGE_LISTEN_ADDR"),
+    ({"MOLBRIDGE_LISTEN_ADDR": "7002"}, "MOLBRIDGE_LISTEN_ADDR='7002': expected host:port"),
+])
+def test_a_server_needs_one_address_of_its_own(env: dict[str, str], says: str) -> None:
+    with pytest.raises(SettingsError, match=says):
+        Settings.from_env("molecule", env)
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("molecule-a:1,molecule-b:1", "must be IP addresses"),
+    ("127.0.0.1:1,[::1]:1", "cannot be mixed"),
+])
+def test_a_list_of_replicas_that_grpc_cannot_dial_is_refused(value: str, says: str) -> None:
+    with pytest.raises(SettingsError, match=says):
+        grpc_target(value)

@@ -21,13 +21,13 @@ CHANGES_SUBJECT = event_subject(EVENT_SOURCE, MoleculesChanged)
 _RETRY_DELAYS_S = (0.5, 2.0, 5.0, 15.0, 30.0)
 
 
-async def follow_changes(index: QueryIndex, nats_url: str) -> None:
+async def follow_changes(index: QueryIndex, nats_url: str, stream_replicas: int = 1) -> None:
     """Keep the index fresh from the bus, then load every organization. Each replica reads every
     MoleculesChanged (an ordered consumer of its own, from now on: what came before, the load reads)."""
     nats = await connect(nats_url, name="molecule-query-index")
     try:
         js = nats.jetstream()
-        await ensure_streams(js)
+        await ensure_streams(js, replicas=stream_replicas)
         subscription = await js.subscribe(
             CHANGES_SUBJECT, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
         )

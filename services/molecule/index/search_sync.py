@@ -83,10 +83,11 @@ class SyncStats:
 class SearchIndexSync:
     """Loads the index from PostgreSQL and follows MoleculesChanged; `run` is a background job."""
 
-    def __init__(self, engine: AsyncEngine, index: SearchIndex, nats_url: str) -> None:
+    def __init__(self, engine: AsyncEngine, index: SearchIndex, nats_url: str, stream_replicas: int = 1) -> None:
         self._engine = engine
         self._index = index
         self._nats_url = nats_url
+        self._stream_replicas = stream_replicas
         self._listed = False  # the organizations to load are known
         self._unloaded: set[str] = set()  # listed, first load not done: not ready
         self._loading: set[str] = set()  # snapshot being read: changes wait in _pending
@@ -108,7 +109,7 @@ class SearchIndexSync:
         nats = await connect(self._nats_url, name="molecule-search-index")
         try:
             js = nats.jetstream()
-            await ensure_streams(js)
+            await ensure_streams(js, replicas=self._stream_replicas)
             subscription = await js.subscribe(
                 CHANGES_SUBJECT, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
             )
