@@ -33,6 +33,8 @@ from sqlalchemy.schema import SchemaItem
 
 OUTBOX = "outbox"
 PROCESSED_EVENTS = "processed_events"
+OUTBOX_PUBLISHED_INDEX = "outbox_published_idx"
+PROCESSED_AT_INDEX = "processed_events_processed_at_idx"
 
 _metadata = MetaData()
 
@@ -43,6 +45,12 @@ class Migrator(Protocol):
     def create_table(self, table_name: str, *columns: SchemaItem, **kw: Any) -> Any: ...
 
     def drop_table(self, table_name: str, *, schema: str | None = None, **kw: Any) -> None: ...
+
+    def create_index(self, index_name: str, table_name: str, columns: Any, **kw: Any) -> Any: ...
+
+    def drop_index(self, index_name: str, table_name: str | None = None, **kw: Any) -> Any: ...
+
+    def get_context(self) -> Any: ...
 
 
 def _outbox() -> list[SchemaItem]:
@@ -57,6 +65,8 @@ def _outbox() -> list[SchemaItem]:
         Column("attempts", Integer, nullable=False, server_default=text("0")),
         # The relay only ever scans unpublished rows; this keeps that scan small however long the table grows.
         Index("outbox_unpublished_idx", "created_at", postgresql_where=text("published_at IS NULL")),
+        # The retention sweep (bus.retention) deletes the oldest published rows in batches.
+        Index(OUTBOX_PUBLISHED_INDEX, "published_at", postgresql_where=text("published_at IS NOT NULL")),
     ]
 
 
@@ -66,6 +76,7 @@ def _processed_events() -> list[SchemaItem]:
         Column("event_id", Text, nullable=False),
         Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         PrimaryKeyConstraint("consumer", "event_id"),
+        Index(PROCESSED_AT_INDEX, "processed_at"),  # the retention sweep's oldest-first batches
     ]
 
 
@@ -93,3 +104,25 @@ def create_processed_events_table(op: Migrator, schema: str) -> None:
 
 def drop_processed_events_table(op: Migrator, schema: str) -> None:
     op.drop_table(PROCESSED_EVENTS, schema=schema)
+
+
+def create_retention_indexes(op: Migrator, schema: str, *, processed_events: bool = True) -> None:
+    """The indexes bus.retention's sweep needs, for schemas created before it (new tables have them, hence
+    IF NOT EXISTS). Built CONCURRENTLY, outside the migration's transaction: an outbox that was never
+    pruned may be large, and a plain CREATE INDEX would block the services' writes while it builds."""
+    with op.get_context().autocommit_block():
+        op.create_index(
+            OUTBOX_PUBLISHED_INDEX, OUTBOX, ["published_at"], schema=schema, postgresql_concurrently=True,
+            postgresql_where=text("published_at IS NOT NULL"), if_not_exists=True,
+        )
+        if processed_events:
+            op.create_index(
+                PROCESSED_AT_INDEX, PROCESSED_EVENTS, ["processed_at"], schema=schema,
+                postgresql_concurrently=True, if_not_exists=True,
+            )
+
+
+def drop_retention_indexes(op: Migrator, schema: str, *, processed_events: bool = True) -> None:
+    op.drop_index(OUTBOX_PUBLISHED_INDEX, OUTBOX, schema=schema)
+    if processed_events:
+        op.drop_index(PROCESSED_AT_INDEX, PROCESSED_EVENTS, schema=schema)

@@ -137,7 +137,7 @@ def build_parts(settings: MoleculeSettings, engine: AsyncEngine) -> MoleculePart
     storage = make_storage(settings)
     query_index = QueryIndex(engine)
     search_index = SearchIndex()
-    search_sync = SearchIndexSync(engine, search_index, settings.nats_url, settings.stream_replicas)
+    search_sync = SearchIndexSync(engine, search_index, settings.nats_url, settings.stream_policy)
     # Substructure matching runs in worker processes killed at the budget, so no query holds the service.
     matcher = StructureMatcher(settings.matcher_limits)
     users = IdentityUserDirectory(settings.addr_of("identity"))  # grantees must be users of the organization
@@ -180,7 +180,7 @@ def build_server(settings: MoleculeSettings) -> Process:
     identity = RemoteIdentity(settings.addr_of("identity"))
 
     async def follow_molecule_changes() -> None:
-        await follow_changes(parts.query_index, settings.nats_url, settings.stream_replicas)
+        await follow_changes(parts.query_index, settings.nats_url, settings.stream_policy)
 
     return Process(
         servicers=parts.servicers,

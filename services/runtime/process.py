@@ -10,7 +10,8 @@ settings, and the runtime does the rest, in this order:
    until the server has (up to MIGRATION_WAIT_S) instead of migrating;
 5. `on_start` hooks (e.g. identity's first admin), then serving: gRPC servicers behind the mesh
    interceptor, health and reflection; ONE NATS connection shared by the outbox relay and every
-   declared `Subscription`; supervised background `jobs` (restarted with jittered backoff);
+   declared `Subscription` (streams created or updated to the configured limits); the retention sweep
+   of the outbox's schema (bus.retention); supervised background `jobs` (restarted with jittered backoff);
 6. health: SERVING once started; NOT_SERVING while any liveness check reports a problem (a consumer
    handler or a `Watchdog`-watched job busy beyond its limit, or a service's own check). Servers answer
    health on their gRPC port; a worker serves gRPC health on MOLBRIDGE_<NAME>_HEALTH_ADDR (default
@@ -61,6 +62,7 @@ from bus.connection import connect
 from bus.consumer import Consumer, PoisonError, TransientError
 from bus.envelope import unpack
 from bus.relay import OutboxRelay
+from bus.retention import RetentionSweep
 from bus.streams import EVENTS_STREAM, WORK_STREAM, ensure_streams
 from bus.subjects import EVENTS_PREFIX, event_subject, event_type_name, work_subject
 from services.runtime import telemetry
@@ -273,6 +275,7 @@ class RunningProcess:
         self.health_port: int | None = None  # where gRPC health answers (the gRPC port for servers)
         self.consumers: list[Consumer] = []
         self.relay: OutboxRelay | None = None
+        self.retention: RetentionSweep | None = None
         self.serving = False
         self._checks: list[LivenessCheck] = list(process.liveness)
         self._server: grpc.aio.Server | None = None
@@ -340,10 +343,14 @@ class RunningProcess:
         # One connection per process, shared by the relay and every consumer.
         self._nats = await connect(self.config.nats_url, name=self.name)
         js = self._nats.jetstream()
-        await ensure_streams(js, replicas=self.config.stream_replicas)
+        await ensure_streams(js, policy=self.config.stream_policy)
         if self.process.outbox is not None:
             self.relay = OutboxRelay(self.process.outbox.engine, self.process.outbox.schema, js)
             self._bus_tasks.append(asyncio.create_task(supervise(self.relay.run, name="outbox relay")))
+            # Whoever relays a schema's outbox also prunes it; replicas share the work safely.
+            outbox = self.process.outbox
+            self.retention = RetentionSweep(outbox.engine, outbox.schema, self.config.retention)
+            self._tasks.append(asyncio.create_task(supervise(self.retention.run, name="retention sweep")))
         for subscription in self.process.subscriptions:
             watchdog = Watchdog(f"consumer {subscription.durable}", subscription.stall_after or float("inf"))
             if subscription.stall_after is not None:

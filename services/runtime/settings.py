@@ -20,8 +20,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bus.retention import RetentionPolicy
+from bus.streams import DAY_S, StreamPolicy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,7 +105,9 @@ class Settings(BaseSettings):
     replica's own bind address) · OTEL_EXPORTER_OTLP_ENDPOINT · MOLBRIDGE_LOG_LEVEL (INFO) ·
     MOLBRIDGE_PUBLIC_URL (the gateway URL) · GATEWAY_PORT (8080) · MOLBRIDGE_SERVICES ·
     SMTP_URL / SMTP_CA_FILE / SMTP_VERIFY / SMTP_ALLOW_PLAINTEXT_AUTH · S3_* and AWS_* (object storage) ·
-    MOLBRIDGE_<PROCESS>_HEALTH_ADDR (workers' health server).
+    MOLBRIDGE_<PROCESS>_HEALTH_ADDR (workers' health server) · retention of the bus (MOLBRIDGE_OUTBOX_RETENTION_DAYS,
+    MOLBRIDGE_PROCESSED_EVENTS_RETENTION_DAYS, MOLBRIDGE_RETENTION_SWEEP_S, MOLBRIDGE_RETENTION_BATCH,
+    MOLBRIDGE_EVENTS_MAX_AGE_DAYS, MOLBRIDGE_EVENTS_MAX_BYTES; see bus.retention and bus.streams).
     """
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True, env_ignore_empty=True)
@@ -138,6 +143,15 @@ class Settings(BaseSettings):
     aws_access_key_id: str | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")
     aws_secret_access_key: str | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY", repr=False)
     aws_session_token: str | None = Field(None, validation_alias="AWS_SESSION_TOKEN", repr=False)
+    # Retention of the bus (defaults and their reasons: bus.retention.RetentionPolicy, bus.streams.StreamPolicy).
+    outbox_retention_days: float = Field(7.0, gt=0, validation_alias="MOLBRIDGE_OUTBOX_RETENTION_DAYS")
+    processed_events_retention_days: float = Field(
+        45.0, gt=0, validation_alias="MOLBRIDGE_PROCESSED_EVENTS_RETENTION_DAYS"
+    )
+    retention_sweep_s: float = Field(3600.0, gt=0, validation_alias="MOLBRIDGE_RETENTION_SWEEP_S")
+    retention_batch: int = Field(1000, ge=1, le=100_000, validation_alias="MOLBRIDGE_RETENTION_BATCH")
+    events_max_age_days: float = Field(30.0, gt=0.01, validation_alias="MOLBRIDGE_EVENTS_MAX_AGE_DAYS")
+    events_max_bytes: int = Field(10 << 30, ge=1 << 20, validation_alias="MOLBRIDGE_EVENTS_MAX_BYTES")
     # The whole environment as read, for MOLBRIDGE_<NAME>_ADDR lookups and not-yet-typed variables.
     env: Mapping[str, str] = Field(default_factory=dict, repr=False, exclude=True)
 
@@ -173,6 +187,31 @@ class Settings(BaseSettings):
         if value and not value.startswith(("postgresql://", "postgres://", "postgresql+")):
             raise ValueError("expected postgresql://user:pass@host:port/db")
         return value
+
+    @model_validator(mode="after")
+    def _markers_outlive_the_stream(self) -> Self:
+        # A marker pruned while EVENTS still holds its event would let a replay apply the event twice.
+        if self.processed_events_retention_days <= self.events_max_age_days:
+            raise ValueError(
+                "MOLBRIDGE_PROCESSED_EVENTS_RETENTION_DAYS must exceed MOLBRIDGE_EVENTS_MAX_AGE_DAYS "
+                f"({self.processed_events_retention_days:g} <= {self.events_max_age_days:g})"
+            )
+        return self
+
+    @property
+    def stream_policy(self) -> StreamPolicy:
+        return StreamPolicy(
+            max_age_s=self.events_max_age_days * DAY_S, max_bytes=self.events_max_bytes, replicas=self.stream_replicas
+        )
+
+    @property
+    def retention(self) -> RetentionPolicy:
+        return RetentionPolicy(
+            outbox_s=self.outbox_retention_days * DAY_S,
+            processed_events_s=self.processed_events_retention_days * DAY_S,
+            interval_s=self.retention_sweep_s,
+            batch=self.retention_batch,
+        )
 
     @classmethod
     def from_env(cls, service_name: str, env: Mapping[str, str] | None = None) -> Self:

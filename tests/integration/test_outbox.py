@@ -29,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, func, select
 from sqlalchemy import inspect as sql_inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -43,8 +43,6 @@ from bus import (
     add_event,
     build_envelope,
     connect,
-    create_outbox_table,
-    create_processed_events_table,
     drop_outbox_table,
     drop_processed_events_table,
     ensure_streams,
@@ -54,7 +52,7 @@ from bus import (
     source_events,
     unpack,
 )
-from services.runtime.db import make_engine
+from tests.integration.bus_schema import bus_schema
 
 SCHEMA = "bus_test"
 Sessions = async_sessionmaker[AsyncSession]
@@ -145,23 +143,13 @@ async def publish_direct(js: JetStreamContext, source: str, action: str) -> str:
     return event_id
 
 
-def _migrate(connection: Connection) -> None:
-    op = Operations(MigrationContext.configure(connection))
-    create_outbox_table(op, SCHEMA)
-    create_processed_events_table(op, SCHEMA)
-
-
 # ---------------------------------------------------------------- fixtures
 
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(database_url, SCHEMA, pool_size=5)
-    async with engine.begin() as conn:
-        await conn.execute(text(f'CREATE SCHEMA "{SCHEMA}"'))
-        await conn.run_sync(_migrate)  # the same helpers a service's Alembic migration calls
-    yield engine
-    await engine.dispose()
+    async with bus_schema(database_url, SCHEMA) as engine:  # the helpers a service's migration calls
+        yield engine
 
 
 @pytest.fixture
@@ -541,8 +529,8 @@ async def test_migration_helpers_create_and_drop_the_tables(engine: AsyncEngine)
     def tables(connection: Connection) -> set[str]:
         return set(sql_inspect(connection).get_table_names(schema=SCHEMA))
 
-    def indexes(connection: Connection) -> list[dict[str, Any]]:
-        return list(sql_inspect(connection).get_indexes("outbox", schema=SCHEMA))
+    def indexes(connection: Connection) -> dict[str, dict[str, Any]]:
+        return {index["name"] or "": index for index in sql_inspect(connection).get_indexes("outbox", schema=SCHEMA)}
 
     def drop(connection: Connection) -> None:
         op = Operations(MigrationContext.configure(connection))
@@ -551,8 +539,10 @@ async def test_migration_helpers_create_and_drop_the_tables(engine: AsyncEngine)
 
     async with engine.begin() as conn:
         assert await conn.run_sync(tables) == {"outbox", "processed_events"}
-        (index,) = await conn.run_sync(indexes)
-        assert index["column_names"] == ["created_at"]
-        assert "published_at IS NULL" in index["dialect_options"]["postgresql_where"]
+        found = await conn.run_sync(indexes)
+        assert set(found) == {"outbox_unpublished_idx", "outbox_published_idx"}  # the relay's, the retention's
+        assert found["outbox_unpublished_idx"]["column_names"] == ["created_at"]
+        assert "published_at IS NULL" in found["outbox_unpublished_idx"]["dialect_options"]["postgresql_where"]
+        assert "published_at IS NOT NULL" in found["outbox_published_idx"]["dialect_options"]["postgresql_where"]
         await conn.run_sync(drop)
         assert await conn.run_sync(tables) == set()

@@ -106,3 +106,25 @@ def test_a_server_needs_one_address_of_its_own(env: dict[str, str], says: str) -
 def test_a_list_of_replicas_that_grpc_cannot_dial_is_refused(value: str, says: str) -> None:
     with pytest.raises(SettingsError, match=says):
         grpc_target(value)
+
+
+def test_retention_defaults_and_values() -> None:
+    defaults = Settings.from_env("cro", {})
+    assert defaults.retention.outbox_s == 7 * 86_400 and defaults.retention.processed_events_s == 45 * 86_400
+    assert defaults.retention.interval_s == 3600 and defaults.retention.batch == 1000
+    assert defaults.stream_policy.max_age_s == 30 * 86_400 and defaults.stream_policy.max_bytes == 10 << 30
+    assert defaults.stream_policy.replicas == 1
+    chosen = Settings.from_env(
+        "cro",
+        {"MOLBRIDGE_EVENTS_MAX_AGE_DAYS": "14", "MOLBRIDGE_PROCESSED_EVENTS_RETENTION_DAYS": "20",
+         "MOLBRIDGE_EVENTS_MAX_BYTES": "2147483648", "MOLBRIDGE_RETENTION_BATCH": "500",
+         "MOLBRIDGE_STREAM_REPLICAS": "3"},
+    )
+    assert chosen.stream_policy.max_age_s == 14 * 86_400 and chosen.stream_policy.max_bytes == 2 << 30
+    assert chosen.stream_policy.replicas == 3
+    assert chosen.retention.processed_events_s == 20 * 86_400 and chosen.retention.batch == 500
+
+
+def test_markers_must_be_kept_longer_than_the_stream_keeps_events() -> None:
+    with pytest.raises(SettingsError, match="MOLBRIDGE_PROCESSED_EVENTS_RETENTION_DAYS must exceed"):
+        Settings.from_env("cro", {"MOLBRIDGE_PROCESSED_EVENTS_RETENTION_DAYS": "30"})

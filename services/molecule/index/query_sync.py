@@ -10,7 +10,7 @@ from molbridge.events.v1.molecule_pb2 import MoleculesChanged
 from nats.js.api import DeliverPolicy
 
 from bus.connection import connect
-from bus.streams import ensure_streams
+from bus.streams import StreamPolicy, ensure_streams
 from bus.subjects import event_subject
 from services.molecule.domain.vocabulary import EVENT_SOURCE
 from services.molecule.index.columnar import QueryIndex
@@ -21,13 +21,13 @@ CHANGES_SUBJECT = event_subject(EVENT_SOURCE, MoleculesChanged)
 _RETRY_DELAYS_S = (0.5, 2.0, 5.0, 15.0, 30.0)
 
 
-async def follow_changes(index: QueryIndex, nats_url: str, stream_replicas: int = 1) -> None:
+async def follow_changes(index: QueryIndex, nats_url: str, policy: StreamPolicy | None = None) -> None:
     """Keep the index fresh from the bus, then load every organization. Each replica reads every
     MoleculesChanged (an ordered consumer of its own, from now on: what came before, the load reads)."""
     nats = await connect(nats_url, name="molecule-query-index")
     try:
         js = nats.jetstream()
-        await ensure_streams(js, replicas=stream_replicas)
+        await ensure_streams(js, policy=policy)
         subscription = await js.subscribe(
             CHANGES_SUBJECT, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
         )

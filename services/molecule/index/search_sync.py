@@ -45,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bus.connection import connect
 from bus.envelope import unpack
-from bus.streams import ensure_streams
+from bus.streams import StreamPolicy, ensure_streams
 from bus.subjects import event_subject
 from services.molecule.domain.vocabulary import ARCHIVED, EVENT_SOURCE
 from services.molecule.index.search_index import FP_BYTES, IndexEntry, SearchIndex
@@ -83,11 +83,13 @@ class SyncStats:
 class SearchIndexSync:
     """Loads the index from PostgreSQL and follows MoleculesChanged; `run` is a background job."""
 
-    def __init__(self, engine: AsyncEngine, index: SearchIndex, nats_url: str, stream_replicas: int = 1) -> None:
+    def __init__(
+        self, engine: AsyncEngine, index: SearchIndex, nats_url: str, policy: StreamPolicy | None = None
+    ) -> None:
         self._engine = engine
         self._index = index
         self._nats_url = nats_url
-        self._stream_replicas = stream_replicas
+        self._policy = policy  # EVENTS' limits and the replicas: creating the stream must not reset them
         self._listed = False  # the organizations to load are known
         self._unloaded: set[str] = set()  # listed, first load not done: not ready
         self._loading: set[str] = set()  # snapshot being read: changes wait in _pending
@@ -109,7 +111,7 @@ class SearchIndexSync:
         nats = await connect(self._nats_url, name="molecule-search-index")
         try:
             js = nats.jetstream()
-            await ensure_streams(js, replicas=self._stream_replicas)
+            await ensure_streams(js, policy=self._policy)
             subscription = await js.subscribe(
                 CHANGES_SUBJECT, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
             )
