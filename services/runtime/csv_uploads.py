@@ -73,13 +73,15 @@ async def stored_csv(
     max_bytes: int,
     default_filename: str,
     disposition: str = "",
+    staged: bool = False,
 ) -> AsyncIterator[StoredCsv]:
     """Store a raw CSV body, or the `file` field of a multipart/form-data body, at `object_key`.
 
     `content_type` is the body's (for multipart it carries the boundary); `disposition` is an optional
     Content-Disposition header naming a raw body's file. Raises ValidationError (UNSUPPORTED_MEDIA_TYPE,
     MISSING_FILE, FORM_TOO_LARGE, the CsvFormatError of a body that is not text, FileTooLargeError past
-    `max_bytes`). The object is deleted when the body of the `async with` raises.
+    `max_bytes`). The object is deleted when the body of the `async with` raises. `staged`: it expires
+    unless kept (ObjectStorage.keep).
     """
     media_type = media_type_of(content_type)
     if media_type == MULTIPART:
@@ -100,7 +102,7 @@ async def stored_csv(
             digest.update(chunk)
             yield chunk
 
-    size = await storage.put_stream(object_key, hashed(), max_bytes=max_bytes)
+    size = await storage.put_stream(object_key, hashed(), max_bytes=max_bytes, staged=staged)
     try:
         await source.finish()
         yield StoredCsv(object_key, source.filename, size, media_type, digest.hexdigest())

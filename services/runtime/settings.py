@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(None, validation_alias="S3_ENDPOINT_URL")
     s3_region: str | None = Field(None, validation_alias="S3_REGION")
     s3_create_bucket: bool = Field(False, validation_alias="S3_CREATE_BUCKET")
+    # The bucket's lifecycle (services.runtime.storage.lifecycle_rules): staged uploads and reports expire.
+    s3_lifecycle: bool = Field(True, validation_alias="MOLBRIDGE_S3_LIFECYCLE")
+    upload_expiry_days: int = Field(7, ge=1, validation_alias="MOLBRIDGE_UPLOAD_EXPIRY_DAYS")
+    report_expiry_days: int = Field(7, ge=1, validation_alias="MOLBRIDGE_REPORT_EXPIRY_DAYS")
     aws_default_region: str | None = Field(None, validation_alias="AWS_DEFAULT_REGION")
     aws_access_key_id: str | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")
     aws_secret_access_key: str | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY", repr=False)

@@ -11,6 +11,13 @@ module is synchronous), so open and read there together.
 
 A missing object raises NotFoundError; an S3 failure IntegrationError; a stream over its size limit
 FileTooLargeError, after the partial object has been removed.
+
+Lifecycle (S3; applied at start by `make_storage`, see `lifecycle_rules`): a CSV upload is stored
+*staged* (tagged); starting an import keeps it (`keep` removes the tag). Staged uploads under `uploads/`
+and generated reports under `reports/` (error reports, rebuilt on every request for a link) expire.
+Records never do: `documents/` (versions and signed PDFs), `results/` (CRO results files) and
+`audit-anchors/` must be kept 7 years (21 CFR Part 11), so no rule names them and they are never
+tagged. The local directory (development) keeps everything.
 """
 
 from __future__ import annotations
@@ -41,6 +48,10 @@ S3_PART_BYTES = 8 * MIB  # S3's minimum part is 5 MiB; 10,000 parts of 8 MiB cov
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*(?:/[A-Za-z0-9][A-Za-z0-9._=-]*)*$")
 _MAX_KEY_LENGTH = 512
 
+UPLOADS_PREFIX, REPORTS_PREFIX = "uploads/", "reports/"
+STAGED_TAG = ("molbridge-lifecycle", "staged")  # an upload no import has used (yet)
+RULE_PREFIX = "molbridge-"  # our lifecycle rules' IDs; other rules on the bucket are left as they are
+
 T = TypeVar("T")
 
 
@@ -69,8 +80,15 @@ def check_key(key: str) -> str:
 
 class ObjectStorage(ABC):
     @abstractmethod
-    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int) -> int:
-        """Store the chunks as one object, returning its size; nothing is left behind on failure."""
+    async def put_stream(
+        self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int, staged: bool = False
+    ) -> int:
+        """Store the chunks as one object, returning its size; nothing is left behind on failure.
+        `staged`: the object expires (see the module docstring) unless `keep` is called."""
+
+    @abstractmethod
+    async def keep(self, key: str) -> None:
+        """A staged object is used after all (an upload being imported): it no longer expires."""
 
     @abstractmethod
     async def put_bytes(self, key: str, data: bytes, content_type: str = OCTET_STREAM) -> None: ...
@@ -110,7 +128,9 @@ class LocalStorage(ObjectStorage):
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int) -> int:
+    async def put_stream(
+        self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int, staged: bool = False
+    ) -> int:
         path = self._path(key)
         temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
@@ -130,6 +150,9 @@ class LocalStorage(ObjectStorage):
 
     async def put_bytes(self, key: str, data: bytes, content_type: str = OCTET_STREAM) -> None:
         await self.put_stream(key, _once(data), max_bytes=len(data))
+
+    async def keep(self, key: str) -> None:
+        return None  # nothing expires in the local directory
 
     async def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
@@ -235,8 +258,11 @@ class S3Storage(ObjectStorage):
         call = getattr(self._client, method)
         return await asyncio.to_thread(_s3, lambda: call(Bucket=self.bucket, Key=key, **kwargs))
 
-    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int) -> int:
+    async def put_stream(
+        self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int, staged: bool = False
+    ) -> int:
         check_key(key)
+        tagging = {"Tagging": "=".join(STAGED_TAG)} if staged else {}
         buffer = bytearray()
         size = 0
         upload_id: str | None = None
@@ -256,12 +282,12 @@ class S3Storage(ObjectStorage):
                 buffer += chunk
                 while len(buffer) >= self._part_bytes:
                     if upload_id is None:
-                        upload_id = (await self._call("create_multipart_upload", key))["UploadId"]
+                        upload_id = (await self._call("create_multipart_upload", key, **tagging))["UploadId"]
                     part = bytes(buffer[: self._part_bytes])
                     del buffer[: self._part_bytes]
                     await ship(part)
             if upload_id is None:  # smaller than one part: a single request
-                await self._call("put_object", key, Body=bytes(buffer))
+                await self._call("put_object", key, Body=bytes(buffer), **tagging)
             else:
                 if buffer:
                     await ship(bytes(buffer))
@@ -281,6 +307,24 @@ class S3Storage(ObjectStorage):
 
     async def put_bytes(self, key: str, data: bytes, content_type: str = OCTET_STREAM) -> None:
         await self._call("put_object", check_key(key), Body=data, ContentType=content_type)
+
+    async def keep(self, key: str) -> None:
+        await self._call("delete_object_tagging", check_key(key))
+
+    def apply_lifecycle(self, rules: list[dict[str, Any]]) -> None:
+        """Blocking; called at start. Replaces our rules (IDs `molbridge-…`) and keeps any other rule the
+        bucket has. Replicas starting together write the same rules, so the last writer changes nothing."""
+        try:
+            current = self._client.get_bucket_lifecycle_configuration(Bucket=self.bucket)["Rules"]
+        except botocore.exceptions.ClientError as exc:
+            if _error_code(exc) != "NoSuchLifecycleConfiguration":
+                raise _s3_error(exc) from exc
+            current = []
+        others = [rule for rule in current if not str(rule.get("ID", "")).startswith(RULE_PREFIX)]
+        configuration = {"Rules": others + rules}
+        _s3(lambda: self._client.put_bucket_lifecycle_configuration(
+            Bucket=self.bucket, LifecycleConfiguration=configuration
+        ))
 
     async def get_bytes(self, key: str) -> bytes:
         def read() -> bytes:
@@ -358,9 +402,24 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+def lifecycle_rules(*, upload_days: int, report_days: int) -> list[dict[str, Any]]:
+    """Our bucket lifecycle: prefix-scoped expiries for what is not a record, and the parts of multipart
+    uploads that were neither completed nor aborted (a crash mid-upload)."""
+    key, value = STAGED_TAG
+    return [
+        {"ID": f"{RULE_PREFIX}staged-uploads", "Status": "Enabled", "Expiration": {"Days": upload_days},
+         "Filter": {"And": {"Prefix": UPLOADS_PREFIX, "Tags": [{"Key": key, "Value": value}]}}},
+        {"ID": f"{RULE_PREFIX}reports", "Status": "Enabled", "Expiration": {"Days": report_days},
+         "Filter": {"Prefix": REPORTS_PREFIX}},
+        {"ID": f"{RULE_PREFIX}incomplete-multipart", "Status": "Enabled", "Filter": {"Prefix": ""},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+    ]
+
+
 def make_storage(settings: Settings) -> ObjectStorage:
     """S3 when S3_BUCKET is set (S3_ENDPOINT_URL, S3_REGION, AWS_* credentials, S3_CREATE_BUCKET=1 to
-    create the bucket now), else a directory under the data dir."""
+    create the bucket now, MOLBRIDGE_S3_LIFECYCLE=0 to leave the bucket's lifecycle to the operator),
+    else a directory under the data dir."""
     if not settings.s3_bucket:
         return LocalStorage(settings.data_dir / "objects")
     storage = S3Storage(
@@ -373,4 +432,8 @@ def make_storage(settings: Settings) -> ObjectStorage:
     )
     if settings.s3_create_bucket:
         storage.create_bucket_if_missing()
+    if settings.s3_lifecycle:
+        storage.apply_lifecycle(
+            lifecycle_rules(upload_days=settings.upload_expiry_days, report_days=settings.report_expiry_days)
+        )
     return storage

@@ -35,7 +35,7 @@ from services.runtime.errors import (
     ValidationError,
 )
 from services.runtime.pagination import PageRequest
-from services.runtime.storage import S3Storage
+from services.runtime.storage import STAGED_TAG, S3Storage
 from tests.integration.molecule_imports import (
     ImportWorld,
     csv_bytes,
@@ -543,15 +543,21 @@ async def test_an_import_through_s3_with_a_presigned_error_report(
         ):
             who = scientist()
             rows = [["CCO", "1"], ["C1CC", "2"], ["CCN", "-3"], ["c1ccccc1", "4"]]
-            job = await world.start(
-                who,
-                csv_bytes(["smiles", "ic50"], rows),
-                {"smiles": "smiles", "ic50": "ic50"},
-                rows_per_chunk=2,
+            imported = await world.upload(who, csv_bytes(["smiles", "ic50"], rows), "molecules.csv")
+            staged = await world.upload(who, csv_bytes(["smiles"], [["CCO"]]), "never-imported.csv")
+            job = await world.jobs(2).start_import(
+                who, imported.storage_key, {"smiles": "smiles", "ic50": "ic50"}, "keep_valid", "", (), ""
             )
             done = await world.wait(who, job.id)
             link = await world.jobs().error_report_link(who, job.id)
         assert (done.status, done.registered, done.rejected) == (JobStatus.COMPLETED, 2, 2)
+
+        def tags(key: str) -> list[dict[str, str]]:
+            return list(s3.client().get_object_tagging(Bucket=storage.bucket, Key=key)["TagSet"])
+
+        # The bucket's lifecycle expires staged uploads (storage.lifecycle_rules); an imported one is kept.
+        assert tags(staged.object_key) == [{"Key": STAGED_TAG[0], "Value": STAGED_TAG[1]}]
+        assert tags(imported.object_key) == []
         assert link.url.startswith(s3.url) and link.expires_at is not None
         async with httpx.AsyncClient() as client:
             reply = await client.get(link.url)

@@ -19,6 +19,7 @@ from services.runtime.errors import IntegrationError, NotFoundError
 from services.runtime.settings import Settings
 from services.runtime.storage import (
     MIB,
+    STAGED_TAG,
     FileTooLargeError,
     LocalStorage,
     ObjectStorage,
@@ -209,6 +210,76 @@ def test_make_storage_picks_the_adapter(tmp_path: Path, moto_s3: MotoS3) -> None
     client = moto_s3.client()
     assert client.get_bucket_location(Bucket=bucket)["LocationConstraint"] == "eu-west-1"
     assert isinstance(make_storage(Settings.from_env("molecule", env)), S3Storage)  # exists already: fine
+
+
+def expiring(rules: list[dict[str, Any]], key: str, tags: dict[str, str]) -> list[str]:
+    """The IDs of the enabled rules that would expire `key` carrying `tags` (S3's filter semantics)."""
+    found = []
+    for rule in rules:
+        shape = rule.get("Filter", {})
+        shape = shape.get("And", shape)
+        wanted = {tag["Key"]: tag["Value"] for tag in shape.get("Tags", [shape["Tag"]] if "Tag" in shape else [])}
+        if (
+            rule["Status"] == "Enabled" and "Expiration" in rule and key.startswith(shape.get("Prefix", ""))
+            and wanted.items() <= tags.items()
+        ):
+            found.append(rule["ID"])
+    return found
+
+
+def test_the_bucket_lifecycle_expires_staged_uploads_and_reports_and_never_records(moto_s3: MotoS3) -> None:
+    bucket = f"life-{uuid.uuid4().hex[:12]}"
+    client = moto_s3.client()
+    client.create_bucket(Bucket=bucket)
+    operators = {"ID": "archive-logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"}, "Expiration": {"Days": 90}}
+    client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [operators]})
+    env = {"S3_BUCKET": bucket, "S3_ENDPOINT_URL": moto_s3.url, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "MOLBRIDGE_UPLOAD_EXPIRY_DAYS": "3"}
+
+    make_storage(Settings.from_env("molecule", env))  # at start
+    rules = client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    by_id = {rule["ID"]: rule for rule in rules}
+    ours = {"molbridge-staged-uploads", "molbridge-reports", "molbridge-incomplete-multipart"}
+    assert set(by_id) == {"archive-logs"} | ours
+    assert by_id["molbridge-staged-uploads"]["Expiration"]["Days"] == 3
+    assert by_id["molbridge-reports"]["Expiration"]["Days"] == 7
+    assert by_id["molbridge-incomplete-multipart"]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
+    staged = dict([STAGED_TAG])
+    assert expiring(rules, "uploads/org/abc", staged) == ["molbridge-staged-uploads"]
+    assert expiring(rules, "uploads/org/abc", {}) == []  # imported: kept
+    assert expiring(rules, "reports/job/errors.csv", {}) == ["molbridge-reports"]
+    for record in ("documents/org/abc", "results/org/abc.csv", "audit-anchors/12.json", "audit-anchors/latest.json"):
+        assert expiring(rules, record, staged) == [], record  # records: 7 years (21 CFR Part 11), never expired
+
+    # A changed setting replaces our rules on the next start; the operator's rule stays.
+    make_storage(Settings.from_env("molecule", env | {"MOLBRIDGE_REPORT_EXPIRY_DAYS": "2"}))
+    rules = client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert sorted(rule["ID"] for rule in rules) == sorted(by_id)
+    assert {rule["ID"]: rule for rule in rules}["molbridge-reports"]["Expiration"]["Days"] == 2
+    assert {rule["ID"]: rule for rule in rules}["archive-logs"] == by_id["archive-logs"]
+
+    untouched = f"life-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=untouched)
+    make_storage(Settings.from_env("molecule", env | {"S3_BUCKET": untouched, "MOLBRIDGE_S3_LIFECYCLE": "0"}))
+    with pytest.raises(client.exceptions.ClientError, match="NoSuchLifecycleConfiguration"):
+        client.get_bucket_lifecycle_configuration(Bucket=untouched)
+
+
+@pytest.mark.parametrize("size", [100, 6 * MIB], ids=["single", "multipart"])
+async def test_staged_objects_carry_the_tag_until_kept(moto_s3: MotoS3, size: int) -> None:
+    storage = new_s3_storage(moto_s3)
+    client = moto_s3.client()
+
+    def tags(key: str) -> dict[str, str]:
+        return {t["Key"]: t["Value"] for t in client.get_object_tagging(Bucket=storage.bucket, Key=key)["TagSet"]}
+
+    await storage.put_stream("uploads/org/staged", chunked(payload(size)), max_bytes=size, staged=True)
+    await storage.put_stream("documents/org/record", chunked(payload(size)), max_bytes=size)
+    assert tags("uploads/org/staged") == dict([STAGED_TAG])
+    assert tags("documents/org/record") == {}
+    await storage.keep("uploads/org/staged")
+    assert tags("uploads/org/staged") == {}
+    assert await storage.get_bytes("uploads/org/staged") == payload(size)  # the object itself is untouched
 
 
 async def test_unreachable_s3_is_an_integration_error() -> None:

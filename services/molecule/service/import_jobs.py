@@ -121,6 +121,9 @@ class ImportJobService:
         chunks = await asyncio.to_thread(self._plan, upload, dialect)
         if self._numbering is not None:
             await self._numbering.prepare(principal, credentials)
+        # Before the job exists: an imported file is the molecules' source and must not expire (a job
+        # that then fails to commit leaves a kept upload, never an import without its file).
+        await self._storage.keep(upload.object_key)
         async with self._uow() as uow:
             library = None
             if library_id:

@@ -73,6 +73,7 @@ class UploadService:
             max_bytes=self.limits.max_upload_bytes,
             default_filename=DEFAULT_FILENAME,
             disposition=disposition,
+            staged=True,  # expires unless an import uses it (ImportJobService.start_import keeps it)
         ) as stored:
             upload = StoredUpload(
                 storage_key=storage_key, organization_id=principal.organization_id, filename=stored.filename,
