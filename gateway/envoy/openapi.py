@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
@@ -176,6 +177,41 @@ def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _declared(fds: descriptor_pb2.FileDescriptorSet) -> list[tuple[str, str, str]]:
+    """(package, name within the package, full name) of every message and enum."""
+    out: list[tuple[str, str, str]] = []
+
+    def walk(package: str, scope: str, messages: Iterable[Any], enums: Iterable[Any]) -> None:
+        for e in enums:
+            out.append((package, f"{scope}{e.name}", f"{package}.{scope}{e.name}"))
+        for m in messages:
+            out.append((package, f"{scope}{m.name}", f"{package}.{scope}{m.name}"))
+            walk(package, f"{scope}{m.name}.", m.nested_type, m.enum_type)
+
+    for file in fds.file:
+        walk(file.package, "", file.message_type, file.enum_type)
+    return out
+
+
+def component_names(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, str]:
+    """Readable component names by full proto name: `molbridge.identity.v1.Organization.Kind` is
+    `OrganizationKind`; a name two packages declare gets its package's service word in front
+    (`CroComparison`), so that code generators and $refs need no dots."""
+    declared = _declared(fds)
+    short = {full: "".join(part[:1].upper() + part[1:] for part in local.split(".")) for _, local, full in declared}
+    taken: dict[str, int] = {}
+    for name in short.values():
+        taken[name] = taken.get(name, 0) + 1
+    names = {}
+    for package, _, full in declared:
+        name = short[full]
+        if taken[name] > 1:
+            word = package.split(".")[1] if package.startswith("molbridge.") else package.split(".")[0]
+            name = word.capitalize() + name
+        names[full] = name
+    return names
+
+
 def _described(schema: dict[str, Any], description: str) -> dict[str, Any]:
     if not description:
         return schema
@@ -187,9 +223,10 @@ def _described(schema: dict[str, Any], description: str) -> dict[str, Any]:
 class _Schemas:
     """Component schemas, added as messages and enums are referenced."""
 
-    def __init__(self, pool: descriptor_pool.DescriptorPool, docs: dict[str, str]) -> None:
+    def __init__(self, pool: descriptor_pool.DescriptorPool, docs: dict[str, str], names: dict[str, str]) -> None:
         self.pool = pool
         self.docs = docs
+        self.names = names
         self.components: dict[str, Any] = {}
 
     def message_ref(self, desc: Descriptor) -> dict[str, Any]:
@@ -197,29 +234,38 @@ class _Schemas:
             return dict(_WELL_KNOWN[desc.full_name])
         if desc.full_name == HTTP_BODY:
             return dict(_BINARY)
-        if desc.full_name not in self.components:
-            self.components[desc.full_name] = {}  # placeholder first: messages may be recursive
-            self.components[desc.full_name] = self.message_schema(desc)
-        return _ref(desc.full_name)
+        name = self.names[desc.full_name]
+        if name not in self.components:
+            self.components[name] = {}  # placeholder first: messages may be recursive
+            self.components[name] = self.message_schema(desc)
+        return _ref(name)
 
     def message_schema(self, desc: Descriptor, *, without: Iterable[str] = ()) -> dict[str, Any]:
-        skip = set(without)
-        properties = {f.name: self.field(f) for f in desc.fields if f.name not in skip}
+        fields = [f for f in desc.fields if f.name not in set(without)]
+        properties = {f.name: self.field(f) for f in fields}
         schema: dict[str, Any] = {"type": "object", "properties": properties}
-        return _described(schema, self.docs.get(desc.full_name, ""))
+        if required := [f.name for f in fields if field_behavior_pb2.REQUIRED in behaviors(f)]:
+            schema["required"] = required
+        schema = _described(schema, self.docs.get(desc.full_name, ""))
+        return {**schema, "x-proto-name": desc.full_name}
 
     def enum_ref(self, desc: EnumDescriptor) -> dict[str, Any]:
-        if desc.full_name not in self.components:
+        name = self.names[desc.full_name]
+        if name not in self.components:
             values = "\n".join(
                 f"- `{v.name}`: {self.docs.get(f'{desc.full_name}.{v.name}', '')}".rstrip(": ") for v in desc.values
             )
             text = "\n\n".join(t for t in (self.docs.get(desc.full_name, ""), values) if t)
-            self.components[desc.full_name] = {
+            words = [v.name for v in desc.values]
+            self.components[name] = {
                 "type": "string",
-                "enum": [v.name for v in desc.values],
+                "enum": words,
                 "description": text,
+                # The first real word: the zero value (…_UNSPECIFIED) is no useful example.
+                "example": words[1] if len(words) > 1 else words[0],
+                "x-proto-name": desc.full_name,
             }
-        return _ref(desc.full_name)
+        return _ref(name)
 
     def value(self, f: FieldDescriptor) -> dict[str, Any]:
         if f.type == _F.TYPE_MESSAGE:
@@ -232,10 +278,34 @@ class _Schemas:
         doc = self.docs.get(f.full_name, "")
         if f.type == _F.TYPE_MESSAGE and _message(f).GetOptions().map_entry:
             value_field = _message(f).fields_by_name["value"]
-            return _described({"type": "object", "additionalProperties": self.value(value_field)}, doc)
-        if _is_repeated(f):
-            return _described({"type": "array", "items": self.value(f)}, doc)
-        return _described(self.value(f), doc)
+            schema: dict[str, Any] = {"type": "object", "additionalProperties": self.value(value_field)}
+        elif _is_repeated(f):
+            schema = {"type": "array", "items": self.value(f)}
+        else:
+            schema = self.value(f)
+            if example := _example(f):
+                schema.setdefault("example", example)
+        if field_behavior_pb2.OUTPUT_ONLY in behaviors(f):
+            # The server sets it: request schemas leave it out (OpenAPI 3.0 readOnly).
+            schema = {"allOf": [schema], "readOnly": True} if "$ref" in schema else {**schema, "readOnly": True}
+        return _described(schema, doc)
+
+
+def behaviors(f: FieldDescriptor) -> set[int]:
+    """The field's google.api.field_behavior values (REQUIRED, OUTPUT_ONLY, …)."""
+    return set(f.GetOptions().Extensions[field_behavior_pb2.field_behavior])
+
+
+_UUID_EXAMPLE = "3f0b9a62-5c1e-4d7a-9b8e-2a6c4f1d0e57"
+
+
+def _example(f: FieldDescriptor) -> str | None:
+    """An example for identifiers and timestamps, the values a reader cannot guess from the type."""
+    if f.type == _F.TYPE_STRING and (f.name == "id" or f.name.endswith("_id")):
+        return _UUID_EXAMPLE
+    if f.type == _F.TYPE_MESSAGE and _message(f).full_name == "google.protobuf.Timestamp":
+        return "2026-01-31T09:30:00Z"
+    return None
 
 
 def _message(f: FieldDescriptor) -> Descriptor:
@@ -306,7 +376,7 @@ def _operation(
             param = {
                 "name": f.name,
                 "in": "query",
-                "required": False,
+                "required": field_behavior_pb2.REQUIRED in behaviors(f),
                 "schema": {"type": "array", "items": value} if _is_repeated(f) else value,
             }
             if doc := schemas.docs.get(f.full_name):
@@ -376,6 +446,18 @@ def _operation(
     return _VARIABLE.sub(lambda m: "{" + m.group(1) + "}", binding.path), op
 
 
+def _error_example(status: str, text: str) -> dict[str, Any]:
+    """The envelope as the status's documented code answers it (the code is the word in parentheses)."""
+    code = re.findall(r"\(([A-Z_]+)\)", text)[0]
+    return {
+        "error": {
+            "code": code,
+            "message": text.split(" (")[0] + ".",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": code, "domain": "molbridge"}],
+        }
+    }
+
+
 def _components(schemas: dict[str, Any]) -> dict[str, Any]:
     envelope = {
         "type": "object",
@@ -405,7 +487,7 @@ def _components(schemas: dict[str, Any]) -> dict[str, Any]:
     responses = {
         f"Error{code}": {
             "description": text,
-            "content": {"application/json": {"schema": _ref("ErrorEnvelope")}},
+            "content": {"application/json": {"schema": _ref("ErrorEnvelope"), "example": _error_example(code, text)}},
             **(
                 {"headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}}
                 if code in ("429", "503")
@@ -446,7 +528,7 @@ def build(
     for file in fds.file:
         pool.AddSerializedFile(file.SerializeToString())
     docs = comments(fds)
-    schemas = _Schemas(pool, docs)
+    schemas = _Schemas(pool, docs, component_names(fds))
     public = list(public_paths)
     internal = set(internal_methods)
     paths: dict[str, dict[str, Any]] = {}

@@ -74,6 +74,7 @@ def test_response_schemas_follow_the_transcoder(doc: dict[str, Any]) -> None:
     assert user["properties"]["created_at"] == {
         "type": "string",
         "format": "date-time",
+        "example": "2026-01-31T09:30:00Z",
         "description": "When it was created.",
     }
     assert "full_name" in user["properties"]  # proto field names, as preserve_proto_field_names prints
@@ -88,7 +89,7 @@ def test_enums_are_their_value_names(doc: dict[str, Any]) -> None:
     for file in protoset.load(DESCRIPTOR).file:
         pool.AddSerializedFile(file.SerializeToString())
     schemas = doc["components"]["schemas"]
-    enums = {name: s for name, s in schemas.items() if "enum" in s and name.startswith("molbridge.")}
+    enums = {s["x-proto-name"]: s for s in schemas.values() if "enum" in s and "x-proto-name" in s}
     assert enums
     for name, enum_schema in enums.items():
         values = pool.FindEnumTypeByName(name).values
@@ -101,30 +102,38 @@ def test_enum_values_are_the_domains_words(doc: dict[str, Any]) -> None:
     # DOMAIN.md "API contract at the gateway": "kind": "PHARMA", never "ORGANIZATION_KIND_PHARMA". Only
     # the zero value carries its enum's name (KIND_UNSPECIFIED), as buf's ENUM_ZERO_VALUE_SUFFIX wants.
     schemas = doc["components"]["schemas"]
-    kinds = schemas["molbridge.identity.v1.Organization.Kind"]["enum"]
+    kinds = schemas["OrganizationKind"]["enum"]
     assert kinds == ["KIND_UNSPECIFIED", "PHARMA", "CRO", "PLATFORM"]
-    assert schemas["molbridge.molecule.v1.Molecule.Status"]["enum"][:2] == ["STATUS_UNSPECIFIED", "AVAILABLE"]
-    for name, enum_schema in schemas.items():
-        if "enum" not in enum_schema or not name.startswith("molbridge."):
+    assert schemas["OrganizationKind"]["example"] == "PHARMA"
+    assert schemas["MoleculeStatus"]["enum"][:2] == ["STATUS_UNSPECIFIED", "AVAILABLE"]
+    for enum_schema in schemas.values():
+        if "enum" not in enum_schema or "x-proto-name" not in enum_schema:
             continue
+        name = enum_schema["x-proto-name"]
         words = enum_schema["enum"]
         prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", name.rsplit(".", 1)[1]).upper() + "_"
         assert words[0] == prefix + "UNSPECIFIED", name
         assert not [w for w in words[1:] if w.startswith(prefix)], name
 
 
-def test_a_nested_enum_with_bare_values_is_listed_as_is(tmp_path: Path) -> None:
-    (tmp_path / "enumtest.proto").write_text(ENUM_PROTO)
-    out = tmp_path / "enumtest.pb"
+def compiled(tmp_path: Path, **protos: str) -> Any:
+    """The descriptor set of these .proto files (name -> text), as `make gen` builds ours."""
+    for name, text in protos.items():
+        (tmp_path / f"{name}.proto").write_text(text)
+    out = tmp_path / "test.pb"
     protoc = [sys.executable, "-m", "grpc_tools.protoc", "-I", str(tmp_path), "-I", str(PROTOS / "vendor")]
     subprocess.run([*protoc, "--include_imports", "--include_source_info", f"--descriptor_set_out={out}",
-                    "enumtest.proto"], check=True)
-    doc = openapi.build(protoset.load(out))
-    kind = doc["components"]["schemas"]["molbridge.enumtest.v1.Organization.Kind"]
+                    *(f"{name}.proto" for name in protos)], check=True)
+    return protoset.load(out)
+
+
+def test_a_nested_enum_with_bare_values_is_listed_as_is(tmp_path: Path) -> None:
+    doc = openapi.build(compiled(tmp_path, enumtest=ENUM_PROTO))
+    kind = doc["components"]["schemas"]["OrganizationKind"]
     assert kind["enum"] == ["KIND_UNSPECIFIED", "PHARMA", "CRO"]
     assert "- `CRO`: A contract research lab." in kind["description"]
     org = schema(doc, doc["paths"]["/api/v1/orgs"]["post"]["requestBody"]["content"]["application/json"]["schema"])
-    assert org["properties"]["kind"] == {"$ref": "#/components/schemas/molbridge.enumtest.v1.Organization.Kind"}
+    assert org["properties"]["kind"] == {"$ref": "#/components/schemas/OrganizationKind"}
 
 
 ENUM_PROTO = """
@@ -230,3 +239,92 @@ def test_every_reference_resolves(doc: dict[str, Any]) -> None:
     for ref in refs:
         section, name = ref.removeprefix("#/components/").split("/", 1)
         assert name in doc["components"][section], ref
+
+
+FIELD_BEHAVIOR_PROTO = """
+syntax = "proto3";
+package molbridge.fbtest.v1;
+import "google/api/annotations.proto";
+import "google/api/field_behavior.proto";
+import "google/protobuf/timestamp.proto";
+service FbTestService {
+  rpc CreateThing(Thing) returns (Thing) {
+    option (google.api.http) = {post: "/api/v1/things" body: "*"};
+  }
+  rpc ListThings(ListThingsRequest) returns (Thing) {
+    option (google.api.http) = {get: "/api/v1/things"};
+  }
+}
+message Thing {
+  string id = 1 [(google.api.field_behavior) = OUTPUT_ONLY];
+  string name = 2 [(google.api.field_behavior) = REQUIRED];
+  string note = 3;
+  google.protobuf.Timestamp created_at = 4 [(google.api.field_behavior) = OUTPUT_ONLY];
+  Owner owner = 5 [(google.api.field_behavior) = OUTPUT_ONLY];
+}
+message Owner { string name = 1; }
+message ListThingsRequest {
+  string owner_id = 1 [(google.api.field_behavior) = REQUIRED];
+  int32 page = 2;
+}
+"""
+
+OTHER_OWNER_PROTO = """
+syntax = "proto3";
+package molbridge.other.v1;
+import "google/api/annotations.proto";
+service OtherService {
+  rpc GetOwner(Owner) returns (Owner) {
+    option (google.api.http) = {post: "/api/v1/owners" body: "*"};
+  }
+}
+message Owner { string email = 1; }
+"""
+
+
+def test_field_behavior_makes_required_and_read_only_fields(tmp_path: Path) -> None:
+    doc = openapi.build(compiled(tmp_path, fbtest=FIELD_BEHAVIOR_PROTO))
+    thing = doc["components"]["schemas"]["Thing"]
+    assert thing["required"] == ["name"]
+    props = thing["properties"]
+    assert props["id"]["readOnly"] is True and props["created_at"]["readOnly"] is True
+    assert "readOnly" not in props["name"] and "readOnly" not in props["note"]
+    # A $ref cannot carry siblings in OpenAPI 3.0: the read-only message field wraps it.
+    assert props["owner"] == {"allOf": [{"$ref": "#/components/schemas/Owner"}], "readOnly": True}
+    params = {p["name"]: p for p in doc["paths"]["/api/v1/things"]["get"]["parameters"]}
+    assert params["owner_id"]["required"] is True and params["page"]["required"] is False
+    assert "required" not in doc["components"]["schemas"]["Owner"]
+
+
+def test_component_names_are_readable_and_unique(tmp_path: Path) -> None:
+    doc = openapi.build(compiled(tmp_path, fbtest=FIELD_BEHAVIOR_PROTO, other=OTHER_OWNER_PROTO))
+    schemas = doc["components"]["schemas"]
+    # Two packages declare Owner: each gets its package's word, and keeps its proto name.
+    assert schemas["FbtestOwner"]["x-proto-name"] == "molbridge.fbtest.v1.Owner"
+    assert schemas["OtherOwner"]["x-proto-name"] == "molbridge.other.v1.Owner"
+    assert "Owner" not in schemas and "Thing" in schemas
+
+
+def test_no_component_name_is_a_dotted_proto_name(doc: dict[str, Any]) -> None:
+    names = list(doc["components"]["schemas"])
+    assert names and not [n for n in names if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", n)]
+    assert doc["components"]["schemas"]["OrganizationKind"]["x-proto-name"] == "molbridge.identity.v1.Organization.Kind"
+
+
+def test_identifiers_and_timestamps_have_examples(doc: dict[str, Any]) -> None:
+    user = doc["components"]["schemas"]["User"]["properties"]
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", user["id"]["example"])
+    assert user["organization_id"]["example"] == user["id"]["example"]
+    assert user["created_at"]["example"].endswith("Z")
+
+
+def test_documented_errors_are_the_envelope_with_their_code(doc: dict[str, Any]) -> None:
+    codes = {"400": "VALIDATION_ERROR", "401": "AUTHENTICATION_ERROR", "403": "AUTHORIZATION_ERROR",
+             "404": "RESOURCE_NOT_FOUND", "409": "RESOURCE_CONFLICT", "429": "RATE_LIMITED"}
+    for status, code in codes.items():
+        content = doc["components"]["responses"][f"Error{status}"]["content"]["application/json"]
+        assert content["schema"] == {"$ref": "#/components/schemas/ErrorEnvelope"}
+        example = content["example"]["error"]
+        assert example["code"] == code and example["message"] and example["details"][0]["reason"] == code
+    create = doc["paths"]["/api/v1/users"]["post"]["responses"]
+    assert {"400", "401", "403", "404", "409", "429"} <= set(create)
