@@ -35,6 +35,7 @@ from services.cro.domain.submissions import (
     SubmissionTransitioned,
     allowed_actions,
     molecule_status_after,
+    require_creator,
     rule_text,
 )
 from services.cro.domain.vocabulary import (
@@ -609,3 +610,12 @@ def test_codes_are_fixed_at_submit_in_molecule_order() -> None:
     assert submission.sample_codes == {}
     perform(submission, A.SUBMIT)
     assert submission.sample_codes == {"m-1": "S-7F3K-01", "m-2": "S-7F3K-02", "m-3": "S-7F3K-03"}
+
+
+def test_who_may_create_is_asked_on_its_own_before_anything_is_looked_up() -> None:
+    for creator in (SCIENTIST, PHARMA_ADMIN, SYSTEM_ADMIN):
+        require_creator(creator)
+    for refused in (TECHNICIAN, CRO_ADMIN, person("auditor")):
+        with pytest.raises(AuthorizationError) as error:
+            require_creator(refused)
+        assert error.value.detail == "SUBMISSION_ROLE", refused

@@ -166,3 +166,12 @@ def test_only_a_person_signs() -> None:
     wrong, locked = domain.signer_not_confirmed(locked=False), domain.signer_not_confirmed(locked=True)
     assert (wrong.detail, locked.detail) == ("SIGNER_NOT_CONFIRMED", "ACCOUNT_LOCKED")
     assert "lock" in wrong.message and "30 minutes" in locked.message
+
+
+def test_what_needs_a_login_refuses_an_api_key_as_not_authorized() -> None:
+    domain.require_user(principal({"pharma_scientist"}))
+    key = Principal(subject="k1", organization_id="org-a", organization_kind="PHARMA",
+                    roles=frozenset({"pharma_admin"}), via="api_key")
+    with pytest.raises(AuthorizationError) as refused:  # 403: a valid credential that may not do this
+        domain.require_user(key)
+    assert refused.value.detail == "USER_REQUIRED" and "login" in refused.value.message

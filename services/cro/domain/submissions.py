@@ -166,6 +166,13 @@ def rule_text(what: Action | Operation) -> str:
     return "; ".join(rule.describe(verb) for rule in WHO_MAY[what])
 
 
+def require_creator(actor: Principal) -> None:
+    """Who may create a submission at all: asked before anything the request names is looked up."""
+    side = Side.PHARMA if actor.organization_kind == Side.PHARMA.value else None
+    if not any(rule.holds_role(actor, side) for rule in WHO_MAY[Operation.CREATE]):
+        raise _refuse(Operation.CREATE)
+
+
 def _refuse(what: Action | Operation) -> AuthorizationError:
     return AuthorizationError(
         rule_text(what), detail="SUBMISSION_ROLE", metadata={"action": what.value, "rule": rule_text(what)}
@@ -458,9 +465,7 @@ class Submission:
         submission_id: str | None = None,
     ) -> tuple[Submission, SubmissionCreated]:
         """A DRAFT of the caller's (pharma) organization for an active CRO service."""
-        side = Side.PHARMA if actor.organization_kind == Side.PHARMA.value else None
-        if not any(rule.holds_role(actor, side) for rule in WHO_MAY[Operation.CREATE]):
-            raise _refuse(Operation.CREATE)
+        require_creator(actor)
         if not service.active:
             raise PreconditionError(
                 f"the CRO service {service.id} is no longer offered: choose an active service",

@@ -224,10 +224,15 @@ class ResultService:
     async def _submission_facts(
         self, uow: CroUnitOfWork, principal: Principal, submission_id: str
     ) -> tuple[Submission, list[rules.Sample]]:
+        submission = await self._visible_submission(uow, principal, submission_id)
+        return submission, await self.samples(uow, submission)
+
+    @staticmethod
+    async def _visible_submission(uow: CroUnitOfWork, principal: Principal, submission_id: str) -> Submission:
         submission = await uow.submissions.get(submission_id)
         if submission is None or not submission.visible_to(principal):
             raise NotFoundError(f"submission {submission_id} not found", detail="SUBMISSION_NOT_FOUND")
-        return submission, await self.samples(uow, submission)
+        return submission
 
     @staticmethod
     async def samples(uow: CroUnitOfWork, submission: Submission) -> list[rules.Sample]:
@@ -315,6 +320,8 @@ class ResultService:
             current_only=current_only,
         )
         async with self._uow() as uow:
+            if submission_id:  # a submission the caller cannot see answers as one that does not exist
+                await self._visible_submission(uow, principal, submission_id)
             return await uow.results.find(filters, page)
 
     async def values(

@@ -234,6 +234,7 @@ class SubmissionService:
         budget: str = "",
         request_id: str = "",
     ) -> SubmissionView:
+        domain.require_creator(principal)  # permission before the service it names (403, never 400)
         violations: list[tuple[str, str]] = []
         amount = _money("budget", budget, violations) if budget.strip() else None
         _raise_if(violations, "the submission is not valid")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from services.runtime.auth import ADMIN_ROLES, ROLE_IMPLIES, Principal
-from services.runtime.errors import AuthenticationError, AuthorizationError, PreconditionError, ValidationError
+from services.runtime.errors import AuthenticationError, AuthorizationError, ValidationError
 
 ACCESS_TOKEN_TTL = timedelta(minutes=15)
 REFRESH_TOKEN_TTL = timedelta(days=7)
@@ -190,7 +190,8 @@ def holds_role(roles: tuple[str, ...] | frozenset[str], role: str) -> bool:
 
 def require_user(principal: Principal) -> None:
     if principal.via != "token":
-        raise PreconditionError("This action needs a user's login, not an API key", detail="USER_REQUIRED")
+        # A valid credential that may not do this (403), not a state of the resource (409).
+        raise AuthorizationError("This action needs a user's login, not an API key", detail="USER_REQUIRED")
 
 
 def roles_changed(before: tuple[str, ...], after: tuple[str, ...]) -> bool:

@@ -90,11 +90,13 @@ class UploadService:
                 return stored_upload
 
     async def get_upload(self, principal: Principal, storage_key: str) -> StoredUpload:
-        """An upload the caller's organization owns; any other key answers 404 (never 403)."""
+        """An upload the caller's organization owns; any other key answers 404 (never 403). Not even the
+        system admin reaches another organization's upload: an import from it would copy that
+        organization's structures into the admin's (molecules never leave their organization)."""
         if _STORAGE_KEY.match(storage_key):
             async with self._uow() as uow:
                 upload = await uow.uploads.get(storage_key)
-            if upload is not None and principal.can_see_organization(upload.organization_id):
+            if upload is not None and upload.organization_id == principal.organization_id:
                 return upload
         raise NotFoundError("upload not found", detail="UPLOAD_NOT_FOUND")
 
