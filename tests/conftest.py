@@ -18,7 +18,8 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -135,17 +136,20 @@ class Mesh(Stack):
             await asyncio.sleep(0.05)
 
 
-@pytest.fixture(scope="session")
-def mesh(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer) -> Iterator[Mesh]:
+@contextmanager
+def running_mesh(data_dir: Path, docusign_dir: Path, *, database_url: str | None,
+                 extra_env: Mapping[str, str] | None = None) -> Iterator[Mesh]:
+    """The whole mesh (engine, DocuSign peer, SMTP listener) on free ports under `data_dir`; with
+    `database_url` None it runs a PostgreSQL of its own (a stack that can crash its database)."""
     collector = SmtpCollector()
     smtp = Controller(collector, hostname="127.0.0.1", port=free_port())
     smtp.start()
-    docusign = DocuSignServer(tmp_path_factory.mktemp("docusign"))
+    docusign = DocuSignServer(docusign_dir)
     docusign.start()
     try:
         settings = StackSettings.isolated(
-            tmp_path_factory.mktemp("mesh"),
-            database_url=postgres_server.create_database("mesh"),
+            data_dir,
+            database_url=database_url,
             env=os.environ,
             extra_env={
                 "MOLBRIDGE_ADMIN_EMAIL": ADMIN_EMAIL,
@@ -160,6 +164,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServ
                 "MOLBRIDGE_DOCUMENT_MAX_BYTES": str(MESH_DOCUMENT_MAX_BYTES),
                 "MOLBRIDGE_DOCUMENT_EXPIRY_SWEEP_S": "1",
                 **docusign.environ(DOCUSIGN_CONNECT_SECRETS=MESH_DOCUSIGN_CONNECT_SECRET),
+                **(extra_env or {}),
             },
         )
         docusign.configure_connect(f"http://127.0.0.1:{settings.gateway_port}{WEBHOOK_PATH}",
@@ -173,3 +178,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServ
     finally:
         docusign.stop()
         smtp.stop()
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer) -> Iterator[Mesh]:
+    with running_mesh(tmp_path_factory.mktemp("mesh"), tmp_path_factory.mktemp("docusign"),
+                      database_url=postgres_server.create_database("mesh")) as running:
+        yield running

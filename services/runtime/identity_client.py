@@ -22,9 +22,9 @@ from services.runtime.errors import (
     AuthenticationError,
     AuthorizationError,
     DomainError,
-    IntegrationError,
     ValidationError,
 )
+from services.runtime.peer_errors import peer_failure
 from services.runtime.revocation import Revocations
 
 # A cached verification lives this long, or until the next revocation event (which drops them all).
@@ -58,7 +58,7 @@ class RemoteIdentity:
         try:
             body = await self._stub.GetJwks(pb.GetJwksRequest(), timeout=5)
         except grpc.aio.AioRpcError as exc:
-            raise IntegrationError("Identity service unreachable: cannot verify tokens; try again") from exc
+            raise peer_failure(exc, "identity", "verify tokens") from exc
         return dict(json.loads(body.data))
 
     async def resolve_api_key(self, secret: str) -> Principal:
@@ -83,7 +83,7 @@ class RemoteIdentity:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                 return None
-            raise IntegrationError("Identity service unreachable: cannot verify the API key; try again") from exc
+            raise peer_failure(exc, "identity", "verify the API key") from exc
         return Principal(
             subject=reply.key_id,
             organization_id=reply.organization_id,
@@ -136,7 +136,7 @@ def signer_error(exc: grpc.aio.AioRpcError) -> DomainError:
         return AuthorizationError(message or "Electronic signatures need a person", detail=detail)
     if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
         return ValidationError(message or "Enter your password to sign", detail=detail)
-    return IntegrationError("Identity service unreachable: cannot confirm the signer; try again")
+    return peer_failure(exc, "identity", "confirm the signer")
 
 
 def error_detail(exc: grpc.aio.AioRpcError) -> str:

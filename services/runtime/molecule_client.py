@@ -12,7 +12,8 @@ from molbridge.molecule.v1 import molecule_service_pb2 as molecule_pb
 from molbridge.molecule.v1 import molecule_service_pb2_grpc as molecule_grpc
 
 from services.runtime import telemetry
-from services.runtime.errors import IntegrationError, ValidationError
+from services.runtime.errors import ValidationError
+from services.runtime.peer_errors import peer_failure
 
 BATCH_GET_LIMIT = 1000  # BatchGetMolecules' limit
 CREDENTIAL_HEADERS = ("authorization", "x-api-key")
@@ -62,7 +63,7 @@ class MoleculeClient:
         self, ids: Sequence[str], credentials: Mapping[str, str]
     ) -> tuple[list[MoleculeRecord], list[str]]:
         """The caller's molecules found (request order) and the ids not found. Malformed ids are a
-        ValidationError; a molecule service that cannot answer an IntegrationError."""
+        ValidationError; a molecule service that cannot answer peer_failure's (503 while it is down)."""
         found: list[MoleculeRecord] = []
         missing: list[str] = []
         metadata = tuple(credentials.items())
@@ -76,7 +77,7 @@ class MoleculeClient:
             except grpc.aio.AioRpcError as error:
                 if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
                     raise ValidationError(error.details() or "invalid molecule ids") from error
-                raise IntegrationError("The molecule service could not be reached; try again") from error
+                raise peer_failure(error, "molecule", "read the molecules") from error
             found += [_record(m) for m in reply.data]
             missing += reply.not_found_ids
         return found, missing

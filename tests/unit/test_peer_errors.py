@@ -4,7 +4,7 @@ import grpc
 import pytest
 
 from services.runtime.errors import AuthorizationError, IntegrationError, UnavailableError, ValidationError
-from services.runtime.peer_errors import peer_error
+from services.runtime.peer_errors import peer_error, peer_failure
 
 
 def rpc_error(code: grpc.StatusCode, details: str = "") -> grpc.aio.AioRpcError:
@@ -37,4 +37,12 @@ def test_a_peer_that_is_down_is_a_retry_later(code: grpc.StatusCode) -> None:
 def test_anything_else_is_the_peer_failing(code: grpc.StatusCode) -> None:
     error = peer_error(rpc_error(code, "stack trace of the peer"), "prediction")
     assert type(error) is IntegrationError
-    assert error.message == "The prediction service could not be reached; try again"
+    assert error.message == f"The prediction service could not answer ({code.name}); try again"
+
+
+def test_what_the_peer_was_asked_for_is_named() -> None:
+    down = peer_failure(rpc_error(grpc.StatusCode.UNAVAILABLE, "connection refused"), "identity", "confirm the signer")
+    assert isinstance(down, UnavailableError) and down.detail == "PEER_UNAVAILABLE"
+    assert down.message == "The identity service is unavailable: cannot confirm the signer; try again in a few seconds"
+    failed = peer_failure(rpc_error(grpc.StatusCode.INTERNAL, "boom"), "identity", "check the user")
+    assert type(failed) is IntegrationError and "cannot check the user (INTERNAL)" in failed.message

@@ -11,7 +11,7 @@ from molbridge.identity.v1 import identity_service_pb2_grpc as identity_grpc
 
 from services.molecule.adapters.identity_users import Credentials
 from services.runtime import telemetry
-from services.runtime.errors import IntegrationError
+from services.runtime.peer_errors import peer_failure
 
 ORGANIZATION_LOOKUP_TIMEOUT_S = 5.0
 log = logging.getLogger("molbridge.molecule.identity")
@@ -40,7 +40,7 @@ class IdentityOrganizationNames:
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 # Not a silent fallback: the first number fixes the prefix for good.
-                raise IntegrationError("Identity service unreachable: cannot name the organization; try again") from exc
+                raise peer_failure(exc, "identity", "name the organization") from exc
             # The caller may not read its organization (e.g. a key without that right): the neutral default.
             log.warning("organization %s not named for its caller (%s)", organization_id, exc.code().name)
             return ""

@@ -10,7 +10,7 @@ from molbridge.identity.v1 import identity_service_pb2 as identity_pb
 from molbridge.identity.v1 import identity_service_pb2_grpc as identity_grpc
 
 from services.runtime import telemetry
-from services.runtime.errors import IntegrationError
+from services.runtime.peer_errors import peer_failure
 
 GRANTEE_LOOKUP_TIMEOUT_S = 5.0
 
@@ -39,9 +39,7 @@ class IdentityUserDirectory:
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
                 return None
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise IntegrationError("Identity service unreachable: cannot check the user; try again") from exc
-            raise IntegrationError(f"Identity service could not check the user ({exc.code().name})") from exc
+            raise peer_failure(exc, "identity", "check the user") from exc
         return reply.data.organization_id if reply.data.active else None
 
     async def close(self) -> None:
