@@ -76,6 +76,7 @@ def test_response_schemas_follow_the_transcoder(doc: dict[str, Any]) -> None:
         "format": "date-time",
         "example": "2026-01-31T09:30:00Z",
         "description": "When it was created.",
+        "readOnly": True,
     }
     assert "full_name" in user["properties"]  # proto field names, as preserve_proto_field_names prints
     meta = schema(doc, listing["properties"]["meta"]["allOf"][0])
@@ -294,6 +295,50 @@ def test_field_behavior_makes_required_and_read_only_fields(tmp_path: Path) -> N
     params = {p["name"]: p for p in doc["paths"]["/api/v1/things"]["get"]["parameters"]}
     assert params["owner_id"]["required"] is True and params["page"]["required"] is False
     assert "required" not in doc["components"]["schemas"]["Owner"]
+
+
+def test_our_protos_field_behavior_reaches_the_document(doc: dict[str, Any]) -> None:
+    paths = doc["paths"]
+    login = paths["/api/v1/auth/login"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert schema(doc, login)["required"] == ["email", "password"]
+    user = doc["components"]["schemas"]["User"]
+    assert user["properties"]["id"]["readOnly"] is True and "readOnly" not in user["properties"]["full_name"]
+    library = doc["components"]["schemas"]["Library"]
+    assert {n for n, p in library["properties"].items() if p.get("readOnly")} == {
+        "id", "owner_id", "organization_id", "molecule_count", "access_level", "created_at", "updated_at"
+    }
+    create_submission = paths["/api/v1/submissions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert schema(doc, create_submission)["required"] == ["name", "cro_service_id"]
+    # A body without its path parameter keeps the rest's required fields.
+    act = paths["/api/v1/submissions/{id}/actions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert act["required"] == ["action"]
+    params = {p["name"]: p["required"] for p in paths["/api/v1/libraries/{id}/distributions"]["get"]["parameters"]}
+    assert params == {"id": True, "property": True, "bins": False}
+
+
+def test_no_response_schema_requires_a_field(doc: dict[str, Any]) -> None:
+    """proto3 JSON leaves default values out of a response: a REQUIRED field there could be absent."""
+    reached: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/components/schemas/") and (name := ref.rsplit("/", 1)[1]) not in reached:
+                reached.add(name)
+                walk(doc["components"]["schemas"][name])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for operation in (op for item in doc["paths"].values() for op in item.values()):
+        for code, response in operation["responses"].items():
+            if code.startswith("2"):
+                walk(response)
+    generated = {n for n in reached if "x-proto-name" in doc["components"]["schemas"][n]}
+    assert "User" in generated and "Library" in generated
+    assert [n for n in sorted(generated) if "required" in doc["components"]["schemas"][n]] == []
 
 
 def test_component_names_are_readable_and_unique(tmp_path: Path) -> None:
