@@ -251,7 +251,7 @@ async def test_api_keys_act_for_their_organization_until_revoked(world: World) -
     await world.service.revoke_api_key(pharma_admin, created.api_key.id)
     with pytest.raises(AuthenticationError):
         await world.service.resolve_api_key(created.secret)
-    with pytest.raises(PreconditionError):
+    with pytest.raises(AuthorizationError):
         await world.service.get_me(principal)  # a key is not a user
 
 
