@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date, timedelta
-from typing import Any
 
 import httpx
 
 from tests.e2e.molecule_rest import Org, created, data
 from tests.e2e.test_identity_gateway import PASSWORD, new_org
 from tests.pdfs import blank_pdf
+from tests.waiting import eventually
 
-WAIT_S = 60.0  # generous: every wait ends as soon as its condition holds
 SCHEMA = {
     "type": "object",
     "properties": {"temperature": {"type": "number"}, "buffer": {"type": "string"}},
@@ -49,17 +47,6 @@ class Parties:
     @property
     def technician_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.technician['access_token']}"}
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    """Polls `check` until it answers something truthy; returns that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.2)
 
 
 def new_service(api: httpx.Client, cro: Org, **fields: object) -> dict:

@@ -16,9 +16,10 @@ import pytest
 from stack.mesh import Stack
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.e2e.molecule_rest import Org, assert_error, data, start_import, upload_file, wait_for_job
-from tests.e2e.own_stack import Traffic, core_stack, wait_for
+from tests.e2e.own_stack import browsing, core_stack
 from tests.e2e.test_identity_gateway import login
 from tests.integration.molecule_imports import molsets_smiles
+from tests.waiting import eventually
 
 MOLECULES = 300
 
@@ -52,10 +53,10 @@ def test_a_database_crash_is_a_503_with_retry_after_and_recovers_without_loss(st
     assert total_before == MOLECULES
 
     postgres = stack.supervisor.get("postgres")
-    with Traffic(stack.gateway_url + "/api/v1", org.headers) as traffic:
-        wait_for(lambda: traffic.served() >= 10, "traffic before the crash")
+    with browsing(stack.gateway_url + "/api/v1", org.headers) as traffic:
+        eventually(lambda: traffic.served() >= 10, "traffic before the crash")
         stack.kill("postgres")
-        wait_for(lambda: traffic.statuses[503] >= 5, "503s while the database is down")
+        eventually(lambda: traffic.statuses[503] >= 5, "503s while the database is down")
 
         # While it is down: the documented envelope, the reason, and when to retry.
         down = api.get("/molecules", headers=org.headers)

@@ -23,9 +23,10 @@ from bus.streams import EVENTS_STREAM, WORK_STREAM
 from stack.mesh import Stack
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.e2e.molecule_rest import Org, data, start_import, upload_file
-from tests.e2e.own_stack import Traffic, core_stack, wait_for
+from tests.e2e.own_stack import browsing, core_stack
 from tests.e2e.test_identity_gateway import login
 from tests.integration.molecule_imports import molsets_smiles
+from tests.waiting import eventually
 
 IMPORTED = 10_000
 
@@ -67,9 +68,9 @@ def test_every_instance_serves_and_one_taken_down_costs_no_request(
     def all_healthy() -> bool:
         return all(len(healthy_endpoints(stack, c)) == 2 for c in ("svc_identity", "svc_molecule"))
 
-    wait_for(all_healthy, "both endpoints of each service healthy")
+    eventually(all_healthy, "both endpoints of each service healthy")
 
-    with Traffic(stack.gateway_url + "/api/v1", org.headers, threads=2) as traffic:
+    with browsing(stack.gateway_url + "/api/v1", org.headers, threads=2) as traffic:
         traffic.go_on(60)
         # Both instances of each service answer (round robin behind Envoy).
         for cluster in ("svc_identity", "svc_molecule"):
@@ -82,7 +83,7 @@ def test_every_instance_serves_and_one_taken_down_costs_no_request(
             process.stop()
             traffic.go_on()
             process.start()
-            wait_for(all_healthy, f"{name} back in rotation")
+            eventually(all_healthy, f"{name} back in rotation")
             traffic.go_on()
         assert traffic.other == [], traffic.other[:10]
 
@@ -117,10 +118,10 @@ def test_a_nats_node_killed_mid_import_loses_nothing(stack: Stack, api: httpx.Cl
     job = start_import(api, org.headers, upload["storage_key"], {"SMILES": "smiles", "Name": "name"})
 
     # The node leading the work queue goes down while the chunks are being worked on.
-    wait_for(lambda: data(api.get(f"/molecules/imports/{job['job_id']}", headers=org.headers))["status"]
+    eventually(lambda: data(api.get(f"/molecules/imports/{job['job_id']}", headers=org.headers))["status"]
              == "processing", "the import to start")
     stack.kill(leader)
-    wait_for(lambda: data(api.get(f"/molecules/imports/{job['job_id']}", headers=org.headers))["status"]
+    eventually(lambda: data(api.get(f"/molecules/imports/{job['job_id']}", headers=org.headers))["status"]
              in ("completed", "failed", "cancelled"), "the import to end")
     stack.supervisor.get(leader).start()
 
@@ -132,7 +133,7 @@ def test_a_nats_node_killed_mid_import_loses_nothing(stack: Stack, api: httpx.Cl
         return int(api.get("/molecules?page_size=1", headers=org.headers).json()["meta"]["total"])
 
     started = time.monotonic()
-    wait_for(lambda: all(total() == IMPORTED for _ in range(6)), "every instance to list the import")
+    eventually(lambda: all(total() == IMPORTED for _ in range(6)), "every instance to list the import")
     print(f"indexes caught up {time.monotonic() - started:.1f} s after the import ended")
     names = set()
     for page in range(1, IMPORTED // 100 + 1):

@@ -25,11 +25,13 @@ import httpx
 import psycopg
 
 from tests.conftest import Mesh
-from tests.e2e.cro_rest import Parties, eventually, new_service, start_experiment
+from tests.e2e.cro_rest import Parties, new_service, start_experiment
 from tests.e2e.molecule_rest import Org, created, data, start_import, upload_file
 from tests.e2e.notification_rest import register
 from tests.e2e.test_identity_gateway import login
 from tests.integration.molecule_imports import csv_bytes, molsets_smiles
+from tests.traffic import Traffic
+from tests.waiting import eventually
 from tests.webhook_receiver import WebhookReceiver
 
 WAIT_S = 180.0  # a bound for a hang; webhook retries back off from 10 s, so recovery takes tens of seconds
@@ -47,7 +49,6 @@ class Seen:
     by_phase: dict[str, Counter[int]] = field(default_factory=dict)
     odd: list[str] = field(default_factory=list)  # every non-2xx: phase, request, status, code
     bad: list[str] = field(default_factory=list)  # what a client must never see
-    last_green: float = 0.0  # when the traffic thread last saw a whole round of 2xx
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, request: httpx.Request, response: httpx.Response | None, error: str = "") -> None:
@@ -110,43 +111,6 @@ class Fault:
     down_s: float = 0.0
     recovered_s: float = 0.0
     statuses: dict[int, int] = field(default_factory=dict)
-
-
-class Traffic:
-    """A reader in its own thread, one plain request per route and round (no retry: it sees what a client
-    sees); `Seen.last_green` is the end of the last round answered 2xx throughout."""
-
-    def __init__(self, base_url: str, seen: Seen, routes: Callable[[], list[tuple[str, dict[str, str]]]]) -> None:
-        self.seen = seen
-        self.routes = routes
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(base_url,), daemon=True)
-
-    def _run(self, base_url: str) -> None:
-        with httpx.Client(base_url=base_url, timeout=60) as client:
-            while not self._stop.is_set():
-                green = True
-                for path, headers in self.routes():
-                    request = client.build_request("GET", path, headers=headers)
-                    try:
-                        response = client.send(request)
-                    except httpx.TimeoutException as error:
-                        self.seen.record(request, None, f"timeout (a hang): {error!r}")
-                        green = False
-                        continue
-                    self.seen.record(request, response)
-                    green = green and response.status_code < 300
-                if green:
-                    self.seen.last_green = time.monotonic()
-                time.sleep(0.05)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=WAIT_S)
 
 
 class Journeys:
@@ -229,6 +193,7 @@ class Workload:
         receiver.secrets += secrets
         self.faults: list[Fault] = []
         self.prediction_job = ""
+        self.traffic: Traffic | None = None  # the readers, while the faults run
 
     # ------------------------------------------------------------------ the pieces of work
 
@@ -288,8 +253,10 @@ class Workload:
         yield fault
         restored = time.monotonic()
         fault.down_s = round(restored - began, 1)
-        eventually(lambda: self.seen.last_green > restored, f"every probe 2xx again after {name}", WAIT_S)
-        fault.recovered_s = round(self.seen.last_green - restored, 1)
+        traffic = self.traffic
+        assert traffic is not None, "faults run while the traffic does"
+        eventually(lambda: traffic.last_green > restored, f"every probe 2xx again after {name}", WAIT_S)
+        fault.recovered_s = round(traffic.last_green - restored, 1)
         fault.statuses = self.seen.summary().get(name, {})
         self.seen.phase, self.seen.external = "after", False
         self.faults.append(fault)
@@ -388,9 +355,11 @@ def run_with_faults(
     headers = w.import_org.headers
     import_job = w.start_import(headers)
     w.prediction_job = w.start_prediction(molecule_ids(w.db, w.clean_org.id, PREDICTION_MOLECULES))
-    with Traffic(w.mesh.gateway_url + "/api/v1", w.seen, w.traffic_routes), Journeys(w.journey) as journeys:
-        eventually(lambda: w.seen.last_green > 0, "traffic answered")
+    with Traffic(w.mesh.gateway_url + "/api/v1", w.traffic_routes, w.seen.record) as w.traffic, \
+            Journeys(w.journey) as journeys:
+        eventually(lambda: w.traffic and w.traffic.last_green > 0, "traffic answered")
         faults(w)
+    w.traffic = None
     w.seen.phase = "after"
     job = w.wait_import(headers, import_job)
     settled(w)

@@ -13,11 +13,10 @@ and document services (the world of test_cro_service.py):
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -41,6 +40,7 @@ from services.runtime.settings import Settings
 from tests.integration.test_cro_service import Actor, Parties, World, parties
 from tests.integration.test_cro_service import world as cro_world  # noqa: F401  (the module's fixture)
 from tests.pdfs import blank_pdf
+from tests.waiting import eventually_async as eventually
 
 SPECIFICATIONS = {"temperature": 37, "buffer": "PBS"}
 STRUCTURE_FIELDS = {"smiles", "inchi_key", "molecule_id", "registration_number"}
@@ -66,13 +66,6 @@ async def cro_bus(world: World, nats_url: str) -> AsyncIterator[None]:
     finally:
         await document_engine.dispose()
 
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    async def poll() -> None:
-        while not await check():
-            await asyncio.sleep(0.1)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 async def upload(world: World, owner: Actor, submission_id: str, document_type: str, expires_on: str = "") -> str:

@@ -51,6 +51,7 @@ from services.runtime.settings import Settings
 from stack.ports import free_port
 from tests.integration.molecule_imports import scientist
 from tests.integration.test_molecule_import_rpc import NoApiKeys, Tokens, error_reason
+from tests.waiting import eventually_async as eventually
 
 MIGRATIONS = Path(chemistry.__file__).parents[1] / "migrations"
 NCI = Path(rdkit.__file__).parent / "Data" / "NCI" / "first_5K.smi"
@@ -60,8 +61,6 @@ SUBSTRUCTURES = {
     "smarts": ["c1ccccc1", "C(=O)[OH]", "[#7;R]", "[Cl,Br]", "c1ccc2ccccc2c1", "[r5]"],
     "smiles": ["c1ccncc1", "C1CCCCC1", "OC(=O)C"],
 }
-POLL_S = 0.05
-POLL_LIMIT = 400  # x POLL_S: 20 s at most, typically a few hundred ms
 
 
 @dataclass
@@ -128,13 +127,6 @@ async def register(engine: AsyncEngine, org: str, smiles: list[str]) -> list[str
             uow.record(event, organization_id=org, actor_id="importer")
     return result.molecule_ids
 
-
-async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    for _ in range(POLL_LIMIT):
-        if await check():
-            return
-        await asyncio.sleep(POLL_S)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,11 +49,10 @@ from stack.ports import free_port
 from tests.integration.molecule_imports import scientist
 from tests.integration.test_molecule_import_rpc import NoApiKeys, Tokens
 from tests.integration.test_molecule_search import register
+from tests.waiting import eventually_async as eventually
 
 NCI = Path(rdkit.__file__).parent / "Data" / "NCI" / "first_5K.smi"
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
-POLL_S = 0.05
-POLL_LIMIT = 600  # x POLL_S
 
 
 def benzenoid_sheet(columns: int, rows: int) -> str:
@@ -130,14 +129,6 @@ async def world(postgres_server: Any) -> AsyncIterator[World]:
         await engine.dispose()
         postgres_server.drop_database(url.rsplit("/", 1)[1])
 
-
-async def eventually(check: Callable[[], bool | Awaitable[bool]]) -> None:
-    for _ in range(POLL_LIMIT):
-        outcome = check()
-        if outcome if isinstance(outcome, bool) else await outcome:
-            return
-        await asyncio.sleep(POLL_S)
-    raise AssertionError("condition not met in time")
 
 
 def process_exists(pid: int) -> bool:

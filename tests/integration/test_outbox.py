@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -53,6 +52,7 @@ from bus import (
     unpack,
 )
 from tests.integration.bus_schema import bus_schema
+from tests.waiting import eventually_async as eventually
 
 SCHEMA = "bus_test"
 Sessions = async_sessionmaker[AsyncSession]
@@ -65,19 +65,6 @@ class Runner(Protocol):
 
 # ---------------------------------------------------------------- helpers
 
-
-async def eventually(check: Callable[[], Any], *, what: str, within: float = 60.0) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy; fail after a generous cap."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

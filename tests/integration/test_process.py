@@ -32,21 +32,10 @@ from services.runtime.migrations import SchemaBehind
 from services.runtime.process import Outbox, Process, Subscription, Watchdog, WorkQueue, running
 from services.runtime.settings import REPO_ROOT, Settings
 from stack.ports import free_port
+from tests.waiting import eventually_async as eventually
 
 SCHEMA = MIGRATIONS.schema  # identity's schema: a real outbox table to relay
 
-
-async def eventually(condition: Callable[[], bool | Awaitable[bool]], what: str, *, cap: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + cap
-    while True:
-        result = condition()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        assert loop.time() < deadline, f"never happened: {what}"
-        await asyncio.sleep(0.05)
 
 
 async def health_status(port: int, service: str = "") -> int:
@@ -228,7 +217,7 @@ async def test_a_server_process_starts_serves_and_stops_gracefully_on_sigterm(  
             except grpc.aio.AioRpcError:
                 return False
 
-        await eventually(serving, "identity serving", cap=60)
+        await eventually(serving, "identity serving", timeout=60)
         assert MIGRATIONS.current(database_url) == MIGRATIONS.heads(), "the server migrated its schema"
         child.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(child.communicate(), 60)
