@@ -39,11 +39,13 @@ faults: $(GEN_STAMP) $(ENGINE_MODEL)
 bench: $(GEN_STAMP)
 	$(PY) -m bench
 
-# The product's load scenarios at LOAD_USERS concurrent users, LOAD_SECONDS each (figures printed, not asserted).
+# The product's load scenarios at LOAD_USERS concurrent users, LOAD_SECONDS each, LOAD_REPLICAS instances of
+# every service (figures printed, not asserted).
 LOAD_USERS ?= 50 100
 LOAD_SECONDS ?= 60
+LOAD_REPLICAS ?= 1
 load: $(GEN_STAMP) $(ENGINE_MODEL)
-	$(PY) -m bench.load --users "$(LOAD_USERS)" --seconds $(LOAD_SECONDS)
+	$(PY) -m bench.load --users "$(LOAD_USERS)" --seconds $(LOAD_SECONDS) --replicas $(LOAD_REPLICAS)
 
 venv: $(INSTALLED)
 

@@ -32,7 +32,7 @@ import psutil
 from bench.ingest import MemorySampler, import_file, stack_env, write_csv
 from bench.report import Figure, table
 from bench.search import read_smiles
-from bench.stack import isolated_stack, login, say
+from bench.stack import AdminAuth, isolated_stack, say
 from stack.mesh import Stack
 
 SERVICE = "molecule"
@@ -126,8 +126,7 @@ def run(step_rows: int = 500_000, steps: int = 2, *, keep: bool = False) -> Memo
         with isolated_stack(extra_env=stack_env(step_rows, largest, cores), keep=keep) as stack:
             result.empty = settled_rss(stack)
             say(f"molecule service, empty: {result.empty / MIB:,.0f} MiB")
-            auth = {"authorization": f"Bearer {login(stack)}"}
-            with httpx.Client(base_url=stack.gateway_url, headers=auth, timeout=120) as http:
+            with httpx.Client(base_url=stack.gateway_url, auth=AdminAuth(stack), timeout=120) as http:
                 molecules = 0
                 for index, (path, _) in enumerate(files):
                     last = smiles[(index + 1) * step_rows - 1]

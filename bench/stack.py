@@ -13,7 +13,7 @@ import contextlib
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -34,7 +34,9 @@ def say(text: str) -> None:
 
 
 @contextlib.contextmanager
-def isolated_stack(*, extra_env: Mapping[str, str] | None = None, keep: bool = False) -> Iterator[Stack]:
+def isolated_stack(
+    *, extra_env: Mapping[str, str] | None = None, keep: bool = False, replicas: int = 1
+) -> Iterator[Stack]:
     """A started mesh of its own, stopped (and its data dir removed unless `keep`) on leaving.
 
     Raises stack.processes.StartupError when a child does not start."""
@@ -45,7 +47,7 @@ def isolated_stack(*, extra_env: Mapping[str, str] | None = None, keep: bool = F
         "MOLBRIDGE_RATE_LIMIT_SCALE": str(RATE_LIMIT_SCALE),
         **(extra_env or {}),
     }
-    stack = Stack(StackSettings.isolated(data_dir, extra_env=env), say=say)
+    stack = Stack(StackSettings.isolated(data_dir, extra_env=env, replicas=replicas), say=say)
     try:
         stack.start()
         yield stack
@@ -64,6 +66,23 @@ def login(stack: Stack) -> str:
     response.raise_for_status()
     token: str = response.json()["data"]["access_token"]
     return token
+
+
+class AdminAuth(httpx.Auth):
+    """The bench admin's bearer token for an httpx client, logged in again once it has expired (a long
+    benchmark outlasts an access token)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._stack = stack
+        self._token = login(stack)
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["authorization"] = f"Bearer {self._token}"
+        response = yield request
+        if response.status_code == 401:
+            self._token = login(self._stack)
+            request.headers["authorization"] = f"Bearer {self._token}"
+            yield request
 
 
 def process_trees(stack: Stack) -> dict[str, list[psutil.Process]]:

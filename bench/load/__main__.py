@@ -95,6 +95,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--molecules", type=int, default=3000, help="molecules imported into each pharma org")
     parser.add_argument("--slowest", type=int, default=5, help="slowest requests shown with their traces")
     parser.add_argument("--keep", action="store_true", help="keep the mesh's data dir (logs, traces)")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="instances of every service and worker (MOLBRIDGE_REPLICAS; above 1, a NATS cluster)")
     args = parser.parse_args(argv)
     try:
         args.users = [int(n) for n in args.users.replace(",", " ").split()]
@@ -110,10 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"Molbridge load test: {os.cpu_count()} CPUs, Python {platform.python_version()}, load average at start "
           f"{load}; users {args.users}, {args.seconds:.0f} s each; gateway rate limits scaled x{RATE_LIMIT_SCALE:,} "
-          f"(MOLBRIDGE_RATE_LIMIT_SCALE) so no user is throttled", flush=True)
+          f"(MOLBRIDGE_RATE_LIMIT_SCALE) so no user is throttled; {args.replicas} instance(s) of every service",
+          flush=True)
     smiles = read_smiles("train.csv.gz", 2 * args.molecules + 2000)
     figures: list[Figure] = []
-    with isolated_stack(keep=args.keep) as stack:
+    with isolated_stack(keep=args.keep, replicas=args.replicas) as stack:
         world = seed(stack, smiles, per_org=args.molecules, users_per_org=USERS_PER_ORG)
         slow: list[tuple[int, list[Sample]]] = []
         for users in args.users:
