@@ -10,8 +10,10 @@ journey there (molecules, signed documents, gates) is the submission tests' busi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -110,8 +112,16 @@ class Watch:
 
     def close(self) -> None:
         if self._response is not None:
+            # The reader thread, blocked reading, would not notice close() before the next heartbeat (15 s):
+            # shutting the socket down ends its read now.
+            stream = self._response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
             self._response.close()
         self._reader.join(EVENT_WAIT_S)
+        assert not self._reader.is_alive(), "the watch's reader did not stop"
 
 
 @pytest.fixture
